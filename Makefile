@@ -1,0 +1,85 @@
+# SparseGate build. Sources are found by directory, so adding a file needs no
+# edit here:
+#   engine/*.c engine/cpu/*.c  -> $(B)/libsparsegate.a   (the engine library)
+#   retrieval/*.c              -> $(B)/libsgretrieval.a  (stores, context builder)
+#   tools/*.c                  -> $(B)/sparsegate        (the command line)
+#   tests/unit/test_*.c        -> $(B)/tests/test_*      (one binary per file)
+#   bench/*.c                  -> $(B)/bench/*           (one binary per file)
+# `make SAN=1` builds the same tree with ASan + UBSan into build-san/.
+
+SAN ?= 0
+ifeq ($(SAN),1)
+B       ?= build-san
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+           -fno-sanitize-recover=undefined
+LDSAN   := -fsanitize=address,undefined
+else
+B       ?= build
+OPT     := -O2 -g
+LDSAN   :=
+endif
+
+CC      ?= cc
+ARCH    ?= -march=x86-64-v3
+CFLAGS  += $(OPT) $(ARCH) -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
+           -Werror=implicit-function-declaration -fPIC -pthread \
+           -Iengine -Iretrieval -I/usr/include/postgresql -MMD -MP
+LDLIBS  += -lcjson -lpcre2-8 -lopenblas -lsqlite3 -lhiredis -lpq -lm -lpthread
+LDFLAGS += $(LDSAN) -pthread
+
+ENGINE_SRC := $(wildcard engine/*.c engine/cpu/*.c)
+RETR_SRC   := $(wildcard retrieval/*.c)
+TOOL_SRC   := $(wildcard tools/*.c)
+TEST_SRC   := $(wildcard tests/unit/test_*.c)
+BENCH_SRC  := $(wildcard bench/*.c)
+TEST_LIB   := $(filter-out tests/unit/test_%.c,$(wildcard tests/unit/*.c))
+
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(B)/obj/%.o)
+RETR_OBJ   := $(RETR_SRC:%.c=$(B)/obj/%.o)
+TOOL_OBJ   := $(TOOL_SRC:%.c=$(B)/obj/%.o)
+TESTLIB_OBJ:= $(TEST_LIB:%.c=$(B)/obj/%.o)
+TESTS      := $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
+BENCHES    := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
+
+LIBS := $(B)/libsgretrieval.a $(B)/libsparsegate.a
+
+.PHONY: all tests benches test clean module
+all: $(B)/libsparsegate.a $(B)/libsgretrieval.a $(B)/sparsegate tests benches
+tests: $(TESTS)
+benches: $(BENCHES)
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B)/libsparsegate.a: $(ENGINE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/libsgretrieval.a: $(RETR_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/sparsegate: $(TOOL_OBJ) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(LIBS) $(LDLIBS)
+
+$(B)/tests/%: $(B)/obj/tests/unit/%.o $(TESTLIB_OBJ) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LIBS) $(LDLIBS)
+
+$(B)/bench/%: $(B)/obj/bench/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
+
+# The whole suite, as README.md and .ci/run call it.
+test:
+	bash tests/run.sh
+
+# The nginx dynamic module (see tools/build_module.sh).
+module: $(B)/libsparsegate.a $(B)/libsgretrieval.a
+	bash tools/build_module.sh
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,141 @@
+#include "check.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+int check_passed;
+int check_failed;
+
+void
+check_report(int ok, const char *name, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (ok) {
+        check_passed++;
+        printf("PASS %s\n", name);
+        return;
+    }
+    check_failed++;
+    printf("FAIL %s: ", name);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+}
+
+int
+check_finish(void)
+{
+    printf("%d passed, %d failed\n", check_passed, check_failed);
+    return check_failed ? 1 : 0;
+}
+
+double
+check_rel_err(const float *out, const float *ref, size_t n)
+{
+    double num = 0, den = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(out[i]) || !isfinite(ref[i]))
+            return INFINITY;
+        double d = (double)out[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    if (den == 0)
+        return num == 0 ? 0 : INFINITY;
+    return sqrt(num / den);
+}
+
+double
+check_max_abs(const float *out, const float *ref, size_t n)
+{
+    double m = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(out[i]) || !isfinite(ref[i]))
+            return INFINITY;
+        double d = fabs((double)out[i] - ref[i]);
+        if (d > m)
+            m = d;
+    }
+    return m;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+/* Seeds from SG_TEST_SEED when set (to replay a failure), else from the
+ * clock, and prints the seed so any failure can be reproduced. */
+void
+check_seed_from_env(void)
+{
+    const char *s = getenv("SG_TEST_SEED");
+    uint64_t seed = s ? strtoull(s, NULL, 0)
+                      : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
+
+    rng_state = seed ? seed : 1;
+    printf("# seed %llu (set SG_TEST_SEED to replay)\n",
+           (unsigned long long)seed);
+}
+
+unsigned
+check_rand32(void)
+{
+    /* xorshift64* */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (unsigned)((rng_state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+float
+check_randu(float lo, float hi)
+{
+    return lo + (hi - lo) * (check_rand32() / 4294967296.0f);
+}
+
+float
+check_randn(void)
+{
+    double u1 = (check_rand32() + 1.0) / 4294967297.0;
+    double u2 = check_rand32() / 4294967296.0;
+
+    return (float)(sqrt(-2 * log(u1)) * cos(2 * M_PI * u2));
+}
+
+const char *
+check_fixtures_dir(void)
+{
+    const char *d = getenv("SG_FIXTURES");
+
+    return d ? d : "../shared/fixtures";
+}
+
+void *
+check_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+
+    if (f == NULL)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0) {
+        fclose(f);
+        return NULL;
+    }
+    rewind(f);
+    buf = malloc(n ? n : 1);
+    if (buf && fread(buf, 1, n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf && len)
+        *len = n;
+    return buf;
+}

@@ -1,0 +1,45 @@
+/*
+ * A minimal test harness for the C unit tests.
+ *
+ * Each check prints one line, "PASS name" or "FAIL name: why", and the
+ * binary ends with "N passed, N failed" and exits 1 when any check failed.
+ * tests/run.sh adds those counts up across binaries.
+ */
+#ifndef SG_CHECK_H
+#define SG_CHECK_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+extern int check_passed;
+extern int check_failed;
+
+/* Records one check; the message is printed only on failure. */
+void check_report(int ok, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define CHECK(cond, name, ...) check_report(!!(cond), (name), __VA_ARGS__)
+
+/* Prints the summary line and returns the process exit status. */
+int check_finish(void);
+
+/* ||out - ref|| / ||ref||; returns INFINITY when any value is NaN/Inf. */
+double check_rel_err(const float *out, const float *ref, size_t n);
+
+/* Max |out - ref|; INFINITY when any value is NaN/Inf. */
+double check_max_abs(const float *out, const float *ref, size_t n);
+
+/* Deterministic random numbers for "fresh random inputs" per run. */
+void check_seed_from_env(void);
+float check_randn(void);
+float check_randu(float lo, float hi);
+unsigned check_rand32(void);
+
+/* Path of the shared fixtures (../shared/fixtures or $SG_FIXTURES). */
+const char *check_fixtures_dir(void);
+
+/* Reads a whole file; NULL on failure.  *len gets its size. */
+void *check_read_file(const char *path, size_t *len);
+
+#endif
