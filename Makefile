@@ -41,10 +41,14 @@ TESTLIB_OBJ:= $(TEST_LIB:%.c=$(B)/obj/%.o)
 TESTS      := $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
 BENCHES    := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
 
+# The CUDA backend adds its objects and libraries here (kernels/kernels.mk).
+-include kernels/kernels.mk
+
 LIBS := $(B)/libsgretrieval.a $(B)/libsparsegate.a
 
 .PHONY: all tests benches test clean module
-all: $(B)/libsparsegate.a $(B)/libsgretrieval.a $(B)/sparsegate tests benches
+all: $(B)/libsparsegate.a $(B)/libsgretrieval.a $(B)/sparsegate tests benches \
+     $(B)/link-flags.txt
 tests: $(TESTS)
 benches: $(BENCHES)
 
@@ -70,6 +74,12 @@ $(B)/tests/%: $(B)/obj/tests/unit/%.o $(TESTLIB_OBJ) $(LIBS)
 $(B)/bench/%: $(B)/obj/bench/%.o $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
+
+# What a program linking the two libraries needs (read by the nginx
+# module's config script).
+$(B)/link-flags.txt: Makefile $(wildcard kernels/kernels.mk)
+	@mkdir -p $(dir $@)
+	echo "$(LDFLAGS) $(LDLIBS)" > $@
 
 # The whole suite, as README.md and .ci/run call it.
 test:
