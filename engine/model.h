@@ -33,6 +33,7 @@ typedef struct sg_model {
     sg_numerics      num;
     sg_rope_table    rope;          /* qk_rope_head_dim, YaRN */
     int              max_pos;
+    void            *scratch;       /* forward.c's buffers (one caller at a time) */
 } sg_model;
 
 typedef struct sg_model_opts {

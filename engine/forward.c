@@ -1,0 +1,714 @@
+/*
+ * The forward pass of a DeepSeek-V3.2 model, written once over the backend
+ * interface.  It follows DeepSeek's reference inference code (model.py with
+ * the 2025-11-17 fix): MLA with interleaved RoPE, the DSA lightning indexer
+ * (non-interleaved RoPE, Hadamard, FP8 q/k, ReLU-weighted head sum, top-k),
+ * MHA-form attention for prefill and the absorbed MQA form for decode, dense
+ * MLP then MoE layers, final RMSNorm and lm_head.
+ *
+ * A batch's rows are the new tokens of all items, item after item.  Linear
+ * layers run on all rows at once; attention runs per prefill item and per
+ * run of consecutive decode items.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward_scratch.h"
+#include "model.h"
+
+enum {
+    S_X, S_H, S_QA, S_QR, S_Q, S_KV, S_LAT, S_PE, S_IQ, S_IK, S_IKN, S_IQ8,
+    S_IQS, S_IK8, S_IKS, S_IW, S_SCORES, S_QLAT, S_QPE, S_OLAT, S_ATT, S_O,
+    S_GLAT, S_GPE, S_KVFULL, S_G, S_U, S_A, S_Y, S_Z, S_XE, S_GE, S_UE, S_YE,
+    S_LAST, S_LOGITS, S_COUNT
+};
+
+typedef struct {
+    void   *p[S_COUNT];
+    size_t  cap[S_COUNT];
+} scratch_t;
+
+/* A working buffer of at least `bytes`, grown (never shrunk) as needed. */
+static void *
+need(sg_model *m, int which, size_t bytes)
+{
+    scratch_t  *s = m->scratch;
+    sg_backend *b = m->backend;
+
+    if (s == NULL) {
+        s = calloc(1, sizeof(*s));
+        if (s == NULL)
+            return NULL;
+        m->scratch = s;
+    }
+    if (s->cap[which] >= bytes && s->p[which] != NULL)
+        return s->p[which];
+    if (s->p[which])
+        b->ops->free(b, s->p[which]);
+    bytes = bytes < 256 ? 256 : bytes + bytes / 4;
+    s->p[which] = b->ops->alloc(b, bytes);
+    s->cap[which] = s->p[which] ? bytes : 0;
+    return s->p[which];
+}
+
+void
+sg_forward_scratch_free(sg_model *m)
+{
+    scratch_t *s = m->scratch;
+
+    if (s == NULL)
+        return;
+    for (int i = 0; i < S_COUNT; i++) {
+        if (s->p[i])
+            m->backend->ops->free(m->backend, s->p[i]);
+    }
+    free(s);
+    m->scratch = NULL;
+}
+
+/* Host-side description of one forward call. */
+typedef struct {
+    sg_model        *m;
+    sg_kv_pool      *pool;
+    sg_batch_item   *items;
+    int              n_items;
+    const sg_trace  *trace;
+    int              T;              /* rows */
+    int32_t         *tokens;         /* [T] */
+    int32_t         *pos;            /* [T] */
+    int32_t         *row_seq;        /* [T] item of each row */
+    int32_t         *row_start;      /* [n_items + 1] */
+    int32_t         *block_table;    /* [n_items * max_blocks] */
+    int              max_blocks;
+    sg_rows          rows;           /* all rows */
+    int32_t         *sel;            /* [T * K] top-k sets, NULL when dense */
+    int32_t         *len;            /* [T] */
+    int32_t         *experts;        /* [T * top_k] */
+    float           *eweights;       /* [T * top_k] */
+    int32_t         *forced;         /* [T * top_k] */
+    int32_t         *erows;          /* [T] rows routed to one expert */
+    float           *ew;             /* [T] their weights */
+    float           *host_f;         /* [T * index_heads * 2] */
+    int              aq;             /* fp8 GEMM activation quantization */
+    int              ue8m0;
+    char            *err;
+    int              errlen;
+} fwd_t;
+
+#define NEED(var, which, bytes) \
+    do { \
+        (var) = need(f->m, (which), (bytes)); \
+        if ((var) == NULL) { \
+            snprintf(f->err, f->errlen, "backend %s: out of memory " \
+                     "(%zu bytes of working memory)", f->m->backend->name, \
+                     (size_t)(bytes)); \
+            return -1; \
+        } \
+    } while (0)
+
+/* A sub-range of the batch's rows [r0, r0 + n). */
+static sg_rows
+rows_sub(const fwd_t *f, int r0, int n)
+{
+    sg_rows r = f->rows;
+
+    r.n = n;
+    r.pos = f->pos + r0;
+    r.seq = f->row_seq + r0;
+    return r;
+}
+
+/*
+ * dst[i][0..ncols) = src[i * stride + col0 ..] for i < n.  The backend has
+ * no strided copy; when the strides are multiples of ncols the rows are
+ * gathered as ncols-wide rows, else the copy goes through the host.
+ */
+static void
+copy_cols(fwd_t *f, const float *src, int stride, int col0, int ncols, int n,
+    float *dst)
+{
+    sg_backend *b = f->m->backend;
+
+    if (stride % ncols == 0 && col0 % ncols == 0) {
+        int32_t *idx = f->erows;        /* T entries are enough: n <= T*H */
+        int32_t *tmp = NULL;
+
+        if (n > f->T)
+            idx = tmp = malloc(sizeof(int32_t) * n);
+        if (idx) {
+            for (int i = 0; i < n; i++)
+                idx[i] = (int32_t)(((int64_t)i * stride + col0) / ncols);
+            b->ops->gather_rows(b, src, idx, n, ncols, dst);
+            free(tmp);
+            return;
+        }
+    }
+    {
+        size_t all = (size_t)n * stride;
+        float *h = malloc(sizeof(float) * (all ? all : 1));
+        float *o = malloc(sizeof(float) * (size_t)n * ncols + 1);
+
+        if (h && o) {
+            b->ops->download(b, h, src, sizeof(float) * all);
+            for (int i = 0; i < n; i++)
+                memcpy(o + (size_t)i * ncols, h + (size_t)i * stride + col0,
+                       sizeof(float) * ncols);
+            b->ops->upload(b, dst, o, sizeof(float) * (size_t)n * ncols);
+        }
+        free(h);
+        free(o);
+    }
+}
+
+/* ---- attention block ---------------------------------------------------- */
+
+/* The lightning indexer: writes every row's top-k set into f->sel. */
+static int
+indexer(fwd_t *f, int l, const float *h, const float *qr)
+{
+    sg_model         *m = f->m;
+    sg_backend       *b = m->backend;
+    const sg_config  *c = &m->cfg;
+    sg_layer_weights *L = &m->w.layers[l];
+    int    T = f->T, IH = c->index_n_heads, ID = c->index_head_dim;
+    int    inter = m->num.indexer_rope_interleaved;
+    float *iq, *ik, *ikn, *iqs, *iks, *iw;
+    uint8_t *iq8, *ik8;
+
+    NEED(iq, S_IQ, sizeof(float) * T * IH * ID);
+    NEED(ik, S_IK, sizeof(float) * T * ID);
+    NEED(ikn, S_IKN, sizeof(float) * T * ID);
+    NEED(iq8, S_IQ8, (size_t)T * IH * ID);
+    NEED(iqs, S_IQS, sizeof(float) * T * IH);
+    NEED(ik8, S_IK8, (size_t)T * ID);
+    NEED(iks, S_IKS, sizeof(float) * T);
+    NEED(iw, S_IW, sizeof(float) * T * IH);
+
+    /* queries from the q latent, one key head from the attention input */
+    b->ops->linear(b, &L->idx_wq_b, qr, T, iq, f->aq, f->ue8m0);
+    b->ops->rope(b, iq, T, IH, IH * ID, ID, 0, f->pos, &m->rope, inter);
+    b->ops->linear(b, &L->idx_wk, h, T, ik, f->aq, f->ue8m0);
+    b->ops->layernorm(b, ik, &L->idx_k_norm_w, &L->idx_k_norm_b, 1e-6f, T, ID,
+                      ikn);
+    b->ops->rope(b, ikn, T, 1, ID, ID, 0, f->pos, &m->rope, inter);
+
+    /* The rotation keeps dot products but spreads outliers before FP8. */
+    b->ops->hadamard(b, iq, T * IH, ID);
+    b->ops->hadamard(b, ikn, T, ID);
+    b->ops->fp8_quant(b, iq, T * IH, ID, iq8, iqs, f->ue8m0);
+    b->ops->fp8_quant(b, ikn, T, ID, ik8, iks, f->ue8m0);
+
+    /* head weights: weights_proj(x) * IH^-0.5 * q_scale * ID^-0.5, in the
+     * reference's order of f32 multiplications */
+    b->ops->linear(b, &L->idx_weights_proj, h, T, iw, 0, f->ue8m0);
+    {
+        float *hw = f->host_f, *hs = f->host_f + (size_t)T * IH;
+        float  c1 = (float)pow(IH, -0.5), c2 = (float)pow(ID, -0.5);
+
+        b->ops->download(b, hw, iw, sizeof(float) * T * IH);
+        b->ops->download(b, hs, iqs, sizeof(float) * T * IH);
+        for (int i = 0; i < T * IH; i++) {
+            float w = hw[i] * c1;
+            w = w * hs[i];
+            hw[i] = w * c2;
+        }
+        b->ops->upload(b, iw, hw, sizeof(float) * T * IH);
+    }
+
+    return 0;
+}
+
+static int
+indexer_select(fwd_t *f, int l)
+{
+    sg_model        *m = f->m;
+    sg_backend      *b = m->backend;
+    const sg_config *c = &m->cfg;
+    const sg_trace  *tr = f->trace;
+    int     T = f->T, IH = c->index_n_heads, K = c->index_topk;
+    int     ID = c->index_head_dim;
+    scratch_t *s = m->scratch;
+    uint8_t *iq8 = s->p[S_IQ8];
+    float   *iw = s->p[S_IW];
+    float   *scores;
+
+    /* Rows go in chunks so that the score matrix stays bounded at long
+     * context (rows x context floats). */
+    for (int r0 = 0; r0 < T; ) {
+        int maxpos = f->pos[r0], n = 0;
+
+        while (r0 + n < T) {
+            int p = f->pos[r0 + n] > maxpos ? f->pos[r0 + n] : maxpos;
+            if (n > 0 && (size_t)(n + 1) * (p + 1) > (32u << 20))
+                break;
+            maxpos = p;
+            n++;
+        }
+        int stride = maxpos + 1;
+        sg_rows rs = rows_sub(f, r0, n);
+
+        NEED(scores, S_SCORES, sizeof(float) * (size_t)n * stride);
+        b->ops->index_scores(b, f->pool, l, &rs, iq8 + (size_t)r0 * IH * ID,
+                             iw + (size_t)r0 * IH, IH, scores, stride);
+        for (int i = 0; i < n; i++)
+            f->len[r0 + i] = f->pos[r0 + i] + 1;
+        b->ops->topk(b, scores, n, stride, f->len + r0, K,
+                     f->sel + (size_t)r0 * K);
+
+        if (tr && tr->out_index_scores) {
+            float *dst = tr->out_index_scores
+                         + ((size_t)l * T + r0) * tr->score_stride;
+            for (int i = 0; i < n; i++) {
+                int w = stride < tr->score_stride ? stride : tr->score_stride;
+                b->ops->download(b, dst + (size_t)i * tr->score_stride,
+                                 scores + (size_t)i * stride, sizeof(float) * w);
+            }
+        }
+        r0 += n;
+    }
+
+    for (int r = 0; r < T; r++) {
+        int32_t *row = f->sel + (size_t)r * K;
+
+        if (tr && tr->force_topk) {
+            const int32_t *fk = tr->force_topk(tr->ctx, l, r);
+            if (fk)
+                memcpy(row, fk, sizeof(int32_t) * K);
+        }
+        if (tr && tr->out_topk)
+            memcpy(tr->out_topk + ((size_t)l * T + r) * K, row,
+                   sizeof(int32_t) * K);
+    }
+    return 0;
+}
+
+static int
+attention(fwd_t *f, int l, float *x)
+{
+    sg_model         *m = f->m;
+    sg_backend       *b = m->backend;
+    const sg_config  *c = &m->cfg;
+    sg_layer_weights *L = &m->w.layers[l];
+    int   T = f->T, D = c->hidden_size, H = c->num_attention_heads;
+    int   nope = c->qk_nope_head_dim, rope = c->qk_rope_head_dim;
+    int   qk = nope + rope, v = c->v_head_dim, lora = c->kv_lora_rank;
+    int   K = c->index_topk;
+    float scale = (float)c->softmax_scale;
+    float *h, *qa, *qr, *q, *kv, *lat, *pe, *att, *o;
+    scratch_t *s;
+
+    NEED(h, S_H, sizeof(float) * T * D);
+    NEED(qa, S_QA, sizeof(float) * T * c->q_lora_rank);
+    NEED(qr, S_QR, sizeof(float) * T * c->q_lora_rank);
+    NEED(q, S_Q, sizeof(float) * T * H * qk);
+    NEED(kv, S_KV, sizeof(float) * T * (lora + rope));
+    NEED(lat, S_LAT, sizeof(float) * T * lora);
+    NEED(pe, S_PE, sizeof(float) * T * rope);
+    NEED(att, S_ATT, sizeof(float) * T * H * v);
+    NEED(o, S_O, sizeof(float) * T * D);
+
+    b->ops->rmsnorm(b, x, D, &L->attn_norm, 1e-6f, T, D, h, D);
+
+    /* queries through the low-rank q path; RoPE on the last rope dims */
+    b->ops->linear(b, &L->q_a, h, T, qa, f->aq, f->ue8m0);
+    b->ops->rmsnorm(b, qa, c->q_lora_rank, &L->q_a_norm, 1e-6f, T,
+                    c->q_lora_rank, qr, c->q_lora_rank);
+    b->ops->linear(b, &L->q_b, qr, T, q, f->aq, f->ue8m0);
+    b->ops->rope(b, q, T, H, H * qk, qk, nope, f->pos, &m->rope, 1);
+
+    /* the compressed KV: normed latent + one shared RoPE key */
+    b->ops->linear(b, &L->kv_a, h, T, kv, f->aq, f->ue8m0);
+    b->ops->rmsnorm(b, kv, lora + rope, &L->kv_a_norm, 1e-6f, T, lora, lat,
+                    lora);
+    b->ops->rope(b, kv, T, 1, lora + rope, 0, lora, f->pos, &m->rope, 1);
+    copy_cols(f, kv, lora + rope, lora, rope, T, pe);
+
+    /* the keys go into the cache first: a row's own key is one of its
+     * candidates */
+    if (indexer(f, l, h, qr) != 0)
+        return -1;
+    s = m->scratch;
+    b->ops->kv_store(b, f->pool, l, &f->rows, lat, pe, s->p[S_IK8],
+                     s->p[S_IKS], f->ue8m0);
+    if (!m->num.dense && indexer_select(f, l) != 0)
+        return -1;
+
+    for (int it = 0; it < f->n_items; ) {
+        int r0 = f->row_start[it], n = f->row_start[it + 1] - r0;
+        const int32_t *sel = f->sel ? f->sel + (size_t)r0 * K : NULL;
+
+        if (n == 1) {
+            /* a run of decode items: absorbed form over the cache */
+            int j = it + 1;
+            float *qlat, *qpe, *olat;
+
+            while (j < f->n_items && f->row_start[j + 1] - f->row_start[j] == 1)
+                j++;
+            n = f->row_start[j] - r0;
+            sg_rows rs = rows_sub(f, r0, n);
+
+            NEED(qlat, S_QLAT, sizeof(float) * n * H * lora);
+            NEED(qpe, S_QPE, sizeof(float) * n * H * rope);
+            NEED(olat, S_OLAT, sizeof(float) * n * H * lora);
+            b->ops->mla_absorb(b, &L->kv_b, q + (size_t)r0 * H * qk, n, H,
+                               nope, rope, v, lora, qlat);
+            copy_cols(f, q + (size_t)r0 * H * qk, qk, nope, rope, n * H, qpe);
+            b->ops->attn_decode(b, f->pool, l, &rs, qlat, qpe, sel, K, H,
+                                scale, olat);
+            b->ops->mla_unabsorb(b, &L->kv_b, olat, n, H, nope, v, lora,
+                                 att + (size_t)r0 * H * v);
+            it = j;
+            continue;
+        }
+
+        /* a prefill chunk: keys and values of the whole context from the
+         * cached latents (MHA form, as the reference's prefill) */
+        int S = f->pos[r0 + n - 1] + 1;
+        float *glat, *gpe, *kvfull;
+        sg_rows rs = rows_sub(f, r0, n);
+
+        NEED(glat, S_GLAT, sizeof(float) * (size_t)S * lora);
+        NEED(gpe, S_GPE, sizeof(float) * (size_t)S * rope);
+        NEED(kvfull, S_KVFULL, sizeof(float) * (size_t)S * H * (nope + v));
+        b->ops->kv_gather(b, f->pool, l, f->block_table + (size_t)it * f->max_blocks,
+                          S, glat, gpe);
+        b->ops->linear(b, &L->kv_b, glat, S, kvfull, f->aq, f->ue8m0);
+        b->ops->attn_prefill(b, q + (size_t)r0 * H * qk, kvfull, gpe, S, &rs,
+                             sel, K, H, nope, rope, v, scale,
+                             att + (size_t)r0 * H * v);
+        it++;
+    }
+
+    b->ops->linear(b, &L->o, att, T, o, f->aq, f->ue8m0);
+    b->ops->add(b, x, o, (size_t)T * D);
+    return 0;
+}
+
+/* ---- feed-forward ------------------------------------------------------- */
+
+static int
+mlp(fwd_t *f, const sg_mlp_weights *w, const float *in, int n, int inter,
+    float *g, float *u, float *a, float *out)
+{
+    sg_backend *b = f->m->backend;
+
+    b->ops->linear(b, &w->gate, in, n, g, f->aq, f->ue8m0);
+    b->ops->linear(b, &w->up, in, n, u, f->aq, f->ue8m0);
+    b->ops->silu_mul(b, g, u, a, (size_t)n * inter);
+    b->ops->linear(b, &w->down, a, n, out, f->aq, f->ue8m0);
+    return 0;
+}
+
+static int
+feed_forward(fwd_t *f, int l, float *x)
+{
+    sg_model         *m = f->m;
+    sg_backend       *b = m->backend;
+    const sg_config  *c = &m->cfg;
+    sg_layer_weights *L = &m->w.layers[l];
+    const sg_trace   *tr = f->trace;
+    int    T = f->T, D = c->hidden_size, E = c->n_routed_experts;
+    int    k = c->num_experts_per_tok, mi = c->moe_intermediate_size;
+    int    si = mi * c->n_shared_experts;
+    int    inter = L->is_moe ? (mi > si ? mi : si) : c->intermediate_size;
+    float *h, *g, *u, *a, *y, *z, *logits, *xe, *ye;
+
+    NEED(h, S_H, sizeof(float) * T * D);
+    NEED(g, S_G, sizeof(float) * T * inter);
+    NEED(u, S_U, sizeof(float) * T * inter);
+    NEED(a, S_A, sizeof(float) * T * inter);
+    NEED(y, S_Y, sizeof(float) * T * D);
+
+    b->ops->rmsnorm(b, x, D, &L->ffn_norm, 1e-6f, T, D, h, D);
+
+    if (!L->is_moe) {
+        mlp(f, &L->mlp, h, T, c->intermediate_size, g, u, a, y);
+        b->ops->add(b, x, y, (size_t)T * D);
+        if (tr && tr->out_experts) {
+            for (int i = 0; i < T * k; i++) {
+                tr->out_experts[(size_t)l * T * k + i] = -1;
+                if (tr->out_expert_weights)
+                    tr->out_expert_weights[(size_t)l * T * k + i] = 0;
+            }
+        }
+        return 0;
+    }
+
+    NEED(z, S_Z, sizeof(float) * T * D);
+    NEED(logits, S_LOGITS, sizeof(float) * T * (E > 1 ? E : 1));
+    NEED(xe, S_XE, sizeof(float) * T * D);
+    NEED(ye, S_YE, sizeof(float) * T * D);
+
+    /* routing in f32 on the normed input */
+    b->ops->linear(b, &L->gate, h, T, logits, 0, f->ue8m0);
+    const int32_t *forced = NULL;
+    if (tr && tr->force_experts) {
+        int all = 1;
+        for (int r = 0; r < T; r++) {
+            const int32_t *fe = tr->force_experts(tr->ctx, l, r);
+            if (fe == NULL) {
+                all = 0;
+                break;
+            }
+            memcpy(f->forced + (size_t)r * k, fe, sizeof(int32_t) * k);
+        }
+        forced = all ? f->forced : NULL;
+    }
+    b->ops->moe_route(b, logits,
+                      L->gate_bias.data ? (const float *)L->gate_bias.data : NULL,
+                      T, E, c->n_group, c->topk_group, k, c->norm_topk_prob,
+                      c->routed_scaling_factor, forced, f->experts,
+                      f->eweights);
+    if (tr && tr->out_experts)
+        memcpy(tr->out_experts + (size_t)l * T * k, f->experts,
+               sizeof(int32_t) * T * k);
+    if (tr && tr->out_expert_weights)
+        memcpy(tr->out_expert_weights + (size_t)l * T * k, f->eweights,
+               sizeof(float) * T * k);
+
+    /* experts in index order, each over the rows routed to it, as the
+     * reference accumulates them */
+    {
+        /* y = 0 (the backend has no fill op; this is small next to the
+         * expert GEMMs) */
+        size_t bytes = sizeof(float) * T * D;
+        float *hz = calloc(1, bytes);
+        if (hz == NULL) {
+            snprintf(f->err, f->errlen, "out of memory");
+            return -1;
+        }
+        b->ops->upload(b, y, hz, bytes);
+        free(hz);
+    }
+    for (int e = 0; e < E; e++) {
+        int cnt = 0;
+
+        for (int r = 0; r < T; r++) {
+            for (int j = 0; j < k; j++) {
+                if (f->experts[(size_t)r * k + j] == e) {
+                    f->erows[cnt] = r;
+                    f->ew[cnt] = f->eweights[(size_t)r * k + j];
+                    cnt++;
+                }
+            }
+        }
+        if (cnt == 0)
+            continue;
+        b->ops->gather_rows(b, h, f->erows, cnt, D, xe);
+        mlp(f, &L->experts[e], xe, cnt, mi, g, u, a, ye);
+        b->ops->scatter_add_rows(b, y, f->erows, f->ew, cnt, D, ye);
+    }
+    mlp(f, &L->shared, h, T, si, g, u, a, z);
+    b->ops->add(b, y, z, (size_t)T * D);
+    b->ops->add(b, x, y, (size_t)T * D);
+    return 0;
+}
+
+/* ---- the whole model ---------------------------------------------------- */
+
+static int
+trace_hidden(fwd_t *f, const float *x, int slot)
+{
+    const sg_trace *tr = f->trace;
+    sg_backend     *b = f->m->backend;
+    int D = f->m->cfg.hidden_size, L = f->m->cfg.num_hidden_layers;
+
+    if (tr == NULL || tr->out_hidden == NULL)
+        return 0;
+    for (int r = 0; r < f->T; r++) {
+        b->ops->download(b, tr->out_hidden + ((size_t)r * (L + 1) + slot) * D,
+                         x + (size_t)r * D, sizeof(float) * D);
+    }
+    return 0;
+}
+
+static int
+final_logits(fwd_t *f, const float *x)
+{
+    sg_model        *m = f->m;
+    sg_backend      *b = m->backend;
+    const sg_config *c = &m->cfg;
+    int    D = c->hidden_size, V = c->vocab_size, n = 0;
+    float *last, *hl, *logits;
+
+    for (int it = 0; it < f->n_items; it++) {
+        if (f->items[it].logits)
+            f->erows[n++] = f->row_start[it + 1] - 1;
+    }
+    if (n == 0)
+        return 0;
+    NEED(last, S_LAST, sizeof(float) * n * D);
+    NEED(hl, S_XE, sizeof(float) * n * D);
+    NEED(logits, S_LOGITS, sizeof(float) * (size_t)n * V);
+    b->ops->gather_rows(b, x, f->erows, n, D, last);
+    b->ops->rmsnorm(b, last, D, &m->w.norm, 1e-6f, n, D, hl, D);
+    b->ops->linear(b, &m->w.lm_head, hl, n, logits, 0, f->ue8m0);
+    for (int it = 0, j = 0; it < f->n_items; it++) {
+        if (f->items[it].logits == NULL)
+            continue;
+        b->ops->download(b, f->items[it].logits, logits + (size_t)j * V,
+                         sizeof(float) * V);
+        j++;
+    }
+    return 0;
+}
+
+static int
+check_items(sg_model *m, sg_kv_pool *pool, sg_batch_item *items, int n_items,
+    char *err, int errlen)
+{
+    const sg_config *c = &m->cfg;
+
+    if (n_items <= 0) {
+        snprintf(err, errlen, "empty batch");
+        return -1;
+    }
+    for (int it = 0; it < n_items; it++) {
+        sg_batch_item *x = &items[it];
+        int end;
+
+        if (x->seq == NULL || x->n_tokens <= 0 || x->tokens == NULL) {
+            snprintf(err, errlen, "batch item %d: no tokens", it);
+            return -1;
+        }
+        end = x->seq->n_tokens + x->n_tokens;
+        if (end > m->max_pos) {
+            snprintf(err, errlen, "batch item %d: position %d past the "
+                     "model's limit %d", it, end - 1, m->max_pos);
+            return -1;
+        }
+        if ((int64_t)x->seq->n_blocks * SG_KV_BLOCK < end) {
+            snprintf(err, errlen, "batch item %d: %d cache blocks hold %d "
+                     "tokens, %d needed", it, x->seq->n_blocks,
+                     x->seq->n_blocks * SG_KV_BLOCK, end);
+            return -1;
+        }
+        for (int i = 0; i < x->seq->n_blocks; i++) {
+            if (x->seq->blocks[i] < 0 || x->seq->blocks[i] >= pool->n_blocks) {
+                snprintf(err, errlen, "batch item %d: block id %d out of the "
+                         "pool's range", it, x->seq->blocks[i]);
+                return -1;
+            }
+        }
+        for (int i = 0; i < x->n_tokens; i++) {
+            if (x->tokens[i] < 0 || x->tokens[i] >= c->vocab_size) {
+                snprintf(err, errlen, "batch item %d: token id %d outside the "
+                         "vocabulary (0..%d)", it, x->tokens[i],
+                         c->vocab_size - 1);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+int
+sg_forward(sg_model *m, sg_kv_pool *pool, sg_batch_item *items, int n_items,
+    const sg_trace *trace, char *err, int errlen)
+{
+    const sg_config *c = &m->cfg;
+    sg_backend      *b = m->backend;
+    fwd_t            f;
+    float           *x;
+    int              rc = -1, T = 0, K = c->index_topk;
+    int              k = c->num_experts_per_tok;
+
+    if (check_items(m, pool, items, n_items, err, errlen) != 0)
+        return -1;
+
+    memset(&f, 0, sizeof(f));
+    f.m = m;
+    f.pool = pool;
+    f.items = items;
+    f.n_items = n_items;
+    f.trace = trace;
+    f.err = err;
+    f.errlen = errlen;
+    f.aq = m->num.act_quant && c->fp8;
+    f.ue8m0 = c->scale_ue8m0;
+    for (int it = 0; it < n_items; it++) {
+        T += items[it].n_tokens;
+        if (items[it].seq->n_blocks > f.max_blocks)
+            f.max_blocks = items[it].seq->n_blocks;
+    }
+    f.T = T;
+    f.tokens = malloc(sizeof(int32_t) * T);
+    f.pos = malloc(sizeof(int32_t) * T);
+    f.row_seq = malloc(sizeof(int32_t) * T);
+    f.row_start = malloc(sizeof(int32_t) * (n_items + 1));
+    f.block_table = calloc((size_t)n_items * f.max_blocks, sizeof(int32_t));
+    f.sel = m->num.dense ? NULL : malloc(sizeof(int32_t) * (size_t)T * K);
+    f.len = malloc(sizeof(int32_t) * T);
+    f.experts = malloc(sizeof(int32_t) * T * k);
+    f.eweights = malloc(sizeof(float) * T * k);
+    f.forced = malloc(sizeof(int32_t) * T * k);
+    f.erows = malloc(sizeof(int32_t) * T);
+    f.ew = malloc(sizeof(float) * T);
+    f.host_f = malloc(sizeof(float) * (size_t)T * c->index_n_heads * 2);
+    if (!f.tokens || !f.pos || !f.row_seq || !f.row_start || !f.block_table
+        || (!m->num.dense && !f.sel) || !f.len || !f.experts || !f.eweights
+        || !f.forced || !f.erows || !f.ew || !f.host_f)
+    {
+        snprintf(err, errlen, "out of memory for a batch of %d rows", T);
+        goto done;
+    }
+
+    for (int it = 0, r = 0; it < n_items; it++) {
+        sg_batch_item *x = &items[it];
+
+        f.row_start[it] = r;
+        memcpy(f.block_table + (size_t)it * f.max_blocks, x->seq->blocks,
+               sizeof(int32_t) * x->seq->n_blocks);
+        for (int i = 0; i < x->n_tokens; i++, r++) {
+            f.tokens[r] = x->tokens[i];
+            f.pos[r] = x->seq->n_tokens + i;
+            f.row_seq[r] = it;
+        }
+    }
+    f.row_start[n_items] = T;
+    f.rows.n = T;
+    f.rows.pos = f.pos;
+    f.rows.seq = f.row_seq;
+    f.rows.block_table = f.block_table;
+    f.rows.max_blocks = f.max_blocks;
+
+    x = need(m, S_X, sizeof(float) * T * c->hidden_size);
+    if (x == NULL) {
+        snprintf(err, errlen, "backend %s: out of memory", b->name);
+        goto done;
+    }
+    b->ops->embed(b, &m->w.embed, f.tokens, T, x);
+    trace_hidden(&f, x, 0);
+
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        if (attention(&f, l, x) != 0 || feed_forward(&f, l, x) != 0)
+            goto done;
+        trace_hidden(&f, x, l + 1);
+    }
+    if (final_logits(&f, x) != 0)
+        goto done;
+    if (b->ops->sync(b, err, errlen) != 0)
+        goto done;
+
+    for (int it = 0; it < n_items; it++)
+        items[it].seq->n_tokens += items[it].n_tokens;
+    rc = 0;
+
+done:
+    free(f.tokens);
+    free(f.pos);
+    free(f.row_seq);
+    free(f.row_start);
+    free(f.block_table);
+    free(f.sel);
+    free(f.len);
+    free(f.experts);
+    free(f.eweights);
+    free(f.forced);
+    free(f.erows);
+    free(f.ew);
+    free(f.host_f);
+    return rc;
+}
