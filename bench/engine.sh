@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Engine benchmarks (CPU): one decode step's attention + indexer at the real
+# DeepSeek-V3.2 shapes, DSA vs dense, 8K..128K context; and end-to-end
+# prefill/decode tokens/s of a small model at 4K..16K, DSA vs dense.
+# Writes the "engine" section of bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+make -s -j"$(nproc)" build/sparsegate build/bench/bench_attn
+work=${SG_BENCH_DIR:-/tmp/sg-bench}
+mkdir -p "$work"
+sg=build/sparsegate
+out=$(mktemp)
+
+if [ ! -f "$work/v32-attn/config.json" ]; then
+    $sg mkmodel --preset v32-attn --set num_hidden_layers=1 --out "$work/v32-attn" >/dev/null
+fi
+if [ ! -f "$work/small/config.json" ]; then
+    $sg mkmodel --preset small --out "$work/small" >/dev/null
+fi
+
+ctxs=${SG_BENCH_CONTEXTS:-"8192 32768 65536 131072"}
+lens=${SG_BENCH_PROMPTS:-"4096 8192 16384"}
+{
+    echo "### Decode attention + indexer, real V3.2 shapes (one layer, one query)"
+    echo
+    echo "128 heads, kv_lora 512, rope 64, indexer 64 x 128 FP8, top-k 2048, FP8 latent"
+    echo "cache; synthetic cache contents. Command: \`build/bench/bench_attn $work/v32-attn $ctxs\`"
+    echo
+    build/bench/bench_attn "$work/v32-attn" $ctxs
+    echo
+    echo "### End to end, small model (\`mkmodel --preset small\`), CPU"
+    echo
+    echo "| prompt tokens | mode | prefill tok/s | decode tok/s |"
+    echo "|---:|---|---:|---:|"
+    for n in $lens; do
+        node -e 'const n=+process.argv[1];const b=Buffer.alloc(4*n);let s=12345;
+for(let i=0;i<n;i++){s=(s*1103515245+12345)%2147483648;b.writeInt32LE(2+(s%100000),4*i);}
+require("fs").writeFileSync(process.argv[2],b);' "$n" "$work/prompt-$n.bin"
+        for mode in dsa dense; do
+            flag=; [ $mode = dense ] && flag=--dense
+            line=$($sg run --model "$work/small" --prompt-ids "$work/prompt-$n.bin" \
+                   --steps 8 $flag | grep '^prefill:')
+            pf=$(echo "$line" | sed -E 's/.*\(([0-9.]+) tok\/s\); decode.*/\1/')
+            dc=$(echo "$line" | sed -E 's/.*steps in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/')
+            echo "| $n | $mode | $pf | $dc |"
+        done
+    done
+} | tee "$out"
+
+bash bench/section.sh engine "$out"
+rm -f "$out"
