@@ -80,7 +80,8 @@ typedef struct sg_weights {
     sg_tensor         embed;       /* model.embed_tokens */
     sg_tensor         norm;        /* model.norm */
     sg_tensor         lm_head;
-    sg_layer_weights *layers;      /* [num_hidden_layers] */
+    sg_layer_weights *layers;      /* [n_layers] */
+    int               n_layers;
 } sg_weights;
 
 /*
