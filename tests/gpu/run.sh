@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The GPU check, for a machine with an NVIDIA GPU (Hopper: sm_90; others
+# run the embedded compute_90 PTX): builds the CUDA backend, runs its tests
+# against the CPU backend (tests/unit/test_cuda.c: every op on fresh random
+# inputs, then the whole model on the shared fixtures), runs the GPU
+# benchmarks (bench/gpu_bench.cu), writes their table into bench/RESULTS.md
+# between the gpu markers, and prints a short summary table last.
+#
+#   bash tests/gpu/run.sh            # everything
+#   SG_GPU_SANITIZE=1 bash ...       # also the tests under compute-sanitizer
+#   SG_GPU_PREBUILT=1 bash ...       # use build/ as it is (carried binaries)
+#
+# Logs and results go to $OUT when set (the device tool's folder), else to
+# build/gpu/.  Exit status: 0 when every test passed and the bench ran.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+out=${OUT:-$root/build/gpu}
+mkdir -p "$out"
+status=0
+
+echo "== device"
+if ! nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem \
+        --format=csv,noheader | tee "$out/device.txt"; then
+    echo "no NVIDIA GPU here: nothing to check (the unit suite skips the"
+    echo "device tests on such machines)"
+    exit 1
+fi
+
+# The fixtures beside the checkout, or carried inside it as shared/.
+if [ -z "${SG_FIXTURES:-}" ]; then
+    for d in "$root/../shared/fixtures" "$root/shared/fixtures"; do
+        [ -d "$d" ] && { SG_FIXTURES=$(cd "$d" && pwd); break; }
+    done
+fi
+export SG_FIXTURES=${SG_FIXTURES:-$root/../shared/fixtures}
+
+# A device image may lack the -dev packages the engine links with: carry
+# them as .deb files in .gpu-debs/ (fetched on the build machine with
+# `apt-get download`, see kernels/NOTES.md); they are unpacked into a
+# private root and found through the compiler's and loader's paths.
+if ls .gpu-debs/*.deb >/dev/null 2>&1; then
+    sysroot=/tmp/sg-sysroot
+    mkdir -p "$sysroot"
+    for f in .gpu-debs/*.deb; do dpkg -x "$f" "$sysroot"; done
+    inc=$sysroot/usr/include
+    lib=$sysroot/usr/lib/x86_64-linux-gnu
+    export CPATH="$inc:$inc/x86_64-linux-gnu:$inc/postgresql:$inc/x86_64-linux-gnu/openblas-pthread${CPATH:+:$CPATH}"
+    export LIBRARY_PATH="$lib:$lib/openblas-pthread${LIBRARY_PATH:+:$LIBRARY_PATH}"
+    export LD_LIBRARY_PATH="$lib:$lib/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # the unversioned openblas name is an alternatives link, not in a .deb
+    [ -e "$lib/libopenblas.so" ] || ln -sf openblas-pthread/libopenblas.so.0 "$lib/libopenblas.so" 2>/dev/null
+    echo "using the carried packages under $sysroot"
+fi
+
+echo "== build (sm_90 + compute_90 PTX)"
+if [ "${SG_GPU_PREBUILT:-0}" != 1 ]; then
+    start=$SECONDS
+    if ! make -j"$(nproc)" build/tests/test_cuda build/bench/gpu_bench \
+            >"$out/build.log" 2>&1; then
+        tail -n 40 "$out/build.log"
+        echo "build failed (log: $out/build.log); if -dev packages are"
+        echo "missing here, build on a machine that has them and carry"
+        echo "build/ with SG_GPU_PREBUILT=1"
+        exit 1
+    fi
+    echo "built in $((SECONDS - start)) s"
+    # registers / spills of every kernel, for the notes
+    for f in kernels/*.cu; do
+        /usr/local/cuda/bin/nvcc -std=c++17 -O3 \
+            -gencode arch=compute_90,code=sm_90 -Iengine -Ikernels \
+            -Xptxas -v -c "$f" -o /dev/null 2>&1 | grep -E "Function properties|Used|spill" ;
+    done >"$out/ptxas.txt" 2>&1
+fi
+[ -x build/tests/test_cuda ] && [ -x build/bench/gpu_bench ] || {
+    echo "build/tests/test_cuda or build/bench/gpu_bench missing"; exit 1; }
+
+echo "== tests: CUDA backend vs CPU backend"
+start=$SECONDS
+timeout 900 build/tests/test_cuda >"$out/test_cuda.log" 2>&1
+rc=$?
+test_s=$((SECONDS - start))
+passed=$(grep -c '^PASS ' "$out/test_cuda.log")
+failed=$(grep -c '^FAIL ' "$out/test_cuda.log")
+skipped=$(grep -c '^SKIP ' "$out/test_cuda.log")
+grep -E '^(FAIL|SKIP|#)' "$out/test_cuda.log"
+if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+    failed=1
+    echo "test_cuda exited with status $rc"
+    tail -n 20 "$out/test_cuda.log"
+fi
+# the same with the indexer's f32 FMA kernel instead of the tensor cores
+SG_CUDA_FMA=1 timeout 900 build/tests/test_cuda >"$out/test_cuda_fma.log" 2>&1
+frc=$?
+fpassed=$(grep -c '^PASS ' "$out/test_cuda_fma.log")
+ffailed=$(grep -c '^FAIL ' "$out/test_cuda_fma.log")
+grep -E '^FAIL' "$out/test_cuda_fma.log" | sed 's/^FAIL /FAIL (SG_CUDA_FMA=1) /'
+[ "$frc" -ne 0 ] && [ "$ffailed" -eq 0 ] && ffailed=1
+passed=$((passed + fpassed))
+failed=$((failed + ffailed))
+[ "$failed" -eq 0 ] || status=1
+
+if [ "${SG_GPU_SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+    echo "== tests under compute-sanitizer (memcheck)"
+    timeout 1200 compute-sanitizer --tool memcheck --error-exitcode 3 \
+        build/tests/test_cuda >"$out/sanitizer.log" 2>&1
+    src=$?
+    tail -n 5 "$out/sanitizer.log"
+    [ "$src" -eq 0 ] || { echo "compute-sanitizer: status $src"; status=1; }
+fi
+
+echo "== benchmarks"
+start=$SECONDS
+timeout 900 build/bench/gpu_bench "$out/gpu_results.md" >"$out/bench.log" 2>&1
+brc=$?
+bench_s=$((SECONDS - start))
+[ "$brc" -eq 0 ] || { tail -n 20 "$out/bench.log"; status=1; }
+
+# bench/RESULTS.md: replace what lies between the gpu markers (added at the
+# end when absent); the updated copy also goes to $out.
+if [ "$brc" -eq 0 ] && [ -s "$out/gpu_results.md" ]; then
+    python3 - "$out/gpu_results.md" bench/RESULTS.md <<'PY'
+import sys, datetime
+new = open(sys.argv[1]).read().strip()
+path = sys.argv[2]
+try:
+    text = open(path).read()
+except FileNotFoundError:
+    text = "# Benchmark results\n"
+begin, end = "<!-- gpu:begin -->", "<!-- gpu:end -->"
+stamp = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC")
+block = (f"{begin}\n## GPU ({stamp}, `bash tests/gpu/run.sh`)\n\n{new}\n{end}")
+if begin in text and end in text:
+    a = text.index(begin)
+    b = text.index(end) + len(end)
+    text = text[:a] + block + text[b:]
+else:
+    text = text.rstrip("\n") + "\n\n" + block + "\n"
+open(path, "w").write(text)
+PY
+    cp bench/RESULTS.md "$out/RESULTS.md"
+fi
+
+echo
+echo "== summary ($(cut -d, -f1 "$out/device.txt" | head -1))"
+printf '%-28s %s\n' "tests (test_cuda, twice)" \
+    "$passed passed, $failed failed, $skipped skipped in ${test_s}s"
+printf '%-28s %s\n' "benchmarks (gpu_bench)" \
+    "$([ "$brc" -eq 0 ] && echo "ran in ${bench_s}s" || echo "FAILED (status $brc)")"
+grep '^|' "$out/bench.log" | grep -v '^|---' | grep -v '^| what' || true
+exit $status
