@@ -34,6 +34,8 @@ int32_t sg_tokenizer_bos(const sg_tokenizer *t);
 int32_t sg_tokenizer_eos(const sg_tokenizer *t);
 /* A hash of vocab + merges + added tokens: keys caches of token ids. */
 uint64_t sg_tokenizer_hash(const sg_tokenizer *t);
+/* Bytes of the longest token (128 for DeepSeek's vocabulary). */
+size_t sg_tokenizer_max_token_len(const sg_tokenizer *t);
 
 /* Streaming detokenizer: push ids one by one, get only complete UTF-8
  * characters; the concatenation of all outputs + finish equals decode(). */
@@ -44,7 +46,9 @@ typedef struct sg_detok {
 } sg_detok;
 
 void sg_detok_init(sg_detok *d, const sg_tokenizer *t);
-/* Appends to out (up to cap bytes); returns bytes written. */
+/* Appends to out (up to cap bytes); returns bytes written.  One push
+ * writes at most sg_tokenizer_max_token_len() + 3 bytes: give at least
+ * that much room (bytes past cap would be lost). */
 size_t sg_detok_push(sg_detok *d, int32_t id, char *out, size_t cap);
 size_t sg_detok_finish(sg_detok *d, char *out, size_t cap);
 

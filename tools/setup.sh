@@ -10,6 +10,7 @@ debs=(build-essential pkg-config curl ca-certificates
       libhiredis-dev libpq-dev
       nginx nginx-dev redis-server postgresql wrk)
 command -v node >/dev/null && command -v npm >/dev/null || debs+=(nodejs npm)
+command -v python3 >/dev/null || debs+=(python3)
 
 missing=()
 for p in "${debs[@]}"; do

@@ -1,0 +1,377 @@
+/*
+ * Encoding: added tokens first (longest match, left to right, as the JS
+ * reference's trie does), then for the text between them the Split
+ * regexes and BPE of each piece, with a per-call cache of pieces already
+ * seen (words repeat a lot, so most pieces never reach BPE).
+ *
+ * Invalid UTF-8: a JavaScript string cannot hold it, so the JS reference
+ * only ever sees each ill-formed subsequence as one U+FFFD (TextDecoder's
+ * rule).  We run the regexes on exactly that text, so the pieces fall
+ * where the reference puts them, but BPE then encodes the piece's original
+ * bytes, so decode(encode(x)) == x for any bytes.  Valid text gives the
+ * reference's ids exactly.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tok_internal.h"
+
+#define CACHE_MAX_PIECE 256
+
+typedef struct cache_slot {
+    const char *key;        /* NULL = empty */
+    uint32_t    len;
+    uint32_t    n_ids;
+    size_t      at;         /* into cache_ids */
+} cache_slot;
+
+typedef struct enc {
+    const sg_tokenizer *t;
+    int32_t     *ids;
+    size_t       n, cap;
+    int32_t     *cache_ids;
+    size_t       cache_n, cache_cap;
+    cache_slot  *slots;
+    size_t       mask, used;
+    tok_bpe_scratch sc;
+    int32_t     *tmp;       /* BPE output of one piece */
+    size_t       tmp_cap;
+    const char  *orig;      /* the bytes pieces are cut from */
+    const size_t *map;      /* sanitized offset -> orig offset, or NULL */
+} enc;
+
+static int
+reserve_ids(int32_t **p, size_t *cap, size_t need)
+{
+    size_t c = *cap ? *cap : 256;
+    int32_t *q;
+
+    if (need <= *cap) return 0;
+    while (c < need) c *= 2;
+    q = realloc(*p, c * sizeof(int32_t));
+    if (q == NULL) return -1;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static int
+push_ids(enc *e, const int32_t *ids, size_t n)
+{
+    if (reserve_ids(&e->ids, &e->cap, e->n + n) != 0) return -1;
+    memcpy(e->ids + e->n, ids, n * sizeof(int32_t));
+    e->n += n;
+    return 0;
+}
+
+static int
+cache_grow(enc *e)
+{
+    size_t cap = e->mask ? (e->mask + 1) * 2 : 4096;
+    cache_slot *s = calloc(cap, sizeof(cache_slot));
+
+    if (s == NULL) return -1;
+    for (size_t i = 0; e->mask && i <= e->mask; i++) {
+        cache_slot *o = &e->slots[i];
+        if (o->key == NULL) continue;
+        size_t h = tok_hash_bytes(o->key, o->len, 1) & (cap - 1);
+        while (s[h].key != NULL) h = (h + 1) & (cap - 1);
+        s[h] = *o;
+    }
+    free(e->slots);
+    e->slots = s;
+    e->mask = cap - 1;
+    return 0;
+}
+
+/* Encodes one final piece, given by its original bytes. */
+static int
+encode_piece(enc *e, const char *p, size_t n)
+{
+    cache_slot *slot = NULL;
+    int k;
+
+    if (n == 1) return push_ids(e, &e->t->byte_id[(unsigned char)p[0]], 1);
+    if (n <= CACHE_MAX_PIECE) {
+        if (e->used * 2 >= e->mask && cache_grow(e) != 0) return -1;
+        size_t h = tok_hash_bytes(p, n, 1) & e->mask;
+        while (e->slots[h].key != NULL) {
+            cache_slot *s = &e->slots[h];
+            if (s->len == n && memcmp(s->key, p, n) == 0) {
+                return push_ids(e, e->cache_ids + s->at, s->n_ids);
+            }
+            h = (h + 1) & e->mask;
+        }
+        slot = &e->slots[h];
+    }
+    if (reserve_ids(&e->tmp, &e->tmp_cap, n) != 0) return -1;
+    k = tok_bpe(e->t, p, n, &e->sc, e->tmp);
+    if (k < 0) return -1;
+    if (slot != NULL) {
+        if (reserve_ids(&e->cache_ids, &e->cache_cap, e->cache_n + (size_t)k)) {
+            return -1;
+        }
+        memcpy(e->cache_ids + e->cache_n, e->tmp, (size_t)k * sizeof(int32_t));
+        slot->key = p;
+        slot->len = (uint32_t)n;
+        slot->n_ids = (uint32_t)k;
+        slot->at = e->cache_n;
+        e->cache_n += (size_t)k;
+        e->used++;
+    }
+    return push_ids(e, e->tmp, (size_t)k);
+}
+
+static int
+on_piece(void *ctx, size_t off, size_t len)
+{
+    enc *e = ctx;
+
+    if (e->map == NULL) return encode_piece(e, e->orig + off, len);
+    return encode_piece(e, e->orig + e->map[off],
+                        e->map[off + len] - e->map[off]);
+}
+
+/* Text with invalid UTF-8: the regexes run on a copy where each
+ * ill-formed subsequence is U+FFFD, pieces map back to original bytes. */
+static int
+encode_invalid(enc *e, const char *s, size_t n, pcre2_match_data *md)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    char *san = malloc(3 * n + 1);
+    size_t *map = malloc((3 * n + 1) * sizeof(size_t));
+    size_t i = 0, k = 0;
+    int rc;
+
+    if (san == NULL || map == NULL) {
+        free(san);
+        free(map);
+        return -1;
+    }
+    while (i < n) {
+        size_t c = tok_utf8_char_len(u + i, n - i);
+        if (c > 0) {
+            for (size_t j = 0; j < c; j++) {
+                map[k] = i + j;
+                san[k++] = s[i + j];
+            }
+            i += c;
+        } else {
+            c = tok_utf8_bad_len(u + i, n - i);
+            map[k] = i;
+            map[k + 1] = map[k + 2] = i;   /* never a piece boundary */
+            memcpy(san + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+            i += c;
+        }
+    }
+    map[k] = n;
+    e->orig = s;
+    e->map = map;
+    rc = tok_pretokenize(e->t, san, k, tok_has_newer_chars(e->t, san, k), md,
+                         on_piece, e);
+    e->map = NULL;
+    free(san);
+    free(map);
+    return rc;
+}
+
+static int
+encode_text(enc *e, const char *s, size_t n, pcre2_match_data *md)
+{
+    if (n == 0) return 0;
+    if (tok_utf8_valid_prefix(s, n) < n) return encode_invalid(e, s, n, md);
+    e->orig = s;
+    e->map = NULL;
+    return tok_pretokenize(e->t, s, n, tok_has_newer_chars(e->t, s, n), md,
+                           on_piece, e);
+}
+
+/* The longest added token starting at s, or -1. */
+static int
+match_added(const sg_tokenizer *t, const char *s, size_t n, size_t *len)
+{
+    uint32_t node = 0;
+    int best = -1;
+
+    for (size_t i = 0; i < n; i++) {
+        uint32_t key = ((node << 8) | (unsigned char)s[i]) + 1;
+        uint32_t h = (key * 2654435761u) & t->trie_mask;
+
+        while (t->trie[h].key != 0 && t->trie[h].key != key) {
+            h = (h + 1) & t->trie_mask;
+        }
+        if (t->trie[h].key == 0) break;
+        node = t->trie[h].child;
+        if (t->node_added[node]) {
+            best = t->node_added[node] - 1;
+            *len = i + 1;
+        }
+    }
+    return best;
+}
+
+/* Length of the JS-whitespace character (String.prototype.trim's set) at
+ * s, or 0. */
+static size_t
+js_space_at(const unsigned char *s, size_t n)
+{
+    unsigned cp;
+    size_t k;
+
+    if (s[0] < 0x80) {
+        return (s[0] == ' ' || (s[0] >= 9 && s[0] <= 13)) ? 1 : 0;
+    }
+    k = tok_utf8_char_len(s, n);
+    if (k == 2) cp = ((s[0] & 0x1Fu) << 6) | (s[1] & 0x3Fu);
+    else if (k == 3) cp = ((s[0] & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6)
+                          | (s[2] & 0x3Fu);
+    else return 0;
+    if (cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A)
+        || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F
+        || cp == 0x3000 || cp == 0xFEFF) {
+        return k;
+    }
+    return 0;
+}
+
+static size_t
+trim_start(const char *s, size_t n)
+{
+    size_t i = 0, k;
+
+    while (i < n && (k = js_space_at((const unsigned char *)s + i, n - i))) {
+        i += k;
+    }
+    return i;
+}
+
+static size_t
+trim_end(const char *s, size_t n)
+{
+    /* Walk forward remembering where the last non-space run ended. */
+    size_t i = 0, end = 0, k;
+
+    while (i < n) {
+        k = js_space_at((const unsigned char *)s + i, n - i);
+        if (k) {
+            i += k;
+        } else {
+            k = tok_utf8_char_len((const unsigned char *)s + i, n - i);
+            i += k ? k : 1;
+            end = i;
+        }
+    }
+    return end;
+}
+
+static int
+encode_all(enc *e, const char *s, size_t n, int special)
+{
+    const sg_tokenizer *t = e->t;
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    size_t start = 0, i = 0, len = 0;
+    int rstrip = 0, rc = 0;
+
+    if (md == NULL) return -1;
+    while (special && i < n && rc == 0) {
+        int a;
+        if (!t->first_byte[(unsigned char)s[i]]
+            || (a = match_added(t, s + i, n - i, &len)) < 0) {
+            i++;
+            continue;
+        }
+        /* lstrip / rstrip eat the whitespace beside the token, as the
+         * reference's trimEnd / trimStart do. */
+        size_t from = start, to = i;
+        if (rstrip) from += trim_start(s + from, to - from);
+        if (t->added[a].lstrip) to = from + trim_end(s + from, to - from);
+        rc = encode_text(e, s + from, to - from, md);
+        if (rc == 0) rc = push_ids(e, &t->added[a].id, 1);
+        rstrip = t->added[a].rstrip;
+        i += len;
+        start = i;
+    }
+    if (rc == 0 && start < n) {
+        size_t from = start;
+        if (rstrip) from += trim_start(s + from, n - from);
+        rc = encode_text(e, s + from, n - from, md);
+    }
+    pcre2_match_data_free(md);
+    return rc;
+}
+
+int
+sg_tokenizer_encode(const sg_tokenizer *t, const char *text, size_t len,
+    int special, int32_t **ids, size_t *n_ids)
+{
+    enc e = { .t = t };
+    int rc;
+
+    *ids = NULL;
+    *n_ids = 0;
+    /* About one id per 3-4 bytes of text: reserve that up front. */
+    if (reserve_ids(&e.ids, &e.cap, len / 3 + 16) != 0) return -1;
+    rc = encode_all(&e, text, len, special);
+    if (rc == 0 && e.ids == NULL) rc = reserve_ids(&e.ids, &e.cap, 1);
+    free(e.cache_ids);
+    free(e.slots);
+    free(e.tmp);
+    tok_bpe_scratch_free(&e.sc);
+    if (rc != 0) {
+        free(e.ids);
+        return -1;
+    }
+    *ids = e.ids;
+    *n_ids = e.n;
+    return 0;
+}
+
+int
+sg_tokenizer_vocab_size(const sg_tokenizer *t)
+{
+    return t->n_ids;
+}
+
+int32_t
+sg_tokenizer_token_id(const sg_tokenizer *t, const char *token)
+{
+    size_t n = strlen(token), len = 0, k;
+    int a = n ? match_added(t, token, n, &len) : -1;
+    char *raw;
+    int32_t id = -1;
+
+    if (a >= 0 && len == n) return t->added[a].id;
+    /* Otherwise a vocab entry, spelled as in tokenizer.json. */
+    raw = malloc(n + 1);
+    if (raw == NULL) return -1;
+    if (n > 0 && tok_byte_level_decode(token, n, raw, &k) == 0) {
+        id = tok_strmap_get(&t->vocab, t, raw, k);
+    }
+    free(raw);
+    return id;
+}
+
+int32_t
+sg_tokenizer_bos(const sg_tokenizer *t)
+{
+    return t->bos;
+}
+
+int32_t
+sg_tokenizer_eos(const sg_tokenizer *t)
+{
+    return t->eos;
+}
+
+uint64_t
+sg_tokenizer_hash(const sg_tokenizer *t)
+{
+    return t->hash;
+}
+
+size_t
+sg_tokenizer_max_token_len(const sg_tokenizer *t)
+{
+    return t->max_token_len;
+}
