@@ -284,6 +284,89 @@ indexer_select(fwd_t *f, int l)
     return 0;
 }
 
+/*
+ * Which form an item's attention takes.  The reference prefills a prompt
+ * from position 0 in the MHA form (kv_b applied to every latent) and
+ * decodes in the absorbed form (kv_b folded into the query and the output).
+ * A prefill chunk that continues a cached sequence (chunked prefill, a
+ * prefix-cache hit) also takes the absorbed form: the MHA form would apply
+ * kv_b to the whole cached context again for every chunk.  With the FP8 KV
+ * cache both forms compute the same values (the latent is already on the
+ * act_quant grid); they differ in f32 rounding only.
+ */
+static int
+uses_mha(const fwd_t *f, int it)
+{
+    int r0 = f->row_start[it], n = f->row_start[it + 1] - r0;
+
+    return n > 1 && f->pos[r0] == 0;
+}
+
+/* Rows [r0, r0 + n) in the absorbed MQA form over the cache. */
+static int
+attend_absorbed(fwd_t *f, int l, const float *q, int r0, int n, float *att)
+{
+    sg_model         *m = f->m;
+    sg_backend       *b = m->backend;
+    const sg_config  *c = &m->cfg;
+    sg_layer_weights *L = &m->w.layers[l];
+    int   H = c->num_attention_heads, nope = c->qk_nope_head_dim;
+    int   rope = c->qk_rope_head_dim, qk = nope + rope, v = c->v_head_dim;
+    int   lora = c->kv_lora_rank, K = c->index_topk;
+    float scale = (float)c->softmax_scale;
+
+    /* bounded working memory: rows x heads x kv_lora per piece */
+    for (int done = 0; done < n; ) {
+        int    piece = n - done < 256 ? n - done : 256, r = r0 + done;
+        float *qlat, *qpe, *olat;
+        sg_rows rs = rows_sub(f, r, piece);
+
+        NEED(qlat, S_QLAT, sizeof(float) * piece * H * lora);
+        NEED(qpe, S_QPE, sizeof(float) * piece * H * rope);
+        NEED(olat, S_OLAT, sizeof(float) * piece * H * lora);
+        b->ops->mla_absorb(b, &L->kv_b, q + (size_t)r * H * qk, piece, H,
+                           nope, rope, v, lora, qlat);
+        copy_cols(f, q + (size_t)r * H * qk, qk, nope, rope, piece * H, qpe);
+        b->ops->attn_decode(b, f->pool, l, &rs, qlat, qpe,
+                            f->sel ? f->sel + (size_t)r * K : NULL, K, H,
+                            scale, olat);
+        b->ops->mla_unabsorb(b, &L->kv_b, olat, piece, H, nope, v, lora,
+                             att + (size_t)r * H * v);
+        done += piece;
+    }
+    return 0;
+}
+
+/* One prefill item from position 0 in the MHA form: keys and values of the
+ * whole context from the cached latents, as the reference's prefill. */
+static int
+attend_mha(fwd_t *f, int l, const float *q, int it, float *att)
+{
+    sg_model         *m = f->m;
+    sg_backend       *b = m->backend;
+    const sg_config  *c = &m->cfg;
+    sg_layer_weights *L = &m->w.layers[l];
+    int   H = c->num_attention_heads, nope = c->qk_nope_head_dim;
+    int   rope = c->qk_rope_head_dim, qk = nope + rope, v = c->v_head_dim;
+    int   lora = c->kv_lora_rank, K = c->index_topk;
+    int   r0 = f->row_start[it], n = f->row_start[it + 1] - r0;
+    int   S = f->pos[r0 + n - 1] + 1;
+    float scale = (float)c->softmax_scale;
+    float *glat, *gpe, *kvfull;
+    sg_rows rs = rows_sub(f, r0, n);
+
+    NEED(glat, S_GLAT, sizeof(float) * (size_t)S * lora);
+    NEED(gpe, S_GPE, sizeof(float) * (size_t)S * rope);
+    NEED(kvfull, S_KVFULL, sizeof(float) * (size_t)S * H * (nope + v));
+    b->ops->kv_gather(b, f->pool, l,
+                      f->block_table + (size_t)it * f->max_blocks, S, glat, gpe);
+    b->ops->linear(b, &L->kv_b, glat, S, kvfull, f->aq, f->ue8m0);
+    b->ops->attn_prefill(b, q + (size_t)r0 * H * qk, kvfull, gpe, S, &rs,
+                         f->sel ? f->sel + (size_t)r0 * K : NULL, K, H, nope,
+                         rope, v, scale, att + (size_t)r0 * H * v);
+    return 0;
+}
+
 static int
 attention(fwd_t *f, int l, float *x)
 {
@@ -294,8 +377,6 @@ attention(fwd_t *f, int l, float *x)
     int   T = f->T, D = c->hidden_size, H = c->num_attention_heads;
     int   nope = c->qk_nope_head_dim, rope = c->qk_rope_head_dim;
     int   qk = nope + rope, v = c->v_head_dim, lora = c->kv_lora_rank;
-    int   K = c->index_topk;
-    float scale = (float)c->softmax_scale;
     float *h, *qa, *qr, *q, *kv, *lat, *pe, *att, *o;
     scratch_t *s;
 
@@ -336,49 +417,21 @@ attention(fwd_t *f, int l, float *x)
         return -1;
 
     for (int it = 0; it < f->n_items; ) {
-        int r0 = f->row_start[it], n = f->row_start[it + 1] - r0;
-        const int32_t *sel = f->sel ? f->sel + (size_t)r0 * K : NULL;
+        int r0 = f->row_start[it], j = it;
 
-        if (n == 1) {
-            /* a run of decode items: absorbed form over the cache */
-            int j = it + 1;
-            float *qlat, *qpe, *olat;
-
-            while (j < f->n_items && f->row_start[j + 1] - f->row_start[j] == 1)
-                j++;
-            n = f->row_start[j] - r0;
-            sg_rows rs = rows_sub(f, r0, n);
-
-            NEED(qlat, S_QLAT, sizeof(float) * n * H * lora);
-            NEED(qpe, S_QPE, sizeof(float) * n * H * rope);
-            NEED(olat, S_OLAT, sizeof(float) * n * H * lora);
-            b->ops->mla_absorb(b, &L->kv_b, q + (size_t)r0 * H * qk, n, H,
-                               nope, rope, v, lora, qlat);
-            copy_cols(f, q + (size_t)r0 * H * qk, qk, nope, rope, n * H, qpe);
-            b->ops->attn_decode(b, f->pool, l, &rs, qlat, qpe, sel, K, H,
-                                scale, olat);
-            b->ops->mla_unabsorb(b, &L->kv_b, olat, n, H, nope, v, lora,
-                                 att + (size_t)r0 * H * v);
-            it = j;
+        if (uses_mha(f, it)) {
+            if (attend_mha(f, l, q, it, att) != 0)
+                return -1;
+            it++;
             continue;
         }
-
-        /* a prefill chunk: keys and values of the whole context from the
-         * cached latents (MHA form, as the reference's prefill) */
-        int S = f->pos[r0 + n - 1] + 1;
-        float *glat, *gpe, *kvfull;
-        sg_rows rs = rows_sub(f, r0, n);
-
-        NEED(glat, S_GLAT, sizeof(float) * (size_t)S * lora);
-        NEED(gpe, S_GPE, sizeof(float) * (size_t)S * rope);
-        NEED(kvfull, S_KVFULL, sizeof(float) * (size_t)S * H * (nope + v));
-        b->ops->kv_gather(b, f->pool, l, f->block_table + (size_t)it * f->max_blocks,
-                          S, glat, gpe);
-        b->ops->linear(b, &L->kv_b, glat, S, kvfull, f->aq, f->ue8m0);
-        b->ops->attn_prefill(b, q + (size_t)r0 * H * qk, kvfull, gpe, S, &rs,
-                             sel, K, H, nope, rope, v, scale,
-                             att + (size_t)r0 * H * v);
-        it++;
+        /* a run of items in the absorbed form: decode steps and prefill
+         * chunks that continue a cached sequence */
+        while (j < f->n_items && !uses_mha(f, j))
+            j++;
+        if (attend_absorbed(f, l, q, r0, f->row_start[j] - r0, att) != 0)
+            return -1;
+        it = j;
     }
 
     b->ops->linear(b, &L->o, att, T, o, f->aq, f->ue8m0);
