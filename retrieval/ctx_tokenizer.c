@@ -1,0 +1,14 @@
+/*
+ * The context builder's encoder over the engine's tokenizer (its own file:
+ * a program that never uses it does not need the tokenizer linked).
+ */
+#include "context.h"
+#include "tokenizer.h"
+
+int
+sg_ctx_tokenizer_encode(void *ud, const char *text, size_t len,
+    int special, int32_t **ids, size_t *n_ids)
+{
+    return sg_tokenizer_encode((const sg_tokenizer *)ud, text, len, special,
+                               ids, n_ids);
+}

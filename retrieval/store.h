@@ -1,0 +1,175 @@
+/*
+ * Passage stores: SQLite + FTS5 (embedded default), PostgreSQL (tsvector,
+ * ts_rank_cd) and Redis (hashes + a Lua-scored inverted index + a cache of
+ * pre-tokenized passages).
+ *
+ * Two faces:
+ *   - sg_store: SYNCHRONOUS, for the CLI (ingest, search, context), tests
+ *     and benchmarks.
+ *   - sg_astore / sg_aquery: NON-BLOCKING, for the nginx worker.  A query
+ *     object exposes one file descriptor, what it waits for (read/write)
+ *     and a deadline; the host waits on the fd with its own event loop and
+ *     calls sg_aquery_step() when it is ready (or when the deadline passes)
+ *     until the query is done.  No callback ever runs on the host's behalf.
+ *
+ * SQLite in the worker: an FTS5 query on a local file takes a few ms (see
+ * bench/RESULTS.md), so sg_astore_search() on a "sqlite:" store runs it to
+ * completion inside the call and returns a query that is already done
+ * (sg_aquery_fd() == -1).  A host that wants it off the worker can run the
+ * sync sg_store_search() in nginx's thread pool instead: an sg_store may be
+ * used by one thread at a time.
+ *
+ * Store URIs:  sqlite:/path/file.db
+ *              postgres:host=127.0.0.1 port=5432 dbname=x user=y
+ *                (anything PQconnectdb accepts, "postgres://..." too;
+ *                give an IP or hostaddr=: libpq resolves names blocking)
+ *              redis:127.0.0.1:6379     (an IP: no blocking DNS)
+ */
+#ifndef SG_STORE_H
+#define SG_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Result codes (0 or negative).  sg_store_http_status() maps them to the
+ * status the gateway answers with. */
+#define SG_STORE_OK         0
+#define SG_STORE_EINVAL    -1   /* bad argument or query (400) */
+#define SG_STORE_EDOWN     -2   /* server unreachable or lost (502) */
+#define SG_STORE_ETIMEOUT  -3   /* past the deadline (504) */
+#define SG_STORE_EBADROW   -4   /* the store returned malformed data (502) */
+#define SG_STORE_ENOMEM    -5   /* out of memory (500) */
+#define SG_STORE_EFAIL     -6   /* other server-side error (502) */
+
+int sg_store_http_status(int code);
+const char *sg_store_strerror(int code);    /* "store_timeout", ... */
+
+typedef struct sg_passage {
+    char    *id;          /* unique in the store, e.g. "rfc2616:0007" */
+    char    *doc_id;      /* the document it was cut from */
+    char    *title;       /* document title ("" when none) */
+    char    *text;
+    char    *collection;
+    char    *meta;        /* JSON object text, NULL when none */
+    double   score;       /* rank score of this search, higher = better */
+    /* Token cache: the encoding of this passage's context block (see
+     * context.h), filled by sg_tokcache_* or by the context builder;
+     * tokens == NULL and n_tokens == -1 when unknown. */
+    int32_t *tokens;
+    int      n_tokens;
+} sg_passage;
+
+typedef struct sg_passage_list {
+    sg_passage *v;
+    size_t      n;
+    size_t      cap;
+} sg_passage_list;
+
+/* Appends a deep copy of p (tokens too); 0 or SG_STORE_ENOMEM. */
+int sg_passage_list_push(sg_passage_list *l, const sg_passage *p);
+void sg_passage_clear(sg_passage *p);           /* frees the fields */
+void sg_passage_list_free(sg_passage_list *l);  /* frees all; l reusable */
+
+typedef struct sg_search_opts {
+    const char         *collection;   /* NULL = every collection */
+    /* Metadata filter: a JSON object; a passage matches when each of its
+     * keys has an equal value (string/number/bool) in the passage's meta.
+     * NULL = no filter. */
+    const char         *meta_filter;
+    const char *const  *doc_ids;      /* only these documents; NULL = all */
+    int                 n_doc_ids;
+    int                 limit;        /* 0 = 10; capped at 10000 */
+    int                 timeout_ms;   /* sync calls too; 0 = 5000 */
+} sg_search_opts;
+
+/*
+ * Search semantics, every store alike:
+ *   - query non-empty: full-text search, best first (score descending,
+ *     ties by id).  Query text is plain words; operators are not parsed.
+ *   - query NULL or "": a listing in CANONICAL order (collection, then id,
+ *     byte order), score 0: how the context builder gets the shared block
+ *     of a collection, and how a request naming doc_ids gets its passages.
+ */
+
+typedef struct sg_store sg_store;
+
+/* Opens (and for sqlite creates the schema of) a store; blocking. */
+int sg_store_open(const char *uri, sg_store **out, char *err, int errlen);
+void sg_store_close(sg_store *s);
+const char *sg_store_kind(const sg_store *s);   /* "sqlite", ... */
+
+/* Upserts passages (same id -> replaced, never duplicated) in one
+ * transaction: either all of them are stored or none. */
+int sg_store_ingest(sg_store *s, const sg_passage *p, size_t n, char *err,
+    int errlen);
+
+int sg_store_search(sg_store *s, const char *query, const sg_search_opts *o,
+    sg_passage_list *out, char *err, int errlen);
+
+/* Passages by id, in the order of ids; a missing id is skipped. */
+int sg_store_get(sg_store *s, const char *const *ids, size_t n,
+    sg_passage_list *out, char *err, int errlen);
+
+/* Number of passages (in a collection, or all when NULL); -1 on error. */
+long sg_store_count(sg_store *s, const char *collection, char *err,
+    int errlen);
+
+/* ---------------------------------------------------------------------
+ * Non-blocking access for an event loop (one sg_astore per worker).
+ */
+
+typedef struct sg_astore sg_astore;
+typedef struct sg_aquery sg_aquery;
+
+typedef struct sg_astore_opts {
+    int pool_size;          /* connections kept per worker; 0 = 4 */
+    int timeout_ms;         /* per query, connect included; 0 = 5000 */
+} sg_astore_opts;
+
+/* Parses the URI and sets up an empty pool: makes NO connection and never
+ * blocks (for sqlite: opens the file, which is local). */
+int sg_astore_open(const char *uri, const sg_astore_opts *o,
+    sg_astore **out, char *err, int errlen);
+/* Frees the pool; every query must have been freed first. */
+void sg_astore_close(sg_astore *as);
+const char *sg_astore_kind(const sg_astore *as);
+
+/* Starts a search (same semantics as sg_store_search; o->timeout_ms, when
+ * set, overrides the store's).  SG_STORE_OK with *q set, which may already
+ * be done; an error code when it could not even start (a full pool:
+ * SG_STORE_EDOWN with a message saying so). */
+int sg_astore_search(sg_astore *as, const char *query,
+    const sg_search_opts *o, sg_aquery **q, char *err, int errlen);
+
+#define SG_AQ_READ   1
+#define SG_AQ_WRITE  2
+
+#define SG_AQ_DONE   0      /* sg_aquery_step(): finished, read the result */
+#define SG_AQ_AGAIN  1      /* wait on fd/wants/deadline again */
+
+/* The fd to wait on: it CAN CHANGE after a step (connect, reconnect):
+ * re-register when it does.  -1 once done. */
+int sg_aquery_fd(const sg_aquery *q);
+int sg_aquery_wants(const sg_aquery *q);        /* SG_AQ_READ|SG_AQ_WRITE */
+/* Absolute deadline, CLOCK_MONOTONIC milliseconds. */
+int64_t sg_aquery_deadline(const sg_aquery *q);
+int sg_aquery_done(const sg_aquery *q);
+
+/* Call when the fd is ready (events = SG_AQ_READ|SG_AQ_WRITE seen) or the
+ * deadline has passed (events = 0): past the deadline the query ends with
+ * SG_STORE_ETIMEOUT and its connection is dropped (never reused).  Never
+ * blocks. */
+int sg_aquery_step(sg_aquery *q, int events);
+
+/* The outcome once done: SG_STORE_OK and the passages moved into *out
+ * (appended), or an error code and message. */
+int sg_aquery_result(sg_aquery *q, sg_passage_list *out, char *err,
+    int errlen);
+
+/* Frees a query; one still running is abandoned (its connection closed). */
+void sg_aquery_free(sg_aquery *q);
+
+/* Monotonic clock in ms (what deadlines are measured in). */
+int64_t sg_now_ms(void);
+
+#endif
