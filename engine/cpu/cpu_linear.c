@@ -1,0 +1,265 @@
+/*
+ * y[n][rows] = x[n][cols] . W^T over F32, BF16 and F8_E4M3 (+128x128 block
+ * scales) weights, read in their stored dtype.
+ *
+ * Batch invariant by construction: every output element is summed in the
+ * same order whatever n is and whichever rows share a call (one kernel, no
+ * sgemm path for large n).  With FP8 rounding downstream (KV cache,
+ * activations) a last-bit difference between a token decoded alone and in
+ * a batch can flip an e4m3 code; the prefix cache and the batch tests need
+ * the cache of a prefix to depend only on the prefix.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+
+#define X_TILE 16            /* input rows per work item */
+#define W_TILE 16            /* weight rows per work item */
+#define C_TILE 512           /* columns per pass (a multiple of 128) */
+
+/*
+ * Columns [j0, j1) of nw weight rows (stored dtype) against nx input rows
+ * (nw = 1 or 2, nx = 1 or 4, constants after inlining): each weight vector
+ * is converted once for all nx inputs, each input vector loaded once for
+ * all nw rows.  acc[u * 4 + t] += w[u] . x[t], every pair summed in the
+ * same order whatever nw and nx are.
+ */
+static inline __attribute__((always_inline)) void
+row_kernel(const void *const *w, const int nw, sg_dtype dt,
+           const float *const *x, const int nx, int64_t j0, int64_t j1,
+           __m256 *acc)
+{
+    int64_t j = j0;
+    __m256  wv[2], wh[2];
+
+    switch (dt) {
+    case SG_F32:
+        for (; j + 8 <= j1; j += 8) {
+            for (int u = 0; u < nw; u++)
+                wv[u] = _mm256_loadu_ps((const float *)w[u] + j);
+            for (int t = 0; t < nx; t++) {
+                __m256 xv = _mm256_loadu_ps(x[t] + j);
+                for (int u = 0; u < nw; u++)
+                    acc[u * 4 + t] = _mm256_fmadd_ps(wv[u], xv, acc[u * 4 + t]);
+            }
+        }
+        break;
+    case SG_BF16:
+        for (; j + 8 <= j1; j += 8) {
+            for (int u = 0; u < nw; u++)
+                wv[u] = cpu_bf16x8((const uint16_t *)w[u] + j);
+            for (int t = 0; t < nx; t++) {
+                __m256 xv = _mm256_loadu_ps(x[t] + j);
+                for (int u = 0; u < nw; u++)
+                    acc[u * 4 + t] = _mm256_fmadd_ps(wv[u], xv, acc[u * 4 + t]);
+            }
+        }
+        break;
+    case SG_F8_E4M3:
+        for (; j + 16 <= j1; j += 16) {
+            for (int u = 0; u < nw; u++)
+                cpu_e4m3x16_scaled((const uint8_t *)w[u] + j, &wv[u], &wh[u]);
+            for (int t = 0; t < nx; t++) {
+                __m256 xl = _mm256_loadu_ps(x[t] + j);
+                __m256 xh = _mm256_loadu_ps(x[t] + j + 8);
+                for (int u = 0; u < nw; u++) {
+                    acc[u * 4 + t] = _mm256_fmadd_ps(wv[u], xl, acc[u * 4 + t]);
+                    acc[u * 4 + t] = _mm256_fmadd_ps(wh[u], xh, acc[u * 4 + t]);
+                }
+            }
+        }
+        for (; j + 8 <= j1; j += 8) {
+            for (int u = 0; u < nw; u++)
+                wv[u] = cpu_e4m3x8_scaled((const uint8_t *)w[u] + j);
+            for (int t = 0; t < nx; t++) {
+                __m256 xv = _mm256_loadu_ps(x[t] + j);
+                for (int u = 0; u < nw; u++)
+                    acc[u * 4 + t] = _mm256_fmadd_ps(wv[u], xv, acc[u * 4 + t]);
+            }
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* Scalar tail of the same (element value, unscaled FP8 codes as value *
+ * 2^-8 to match the vector part). */
+static inline float
+elem_scaled(const void *w, sg_dtype dt, int64_t j)
+{
+    switch (dt) {
+    case SG_F32:
+        return ((const float *)w)[j];
+    case SG_BF16:
+        return sg_bf16_to_f32(((const uint16_t *)w)[j]);
+    default:
+        return sg_e4m3_to_f32(((const uint8_t *)w)[j]) * (1.0f / 256.0f);
+    }
+}
+
+/*
+ * Accumulation state of one (weight row, input row) pair while the columns
+ * go by in tiles: the running 8-lane sum of the current block (acc), the
+ * sum of finished blocks (tot) and the scalar tails.
+ */
+typedef struct {
+    float acc[8], tot[8], tail;
+} pair_state;
+
+/*
+ * Columns [c0, c1) of nw weight rows against nx input rows, continuing
+ * the pairs' states st[u * X_TILE + t] (u, t < nw, nx).  wr[u] points at
+ * weight row u (stored dtype kdt), srow[u] at its FP8 block scales or
+ * NULL.  FP8 rows go by 128-column block: each block's sum (of e4m3 * 2^-8
+ * times x) times 2^8 * scale into tot; other rows are one block.  Tiles
+ * are multiples of 128 columns, so every pair sums in the same order
+ * whatever the tiling, nw and nx: outputs do not depend on the batch.
+ */
+static inline __attribute__((always_inline)) void
+pairs_tile(const void *const *wr, sg_dtype kdt, const float *const *srow,
+           const int nw, int64_t cols, const float *const *x, const int nx,
+           int64_t c0, int64_t c1, pair_state *st)
+{
+    int64_t blk = srow[0] ? SG_FP8_BLOCK : cols;
+
+    for (int64_t j0 = c0; j0 < c1; j0 = j0 - j0 % blk + blk) {
+        int64_t bend = j0 - j0 % blk + blk < cols ? j0 - j0 % blk + blk : cols;
+        int64_t jv = bend & ~(int64_t)7;     /* block starts are multiples
+                                                 of 8 */
+        int64_t j1 = c1 < jv ? c1 : jv;
+        __m256  acc[8];
+
+        for (int u = 0; u < nw; u++)
+            for (int t = 0; t < nx; t++)
+                acc[u * 4 + t] = j0 % blk == 0
+                                 ? _mm256_setzero_ps()
+                                 : _mm256_loadu_ps(st[u * X_TILE + t].acc);
+        row_kernel(wr, nw, kdt, x, nx, j0, j1, acc);
+        if (c1 < bend) {
+            /* the block goes on in the next tile */
+            for (int u = 0; u < nw; u++)
+                for (int t = 0; t < nx; t++)
+                    _mm256_storeu_ps(st[u * X_TILE + t].acc, acc[u * 4 + t]);
+            break;
+        }
+        for (int u = 0; u < nw; u++) {
+            float s = srow[u] ? srow[u][j0 / SG_FP8_BLOCK] * 256.0f : 1.0f;
+
+            for (int t = 0; t < nx; t++) {
+                pair_state *p = &st[u * X_TILE + t];
+                float       e = 0.0f;
+
+                for (int64_t j = jv; j < bend; j++)
+                    e += elem_scaled(wr[u], kdt, j) * x[t][j];
+                _mm256_storeu_ps(p->tot, _mm256_fmadd_ps(
+                    acc[u * 4 + t], _mm256_set1_ps(s),
+                    _mm256_loadu_ps(p->tot)));
+                p->tail += e * s;
+            }
+        }
+    }
+}
+
+typedef struct {
+    const sg_tensor *w;
+    const float     *x;
+    float           *y;
+    int64_t          rows, cols, n_wt;
+    int              n;
+} linear_ctx;
+
+/*
+ * Items are (tile of X_TILE input rows, tile of W_TILE weight rows); each
+ * goes through the columns in tiles of C_TILE, so the input and weight
+ * tiles it works on stay in L1 while every pair of rows advances.
+ */
+static void
+linear_range(void *c, int64_t t0, int64_t t1)
+{
+    linear_ctx      *L = c;
+    const sg_tensor *w = L->w;
+    int64_t          cols = L->cols;
+    size_t           es = sg_dtype_size(w->dtype);
+    pair_state      *st = malloc(sizeof(pair_state) * W_TILE * X_TILE);
+
+    if (st == NULL)
+        abort();
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t x0 = (t / L->n_wt) * X_TILE, r0 = (t % L->n_wt) * W_TILE;
+        int64_t x1 = x0 + X_TILE < L->n ? x0 + X_TILE : L->n;
+        int64_t r1 = r0 + W_TILE < L->rows ? r0 + W_TILE : L->rows;
+
+        memset(st, 0, sizeof(pair_state) * W_TILE * X_TILE);
+        for (int64_t c0 = 0; c0 < cols; c0 += C_TILE) {
+            int64_t c1 = c0 + C_TILE < cols ? c0 + C_TILE : cols;
+
+            for (int64_t r = r0; r < r1; r += 2) {
+                int          nw = r + 1 < r1 ? 2 : 1;
+                const void  *wr[2];
+                const float *srow[2] = { NULL, NULL };
+                const float *xs[4];
+                int64_t      i = x0;
+
+                for (int u = 0; u < nw; u++) {
+                    wr[u] = (const char *)w->data + (size_t)(r + u) * cols * es;
+                    if (w->dtype == SG_F8_E4M3)
+                        srow[u] = w->scale + ((r + u) / SG_FP8_BLOCK)
+                                             * w->scale_cols;
+                }
+                for (; i < x1; ) {
+                    int         nx = i + 4 <= x1 ? 4 : 1;
+                    pair_state *ps = st + (r - r0) * X_TILE + (i - x0);
+
+                    for (int k = 0; k < nx; k++)
+                        xs[k] = L->x + (i + k) * cols;
+                    if (nw == 2 && nx == 4)
+                        pairs_tile(wr, w->dtype, srow, 2, cols, xs, 4, c0, c1,
+                                   ps);
+                    else if (nw == 2)
+                        pairs_tile(wr, w->dtype, srow, 2, cols, xs, 1, c0, c1,
+                                   ps);
+                    else if (nx == 4)
+                        pairs_tile(wr, w->dtype, srow, 1, cols, xs, 4, c0, c1,
+                                   ps);
+                    else
+                        pairs_tile(wr, w->dtype, srow, 1, cols, xs, 1, c0, c1,
+                                   ps);
+                    i += nx;
+                }
+            }
+        }
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t i = x0; i < x1; i++) {
+                pair_state *p = st + (r - r0) * X_TILE + (i - x0);
+                L->y[i * L->rows + r] = cpu_hsum(_mm256_loadu_ps(p->tot))
+                                        + p->tail;
+            }
+    }
+    free(st);
+}
+
+void
+cpu_linear(sg_backend *b, const sg_tensor *w, const float *x, int n, float *y,
+           int act_quant, int ue8m0)
+{
+    int64_t rows = sg_tensor_rows(w), cols = sg_tensor_cols(w);
+    float  *xq = NULL;
+
+    if (n <= 0)
+        return;
+    /* DeepSeek's fp8_gemm quantizes its input per row and 128 columns */
+    if (w->dtype == SG_F8_E4M3 && act_quant) {
+        xq = malloc(sizeof(float) * n * cols);
+        if (xq == NULL)
+            abort();
+        cpu_act_quant_dequant(b, x, n, cols, xq, ue8m0);
+        x = xq;
+    }
+    linear_ctx L = { w, x, y, rows, cols, (rows + W_TILE - 1) / W_TILE, n };
+    int64_t    items = (n + X_TILE - 1) / X_TILE * L.n_wt;
+
+    cpu_parallel(b, items, 1, (double)rows * cols * n, linear_range, &L);
+    free(xq);
+}

@@ -1,0 +1,182 @@
+/*
+ * The CPU backend's worker threads: one parallel loop at a time, split in
+ * chunks that the caller and the workers take from a shared counter.
+ *
+ * Not OpenMP: libgomp's idle workers spin after every parallel region
+ * (unless OMP_WAIT_POLICY=passive is set before the process starts, which
+ * a library cannot do), and on a shared host -- nginx workers, a test
+ * machine -- the spinning costs the serial thread its CPU: the tiny
+ * model's forward pass ran 10-25x slower.  These workers sleep on a
+ * condition variable, and a loop whose chunks are all taken by the time a
+ * late worker wakes costs that worker nothing.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "cpu_internal.h"
+
+struct cpu_pool {
+    pthread_mutex_t  call;         /* one parallel loop at a time */
+    pthread_mutex_t  mu;
+    pthread_cond_t   wake;         /* workers: a new loop (gen changed) */
+    pthread_cond_t   done;         /* caller: every worker finished */
+    pthread_t       *threads;
+    int              n_workers;    /* started */
+    int              stop;
+    uint64_t         gen;
+    int              busy;         /* workers still inside the loop */
+
+    /* the current loop */
+    cpu_range_fn     fn;
+    void            *ctx;
+    int64_t          n, chunk;
+    atomic_llong     next;
+    double           min_work;     /* loops below it run serially */
+    pid_t            pid;          /* the process whose threads these are */
+};
+
+/* Set while a thread runs chunks: a loop started from inside one runs
+ * serially. */
+static _Thread_local int in_worker;
+
+static void
+run_chunks(cpu_pool *p)
+{
+    int64_t i0;
+
+    while ((i0 = atomic_fetch_add(&p->next, p->chunk)) < p->n) {
+        int64_t i1 = i0 + p->chunk < p->n ? i0 + p->chunk : p->n;
+        p->fn(p->ctx, i0, i1);
+    }
+}
+
+static void *
+worker_main(void *arg)
+{
+    cpu_pool *p = arg;
+    uint64_t  seen = 0;
+
+    in_worker = 1;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->gen == seen)
+            pthread_cond_wait(&p->wake, &p->mu);
+        if (p->stop)
+            break;
+        seen = p->gen;
+        pthread_mutex_unlock(&p->mu);
+        run_chunks(p);
+        pthread_mutex_lock(&p->mu);
+        if (--p->busy == 0)
+            pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int
+cpu_online_cpus(void)
+{
+    cpu_set_t set;
+
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+cpu_pool *
+cpu_pool_new(int n_threads, double min_work)
+{
+    cpu_pool *p = calloc(1, sizeof(*p));
+
+    if (p == NULL)
+        return NULL;
+    p->min_work = min_work;
+    p->pid = getpid();
+    pthread_mutex_init(&p->call, NULL);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->done, NULL);
+    atomic_init(&p->next, 0);
+    if (n_threads > 1) {
+        p->threads = calloc(n_threads - 1, sizeof(pthread_t));
+        for (int i = 0; p->threads && i < n_threads - 1; i++) {
+            if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0)
+                break;                 /* fewer workers still work */
+            p->n_workers++;
+        }
+    }
+    return p;
+}
+
+void
+cpu_pool_free(cpu_pool *p)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_workers; i++)
+        pthread_join(p->threads[i], NULL);
+    free(p->threads);
+    pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->done);
+    pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->call);
+    free(p);
+}
+
+void
+cpu_parallel(sg_backend *b, int64_t n, int64_t min_chunk, double work,
+             cpu_range_fn fn, void *ctx)
+{
+    cpu_pool *p = b->impl;
+    int       nt = p ? p->n_workers + 1 : 1;
+    int64_t   chunk;
+
+    if (n <= 0)
+        return;
+    if (min_chunk < 1)
+        min_chunk = 1;
+    /* a forked child (an nginx worker of a master that loaded the model)
+     * has none of its parent's threads: it runs loops serially */
+    if (nt == 1 || in_worker || work < p->min_work || n <= min_chunk
+        || getpid() != p->pid) {
+        fn(ctx, 0, n);
+        return;
+    }
+    /* about four chunks per thread: a late or slow thread leaves its share
+     * to the others */
+    chunk = (n + 4 * nt - 1) / (4 * nt);
+    if (chunk < min_chunk)
+        chunk = min_chunk;
+
+    pthread_mutex_lock(&p->call);
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n = n;
+    p->chunk = chunk;
+    atomic_store(&p->next, 0);
+    p->busy = p->n_workers;
+    p->gen++;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+
+    in_worker = 1;
+    run_chunks(p);
+    in_worker = 0;
+
+    pthread_mutex_lock(&p->mu);
+    while (p->busy > 0)
+        pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->call);
+}

@@ -1,0 +1,536 @@
+/*
+ * The CPU backend's cache and attention ops against plain references:
+ * KV pool sizes, kv_store/kv_gather round trip (exact and FP8 latent),
+ * lightning-indexer scores, top-k selection (ties, short rows), and MLA
+ * attention in prefill and decode form vs a naive softmax over explicit key
+ * lists.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "check.h"
+#include "dtype.h"
+#include "kv.h"
+
+/* Every check runs twice: on the default backend, and on one with three
+ * threads that splits even the smallest loop (SG_CPU_PAR_WORK=0). */
+static const char *config_tag = "";
+static char        check_name[256];
+
+static const char *
+tagged(const char *name)
+{
+    snprintf(check_name, sizeof(check_name), "%s%s", name, config_tag);
+    return check_name;
+}
+
+#define CHECKB(cond, name, ...) CHECK(cond, tagged(name), __VA_ARGS__)
+
+static sg_backend *B;
+
+enum { LORA = 256, ROPE = 16, IDIM = 128, NBLK = 8, MAXB = 4, LEN = 200 };
+
+/* two sequences over shuffled blocks */
+static const int32_t block_table[2 * MAXB] = { 5, 2, 7, 0, 1, 6, 3, 4 };
+
+static double
+e4m3_value(int code)
+{
+    int    e = (code >> 3) & 15, m = code & 7;
+    double v = e == 0 ? m / 8.0 * ldexp(1, -6)
+                      : (1 + m / 8.0) * ldexp(1, e - 7);
+
+    return code & 0x80 ? -v : v;
+}
+
+/* Nearest e4m3 value (ties to the even code): the grid is monotonic in the
+ * code, so find the codes just below and above |x| by bisection. */
+static double
+e4m3_round(float x)
+{
+    double a = fabs((double)x);
+    int    lo = 0, hi = 0x7e;
+
+    if (a >= 448)
+        return x < 0 ? -448.0 : 448.0;
+    while (hi - lo > 1) {                  /* value(lo) <= a < value(hi) */
+        int mid = (lo + hi) / 2;
+        if (e4m3_value(mid) <= a)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    double dl = a - e4m3_value(lo), dh = e4m3_value(hi) - a;
+    int    best = dl < dh || (dl == dh && (lo & 1) == 0) ? lo : hi;
+
+    return x < 0 ? -e4m3_value(best) : e4m3_value(best);
+}
+
+static void
+ref_act_quant(const float *x, int len, int ue8m0, float *out)
+{
+    for (int j0 = 0; j0 < len; j0 += 128) {
+        int   n = len - j0 < 128 ? len - j0 : 128;
+        float amax = 1e-4f;
+
+        for (int j = 0; j < n; j++)
+            amax = fmaxf(amax, fabsf(x[j0 + j]));
+        float s = amax * (1.0f / 448.0f);
+        if (ue8m0) {
+            int e;
+            if (frexpf(s, &e) != 0.5f)
+                s = ldexpf(1.0f, e);
+        }
+        for (int j = 0; j < n; j++) {
+            float v = fminf(fmaxf(x[j0 + j] / s, -448.0f), 448.0f);
+            out[j0 + j] = (float)(e4m3_round(v) * s);
+        }
+    }
+}
+
+static int
+rand_code(void)
+{
+    int c;
+
+    do
+        c = check_rand32() & 0xff;
+    while ((c & 0x7f) == 0x7f);
+    return c;
+}
+
+/* What the tests stored for both sequences, in plain arrays. */
+typedef struct {
+    sg_kv_pool *pool;
+    float      *lat;      /* [2][LEN][LORA] as the cache should hold it */
+    float      *pe;       /* [2][LEN][ROPE] */
+    uint8_t    *ik;       /* [2][LEN][IDIM] */
+    float      *iks;      /* [2][LEN] */
+} cache;
+
+static void
+cache_fill(cache *c, int fp8, int ue8m0)
+{
+    sg_config cfg;
+    int32_t   pos[LEN], seq[LEN];
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.num_hidden_layers = 2;
+    cfg.kv_lora_rank = LORA;
+    cfg.qk_rope_head_dim = ROPE;
+    cfg.index_head_dim = IDIM;
+    c->pool = sg_kv_pool_new(B, &cfg, NBLK, fp8);
+    c->lat = malloc(sizeof(float) * 2 * LEN * LORA);
+    c->pe = malloc(sizeof(float) * 2 * LEN * ROPE);
+    c->ik = malloc(2 * LEN * IDIM);
+    c->iks = malloc(sizeof(float) * 2 * LEN);
+
+    float   *lat = B->ops->alloc(B, sizeof(float) * LEN * LORA);
+    float   *pe = B->ops->alloc(B, sizeof(float) * LEN * ROPE);
+    uint8_t *ik = B->ops->alloc(B, LEN * IDIM);
+    float   *iks = B->ops->alloc(B, sizeof(float) * LEN);
+
+    for (int s = 0; s < 2; s++) {
+        for (int i = 0; i < LEN * LORA; i++)
+            lat[i] = check_randn() * (i % 128 == 3 ? 5.0f : 1.0f);
+        for (int i = 0; i < LEN * ROPE; i++)
+            pe[i] = check_randn();
+        for (int i = 0; i < LEN * IDIM; i++)
+            ik[i] = (uint8_t)rand_code();
+        for (int i = 0; i < LEN; i++) {
+            iks[i] = check_randu(0.001f, 0.1f);
+            pos[i] = i;
+            seq[i] = s;
+        }
+        sg_rows rows = { LEN, pos, seq, block_table, MAXB };
+
+        /* layer 1 is the one tested; layer 0 gets other data */
+        B->ops->kv_store(B, c->pool, 1, &rows, lat, pe, ik, iks, ue8m0);
+        for (int i = 0; i < LEN; i++) {
+            if (fp8)
+                ref_act_quant(lat + i * LORA, LORA, ue8m0,
+                              c->lat + ((size_t)s * LEN + i) * LORA);
+            else
+                memcpy(c->lat + ((size_t)s * LEN + i) * LORA, lat + i * LORA,
+                       sizeof(float) * LORA);
+        }
+        memcpy(c->pe + (size_t)s * LEN * ROPE, pe, sizeof(float) * LEN * ROPE);
+        memcpy(c->ik + (size_t)s * LEN * IDIM, ik, LEN * IDIM);
+        memcpy(c->iks + (size_t)s * LEN, iks, sizeof(float) * LEN);
+        for (int i = 0; i < LEN * LORA; i++)
+            lat[i] = 1e3f;
+        B->ops->kv_store(B, c->pool, 0, &rows, lat, pe, ik, iks, ue8m0);
+    }
+    B->ops->free(B, lat);
+    B->ops->free(B, pe);
+    B->ops->free(B, ik);
+    B->ops->free(B, iks);
+}
+
+static void
+cache_free(cache *c)
+{
+    sg_kv_pool_free(c->pool);
+    free(c->lat);
+    free(c->pe);
+    free(c->ik);
+    free(c->iks);
+}
+
+static void
+test_pool_sizes(void)
+{
+    sg_config cfg;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.kv_lora_rank = 512;
+    cfg.qk_rope_head_dim = 64;
+    cfg.index_head_dim = 128;
+    /* fp8 latent 512 + 4 scales, f32 RoPE key, indexer key + scale */
+    size_t f8 = sg_kv_bytes_per_token_layer(&cfg, 1);
+    size_t ex = sg_kv_bytes_per_token_layer(&cfg, 0);
+    CHECKB(f8 == 512 + 16 + 256 + 132 && ex == 2048 + 256 + 132,
+          "kv bytes per token and layer", "fp8 %zu, exact %zu", f8, ex);
+}
+
+static void
+test_kv_roundtrip(int fp8, int ue8m0)
+{
+    cache  c;
+    float *lat = B->ops->alloc(B, sizeof(float) * LEN * LORA);
+    float *pe = B->ops->alloc(B, sizeof(float) * LEN * ROPE);
+    char   name[96];
+    int    bad_ik = 0;
+
+    cache_fill(&c, fp8, ue8m0);
+    CHECKB(c.pool != NULL && c.pool->n_layers == 2 && c.pool->latent_fp8 == fp8,
+          "kv pool created", "sg_kv_pool_new failed");
+    B->ops->kv_gather(B, c.pool, 1, block_table + MAXB, LEN, lat, pe);
+    double el = check_max_abs(lat, c.lat + (size_t)LEN * LORA, LEN * LORA);
+    double ep = check_max_abs(pe, c.pe + (size_t)LEN * ROPE, LEN * ROPE);
+    for (int p = 0; p < LEN; p++) {
+        int64_t slot = (int64_t)block_table[MAXB + p / 64] * 64 + p % 64;
+        const sg_kv_layer *L = &c.pool->layers[1];
+        bad_ik += memcmp(L->ikey + slot * IDIM, c.ik + ((size_t)LEN + p) * IDIM,
+                         IDIM) != 0 || L->ikey_scale[slot] != c.iks[LEN + p];
+    }
+    snprintf(name, sizeof(name), "kv_store/kv_gather round trip (%s latent%s)",
+             fp8 ? "fp8" : "exact",
+             fp8 ? (ue8m0 ? ", ue8m0" : ", f32 scales") : "");
+    CHECKB(el == 0 && ep == 0 && bad_ik == 0, name,
+          "latent max diff %g, pe max diff %g, %d indexer keys differ",
+          el, ep, bad_ik);
+    cache_free(&c);
+    B->ops->free(B, lat);
+    B->ops->free(B, pe);
+}
+
+static void
+test_index_scores(void)
+{
+    enum { N = 4, H = 5, STRIDE = LEN + 11 };
+    cache    c;
+    int32_t  pos[N] = { 0, 77, LEN - 1, 130 }, seq[N] = { 1, 0, 1, 0 };
+    uint8_t *q8 = B->ops->alloc(B, N * H * IDIM);
+    float   *w = B->ops->alloc(B, sizeof(float) * N * H);
+    float   *sc = B->ops->alloc(B, sizeof(float) * N * STRIDE);
+    float   *ref = malloc(sizeof(float) * N * STRIDE);
+    float   *got = malloc(sizeof(float) * N * STRIDE);
+    sg_rows  rows = { N, pos, seq, block_table, MAXB };
+    int      bad_mask = 0, m = 0;
+
+    cache_fill(&c, 1, 1);
+    for (int i = 0; i < N * H * IDIM; i++)
+        q8[i] = (uint8_t)rand_code();
+    for (int i = 0; i < N * H; i++)
+        w[i] = check_randn();
+    B->ops->index_scores(B, c.pool, 1, &rows, q8, w, H, sc, STRIDE);
+    for (int i = 0; i < N; i++)
+        for (int s = 0; s < STRIDE; s++) {
+            if (s > pos[i]) {
+                float v = sc[i * STRIDE + s];
+                bad_mask += !(isinf(v) && v < 0);
+                continue;
+            }
+            const uint8_t *k = c.ik + ((size_t)seq[i] * LEN + s) * IDIM;
+            double tot = 0;
+            for (int h = 0; h < H; h++) {
+                double d = 0;
+                for (int j = 0; j < IDIM; j++)
+                    d += e4m3_value(q8[(i * H + h) * IDIM + j])
+                         * e4m3_value(k[j]);
+                tot += (d > 0 ? d : 0) * w[i * H + h];
+            }
+            ref[m] = (float)(tot * c.iks[seq[i] * LEN + s]);
+            got[m++] = sc[i * STRIDE + s];
+        }
+    double e = check_rel_err(got, ref, m);
+    CHECKB(e < 1e-5, "index_scores vs e4m3 dot products", "rel err %g", e);
+    CHECKB(bad_mask == 0, "index_scores -inf past the position",
+          "%d entries not -inf", bad_mask);
+    cache_free(&c);
+    B->ops->free(B, q8);
+    B->ops->free(B, w);
+    B->ops->free(B, sc);
+    free(ref);
+    free(got);
+}
+
+typedef struct {
+    float v;
+    int   i;
+} ranked;
+
+static int
+by_score_desc(const void *a, const void *b)
+{
+    const ranked *x = a, *y = b;
+
+    if (x->v != y->v)
+        return x->v > y->v ? -1 : 1;
+    return x->i - y->i;
+}
+
+static int
+cmp_int(const void *a, const void *b)
+{
+    return *(const int32_t *)a - *(const int32_t *)b;
+}
+
+static void
+test_topk(void)
+{
+    enum { N = 7, STRIDE = 300, K = 32 };
+    int32_t len[N] = { 0, 5, 32, 33, 100, 300, 250 };
+    float  *sc = B->ops->alloc(B, sizeof(float) * N * STRIDE);
+    int32_t idx[N * K], ref[N * K];
+    int     bad = 0;
+
+    for (int i = 0; i < N * STRIDE; i++) {
+        /* rows 0-3 continuous, others from 4 values: many ties */
+        sc[i] = i / STRIDE < 4 ? check_randn() : (float)(check_rand32() % 4);
+        if (check_rand32() % 20 == 0)
+            sc[i] = -INFINITY;
+    }
+    B->ops->topk(B, sc, N, STRIDE, len, K, idx);
+    for (int i = 0; i < N; i++) {
+        ranked r[STRIDE];
+        int    m = len[i] < K ? len[i] : K;
+
+        for (int s = 0; s < len[i]; s++)
+            r[s] = (ranked){ sc[i * STRIDE + s], s };
+        qsort(r, len[i], sizeof(ranked), by_score_desc);
+        for (int j = 0; j < K; j++)
+            ref[i * K + j] = j < m ? r[j].i : -1;
+        qsort(ref + i * K, m, sizeof(int32_t), cmp_int);
+    }
+    for (int i = 0; i < N * K; i++)
+        bad += idx[i] != ref[i];
+    CHECKB(bad == 0, "topk ascending, ties to lower index, -1 padding",
+          "%d entries differ", bad);
+    B->ops->free(B, sc);
+}
+
+/* The keys a row attends, written plainly: a mask over 0..last. */
+static int
+ref_keys(const int32_t *sel, int k, int last, int32_t *keys)
+{
+    int n = 0;
+
+    for (int s = 0; s <= last; s++) {
+        int in = sel == NULL;
+        for (int j = 0; sel && j < k; j++)
+            in |= sel[j] == s;
+        if (in)
+            keys[n++] = s;
+    }
+    return n;
+}
+
+/* sel rows with -1 padding, out-of-range entries and a repeat */
+static void
+random_sel(int32_t *sel, int n, int k, int range)
+{
+    for (int i = 0; i < n * k; i++) {
+        int r = check_rand32() % 10;
+        sel[i] = r == 0 ? -1 : (int32_t)(check_rand32() % range);
+    }
+    for (int i = 0; i < n; i++)
+        sel[i * k + k - 1] = sel[i * k];
+}
+
+/* dense rows run the sgemm path, top-k rows their own key lists */
+static void
+test_attn_prefill(int sparse, int K)
+{
+    /* 37 rows: two blocks of the sgemm path; row 0 sees only key 0 */
+    enum { N = 37, NK = 40, H = 3, NOPE = 16, R = 8, V = 12, KMAX = 16 };
+    int32_t pos[N], seq[N] = { 0 };
+    int32_t sel[N * KMAX], keys[NK];
+    float  *q = B->ops->alloc(B, sizeof(float) * N * H * (NOPE + R));
+    float  *kv = B->ops->alloc(B, sizeof(float) * NK * H * (NOPE + V));
+    float  *pe = B->ops->alloc(B, sizeof(float) * NK * R);
+    float  *out = B->ops->alloc(B, sizeof(float) * N * H * V);
+    float  *ref = malloc(sizeof(float) * N * H * V);
+    sg_rows rows = { N, pos, seq, block_table, MAXB };
+    float   scale = 0.2f;
+    char    name[64];
+
+    for (int i = 0; i < N; i++)
+        pos[i] = i ? i + 3 : 0;
+    for (int i = 0; i < N * H * (NOPE + R); i++)
+        q[i] = check_randn();
+    for (int i = 0; i < NK * H * (NOPE + V); i++)
+        kv[i] = check_randn();
+    for (int i = 0; i < NK * R; i++)
+        pe[i] = check_randn();
+    random_sel(sel, N, K, NK + 5);
+    for (int i = 0; i < N; i++)
+        for (int h = 0; h < H; h++) {
+            int    nk = ref_keys(sparse ? sel + i * K : NULL, K, pos[i], keys);
+            double p[NK], mx = -INFINITY, sum = 0;
+            const float *qi = q + (i * H + h) * (NOPE + R);
+            for (int j = 0; j < nk; j++) {
+                const float *kj = kv + (keys[j] * H + h) * (NOPE + V);
+                double d = 0;
+                for (int c = 0; c < NOPE; c++)
+                    d += (double)qi[c] * kj[c];
+                for (int c = 0; c < R; c++)
+                    d += (double)qi[NOPE + c] * pe[keys[j] * R + c];
+                p[j] = d * scale;
+                mx = p[j] > mx ? p[j] : mx;
+            }
+            for (int j = 0; j < nk; j++)
+                sum += (p[j] = exp(p[j] - mx));
+            for (int c = 0; c < V; c++) {
+                double acc = 0;
+                for (int j = 0; j < nk; j++)
+                    acc += p[j] / sum
+                           * kv[(keys[j] * H + h) * (NOPE + V) + NOPE + c];
+                ref[(i * H + h) * V + c] = nk ? (float)acc : 0.0f;
+            }
+        }
+    B->ops->attn_prefill(B, q, kv, pe, NK, &rows, sparse ? sel : NULL, K, H,
+                         NOPE, R, V, scale, out);
+    double e = check_rel_err(out, ref, N * H * V);
+
+    /* the same rows in two calls (as chunked prefill): bitwise equal */
+    float  *out2 = B->ops->alloc(B, sizeof(float) * N * H * V);
+    sg_rows ra = { 11, pos, seq, block_table, MAXB };
+    sg_rows rb = { N - 11, pos + 11, seq, block_table, MAXB };
+    B->ops->attn_prefill(B, q, kv, pe, NK, &ra, sparse ? sel : NULL, K, H,
+                         NOPE, R, V, scale, out2);
+    B->ops->attn_prefill(B, q + 11 * H * (NOPE + R), kv, pe, NK, &rb,
+                         sparse ? sel + 11 * K : NULL, K, H, NOPE, R, V,
+                         scale, out2 + 11 * H * V);
+    snprintf(name, sizeof(name), "attn_prefill %s split rows bitwise equal",
+             sparse ? (K > 4 ? "top-16" : "top-4") : "dense");
+    CHECKB(memcmp(out, out2, sizeof(float) * N * H * V) == 0, name,
+           "a row's output depends on the rows beside it");
+    B->ops->free(B, out2);
+    snprintf(name, sizeof(name), "attn_prefill %s vs naive softmax",
+             sparse ? (K > 4 ? "top-16" : "top-4") : "dense");
+    CHECKB(e < 1e-5, name, "rel err %g", e);
+    B->ops->free(B, q);
+    B->ops->free(B, kv);
+    B->ops->free(B, pe);
+    B->ops->free(B, out);
+    free(ref);
+}
+
+static void
+test_attn_decode(int fp8, int sparse)
+{
+    enum { N = 3, H = 4, K = 16 };
+    cache   c;
+    int32_t pos[N] = { LEN - 1, 100, 30 }, seq[N] = { 0, 1, 0 };
+    int32_t sel[N * K], keys[LEN];
+    float  *ql = B->ops->alloc(B, sizeof(float) * N * H * LORA);
+    float  *qp = B->ops->alloc(B, sizeof(float) * N * H * ROPE);
+    float  *out = B->ops->alloc(B, sizeof(float) * N * H * LORA);
+    float  *ref = malloc(sizeof(float) * N * H * LORA);
+    double *p = malloc(sizeof(double) * LEN);
+    sg_rows rows = { N, pos, seq, block_table, MAXB };
+    float   scale = 0.05f;
+    char    name[64];
+
+    cache_fill(&c, fp8, 1);
+    for (int i = 0; i < N * H * LORA; i++)
+        ql[i] = check_randn();
+    for (int i = 0; i < N * H * ROPE; i++)
+        qp[i] = check_randn();
+    random_sel(sel, N, K, LEN);
+    for (int i = 0; i < N; i++)
+        for (int h = 0; h < H; h++) {
+            int    nk = ref_keys(sparse ? sel + i * K : NULL, K, pos[i], keys);
+            double mx = -INFINITY, sum = 0;
+            for (int j = 0; j < nk; j++) {
+                size_t       at = (size_t)seq[i] * LEN + keys[j];
+                const float *l = c.lat + at * LORA;
+                const float *e = c.pe + at * ROPE;
+                double d = 0;
+                for (int x = 0; x < LORA; x++)
+                    d += (double)ql[(i * H + h) * LORA + x] * l[x];
+                for (int x = 0; x < ROPE; x++)
+                    d += (double)qp[(i * H + h) * ROPE + x] * e[x];
+                p[j] = d * scale;
+                mx = p[j] > mx ? p[j] : mx;
+            }
+            for (int j = 0; j < nk; j++)
+                sum += (p[j] = exp(p[j] - mx));
+            for (int x = 0; x < LORA; x++) {
+                double acc = 0;
+                for (int j = 0; j < nk; j++)
+                    acc += p[j] / sum
+                           * c.lat[((size_t)seq[i] * LEN + keys[j]) * LORA + x];
+                ref[(i * H + h) * LORA + x] = nk ? (float)acc : 0.0f;
+            }
+        }
+    B->ops->attn_decode(B, c.pool, 1, &rows, ql, qp, sparse ? sel : NULL, K, H,
+                        scale, out);
+    double e = check_rel_err(out, ref, N * H * LORA);
+    snprintf(name, sizeof(name), "attn_decode %s, %s pool vs naive softmax",
+             sparse ? "top-k" : "dense", fp8 ? "fp8" : "exact");
+    CHECKB(e < 1e-5, name, "rel err %g", e);
+    cache_free(&c);
+    B->ops->free(B, ql);
+    B->ops->free(B, qp);
+    B->ops->free(B, out);
+    free(ref);
+    free(p);
+}
+
+int
+main(void)
+{
+    check_seed_from_env();
+    sg_fp8_init();
+    test_pool_sizes();
+    for (int split = 0; split < 2; split++) {
+        if (split)
+            setenv("SG_CPU_PAR_WORK", "0", 1);
+        config_tag = split ? " [3 threads, all loops split]" : "";
+        B = sg_backend_cpu_new(split ? 3 : 0);
+        CHECKB(B != NULL, "cpu backend created", "sg_backend_cpu_new failed");
+        if (B == NULL)
+            return check_finish();
+        test_kv_roundtrip(0, 1);
+        test_kv_roundtrip(1, 1);
+        test_kv_roundtrip(1, 0);
+        test_index_scores();
+        test_topk();
+        test_attn_prefill(0, 16);
+        test_attn_prefill(1, 16);
+        test_attn_prefill(1, 4);
+        for (int fp8 = 0; fp8 < 2; fp8++)
+            for (int sparse = 0; sparse < 2; sparse++)
+                test_attn_decode(fp8, sparse);
+        B->ops->destroy(B);
+    }
+    unsetenv("SG_CPU_PAR_WORK");
+    return check_finish();
+}
