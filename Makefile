@@ -21,11 +21,11 @@ endif
 
 CC      ?= cc
 ARCH    ?= -march=x86-64-v3
-CFLAGS  += $(OPT) $(ARCH) -fopenmp -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
+CFLAGS  += $(OPT) $(ARCH) -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
            -Werror=implicit-function-declaration -fPIC -pthread \
            -Iengine -Iretrieval -I/usr/include/postgresql -MMD -MP
 LDLIBS  += -lcjson -lpcre2-8 -lopenblas -lsqlite3 -lhiredis -lpq -lm -lpthread
-LDFLAGS += $(LDSAN) -pthread -fopenmp
+LDFLAGS += $(LDSAN) -pthread
 
 ENGINE_SRC := $(wildcard engine/*.c engine/cpu/*.c)
 RETR_SRC   := $(wildcard retrieval/*.c)
