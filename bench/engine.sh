@@ -35,7 +35,10 @@ lens=${SG_BENCH_PROMPTS:-"4096 8192 16384"}
     echo "### End to end, small model, CPU"
     echo
     echo "\`mkmodel --preset small --set num_attention_heads=16 --set index_n_heads=4\`:"
-    echo "$(node -e 'const c=require(process.argv[1]);console.log(`${c.num_hidden_layers} layers, hidden ${c.hidden_size}, ${c.num_attention_heads} heads, kv_lora ${c.kv_lora_rank}, index ${c.index_n_heads}x${c.index_head_dim}, top-k ${c.index_topk}, ${c.n_routed_experts} experts top-${c.num_experts_per_tok}, vocab ${c.vocab_size}`)' "$PWD/$work/small-e2e/config.json" 2>/dev/null || node -e 'const c=require(process.argv[1]);console.log(`${c.num_hidden_layers} layers, hidden ${c.hidden_size}, ${c.num_attention_heads} heads, kv_lora ${c.kv_lora_rank}, index ${c.index_n_heads}x${c.index_head_dim}, top-k ${c.index_topk}`)' "$work/small-e2e/config.json"); prompts of random ids, 8 greedy decode steps."
+    node -e 'const c = require(process.argv[1]);
+console.log(`${c.num_hidden_layers} layers, hidden ${c.hidden_size}, ${c.num_attention_heads} heads, ` +
+  `kv_lora ${c.kv_lora_rank}, index ${c.index_n_heads}x${c.index_head_dim}, top-k ${c.index_topk}, ` +
+  `vocab ${c.vocab_size}; prompts of random ids, 8 greedy decode steps.`)' "$(cd "$work/small-e2e" && pwd)/config.json"
     echo
     echo "| prompt tokens | mode | prefill tok/s | decode tok/s |"
     echo "|---:|---|---:|---:|"
