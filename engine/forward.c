@@ -285,21 +285,20 @@ indexer_select(fwd_t *f, int l)
 }
 
 /*
- * Which form an item's attention takes.  The reference prefills a prompt
- * from position 0 in the MHA form (kv_b applied to every latent) and
- * decodes in the absorbed form (kv_b folded into the query and the output).
- * A prefill chunk that continues a cached sequence (chunked prefill, a
- * prefix-cache hit) also takes the absorbed form: the MHA form would apply
- * kv_b to the whole cached context again for every chunk.  With the FP8 KV
- * cache both forms compute the same values (the latent is already on the
- * act_quant grid); they differ in f32 rounding only.
+ * Which form an item's attention takes: prompt tokens the MHA form (kv_b
+ * applied to every cached latent of the context, as the reference's
+ * prefill), generated tokens the absorbed form (kv_b folded into the query
+ * and the output, as the reference's decode).  Choosing by the kind of
+ * token, never by chunking or by a prefix-cache hit, keeps every token's
+ * result bitwise independent of how its prompt was scheduled; the price is
+ * that each prompt chunk applies kv_b to its whole context again.
  */
 static int
 uses_mha(const fwd_t *f, int it)
 {
     int r0 = f->row_start[it], n = f->row_start[it + 1] - r0;
 
-    return n > 1 && f->pos[r0] == 0;
+    return n > 1 || f->items[it].prompt;
 }
 
 /* Rows [r0, r0 + n) in the absorbed MQA form over the cache. */
@@ -337,8 +336,8 @@ attend_absorbed(fwd_t *f, int l, const float *q, int r0, int n, float *att)
     return 0;
 }
 
-/* One prefill item from position 0 in the MHA form: keys and values of the
- * whole context from the cached latents, as the reference's prefill. */
+/* One prompt item in the MHA form: keys and values of the whole context
+ * from the cached latents. */
 static int
 attend_mha(fwd_t *f, int l, const float *q, int it, float *att)
 {
@@ -425,8 +424,7 @@ attention(fwd_t *f, int l, float *x)
             it++;
             continue;
         }
-        /* a run of items in the absorbed form: decode steps and prefill
-         * chunks that continue a cached sequence */
+        /* a run of decode items */
         while (j < f->n_items && !uses_mha(f, j))
             j++;
         if (attend_absorbed(f, l, q, r0, f->row_start[j] - r0, att) != 0)

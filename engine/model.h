@@ -3,9 +3,11 @@
  *
  * The forward pass is written once (engine/forward.c) over the backend
  * interface.  A batch is a list of items; each item appends n_tokens tokens
- * to one sequence whose cache blocks the caller has allocated.  Items with
- * more than one token take the prefill (MHA) path of DeepSeek's code, items
- * with one token the decode (absorbed) path.
+ * to one sequence whose cache blocks the caller has allocated.  Prompt
+ * tokens (items with more than one token, or marked prompt) take the prefill
+ * (MHA) path of DeepSeek's code, generated tokens the decode (absorbed)
+ * path; a token's result depends only on its context and its kind, never on
+ * how prompts are chunked, batched or served from the prefix cache.
  */
 #ifndef SG_MODEL_H
 #define SG_MODEL_H
@@ -87,6 +89,7 @@ typedef struct sg_batch_item {
     const int32_t *tokens;
     int            n_tokens;
     float         *logits;       /* host [vocab] for the last token, or NULL */
+    int            prompt;       /* 1: prompt tokens, even a single one */
 } sg_batch_item;
 
 /*

@@ -211,7 +211,7 @@ sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *o,
     tr.ctx = &fc;
 
     /* prefill */
-    sg_batch_item item = { &seq, p->prompt, P, o->prefill_logits };
+    sg_batch_item item = { &seq, p->prompt, P, o->prefill_logits, 1 };
     t0 = now();
     if (sg_forward(m, pool, &item, 1, &tr, err, errlen) != 0)
         goto done;
@@ -241,6 +241,7 @@ sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *o,
         item.tokens = &tok;
         item.n_tokens = 1;
         item.logits = o->decode_logits + (size_t)i * V;
+        item.prompt = 0;
         if (sg_forward(m, pool, &item, 1, &tr, err, errlen) != 0)
             goto done;
         o->tokens[i + 1] = p->temperature > 0
