@@ -98,6 +98,8 @@ typedef struct sg_engine_stats {
     uint64_t requests_done;
     uint64_t requests_cancelled;
     uint64_t requests_refused;
+    size_t   kv_block_bytes;         /* one block of 64 tokens, all layers */
+    uint64_t kv_blocks_evicted;      /* cached blocks evicted for room */
 } sg_engine_stats;
 
 void sg_engine_get_stats(sg_engine *e, sg_engine_stats *st);
