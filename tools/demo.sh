@@ -85,7 +85,7 @@ found = sorted((c for c in cites if c.get("rank") is not None),
 print("\ncitations (passages retrieved for the question, best first):")
 for c in found:
     print("  [%s] %s  score %.2f" % (c["id"], c["title"], c["score"]))
-print("  + %d passages of the collection's shared block (same for every "
+print("  + %d passages of the shared block of the collection (same for every "
       "question: the prefix cache keeps them)" % (len(cites) - len(found)))
 u = d["usage"]
 print("\nusage: %d prompt tokens (%d from the prefix cache), %d completion tokens"
