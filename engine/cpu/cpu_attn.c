@@ -63,13 +63,16 @@ dot_rows(const float *const *a, const int na, const float *b, int len,
     __m256 acc[4];
     int    j = 0;
 
+#pragma GCC unroll 4
     for (int t = 0; t < na; t++)
         acc[t] = _mm256_setzero_ps();
     for (; j + 8 <= len; j += 8) {
         __m256 bv = _mm256_loadu_ps(b + j);
+#pragma GCC unroll 4
         for (int t = 0; t < na; t++)
             acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(a[t] + j), bv, acc[t]);
     }
+#pragma GCC unroll 4
     for (int t = 0; t < na; t++) {
         float s = cpu_hsum(acc[t]);
         for (int i = j; i < len; i++)
@@ -114,46 +117,176 @@ typedef struct {
     float             *out;
 } prefill_ctx;
 
-/* Items are (row, head) pairs; a row's key list is built once per run of
- * its heads. */
+#define SPARSE_ROWS 16      /* top-k rows per work item */
+
+/* Per-item scratch of the top-k path: each row's key list and its scores
+ * (then probabilities) per head, and the merged list of the block. */
+typedef struct {
+    int32_t  *keys[SPARSE_ROWS];
+    float    *p[SPARSE_ROWS];      /* [heads][cap] */
+    int       nk[SPARSE_ROWS], cur[SPARSE_ROWS];
+    int32_t  *ukey;                /* [SPARSE_ROWS * cap] ascending */
+    uint32_t *umask;               /* rows whose list holds ukey[u] */
+} sparse_block;
+
+_Static_assert(SPARSE_ROWS <= 32, "row masks are 32-bit");
+
+/* Merges the block's rn sorted key lists; returns the union's size. */
+static int
+merge_keys(sparse_block *B, int rn)
+{
+    int nu = 0;
+
+    for (int r = 0; r < rn; r++)
+        B->cur[r] = 0;
+    for (;;) {
+        int      key = INT_MAX;
+        uint32_t mask = 0;
+
+        for (int r = 0; r < rn; r++)
+            if (B->cur[r] < B->nk[r] && B->keys[r][B->cur[r]] < key)
+                key = B->keys[r][B->cur[r]];
+        if (key == INT_MAX)
+            break;
+        for (int r = 0; r < rn; r++)
+            if (B->cur[r] < B->nk[r] && B->keys[r][B->cur[r]] == key) {
+                mask |= 1u << r;
+                B->cur[r]++;
+            }
+        B->ukey[nu] = key;
+        B->umask[nu++] = mask;
+    }
+    for (int r = 0; r < rn; r++)
+        B->cur[r] = 0;
+    return nu;
+}
+
+/* Asks for len floats at base + h * stride, every head: a key's kv row is
+ * one page, where the hardware prefetcher stops, and keys are sparse. */
+static inline void
+prefetch_heads(const float *base, int heads, int stride, int len)
+{
+    for (int h = 0; h < heads; h++)
+        for (int j = 0; j < len; j += 16)
+            _mm_prefetch((const char *)(base + (size_t)h * stride + j),
+                         _MM_HINT_T0);
+}
+
+#define SPARSE_AHEAD 2        /* keys prefetched ahead */
+
+/*
+ * Top-k rows.  Items are blocks of SPARSE_ROWS rows.  Nearby rows pick
+ * many of the same keys, so the block walks the union of its rows' sorted
+ * key lists, and each key's kv row (all heads, contiguous) and pe row are
+ * read once for every row and head that attends it.  A row's numbers are
+ * those of a row alone: its scores are dot products summed in one fixed
+ * order (dot_rows), its softmax is its own, and its values are summed in
+ * its own key order -- whichever rows share its block.
+ */
 static void
-prefill_range(void *c, int64_t t0, int64_t t1)
+prefill_range(void *c, int64_t b0, int64_t b1)
 {
     prefill_ctx *P = c;
-    int          qk = P->nope + P->rope, kvw = P->nope + P->v;
-    int          cap = P->k > P->n_keys ? P->k : P->n_keys;
-    int32_t     *keys = malloc(sizeof(int32_t) * (cap > 0 ? cap : 1));
-    float       *p = malloc(sizeof(float) * (cap > 0 ? cap : 1));
-    int          row = -1, nk = 0, heads = P->heads;
+    int          heads = P->heads, nope = P->nope, rope = P->rope;
+    int          qk = nope + rope, kvw = nope + P->v, n = P->rows->n;
+    int          cap = P->k;           /* a row's list is a subset of sel */
+    sparse_block B;
 
-    if (keys == NULL || p == NULL)
+    if (cap < 1)
+        cap = 1;
+    B.ukey = malloc(sizeof(int32_t) * SPARSE_ROWS * (size_t)cap);
+    B.umask = malloc(sizeof(uint32_t) * SPARSE_ROWS * (size_t)cap);
+    if (B.ukey == NULL || B.umask == NULL)
         abort();
-    for (int64_t t = t0; t < t1; t++) {
-        int          i = (int)(t / heads), h = (int)(t % heads);
-        const float *qi = P->q + ((size_t)i * heads + h) * qk;
-        float       *o = P->out + ((size_t)i * heads + h) * P->v;
+    for (int r = 0; r < SPARSE_ROWS; r++) {
+        B.keys[r] = malloc(sizeof(int32_t) * cap);
+        B.p[r] = malloc(sizeof(float) * (size_t)heads * cap);
+        if (B.keys[r] == NULL || B.p[r] == NULL)
+            abort();
+    }
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int i0 = (int)blk * SPARSE_ROWS;
+        int rn = n - i0 < SPARSE_ROWS ? n - i0 : SPARSE_ROWS;
+        int nu;
 
-        if (i != row) {
-            nk = cpu_key_list(P->sel ? P->sel + (size_t)i * P->k : NULL, P->k,
-                              P->rows->pos[i], P->n_keys, keys);
-            row = i;
+        for (int r = 0; r < rn; r++)
+            B.nk[r] = cpu_key_list(P->sel + (size_t)(i0 + r) * P->k, P->k,
+                                   P->rows->pos[i0 + r], P->n_keys,
+                                   B.keys[r]);
+        nu = merge_keys(&B, rn);
+        /* scores: the rows attending a key, four at a time, head by head
+         * (a short group repeats its first row and drops the results) */
+        for (int u = 0; u < nu; u++) {
+            const float *kvr = P->kv + (size_t)B.ukey[u] * heads * kvw;
+            const float *per = P->pe + (size_t)B.ukey[u] * rope;
+            int          ru[SPARSE_ROWS], nr = 0;
+
+            if (u + SPARSE_AHEAD < nu) {
+                int32_t ka = B.ukey[u + SPARSE_AHEAD];
+                prefetch_heads(P->kv + (size_t)ka * heads * kvw, heads, kvw,
+                               nope);
+                prefetch_heads(P->pe + (size_t)ka * rope, 1, 0, rope);
+            }
+            for (int r = 0; r < rn; r++)
+                if (B.umask[u] & (1u << r))
+                    ru[nr++] = r;
+            for (int g = 0; g < nr; g += 4) {
+                const int *rg = ru + g;
+                int        ng = nr - g < 4 ? nr - g : 4;
+
+                for (int h = 0; h < heads; h++) {
+                    const float *qn[4], *qp[4];
+                    float        dn[4], dp[4];
+
+                    for (int t = 0; t < 4; t++) {
+                        int r = rg[t < ng ? t : 0];
+                        qn[t] = P->q + ((size_t)(i0 + r) * heads + h) * qk;
+                        qp[t] = qn[t] + nope;
+                    }
+                    dot_rows(qn, 4, kvr + (size_t)h * kvw, nope, dn);
+                    dot_rows(qp, 4, per, rope, dp);
+                    for (int t = 0; t < ng; t++) {
+                        int r = rg[t];
+                        B.p[r][(size_t)h * cap + B.cur[r]] = dn[t] + dp[t];
+                    }
+                }
+            }
+            for (int t = 0; t < nr; t++)
+                B.cur[ru[t]]++;
         }
-        for (int j = 0; j < nk; j++) {
-            const float *kj = P->kv + ((size_t)keys[j] * heads + h) * kvw;
-            p[j] = dot(qi, kj, P->nope)
-                   + dot(qi + P->nope, P->pe + (size_t)keys[j] * P->rope,
-                         P->rope);
+        for (int r = 0; r < rn; r++) {
+            for (int h = 0; h < heads; h++) {
+                softmax_scaled(B.p[r] + (size_t)h * cap, B.nk[r], P->scale);
+                memset(P->out + ((size_t)(i0 + r) * heads + h) * P->v, 0,
+                       sizeof(float) * P->v);
+            }
+            B.cur[r] = 0;
         }
-        softmax_scaled(p, nk, P->scale);
-        memset(o, 0, sizeof(float) * P->v);
-        for (int j = 0; j < nk; j++) {
-            const float *vj = P->kv + ((size_t)keys[j] * heads + h) * kvw
-                              + P->nope;
-            cpu_axpy(o, p[j], vj, P->v);
+        /* values: each row sums its keys in its own (ascending) order */
+        for (int u = 0; u < nu; u++) {
+            const float *vr = P->kv + (size_t)B.ukey[u] * heads * kvw + nope;
+
+            if (u + SPARSE_AHEAD < nu)
+                prefetch_heads(P->kv + (size_t)B.ukey[u + SPARSE_AHEAD]
+                               * heads * kvw + nope, heads, kvw, P->v);
+            for (int r = 0; r < rn; r++) {
+                if (!(B.umask[u] & (1u << r)))
+                    continue;
+                float *o = P->out + (size_t)(i0 + r) * heads * P->v;
+                for (int h = 0; h < heads; h++)
+                    cpu_axpy(o + (size_t)h * P->v,
+                             B.p[r][(size_t)h * cap + B.cur[r]],
+                             vr + (size_t)h * kvw, P->v);
+                B.cur[r]++;
+            }
         }
     }
-    free(keys);
-    free(p);
+    for (int r = 0; r < SPARSE_ROWS; r++) {
+        free(B.keys[r]);
+        free(B.p[r]);
+    }
+    free(B.ukey);
+    free(B.umask);
 }
 
 #define PREFILL_BLOCK 32      /* rows per work item */
@@ -264,8 +397,9 @@ cpu_attn_prefill(sg_backend *b, const float *q, const float *kv,
         cpu_parallel(b, (int64_t)heads * nblk, 1, work, prefill_block_range,
                      &P);
     } else {
+        int nblk = (rows->n + SPARSE_ROWS - 1) / SPARSE_ROWS;
         work = (double)rows->n * heads * k * (nope + rope + v);
-        cpu_parallel(b, (int64_t)rows->n * heads, 1, work, prefill_range, &P);
+        cpu_parallel(b, nblk, 1, work, prefill_range, &P);
     }
 }
 
@@ -276,10 +410,11 @@ typedef struct {
     const float      *q_lat, *q_pe;
     float            *lat, *kpe, *sc, *out;
     int               nk, heads;
+    int               j0, tn;      /* the current tile of the key list */
     float             scale;
 } decode_ctx;
 
-/* Keys [j0, j1) of the row's list, dequantized for all heads. */
+/* Keys [j0, j1) of the current tile, dequantized for all heads. */
 static void
 decode_keys_range(void *c, int64_t j0, int64_t j1)
 {
@@ -289,7 +424,7 @@ decode_keys_range(void *c, int64_t j0, int64_t j1)
     int nb = (lora + SG_FP8_BLOCK - 1) / SG_FP8_BLOCK;
 
     for (int64_t j = j0; j < j1; j++) {
-        int64_t slot = cpu_slot(D->bt, D->keys[j]);
+        int64_t slot = cpu_slot(D->bt, D->keys[D->j0 + j]);
         float  *dst = D->lat + (size_t)j * lora;
 
         if (D->pool->latent_fp8) {
@@ -304,23 +439,60 @@ decode_keys_range(void *c, int64_t j0, int64_t j1)
     }
 }
 
-/* Heads [h0, h1): scores, softmax, weighted sum of latents. */
+/* Heads [h0, h1): scores against the tile's keys. */
 static void
-decode_heads_range(void *c, int64_t h0, int64_t h1)
+decode_scores_range(void *c, int64_t h0, int64_t h1)
 {
     decode_ctx *D = c;
-    int         lora = D->pool->kv_lora, rope = D->pool->rope, nk = D->nk;
-    int         hn = (int)(h1 - h0);
-    float      *s = D->sc + (size_t)h0 * nk;
+    int         lora = D->pool->kv_lora, rope = D->pool->rope;
+    int         hn = (int)(h1 - h0), nk = D->nk;
+    float      *s = D->sc + (size_t)h0 * nk + D->j0;
 
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hn, nk, lora, 1.0f,
-                D->q_lat + (size_t)h0 * lora, lora, D->lat, lora, 0.0f, s, nk);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hn, nk, rope, 1.0f,
-                D->q_pe + (size_t)h0 * rope, rope, D->kpe, rope, 1.0f, s, nk);
-    for (int h = 0; h < hn; h++)
-        softmax_scaled(s + (size_t)h * nk, nk, D->scale);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hn, lora, nk, 1.0f,
-                s, nk, D->lat, lora, 0.0f, D->out + (size_t)h0 * lora, lora);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hn, D->tn, lora,
+                1.0f, D->q_lat + (size_t)h0 * lora, lora, D->lat, lora, 0.0f,
+                s, nk);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hn, D->tn, rope,
+                1.0f, D->q_pe + (size_t)h0 * rope, rope, D->kpe, rope, 1.0f,
+                s, nk);
+}
+
+static void
+decode_softmax_range(void *c, int64_t h0, int64_t h1)
+{
+    decode_ctx *D = c;
+
+    for (int64_t h = h0; h < h1; h++)
+        softmax_scaled(D->sc + (size_t)h * D->nk, D->nk, D->scale);
+}
+
+/* Heads [h0, h1): out += p[tile] . latents[tile] (= for the first tile). */
+static void
+decode_values_range(void *c, int64_t h0, int64_t h1)
+{
+    decode_ctx *D = c;
+    int         lora = D->pool->kv_lora, nk = D->nk;
+
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(h1 - h0),
+                lora, D->tn, 1.0f, D->sc + (size_t)h0 * nk + D->j0, nk,
+                D->lat, lora, D->j0 == 0 ? 0.0f : 1.0f,
+                D->out + (size_t)h0 * lora, lora);
+}
+
+/*
+ * Long lists go in tiles of DECODE_TILE keys, so that the dequantized
+ * latents stay in cache between the scores and the product that reads
+ * them (a 32K list as one tile is 64 MB at kv_lora 512, read by every
+ * chunk of heads); lists up to DECODE_TILE_MAX are one tile.  The tiling
+ * depends only on the row's own key count: batch invariant.
+ */
+#define DECODE_TILE      1024
+#define DECODE_TILE_MAX  4096
+_Static_assert(DECODE_TILE <= DECODE_TILE_MAX, "tiles fit the buffers");
+
+static int
+decode_tile(int nk)
+{
+    return nk <= DECODE_TILE_MAX ? nk : DECODE_TILE;
 }
 
 void
@@ -335,10 +507,14 @@ cpu_attn_decode(sg_backend *b, const sg_kv_pool *pool, int layer,
         int m = sel ? k : rows->pos[i] + 1;
         cap = m > cap ? m : cap;
     }
+    /* the largest tile: a list of up to DECODE_TILE_MAX keys is one */
+    int      tcap = cap < DECODE_TILE_MAX ? cap : DECODE_TILE_MAX;
     int32_t *keys = malloc(sizeof(int32_t) * cap);
-    float   *lat = malloc(sizeof(float) * (size_t)cap * lora);
-    float   *kpe = malloc(sizeof(float) * (size_t)cap * rope);
+    float   *lat = malloc(sizeof(float) * (size_t)tcap * lora);
+    float   *kpe = malloc(sizeof(float) * (size_t)tcap * rope);
     float   *sc = malloc(sizeof(float) * (size_t)cap * heads);
+    /* about one chunk of heads per thread: each sgemm reads all keys */
+    int      hchunk = (heads + cpu_threads(b) - 1) / cpu_threads(b);
 
     if (keys == NULL || lat == NULL || kpe == NULL || sc == NULL)
         abort();
@@ -348,7 +524,9 @@ cpu_attn_decode(sg_backend *b, const sg_kv_pool *pool, int layer,
                          + (size_t)rows->seq[i] * rows->max_blocks,
                          keys, q_lat + (size_t)i * heads * lora,
                          q_pe + (size_t)i * heads * rope, lat, kpe, sc,
-                         out + (size_t)i * heads * lora, 0, heads, scale };
+                         out + (size_t)i * heads * lora, 0, heads, 0, 0,
+                         scale };
+        int tile;
 
         D.nk = cpu_key_list(sel ? sel + (size_t)i * k : NULL, k,
                             rows->pos[i], INT_MAX, keys);
@@ -356,11 +534,25 @@ cpu_attn_decode(sg_backend *b, const sg_kv_pool *pool, int layer,
             memset(D.out, 0, sizeof(float) * heads * lora);
             continue;
         }
-        cpu_parallel(b, D.nk, 16, (double)D.nk * lora, decode_keys_range, &D);
-        /* about one chunk of heads per thread: each sgemm reads all keys */
-        cpu_parallel(b, heads, (heads + cpu_threads(b) - 1) / cpu_threads(b),
-                     2.0 * heads * D.nk * (lora + rope), decode_heads_range,
-                     &D);
+        tile = decode_tile(D.nk);
+        for (D.j0 = 0; D.j0 < D.nk; D.j0 += tile) {
+            D.tn = D.nk - D.j0 < tile ? D.nk - D.j0 : tile;
+            cpu_parallel(b, D.tn, 16, (double)D.tn * lora,
+                         decode_keys_range, &D);
+            cpu_parallel(b, heads, hchunk,
+                         (double)heads * D.tn * (lora + rope),
+                         decode_scores_range, &D);
+        }
+        cpu_parallel(b, heads, 1, (double)heads * D.nk * 8,
+                     decode_softmax_range, &D);
+        for (D.j0 = 0; D.j0 < D.nk; D.j0 += tile) {
+            D.tn = D.nk - D.j0 < tile ? D.nk - D.j0 : tile;
+            if (tile < D.nk)          /* one tile: its latents are there */
+                cpu_parallel(b, D.tn, 16, (double)D.tn * lora,
+                             decode_keys_range, &D);
+            cpu_parallel(b, heads, hchunk, (double)heads * D.tn * lora,
+                         decode_values_range, &D);
+        }
     }
     free(keys);
     free(lat);
