@@ -55,6 +55,11 @@ sed -e "s#/opt/sparsegate#$root#g" -e "s#127.0.0.1:8080#127.0.0.1:$port#" \
 chmod -R a+rX "$run" "$root/build/nginx"
 chmod a+rwx "$run" "$prefix/tmp"
 chmod a+rw "$run/demo.db"*
+# A checkout inside a directory closed to other users (e.g. /root) cannot be
+# read by workers running as nobody: then the demo's workers run as root.
+if [ "$(id -u)" = 0 ] && ! runuser -u nobody -- test -r "$run/demo-model/config.json" 2>/dev/null; then
+    sed -i '1i user root;' "$prefix/conf/nginx.conf"
+fi
 nginx -p "$prefix" -c "$prefix/conf/nginx.conf" -t
 nginx -p "$prefix" -c "$prefix/conf/nginx.conf"
 url=http://127.0.0.1:$port

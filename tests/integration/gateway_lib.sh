@@ -66,12 +66,22 @@ gw_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# Workers run as nobody unless the checkout is closed to it (a clone in a
+# 0700 directory, e.g. under /root or from mktemp -d): then, and only when
+# we are root, they run as root so they can read the model and the store.
+gw_user_line() {
+    if [ "$(id -u)" = 0 ] && ! runuser -u nobody -- test -r "$gw_model_dir/config.json" 2>/dev/null; then
+        echo "user root;"
+    fi
+}
+
 # gw_conf PREFIX PORT EXTRA_HTTP EXTRA_SERVER: writes PREFIX/conf/nginx.conf.
 gw_conf() {
     local prefix=$1 port=$2 extra_http=${3:-} extra_server=${4:-}
     mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp"
     chmod 777 "$prefix/tmp"
     cat >"$prefix/conf/nginx.conf" <<EOF
+$(gw_user_line)
 load_module $gw_so;
 worker_processes 1;
 pid $prefix/logs/nginx.pid;

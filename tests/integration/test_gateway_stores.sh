@@ -20,8 +20,11 @@ done
 gw_build
 gw_model
 
-sg_servers_init "$gw_dir/srv"
-trap 'gw_stop; sg_servers_stop' EXIT
+# PostgreSQL runs as the postgres user: its data lives outside the
+# checkout, which may be closed to other users.
+srv_dir=$(mktemp -d /tmp/sg-gw-stores.XXXXXX)
+sg_servers_init "$srv_dir/srv"
+trap 'gw_stop; sg_servers_stop; rm -rf "$srv_dir"' EXIT
 sg_redis_start || { echo "FAIL gw_stores_redis_start: redis-server did not start"; exit 1; }
 sg_pg_start || { echo "FAIL gw_stores_pg_start: postgres did not start"; exit 1; }
 sg_psql -v ON_ERROR_STOP=1 -f conf/schema.sql >/dev/null 2>"$gw_dir/schema.err" \
