@@ -23,6 +23,7 @@ gw_model
 # PostgreSQL runs as the postgres user: its data lives outside the
 # checkout, which may be closed to other users.
 srv_dir=$(mktemp -d /tmp/sg-gw-stores.XXXXXX)
+chmod 755 "$srv_dir"
 sg_servers_init "$srv_dir/srv"
 trap 'gw_stop; sg_servers_stop; rm -rf "$srv_dir"' EXIT
 sg_redis_start || { echo "FAIL gw_stores_redis_start: redis-server did not start"; exit 1; }
