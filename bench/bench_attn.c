@@ -78,8 +78,9 @@ main(int argc, char **argv)
     int K = c->index_topk;
     float scale = (float)c->softmax_scale;
 
-    printf("| context | DSA ms | dense ms | dense/DSA time | dense/DSA op count |\n");
-    printf("|---:|---:|---:|---:|---:|\n");
+    printf("| context | DSA ms | dense ms | dense/DSA time | dense/DSA op count "
+           "| DSA GFLOP/s | dense GFLOP/s |\n");
+    printf("|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int ci = 0; ci < nctx; ci++) {
         int L = ctxs[ci], nb = (L + SG_KV_BLOCK) / SG_KV_BLOCK;
         sg_kv_pool *pool = sg_kv_pool_new(b, c, nb, 1);
@@ -174,9 +175,11 @@ main(int argc, char **argv)
         double dsa_ops = (double)L * IH * ID + kk * H * (2.0 * lora + rope)
                          + (double)H * lora * v;
         double den_ops = (double)L * H * (2.0 * lora + rope) + (double)H * lora * v;
-        printf("| %d | %.2f | %.2f | %.2fx | %.2fx |\n", L, tdsa[reps / 2] * 1e3,
-               tden[reps / 2] * 1e3, tden[reps / 2] / tdsa[reps / 2],
-               den_ops / dsa_ops);
+        printf("| %d | %.2f | %.2f | %.2fx | %.2fx | %.1f | %.1f |\n", L,
+               tdsa[reps / 2] * 1e3, tden[reps / 2] * 1e3,
+               tden[reps / 2] / tdsa[reps / 2], den_ops / dsa_ops,
+               2 * dsa_ops / tdsa[reps / 2] * 1e-9,
+               2 * den_ops / tden[reps / 2] * 1e-9);
         fflush(stdout);
 
         op->free(b, q); op->free(b, qlat); op->free(b, qpe); op->free(b, olat);

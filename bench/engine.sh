@@ -32,6 +32,21 @@ lens=${SG_BENCH_PROMPTS:-"4096 8192 16384"}
     echo
     build/bench/bench_attn "$work/v32-attn" $ctxs
     echo
+    cat <<'TXT'
+The op count counts multiply-adds per query: DSA = L x 64 x 128 (indexer, every key)
++ min(L, 2048) x 128 x (2 x 512 + 64) (scores and values over the selected latents)
++ the value projection; dense = L x 128 x (2 x 512 + 64) + the value projection.
+At 64K it predicts 11x. The measured time ratio is the op-count ratio times the
+ratio of the two paths' achieved rates (last two columns). While the cache fits
+in the CPU's caches both run at about the same rate and the measured ratio
+follows the op count. Past them, dense attention streams the whole latent cache
+(784 bytes per key: e4m3 latent, scales, f32 RoPE key) from memory for every
+query and slows down, so DSA gains more than the op count says; at the longest
+contexts the indexer's own keys (132 bytes per key) and the top-k pass over L
+scores leave the caches too, and DSA's rate drops as well. Top-k selection is
+not in the op count. Single runs on this shared machine move by 10-20%.
+TXT
+    echo
     echo "### End to end, small model, CPU"
     echo
     echo "\`mkmodel --preset small --set num_attention_heads=16 --set index_n_heads=4\`:"

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strbuf.h"
 #include "tokenizer.h"
 
 #define BOS       "<｜begin▁of▁sentence｜>"
@@ -27,42 +28,11 @@
 #define USER      "<｜User｜>"
 #define ASSISTANT "<｜Assistant｜>"
 
-typedef struct cbuf {
-    char  *p;
-    size_t n, cap;
-    int    oom;
-} cbuf;
-
-static void
-put(cbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = (b->cap ? b->cap * 2 : 1024) + n;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void
-puts_(cbuf *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
 int
 sg_chat_format(const sg_chat_msg *msgs, int n, int thinking, char **out,
     size_t *len)
 {
-    cbuf b = { 0 };
+    sg_strbuf b = { 0 };
     int first_system = 1, last_user = 0;
 
     *out = NULL;
@@ -76,31 +46,31 @@ sg_chat_format(const sg_chat_msg *msgs, int n, int thinking, char **out,
         }
     }
 
-    puts_(&b, BOS);
+    sg_strbuf_str(&b, BOS);
     /* All system messages come first, joined by a blank line. */
     for (int i = 0; i < n; i++) {
         if (strcmp(msgs[i].role, "system") != 0) continue;
-        if (!first_system) puts_(&b, "\n\n");
-        puts_(&b, msgs[i].content);
+        if (!first_system) sg_strbuf_str(&b, "\n\n");
+        sg_strbuf_str(&b, msgs[i].content);
         first_system = 0;
     }
     for (int i = 0; i < n; i++) {
         const char *c = msgs[i].content, *end;
 
         if (strcmp(msgs[i].role, "user") == 0) {
-            puts_(&b, USER);
-            puts_(&b, c);
+            sg_strbuf_str(&b, USER);
+            sg_strbuf_str(&b, c);
             last_user = 1;
         } else if (strcmp(msgs[i].role, "assistant") == 0) {
             /* A past reply: its reasoning is not kept. */
             if ((end = strstr(c, "</think>")) != NULL) c = end + 8;
-            if (last_user) puts_(&b, ASSISTANT "</think>");
-            puts_(&b, c);
-            puts_(&b, EOS);
+            if (last_user) sg_strbuf_str(&b, ASSISTANT "</think>");
+            sg_strbuf_str(&b, c);
+            sg_strbuf_str(&b, EOS);
             last_user = 0;
         }
     }
-    if (last_user) puts_(&b, thinking ? ASSISTANT "<think>"
+    if (last_user) sg_strbuf_str(&b, thinking ? ASSISTANT "<think>"
                                       : ASSISTANT "</think>");
     if (b.oom) {
         free(b.p);

@@ -21,46 +21,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strbuf.h"
 #include "tok_internal.h"
 
 #define JS_SPACE "\\t\\n\\x0B\\f\\r\\p{Zs}\\x{FEFF}\\x{2028}\\x{2029}"
 
-/* A growable output string for the translation. */
-typedef struct sbuf {
-    char  *p;
-    size_t n, cap;
-    int    oom;
-} sbuf;
-
-static void
-sb_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = (b->cap ? b->cap * 2 : 256) + n;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void
-sb_str(sbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
 /* Rewrites one JS escape at p[0] == '\\'; returns the bytes consumed or 0
  * with err set. */
 static size_t
-translate_escape(const char *p, int in_class, int newer, sbuf *b, char *err,
+translate_escape(const char *p, int in_class, int newer, sg_strbuf *b, char *err,
     int errlen)
 {
     char c = p[1];
@@ -70,13 +39,13 @@ translate_escape(const char *p, int in_class, int newer, sbuf *b, char *err,
         snprintf(err, errlen, "pattern ends with a backslash");
         return 0;
     case 's':
-        sb_str(b, in_class ? JS_SPACE : "[" JS_SPACE "]");
+        sg_strbuf_str(b, in_class ? JS_SPACE : "[" JS_SPACE "]");
         return 2;
     case 'd':
-        sb_str(b, in_class ? "0-9" : "[0-9]");
+        sg_strbuf_str(b, in_class ? "0-9" : "[0-9]");
         return 2;
     case 'w':
-        sb_str(b, in_class ? "A-Za-z0-9_" : "[A-Za-z0-9_]");
+        sg_strbuf_str(b, in_class ? "A-Za-z0-9_" : "[A-Za-z0-9_]");
         return 2;
     case 'S': case 'D': case 'W':
         if (in_class) {
@@ -84,7 +53,7 @@ translate_escape(const char *p, int in_class, int newer, sbuf *b, char *err,
                      "supported", c);
             return 0;
         }
-        sb_str(b, c == 'S' ? "[^" JS_SPACE "]"
+        sg_strbuf_str(b, c == 'S' ? "[^" JS_SPACE "]"
                   : c == 'D' ? "[^0-9]" : "[^A-Za-z0-9_]");
         return 2;
     case 'u':
@@ -94,9 +63,9 @@ translate_escape(const char *p, int in_class, int newer, sbuf *b, char *err,
                 snprintf(err, errlen, "unterminated \\u{...}");
                 return 0;
             }
-            sb_str(b, "\\x{");
-            sb_add(b, p + 3, (size_t)(e - (p + 3)));
-            sb_str(b, "}");
+            sg_strbuf_str(b, "\\x{");
+            sg_strbuf_add(b, p + 3, (size_t)(e - (p + 3)));
+            sg_strbuf_str(b, "}");
             return (size_t)(e - p) + 1;
         }
         for (int i = 2; i < 6; i++) {
@@ -106,9 +75,9 @@ translate_escape(const char *p, int in_class, int newer, sbuf *b, char *err,
                 return 0;
             }
         }
-        sb_str(b, "\\x{");
-        sb_add(b, p + 2, 4);
-        sb_str(b, "}");
+        sg_strbuf_str(b, "\\x{");
+        sg_strbuf_add(b, p + 2, 4);
+        sg_strbuf_str(b, "}");
         return 6;
     case 'p':
         /* General categories: plus what a newer Unicode added. */
@@ -118,17 +87,17 @@ translate_escape(const char *p, int in_class, int newer, sbuf *b, char *err,
                               : p[3] == 'M' ? tok_extra_M
                               : p[3] == 'N' ? tok_extra_N
                               : p[3] == 'P' ? tok_extra_P : tok_extra_S;
-            if (!in_class) sb_str(b, "[");
-            sb_add(b, p, 5);
-            sb_str(b, extra);
-            if (!in_class) sb_str(b, "]");
+            if (!in_class) sg_strbuf_str(b, "[");
+            sg_strbuf_add(b, p, 5);
+            sg_strbuf_str(b, extra);
+            if (!in_class) sg_strbuf_str(b, "]");
             return 5;
         }
-        sb_add(b, p, 2);
+        sg_strbuf_add(b, p, 2);
         return 2;
     default:
         /* \p{..}, \x.., \n, \[, \#, ...: the same in PCRE2. */
-        sb_add(b, p, 2);
+        sg_strbuf_add(b, p, 2);
         return 2;
     }
 }
@@ -137,7 +106,7 @@ pcre2_code *
 tok_compile_js_regex(const char *pat, int newer, int *jit, char *err,
     int errlen)
 {
-    sbuf b = { 0 };
+    sg_strbuf b = { 0 };
     int in_class = 0;
     const char *p = pat;
     pcre2_code *re;
@@ -156,33 +125,33 @@ tok_compile_js_regex(const char *pat, int newer, int *jit, char *err,
             /* JS's [] matches nothing and [^] anything; PCRE2 would read
              * the ']' as a literal. */
             if (p[1] == ']') {
-                sb_str(&b, "(?!)");
+                sg_strbuf_str(&b, "(?!)");
                 p += 2;
             } else if (p[1] == '^' && p[2] == ']') {
-                sb_str(&b, "(?s:.)");
+                sg_strbuf_str(&b, "(?s:.)");
                 p += 3;
             } else {
                 in_class = 1;
-                sb_add(&b, p, 1);
+                sg_strbuf_add(&b, p, 1);
                 p++;
                 if (*p == '^') {
-                    sb_add(&b, p, 1);
+                    sg_strbuf_add(&b, p, 1);
                     p++;
                 }
                 continue;
             }
         } else if (in_class && *p == '[') {
-            sb_str(&b, "\\[");     /* never a POSIX class, as in JS */
+            sg_strbuf_str(&b, "\\[");     /* never a POSIX class, as in JS */
             p++;
         } else if (in_class && *p == ']') {
             in_class = 0;
-            sb_add(&b, p, 1);
+            sg_strbuf_add(&b, p, 1);
             p++;
         } else if (!in_class && *p == '.') {
-            sb_str(&b, "[^\\n\\r\\x{2028}\\x{2029}]");
+            sg_strbuf_str(&b, "[^\\n\\r\\x{2028}\\x{2029}]");
             p++;
         } else {
-            sb_add(&b, p, 1);
+            sg_strbuf_add(&b, p, 1);
             p++;
         }
     }
