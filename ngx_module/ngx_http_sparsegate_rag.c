@@ -54,6 +54,7 @@ typedef struct {
     sg_aquery           *query;
     ngx_connection_t    *conn;
     ngx_event_t          deadline;
+    ngx_msec_t           busy_since;        /* waiting for a pooled connection */
 
     sg_passage_list      shared;
     sg_passage_list      ranked;
@@ -67,6 +68,8 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_sparsegate_rag_next(ngx_http_sparsegate_rag_t *rag);
+static void ngx_http_sparsegate_rag_finish(ngx_http_sparsegate_rag_t *rag,
+    ngx_int_t rc);
 static ngx_int_t ngx_http_sparsegate_rag_advance(
     ngx_http_sparsegate_rag_t *rag);
 static ngx_int_t ngx_http_sparsegate_rag_generate(
@@ -121,6 +124,20 @@ ngx_http_sparsegate_rag_cleanup(void *data)
 
 static void ngx_http_sparsegate_rag_io(ngx_event_t *ev);
 static void ngx_http_sparsegate_rag_timeout(ngx_event_t *ev);
+static ngx_int_t ngx_http_sparsegate_rag_start(ngx_http_sparsegate_rag_t *rag);
+
+
+/* How often a request waiting for a pooled store connection looks again. */
+#define NGX_HTTP_SG_RAG_BUSY_RETRY  5
+
+
+static void
+ngx_http_sparsegate_rag_retry(ngx_event_t *ev)
+{
+    ngx_http_sparsegate_rag_t *rag = ev->data;
+
+    ngx_http_sparsegate_rag_finish(rag, ngx_http_sparsegate_rag_start(rag));
+}
 
 
 static ngx_int_t
@@ -216,6 +233,32 @@ ngx_http_sparsegate_rag_timeout(ngx_event_t *ev)
 }
 
 
+/* Arms a short retry while the wait for a pooled connection is within the
+ * store timeout; NGX_DECLINED once it is past. */
+static ngx_int_t
+ngx_http_sparsegate_rag_wait_pool(ngx_http_sparsegate_rag_t *rag)
+{
+    ngx_msec_t                        limit;
+    ngx_http_sparsegate_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(rag->request,
+                                         ngx_http_sparsegate_module);
+    if (rag->busy_since == 0) {
+        rag->busy_since = ngx_current_msec ? ngx_current_msec : 1;
+    }
+    limit = rag->opts.timeout_ms > 0 ? (ngx_msec_t) rag->opts.timeout_ms
+                                     : smcf->store_timeout;
+    if (ngx_current_msec - rag->busy_since >= limit) {
+        return NGX_DECLINED;
+    }
+    rag->deadline.handler = ngx_http_sparsegate_rag_retry;
+    rag->deadline.data = rag;
+    rag->deadline.log = rag->request->connection->log;
+    ngx_add_timer(&rag->deadline, NGX_HTTP_SG_RAG_BUSY_RETRY);
+    return NGX_OK;
+}
+
+
 /* Starts the query of the current phase; NGX_DONE while it runs. */
 static ngx_int_t
 ngx_http_sparsegate_rag_start(ngx_http_sparsegate_rag_t *rag)
@@ -243,6 +286,14 @@ ngx_http_sparsegate_rag_start(ngx_http_sparsegate_rag_t *rag)
         code = sg_astore_search(as, rag->phase == NGX_HTTP_SG_RAG_SHARED
                                     ? "" : rag->question,
                                 &o, &rag->query, err, sizeof(err));
+        if (code == SG_STORE_EBUSY
+            && ngx_http_sparsegate_rag_wait_pool(rag) == NGX_OK)
+        {
+            /* every pooled connection is in use: wait for one, within
+             * the store timeout, instead of failing the request */
+            return NGX_DONE;
+        }
+        rag->busy_since = 0;
         if (code != SG_STORE_OK) {
             return ngx_http_sparsegate_error(rag->request,
                        sg_store_http_status(code),

@@ -92,6 +92,7 @@ sg_store_http_status(int code)
     case SG_STORE_EINVAL:   return 400;
     case SG_STORE_ETIMEOUT: return 504;
     case SG_STORE_ENOMEM:   return 500;
+    case SG_STORE_EBUSY:    return 503;
     default:                return 502;
     }
 }
@@ -106,6 +107,7 @@ sg_store_strerror(int code)
     case SG_STORE_ETIMEOUT: return "store_timeout";
     case SG_STORE_EBADROW:  return "store_bad_data";
     case SG_STORE_ENOMEM:   return "out_of_memory";
+    case SG_STORE_EBUSY:    return "store_busy";
     default:                return "store_error";
     }
 }

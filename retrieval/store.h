@@ -40,6 +40,7 @@
 #define SG_STORE_EBADROW   -4   /* the store returned malformed data (502) */
 #define SG_STORE_ENOMEM    -5   /* out of memory (500) */
 #define SG_STORE_EFAIL     -6   /* other server-side error (502) */
+#define SG_STORE_EBUSY     -7   /* every pooled connection in use: retry (503) */
 
 int sg_store_http_status(int code);
 const char *sg_store_strerror(int code);    /* "store_timeout", ... */
@@ -137,7 +138,7 @@ const char *sg_astore_kind(const sg_astore *as);
 /* Starts a search (same semantics as sg_store_search; o->timeout_ms, when
  * set, overrides the store's).  SG_STORE_OK with *q set, which may already
  * be done; an error code when it could not even start (a full pool:
- * SG_STORE_EDOWN with a message saying so). */
+ * SG_STORE_EBUSY, and the host retries when a query finishes or soon). */
 int sg_astore_search(sg_astore *as, const char *query,
     const sg_search_opts *o, sg_aquery **q, char *err, int errlen);
 

@@ -254,7 +254,7 @@ pg_asearch(sg_astore *as_, const char *query, const sg_search_opts *o,
         }
     }
     if (idle == NULL && empty == NULL)
-        return sg_store_err(err, errlen, SG_STORE_EDOWN,
+        return sg_store_err(err, errlen, SG_STORE_EBUSY,
                             "postgres: all %d pooled connections are busy",
                             as->n_pool);
     q = calloc(1, sizeof(*q));

@@ -308,7 +308,7 @@ sg_redis_astart(sg_astore *as_, rcmd *cmd, sg_redis_done_fn done, void *ud,
     if (pick == NULL) {
         rcmd_free(cmd);
         free(ud);
-        return sg_store_err(err, errlen, SG_STORE_EDOWN,
+        return sg_store_err(err, errlen, SG_STORE_EBUSY,
                             "redis: all %d pooled connections are busy",
                             as->n_pool);
     }
