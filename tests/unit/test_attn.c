@@ -13,6 +13,7 @@
 
 #include "backend.h"
 #include "check.h"
+#include "ref_fp8.h"
 #include "dtype.h"
 #include "kv.h"
 
@@ -36,61 +37,6 @@ enum { LORA = 256, ROPE = 16, IDIM = 128, NBLK = 8, MAXB = 4, LEN = 200 };
 
 /* two sequences over shuffled blocks */
 static const int32_t block_table[2 * MAXB] = { 5, 2, 7, 0, 1, 6, 3, 4 };
-
-static double
-e4m3_value(int code)
-{
-    int    e = (code >> 3) & 15, m = code & 7;
-    double v = e == 0 ? m / 8.0 * ldexp(1, -6)
-                      : (1 + m / 8.0) * ldexp(1, e - 7);
-
-    return code & 0x80 ? -v : v;
-}
-
-/* Nearest e4m3 value (ties to the even code): the grid is monotonic in the
- * code, so find the codes just below and above |x| by bisection. */
-static double
-e4m3_round(float x)
-{
-    double a = fabs((double)x);
-    int    lo = 0, hi = 0x7e;
-
-    if (a >= 448)
-        return x < 0 ? -448.0 : 448.0;
-    while (hi - lo > 1) {                  /* value(lo) <= a < value(hi) */
-        int mid = (lo + hi) / 2;
-        if (e4m3_value(mid) <= a)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    double dl = a - e4m3_value(lo), dh = e4m3_value(hi) - a;
-    int    best = dl < dh || (dl == dh && (lo & 1) == 0) ? lo : hi;
-
-    return x < 0 ? -e4m3_value(best) : e4m3_value(best);
-}
-
-static void
-ref_act_quant(const float *x, int len, int ue8m0, float *out)
-{
-    for (int j0 = 0; j0 < len; j0 += 128) {
-        int   n = len - j0 < 128 ? len - j0 : 128;
-        float amax = 1e-4f;
-
-        for (int j = 0; j < n; j++)
-            amax = fmaxf(amax, fabsf(x[j0 + j]));
-        float s = amax * (1.0f / 448.0f);
-        if (ue8m0) {
-            int e;
-            if (frexpf(s, &e) != 0.5f)
-                s = ldexpf(1.0f, e);
-        }
-        for (int j = 0; j < n; j++) {
-            float v = fminf(fmaxf(x[j0 + j] / s, -448.0f), 448.0f);
-            out[j0 + j] = (float)(e4m3_round(v) * s);
-        }
-    }
-}
 
 static int
 rand_code(void)
@@ -261,8 +207,8 @@ test_index_scores(void)
             for (int h = 0; h < H; h++) {
                 double d = 0;
                 for (int j = 0; j < IDIM; j++)
-                    d += e4m3_value(q8[(i * H + h) * IDIM + j])
-                         * e4m3_value(k[j]);
+                    d += ref_e4m3_value(q8[(i * H + h) * IDIM + j])
+                         * ref_e4m3_value(k[j]);
                 tot += (d > 0 ? d : 0) * w[i * H + h];
             }
             ref[m] = (float)(tot * c.iks[seq[i] * LEN + s]);

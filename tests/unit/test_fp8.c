@@ -12,6 +12,7 @@
 
 #include "backend.h"
 #include "check.h"
+#include "ref_fp8.h"
 #include "dtype.h"
 
 /* Every check runs twice: on the default backend, and on one with three
@@ -28,17 +29,6 @@ tagged(const char *name)
 
 #define CHECKB(cond, name, ...) CHECK(cond, tagged(name), __VA_ARGS__)
 
-/* Value of an e4m3fn code, from the format's definition. */
-static double
-e4m3_value(int code)
-{
-    int    e = (code >> 3) & 15, m = code & 7;
-    double v = e == 0 ? m / 8.0 * ldexp(1, -6)
-                      : (1 + m / 8.0) * ldexp(1, e - 7);
-
-    return code & 0x80 ? -v : v;
-}
-
 /* Nearest finite e4m3 code to x (|x| clamped to 448), ties to the even
  * code, by trying every code. */
 static int
@@ -51,7 +41,7 @@ e4m3_nearest(float x)
     if (a > 448)
         a = 448;
     for (int c = 0; c < 0x7f; c++) {           /* 0x7f is NaN */
-        double d = fabs(e4m3_value(c) - a);
+        double d = fabs(ref_e4m3_value(c) - a);
         if (d < bd || (d == bd && (c & 1) == 0 && (best & 1))) {
             bd = d;
             best = c;
@@ -75,7 +65,7 @@ test_e4m3_rounding(void)
     sg_fp8_init();
     /* every grid value, every midpoint (exact ties) and their neighbours */
     for (int c = 0; c < 0x7e; c++) {
-        double lo = e4m3_value(c), hi = e4m3_value(c + 1);
+        double lo = ref_e4m3_value(c), hi = ref_e4m3_value(c + 1);
         float  cand[] = { (float)lo, (float)((lo + hi) / 2),
                           nextafterf((float)((lo + hi) / 2), 0),
                           nextafterf((float)((lo + hi) / 2), INFINITY) };
@@ -180,7 +170,7 @@ test_act_quant(sg_backend *b)
                     int   c = q[r * D + k * 128 + j];
                     if (!same_value(c, e4m3_nearest(v)))
                         bad_code++;
-                    if (y[r * D + k * 128 + j] != (float)(e4m3_value(c) * rs))
+                    if (y[r * D + k * 128 + j] != (float)(ref_e4m3_value(c) * rs))
                         bad_rt++;
                     amax = fmaxf(amax, fabsf(xb[j]));
                 }
@@ -242,7 +232,7 @@ test_quant_ties(sg_backend *b)
         xr[0] = 448.0f * ldexpf(1, r - 4) * (r & 1 ? -1 : 1);   /* amax */
         sc = ref_scale(xr, 1, 1);
         for (int j = 1; j < 128; j++, code = (code + 1) % 0x7e) {
-            double lo = e4m3_value(code), hi = e4m3_value(code + 1);
+            double lo = ref_e4m3_value(code), hi = ref_e4m3_value(code + 1);
             float  m = (float)((lo + hi) / 2);
             float  v = j % 3 == 0 ? m : j % 3 == 1 ? nextafterf(m, 0)
                                                    : nextafterf(m, 1000);

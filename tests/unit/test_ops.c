@@ -15,6 +15,7 @@
 
 #include "backend.h"
 #include "check.h"
+#include "ref_fp8.h"
 #include "dtype.h"
 
 /* Every check runs twice: on the default backend, and on one with three
@@ -34,62 +35,6 @@ tagged(const char *name)
 static sg_backend *B;
 
 /* ---- plain references ---------------------------------------------------- */
-
-static double
-e4m3_value(int code)
-{
-    int    e = (code >> 3) & 15, m = code & 7;
-    double v = e == 0 ? m / 8.0 * ldexp(1, -6)
-                      : (1 + m / 8.0) * ldexp(1, e - 7);
-
-    return code & 0x80 ? -v : v;
-}
-
-/* Nearest e4m3 value (ties to the even code): the grid is monotonic in the
- * code, so find the codes just below and above |x| by bisection. */
-static double
-e4m3_round(float x)
-{
-    double a = fabs((double)x);
-    int    lo = 0, hi = 0x7e;
-
-    if (a >= 448)
-        return x < 0 ? -448.0 : 448.0;
-    while (hi - lo > 1) {                  /* value(lo) <= a < value(hi) */
-        int mid = (lo + hi) / 2;
-        if (e4m3_value(mid) <= a)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    double dl = a - e4m3_value(lo), dh = e4m3_value(hi) - a;
-    int    best = dl < dh || (dl == dh && (lo & 1) == 0) ? lo : hi;
-
-    return x < 0 ? -e4m3_value(best) : e4m3_value(best);
-}
-
-/* DeepSeek's act_quant then dequantize, one row of len values. */
-static void
-ref_act_quant(const float *x, int len, int ue8m0, float *out)
-{
-    for (int j0 = 0; j0 < len; j0 += 128) {
-        int   n = len - j0 < 128 ? len - j0 : 128;
-        float amax = 1e-4f;
-
-        for (int j = 0; j < n; j++)
-            amax = fmaxf(amax, fabsf(x[j0 + j]));
-        float s = amax * (1.0f / 448.0f);
-        if (ue8m0) {
-            int e;
-            if (frexpf(s, &e) != 0.5f)
-                s = ldexpf(1.0f, e);
-        }
-        for (int j = 0; j < n; j++) {
-            float v = fminf(fmaxf(x[j0 + j] / s, -448.0f), 448.0f);
-            out[j0 + j] = (float)(e4m3_round(v) * s);
-        }
-    }
-}
 
 /* A random weight in a given dtype and its exact f32 values (ref). */
 typedef struct {
@@ -137,7 +82,7 @@ weight_make(weight *w, sg_dtype dt, int rows, int cols, int pow2)
                     code = check_rand32() & 0xff;
                 while ((code & 0x7f) == 0x7f);       /* no NaN codes */
                 d[i] = (uint8_t)code;
-                w->ref[i] = (float)(e4m3_value(code)
+                w->ref[i] = (float)(ref_e4m3_value(code)
                                     * s[(r / 128) * sc + c / 128]);
             }
         w->t.data = d;
