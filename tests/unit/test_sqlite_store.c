@@ -109,12 +109,14 @@ test_chunking(void)
     int ok_words = 1, ok_size = 1;
 
     for (int t = 0; t < 20; t++) {
-        char      doc[20000], joined[20000];
+        char      doc[20000], joined[2 * 20000];
         size_t    n = 0, j = 0;
         int       max = 16 + check_rand32() % 200;
         sg_chunks c;
 
-        while (n < sizeof(doc) - 300) {
+        /* one paragraph adds at most 40 words of 12 letters + ". " and
+         * two newlines: keep that much room */
+        while (n < sizeof(doc) - (40 * 14 + 3)) {
             int words = 1 + check_rand32() % 40;
 
             for (int w = 0; w < words; w++) {
