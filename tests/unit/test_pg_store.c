@@ -16,6 +16,7 @@
 
 #include "await.h"
 #include "check.h"
+#include "drive_aquery.h"
 #include "store.h"
 
 #define NP 200
@@ -77,31 +78,6 @@ matches_reference(const sg_passage_list *l, const char *w, int odd_only)
     return 1;
 }
 
-/* Steps an async query like an event loop; records the longest step. */
-static int
-drive(sg_aquery *q, sg_passage_list *out, char *err, int errlen,
-    double *max_step_ms)
-{
-    *max_step_ms = 0;
-    while (!sg_aquery_done(q)) {
-        struct pollfd pfd = { .fd = sg_aquery_fd(q) };
-        int64_t       left = sg_aquery_deadline(q) - sg_now_ms();
-        int           ev = 0;
-        int64_t       t0;
-
-        pfd.events = (sg_aquery_wants(q) & SG_AQ_READ ? POLLIN : 0)
-                     | (sg_aquery_wants(q) & SG_AQ_WRITE ? POLLOUT : 0);
-        if (poll(&pfd, 1, left > 0 ? (int)left : 0) > 0)
-            ev = (pfd.revents & (POLLIN | POLLHUP | POLLERR) ? SG_AQ_READ : 0)
-                 | (pfd.revents & POLLOUT ? SG_AQ_WRITE : 0);
-        t0 = sg_now_ms();
-        sg_aquery_step(q, ev);
-        if (sg_now_ms() - t0 > *max_step_ms)
-            *max_step_ms = (double)(sg_now_ms() - t0);
-    }
-    return sg_aquery_result(q, out, err, errlen);
-}
-
 static PGresult *
 psql(PGconn *c, const char *sql)
 {
@@ -160,7 +136,7 @@ main(void)
             if (sg_astore_search(as, w, &o, &q, err, sizeof(err)) != 0)
                 ok_async = 0;
             else {
-                if (drive(q, &b, err, sizeof(err), &max_step) != 0
+                if (drive_aquery(q, &b, err, sizeof(err), &max_step) != 0
                     || !matches_reference(&b, w, t % 2))
                     ok_async = 0;
                 sg_aquery_free(q);
@@ -245,7 +221,7 @@ main(void)
         PQclear(psql(locker, "LOCK TABLE passages IN ACCESS EXCLUSIVE MODE"));
         rc = sg_astore_search(as, vocab[0], &o, &q, err, sizeof(err));
         if (rc == 0) {
-            rc = drive(q, &l, err, sizeof(err), &max_step);
+            rc = drive_aquery(q, &l, err, sizeof(err), &max_step);
             sg_aquery_free(q);
         }
         CHECK(rc == SG_STORE_ETIMEOUT && sg_now_ms() - t0 < 1500,
@@ -262,7 +238,7 @@ main(void)
         o.timeout_ms = 3000;
         rc = sg_astore_search(as, vocab[0], &o, &q, err, sizeof(err));
         if (rc == 0) {
-            rc = drive(q, &l, err, sizeof(err), &max_step);
+            rc = drive_aquery(q, &l, err, sizeof(err), &max_step);
             sg_aquery_free(q);
         }
         CHECK(rc == 0 && l.n > 0, "pg_recovers_after_timeout", "rc %d %s",
@@ -320,7 +296,7 @@ main(void)
             PQclear(r);
         }
         for (int i = 0; i < n; i++) {
-            rc = drive(q[i], &l, err, sizeof(err), &max_step);
+            rc = drive_aquery(q[i], &l, err, sizeof(err), &max_step);
             got_down += rc == SG_STORE_EDOWN;
             sg_aquery_free(q[i]);
         }
@@ -332,7 +308,7 @@ main(void)
         sg_passage_list_free(&l);
         rc = sg_astore_search(as, vocab[1], &o, &q[0], err, sizeof(err));
         if (rc == 0) {
-            rc = drive(q[0], &l, err, sizeof(err), &max_step);
+            rc = drive_aquery(q[0], &l, err, sizeof(err), &max_step);
             sg_aquery_free(q[0]);
         }
         CHECK(rc == 0 && l.n > 0, "pg_async_reconnects", "rc %d %s", rc,
@@ -371,7 +347,7 @@ main(void)
                        err, sizeof(err));
         rc = sg_astore_search(as, "x", NULL, &q, err, sizeof(err));
         if (rc == 0) {
-            rc = drive(q, &l, err, sizeof(err), &max_step);
+            rc = drive_aquery(q, &l, err, sizeof(err), &max_step);
             sg_aquery_free(q);
         }
         CHECK(rc == SG_STORE_EDOWN && strstr(err, "connect") != NULL,

@@ -17,6 +17,7 @@
 
 #include "await.h"
 #include "check.h"
+#include "drive_aquery.h"
 #include "store.h"
 #include "tokcache.h"
 
@@ -79,30 +80,6 @@ matches_reference(const sg_passage_list *l, const char *w, int odd_only)
 }
 
 static int
-drive(sg_aquery *q, sg_passage_list *out, char *err, int errlen,
-    double *max_step_ms)
-{
-    *max_step_ms = 0;
-    while (!sg_aquery_done(q)) {
-        struct pollfd pfd = { .fd = sg_aquery_fd(q) };
-        int64_t       left = sg_aquery_deadline(q) - sg_now_ms();
-        int           ev = 0;
-        int64_t       t0;
-
-        pfd.events = (sg_aquery_wants(q) & SG_AQ_READ ? POLLIN : 0)
-                     | (sg_aquery_wants(q) & SG_AQ_WRITE ? POLLOUT : 0);
-        if (poll(&pfd, 1, left > 0 ? (int)left : 0) > 0)
-            ev = (pfd.revents & (POLLIN | POLLHUP | POLLERR) ? SG_AQ_READ : 0)
-                 | (pfd.revents & POLLOUT ? SG_AQ_WRITE : 0);
-        t0 = sg_now_ms();
-        sg_aquery_step(q, ev);
-        if (sg_now_ms() - t0 > *max_step_ms)
-            *max_step_ms = (double)(sg_now_ms() - t0);
-    }
-    return sg_aquery_result(q, out, err, errlen);
-}
-
-static int
 asearch(sg_astore *as, const char *query, const sg_search_opts *o,
     sg_passage_list *out, char *err, double *max_step)
 {
@@ -111,7 +88,7 @@ asearch(sg_astore *as, const char *query, const sg_search_opts *o,
 
     if (rc != SG_STORE_OK)
         return rc;
-    rc = drive(q, out, err, 512, max_step);
+    rc = drive_aquery(q, out, err, 512, max_step);
     sg_aquery_free(q);
     return rc;
 }
@@ -239,7 +216,7 @@ main(void)
             if (rc == 0) {
                 sg_passage_list none = { 0 };
 
-                rc = drive(q, &none, err, sizeof(err), &max_step);
+                rc = drive_aquery(q, &none, err, sizeof(err), &max_step);
                 sg_aquery_free(q);
             }
             ok = rc == 0;

@@ -1,0 +1,27 @@
+#include <poll.h>
+
+#include "drive_aquery.h"
+
+int
+drive_aquery(sg_aquery *q, sg_passage_list *out, char *err, int errlen,
+    double *max_step_ms)
+{
+    *max_step_ms = 0;
+    while (!sg_aquery_done(q)) {
+        struct pollfd pfd = { .fd = sg_aquery_fd(q) };
+        int64_t       left = sg_aquery_deadline(q) - sg_now_ms();
+        int           ev = 0;
+        int64_t       t0;
+
+        pfd.events = (sg_aquery_wants(q) & SG_AQ_READ ? POLLIN : 0)
+                     | (sg_aquery_wants(q) & SG_AQ_WRITE ? POLLOUT : 0);
+        if (poll(&pfd, 1, left > 0 ? (int)left : 0) > 0)
+            ev = (pfd.revents & (POLLIN | POLLHUP | POLLERR) ? SG_AQ_READ : 0)
+                 | (pfd.revents & POLLOUT ? SG_AQ_WRITE : 0);
+        t0 = sg_now_ms();
+        sg_aquery_step(q, ev);
+        if (sg_now_ms() - t0 > *max_step_ms)
+            *max_step_ms = (double)(sg_now_ms() - t0);
+    }
+    return sg_aquery_result(q, out, err, errlen);
+}
