@@ -12,10 +12,10 @@
  *                    [--decode-tokens N] [--rag-requests N] [--rag-doc N]
  *        bench_serve MODEL_DIR --index-cache N [--threads N]
  *
- * --index-cache measures, instead, what "IndexCache" (odd layers reuse the
- * previous layer's indexer top-k instead of running their own indexer)
- * would do to the outputs, emulated through the forward pass's trace hooks
- * (the indexer still runs, so it says nothing about speed).
+ * --index-cache measures, instead, what "IndexCache" (index_share 2: odd
+ * layers reuse the previous layer's indexer top-k instead of running their
+ * own indexer) does to the outputs of one long prefill.  The TTFT runs are
+ * also repeated with it on.
  */
 #include <math.h>
 #include <poll.h>
@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "kv.h"
+#include "serve_work.h"
 #include "sparsegate.h"
 
 static double
@@ -138,28 +139,12 @@ wait_all(sg_engine *e, int lo, int hi)
         pump_once(e);
 }
 
-/* ---- IndexCache emulation ---- */
+/* ---- IndexCache: output effect ---- */
 
-typedef struct ic_ctx {
-    int32_t *topk;           /* the trace's out_topk [L][T][K] */
-    int      T, K;
-} ic_ctx;
-
-static const int32_t *
-reuse_previous_layer(void *ctx, int layer, int row)
-{
-    ic_ctx *c = ctx;
-
-    if (layer % 2 == 0)
-        return NULL;
-    return c->topk + ((size_t)(layer - 1) * c->T + row) * c->K;
-}
-
-/* Prefills n tokens in one call; last-token logits to out, selections to
- * c->topk; with reuse, odd layers take the previous layer's selection. */
+/* Prefills n tokens in one call; last-token logits to out, the top-k sets
+ * to topk when not NULL. */
 static int
-ic_run(sg_model *m, const int32_t *t, int n, int reuse, ic_ctx *c,
-    float *out)
+ic_run(sg_model *m, const int32_t *t, int n, int32_t *topk, float *out)
 {
     int         nb = (n + SG_KV_BLOCK - 1) / SG_KV_BLOCK, rc;
     sg_kv_pool *pool = sg_kv_pool_new(m->backend, &m->cfg, nb,
@@ -167,8 +152,8 @@ ic_run(sg_model *m, const int32_t *t, int n, int reuse, ic_ctx *c,
     int32_t    *blocks = malloc(sizeof(int32_t) * nb);
     sg_seq      seq = {.blocks = blocks, .n_blocks = nb, .cap_blocks = nb};
     sg_batch_item it = {.seq = &seq, .tokens = t, .n_tokens = n,
-                        .logits = out};
-    sg_trace    tr = {.ctx = c, .out_topk = c->topk};
+                        .logits = out, .prompt = 1};
+    sg_trace    tr = {.out_topk = topk};
     char        err[256];
 
     if (pool == NULL || blocks == NULL) {
@@ -177,9 +162,7 @@ ic_run(sg_model *m, const int32_t *t, int n, int reuse, ic_ctx *c,
     }
     for (int i = 0; i < nb; i++)
         blocks[i] = i;
-    if (reuse)
-        tr.force_topk = reuse_previous_layer;
-    rc = sg_forward(m, pool, &it, 1, &tr, err, sizeof(err));
+    rc = sg_forward(m, pool, &it, 1, topk ? &tr : NULL, err, sizeof(err));
     if (rc != 0)
         fprintf(stderr, "bench_serve: forward: %s\n", err);
     sg_kv_pool_free(pool);
@@ -187,8 +170,8 @@ ic_run(sg_model *m, const int32_t *t, int n, int reuse, ic_ctx *c,
     return rc;
 }
 
-static int
-index_cache_bench(const char *dir, int n, int threads)
+static sg_model *
+ic_load(const char *dir, int threads, int share)
 {
     sg_model_opts mo;
     sg_model     *m;
@@ -196,20 +179,32 @@ index_cache_bench(const char *dir, int n, int threads)
 
     sg_model_opts_default(&mo);
     mo.n_threads = threads;
+    mo.num.index_share = share;
     if (sg_model_load(dir, &mo, &m, err, sizeof(err)) != 0) {
         fprintf(stderr, "bench_serve: %s\n", err);
-        return 1;
+        exit(1);
     }
-    int     L = m->cfg.num_hidden_layers, K = m->cfg.index_topk;
-    int     V = m->cfg.vocab_size;
-    ic_ctx  c = {.T = n, .K = K};
-    int32_t *t = malloc(sizeof(int32_t) * n);
-    float   *base = malloc(sizeof(float) * V), *ic = malloc(sizeof(float) * V);
-    double  overlap = 0, num = 0, den = 0;
-    long    rows = 0;
+    return m;
+}
 
-    c.topk = malloc(sizeof(int32_t) * (size_t)L * n * K);
-    if (n > m->max_pos || c.topk == NULL || t == NULL) {
+/*
+ * One n-token prefill with every layer selecting and one with index_share
+ * 2 (the real switch): how much adjacent layers' selections overlap, how
+ * far the last token's logits move, and the time of each.
+ */
+static int
+index_cache_bench(const char *dir, int n, int threads)
+{
+    sg_model *m = ic_load(dir, threads, 0), *mi = ic_load(dir, threads, 2);
+    int       L = m->cfg.num_hidden_layers, K = m->cfg.index_topk;
+    int       V = m->cfg.vocab_size;
+    int32_t  *t = malloc(sizeof(int32_t) * n);
+    int32_t  *topk = malloc(sizeof(int32_t) * (size_t)L * n * K);
+    float    *base = malloc(sizeof(float) * V), *ic = malloc(sizeof(float) * V);
+    double    overlap = 0, num = 0, den = 0;
+    long      rows = 0;
+
+    if (n > m->max_pos || topk == NULL || t == NULL) {
         fprintf(stderr, "bench_serve: --index-cache %d: too long or out of "
                 "memory\n", n);
         return 1;
@@ -217,7 +212,7 @@ index_cache_bench(const char *dir, int n, int threads)
     for (int i = 0; i < n; i++)
         t[i] = rand_token(V);
     double t0 = now();
-    if (ic_run(m, t, n, 0, &c, base) != 0)
+    if (ic_run(m, t, n, topk, base) != 0)
         return 1;
     double t_base = now() - t0;
     /* How much adjacent layers' selections agree (rows with more keys
@@ -225,8 +220,8 @@ index_cache_bench(const char *dir, int n, int threads)
     char *mark = calloc(n, 1);
     for (int l = 1; l < L; l++) {
         for (int r = K; r < n; r++) {
-            const int32_t *a = c.topk + ((size_t)(l - 1) * n + r) * K;
-            const int32_t *b = c.topk + ((size_t)l * n + r) * K;
+            const int32_t *a = topk + ((size_t)(l - 1) * n + r) * K;
+            const int32_t *b = topk + ((size_t)l * n + r) * K;
             int            same = 0;
             for (int k = 0; k < K; k++)
                 if (a[k] >= 0)
@@ -241,7 +236,7 @@ index_cache_bench(const char *dir, int n, int threads)
         }
     }
     t0 = now();
-    if (ic_run(m, t, n, 1, &c, ic) != 0)
+    if (ic_run(mi, t, n, NULL, ic) != 0)
         return 1;
     double t_ic = now() - t0;
     for (int i = 0; i < V; i++) {
@@ -253,23 +248,106 @@ index_cache_bench(const char *dir, int n, int threads)
         a1 = base[i] > base[a1] ? i : a1;
         a2 = ic[i] > ic[a2] ? i : a2;
     }
-    printf("### IndexCache emulation (odd layers reuse the previous layer's "
-           "top-k)\n\n");
-    printf("%d-token prompt on `%s` (%d layers, top-k %d), random weights. "
-           "Mean top-k overlap of adjacent layers: **%.1f%%** (rows past "
-           "%d keys). Last-token logits with reuse vs without: rel err "
-           "**%.3g**, argmax %s. Emulated through the trace hooks, so the "
-           "indexer still runs (%.1f s vs %.1f s: no speed effect "
-           "measured).\n", n, dir, L, K, rows ? 100 * overlap / rows : 0,
-           K, sqrt(num / den), a1 == a2 ? "unchanged" : "changed", t_ic,
-           t_base);
+    printf("### IndexCache: effect on outputs\n\n");
+    printf("%d-token prompt on `%s` (%d layers, top-k %d), random weights, "
+           "one prefill each. Mean top-k overlap of adjacent layers: "
+           "**%.1f%%** (rows past %d keys). Last-token logits with "
+           "index_share 2 vs without: rel err **%.3g**, argmax %s. Prefill "
+           "%.1f s vs %.1f s (%.2fx).\n", n, dir, L, K,
+           rows ? 100 * overlap / rows : 0, K, sqrt(num / den),
+           a1 == a2 ? "unchanged" : "changed", t_ic, t_base, t_base / t_ic);
     free(mark);
     free(t);
+    free(topk);
     free(base);
     free(ic);
-    free(c.topk);
     sg_model_free(m);
+    sg_model_free(mi);
     return 0;
+}
+
+/* ---- time to first token ---- */
+
+#define SHORT_TAIL 128
+
+typedef struct {
+    double cold, warm, warm2;               /* wall seconds */
+    double cold_cpu, warm_cpu, warm2_cpu;   /* process CPU seconds */
+    int    cached, cached2;
+} ttft_result;
+
+/* The cold prompt p, then p2 (p's prefix, a new tail) and p3 (p but its
+ * last SHORT_TAIL tokens), one at a time, one new token each. */
+static void
+ttft_run(sg_engine *e, const int32_t *p, const int32_t *p2, const int32_t *p3,
+    int n, ttft_result *r)
+{
+    const int32_t *in[3] = {p, p2, p3};
+    double         wall[3], cpu[3];
+
+    for (int i = 0; i < 3; i++) {
+        double c0 = cpu_seconds();
+        submit(e, i, in[i], n, 1);
+        wait_all(e, i, i + 1);
+        wall[i] = slots[i].t_first - slots[i].t_submit;
+        cpu[i] = cpu_seconds() - c0;
+    }
+    r->cold = wall[0];
+    r->warm = wall[1];
+    r->warm2 = wall[2];
+    r->cold_cpu = cpu[0];
+    r->warm_cpu = cpu[1];
+    r->warm2_cpu = cpu[2];
+    r->cached = slots[1].cached;
+    r->cached2 = slots[2].cached;
+}
+
+/* The measured ratios next to the work ratio the model's shapes give (and
+ * the engine's chunking); with `base`, the speed-up over it too. */
+static void
+ttft_table(const sg_config *cfg, const sg_engine_opts *o, int n, int prefix,
+    const ttft_result *r, const ttft_result *base)
+{
+    int    chunk = o->prefill_chunk, share = o->model.num.index_share;
+    int    tail[2] = {r->cached, r->cached2};
+    double wall[2] = {r->warm, r->warm2}, cpu[2] = {r->warm_cpu, r->warm2_cpu};
+    prefill_work cold = work_of_prefill(cfg, 0, n, chunk, share);
+
+    printf("| prompt | cached prefix | computed | TTFT (wall) | speed-up | "
+           "CPU time | speed-up (CPU) | work ratio | bound n/tail |\n");
+    printf("|---|---|---|---|---|---|---|---|---|\n");
+    printf("| cold | 0 | %d | %.2f s | 1x | %.1f s | 1x | 1x | 1x |\n", n,
+           r->cold, r->cold_cpu);
+    for (int i = 0; i < 2; i++) {
+        prefill_work w = work_of_prefill(cfg, tail[i], n, chunk, share);
+        printf("| same %d-token prefix, new %d-token tail | %d | %d | %.3f s "
+               "| %s%.1fx%s | %.2f s | %s%.1fx%s | %.1fx | %.0fx |\n",
+               i == 0 ? prefix : n - SHORT_TAIL,
+               i == 0 ? n - prefix : SHORT_TAIL, tail[i], n - tail[i],
+               wall[i], i ? "" : "**", r->cold / wall[i], i ? "" : "**",
+               cpu[i], i ? "" : "**", r->cold_cpu / cpu[i], i ? "" : "**",
+               work_total(&cold) / work_total(&w),
+               (double)n / (n - tail[i]));
+    }
+    {
+        prefill_work w = work_of_prefill(cfg, r->cached, n, chunk, share);
+        double       tw = work_total(&w), cw = work_total(&cold);
+
+        printf("\nWork (multiply-adds counted from the shapes, chunks of %d): "
+               "cold %.0f G = projections+FFN %.0f%%, kv_b %.0f%%, indexer "
+               "%.0f%%, attention %.0f%%; the %d-token tail %.1f G = %.0f%% / "
+               "%.0f%% / %.0f%% / %.0f%%.\n", chunk, cw / 1e9,
+               100 * cold.proj / cw, 100 * cold.kv_b / cw,
+               100 * cold.indexer / cw, 100 * cold.attention / cw,
+               n - r->cached, tw / 1e9, 100 * w.proj / tw, 100 * w.kv_b / tw,
+               100 * w.indexer / tw, 100 * w.attention / tw);
+    }
+    if (base)
+        printf("\nIndexCache vs every layer selecting: cold TTFT %.2fx, "
+               "tail TTFT %.2fx faster (wall); CPU %.2fx / %.2fx.\n",
+               base->cold / r->cold, base->warm / r->warm,
+               base->cold_cpu / r->cold_cpu, base->warm_cpu / r->warm_cpu);
+    printf("\n");
 }
 
 int
@@ -329,7 +407,8 @@ main(int argc, char **argv)
         fprintf(stderr, "bench_serve: %s\n", err);
         return 1;
     }
-    const sg_config *cfg = sg_engine_config(e);
+    sg_config        cfg_copy = *sg_engine_config(e); /* outlives e */
+    const sg_config *cfg = &cfg_copy;
     int              V = cfg->vocab_size;
     sg_engine_stats  st;
     sg_engine_get_stats(e, &st);
@@ -346,49 +425,19 @@ main(int argc, char **argv)
     /* 1. TTFT cold vs cached prefix. */
     int32_t *p = malloc(sizeof(int32_t) * n_prompt);
     int32_t *p2 = malloc(sizeof(int32_t) * n_prompt);
+    int32_t *p3 = malloc(sizeof(int32_t) * n_prompt);
+    ttft_result base;
     for (int i = 0; i < n_prompt; i++)
         p[i] = rand_token(V);
     memcpy(p2, p, sizeof(int32_t) * n_prefix);
     for (int i = n_prefix; i < n_prompt; i++)
         p2[i] = rand_token(V);
-    double c0 = cpu_seconds();
-    submit(e, 0, p, n_prompt, 1);
-    wait_all(e, 0, 1);
-    double cold = slots[0].t_first - slots[0].t_submit;
-    double cold_cpu = cpu_seconds() - c0;
-    c0 = cpu_seconds();
-    submit(e, 1, p2, n_prompt, 1);
-    wait_all(e, 1, 2);
-    double warm = slots[1].t_first - slots[1].t_submit;
-    double warm_cpu = cpu_seconds() - c0;
-    int    cached = slots[1].cached;
-    /* The same with a short question after the shared part. */
-    int      short_tail = 128;
-    int32_t *p3 = malloc(sizeof(int32_t) * n_prompt);
-    memcpy(p3, p, sizeof(int32_t) * (n_prompt - short_tail));
-    for (int i = n_prompt - short_tail; i < n_prompt; i++)
+    memcpy(p3, p, sizeof(int32_t) * (n_prompt - SHORT_TAIL));
+    for (int i = n_prompt - SHORT_TAIL; i < n_prompt; i++)
         p3[i] = rand_token(V);
-    c0 = cpu_seconds();
-    submit(e, 2, p3, n_prompt, 1);
-    wait_all(e, 2, 3);
-    double warm2 = slots[2].t_first - slots[2].t_submit;
-    double warm2_cpu = cpu_seconds() - c0;
-    int    cached2 = slots[2].cached;
-    free(p3);
+    ttft_run(e, p, p2, p3, n_prompt, &base);
     printf("### Time to first token, %d-token prompt\n\n", n_prompt);
-    printf("| prompt | cached prefix | computed | TTFT (wall) | speed-up | "
-           "CPU time | speed-up (CPU) |\n");
-    printf("|---|---|---|---|---|---|---|\n");
-    printf("| cold | 0 | %d | %.2f s | 1x | %.1f s | 1x |\n", n_prompt, cold,
-           cold_cpu);
-    printf("| same %d-token prefix, new %d-token tail | %d | %d | %.3f s "
-           "| **%.1fx** | %.2f s | **%.1fx** |\n", n_prefix,
-           n_prompt - n_prefix, cached, n_prompt - cached, warm, cold / warm,
-           warm_cpu, cold_cpu / warm_cpu);
-    printf("| same %d-token prefix, new %d-token tail | %d | %d | %.3f s "
-           "| %.1fx | %.2f s | %.1fx |\n\n", n_prompt - short_tail,
-           short_tail, cached2, n_prompt - cached2, warm2, cold / warm2,
-           warm2_cpu, cold_cpu / warm2_cpu);
+    ttft_table(cfg, &o, n_prompt, n_prefix, &base, NULL);
     fflush(stdout);
 
     /* 2. Decode throughput with 1, 4, 16 sequences. */
@@ -517,8 +566,22 @@ main(int argc, char **argv)
             free(docs[c]);
         free(q);
     }
+    sg_engine_stop(e);
+
+    /* 4. The same TTFT runs with IndexCache on, in a fresh engine. */
+    o.model.num.index_share = 2;
+    if (sg_engine_start(&o, &e, err, sizeof(err)) != 0) {
+        fprintf(stderr, "bench_serve: %s\n", err);
+        return 1;
+    }
+    ttft_result ic;
+    ttft_run(e, p, p2, p3, n_prompt, &ic);
+    sg_engine_stop(e);
+    printf("\n### Time to first token with IndexCache (index_share 2: "
+           "layers 1, 3 reuse the top-k of layers 0, 2)\n\n");
+    ttft_table(cfg, &o, n_prompt, n_prefix, &ic, &base);
     free(p);
     free(p2);
-    sg_engine_stop(e);
+    free(p3);
     return 0;
 }

@@ -2,7 +2,8 @@
 # Serving benchmark (engine/scheduler/prefix cache through sparsegate.h) on
 # the small demo model: TTFT of a 16K-token prompt cold vs with a cached
 # 15K-token prefix, decode tokens/s with 1/4/16 sequences, the hit rate of
-# a replayed RAG workload, and the output effect of IndexCache (emulated).
+# a replayed RAG workload, TTFT again with IndexCache (index_share 2) and
+# its effect on outputs.
 # Writes the "serve" section of bench/RESULTS.md.
 # SG_SERVE_ARGS adds options (e.g. "--prompt 4096 --prefix 3840" for a
 # quick run).

@@ -164,7 +164,34 @@ copy_cols(fwd_t *f, const float *src, int stride, int col0, int ncols, int n,
 
 /* ---- attention block ---------------------------------------------------- */
 
-/* The lightning indexer: writes every row's top-k set into f->sel. */
+/*
+ * IndexCache (the idea SGLang reported for DSA models): adjacent layers'
+ * top-k sets overlap a lot, so with index_share = N only every N-th layer
+ * scores the context and the N - 1 layers after it attend the same keys,
+ * f->sel left as that layer wrote it.  Their indexer keys are still
+ * cached, so the switch changes compute, never the cache layout.
+ */
+static int
+shares_selection(const sg_model *m, int l)
+{
+    return m->num.index_share > 1 && l % m->num.index_share != 0;
+}
+
+static void
+trace_shared_selection(fwd_t *f, int l)
+{
+    const sg_trace *tr = f->trace;
+    int             T = f->T, K = f->m->cfg.index_topk;
+
+    if (tr && tr->out_topk)
+        memcpy(tr->out_topk + (size_t)l * T * K, f->sel,
+               sizeof(int32_t) * T * K);
+}
+
+/*
+ * The lightning indexer's projections: every row's key (cached for later
+ * rows) and, when this layer selects, its queries and head weights.
+ */
 static int
 indexer(fwd_t *f, int l, const float *h, const float *qr)
 {
@@ -186,19 +213,22 @@ indexer(fwd_t *f, int l, const float *h, const float *qr)
     NEED(iks, S_IKS, sizeof(float) * T);
     NEED(iw, S_IW, sizeof(float) * T * IH);
 
-    /* queries from the q latent, one key head from the attention input */
-    b->ops->linear(b, &L->idx_wq_b, qr, T, iq, f->aq, f->ue8m0);
-    b->ops->rope(b, iq, T, IH, IH * ID, ID, 0, f->pos, &m->rope, inter);
+    /* one key head from the attention input; the rotation keeps dot
+     * products but spreads outliers before FP8 */
     b->ops->linear(b, &L->idx_wk, h, T, ik, f->aq, f->ue8m0);
     b->ops->layernorm(b, ik, &L->idx_k_norm_w, &L->idx_k_norm_b, 1e-6f, T, ID,
                       ikn);
     b->ops->rope(b, ikn, T, 1, ID, ID, 0, f->pos, &m->rope, inter);
-
-    /* The rotation keeps dot products but spreads outliers before FP8. */
-    b->ops->hadamard(b, iq, T * IH, ID);
     b->ops->hadamard(b, ikn, T, ID);
-    b->ops->fp8_quant(b, iq, T * IH, ID, iq8, iqs, f->ue8m0);
     b->ops->fp8_quant(b, ikn, T, ID, ik8, iks, f->ue8m0);
+    if (m->num.dense || shares_selection(m, l))
+        return 0;
+
+    /* queries from the q latent */
+    b->ops->linear(b, &L->idx_wq_b, qr, T, iq, f->aq, f->ue8m0);
+    b->ops->rope(b, iq, T, IH, IH * ID, ID, 0, f->pos, &m->rope, inter);
+    b->ops->hadamard(b, iq, T * IH, ID);
+    b->ops->fp8_quant(b, iq, T * IH, ID, iq8, iqs, f->ue8m0);
 
     /* head weights: weights_proj(x) * IH^-0.5 * q_scale * ID^-0.5, in the
      * reference's order of f32 multiplications */
@@ -285,13 +315,17 @@ indexer_select(fwd_t *f, int l)
 }
 
 /*
- * Which form an item's attention takes: prompt tokens the MHA form (kv_b
+ * Which form a row's attention takes: prompt tokens the MHA form (kv_b
  * applied to every cached latent of the context, as the reference's
  * prefill), generated tokens the absorbed form (kv_b folded into the query
- * and the output, as the reference's decode).  Choosing by the kind of
- * token, never by chunking or by a prefix-cache hit, keeps every token's
- * result bitwise independent of how its prompt was scheduled; the price is
- * that each prompt chunk applies kv_b to its whole context again.
+ * and the output, as the reference's decode).  Past the position where the
+ * context's keys and values would outgrow num.mha_max_bytes (4 GB per
+ * layer at V3.2's shapes and 32K tokens), prompt tokens take the absorbed
+ * form too: its memory does not grow with the context, and with a long
+ * context it also costs less than applying kv_b to the whole context once
+ * per chunk.  Choosing by the kind of token and its position, never by
+ * chunking or by a prefix-cache hit, keeps every token's result bitwise
+ * independent of how its prompt was scheduled.
  */
 static int
 uses_mha(const fwd_t *f, int it)
@@ -299,6 +333,20 @@ uses_mha(const fwd_t *f, int it)
     int r0 = f->row_start[it], n = f->row_start[it + 1] - r0;
 
     return n > 1 || f->items[it].prompt;
+}
+
+/* Positions [0, mha_positions) of a prompt take the MHA form. */
+static int
+mha_positions(const sg_model *m)
+{
+    const sg_config *c = &m->cfg;
+    size_t per_key = sizeof(float) * (size_t)c->num_attention_heads
+                     * (c->qk_nope_head_dim + c->v_head_dim);
+    size_t limit = m->num.mha_max_bytes ? m->num.mha_max_bytes
+                                        : (size_t)1 << 30;
+    size_t keys = limit / per_key;
+
+    return keys > (size_t)m->max_pos ? m->max_pos : (int)keys;
 }
 
 /* Rows [r0, r0 + n) in the absorbed MQA form over the cache. */
@@ -336,10 +384,11 @@ attend_absorbed(fwd_t *f, int l, const float *q, int r0, int n, float *att)
     return 0;
 }
 
-/* One prompt item in the MHA form: keys and values of the whole context
- * from the cached latents. */
+/* Rows [r0, r0 + n) of prompt item `it` in the MHA form: keys and values
+ * of the whole context from the cached latents. */
 static int
-attend_mha(fwd_t *f, int l, const float *q, int it, float *att)
+attend_mha(fwd_t *f, int l, const float *q, int it, int r0, int n,
+    float *att)
 {
     sg_model         *m = f->m;
     sg_backend       *b = m->backend;
@@ -348,7 +397,6 @@ attend_mha(fwd_t *f, int l, const float *q, int it, float *att)
     int   H = c->num_attention_heads, nope = c->qk_nope_head_dim;
     int   rope = c->qk_rope_head_dim, qk = nope + rope, v = c->v_head_dim;
     int   lora = c->kv_lora_rank, K = c->index_topk;
-    int   r0 = f->row_start[it], n = f->row_start[it + 1] - r0;
     int   S = f->pos[r0 + n - 1] + 1;
     float scale = (float)c->softmax_scale;
     float *glat, *gpe, *kvfull;
@@ -412,14 +460,27 @@ attention(fwd_t *f, int l, float *x)
     s = m->scratch;
     b->ops->kv_store(b, f->pool, l, &f->rows, lat, pe, s->p[S_IK8],
                      s->p[S_IKS], f->ue8m0);
-    if (!m->num.dense && indexer_select(f, l) != 0)
-        return -1;
+    if (!m->num.dense) {
+        if (shares_selection(m, l))
+            trace_shared_selection(f, l);
+        else if (indexer_select(f, l) != 0)
+            return -1;
+    }
+
+    int mha_end = mha_positions(m);
 
     for (int it = 0; it < f->n_items; ) {
         int r0 = f->row_start[it], j = it;
 
         if (uses_mha(f, it)) {
-            if (attend_mha(f, l, q, it, att) != 0)
+            int r1 = f->row_start[it + 1], split = r0;
+
+            while (split < r1 && f->pos[split] < mha_end)
+                split++;
+            if (split > r0 && attend_mha(f, l, q, it, r0, split - r0, att))
+                return -1;
+            if (split < r1
+                && attend_absorbed(f, l, q, split, r1 - split, att) != 0)
                 return -1;
             it++;
             continue;

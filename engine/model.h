@@ -25,6 +25,13 @@ typedef struct sg_numerics {
     int kv_fp8;            /* 1: latent cached as e4m3 + scales (FP8 KV) */
     int act_quant;         /* 1: fp8 GEMMs quantize activations (fp8 ckpt) */
     int indexer_rope_interleaved; /* 1: first release's (mirror) layout */
+    int index_share;       /* IndexCache: >= 2 runs the indexer on every
+                              index_share-th layer only, the layers between
+                              reuse its top-k sets; 0 or 1: every layer */
+    size_t mha_max_bytes;  /* prompt tokens take the MHA form while the
+                              context's keys and values (S x heads x
+                              (nope + v) floats) fit in this many bytes,
+                              the absorbed form after; 0 = 1 GiB */
 } sg_numerics;
 
 typedef struct sg_model {

@@ -42,6 +42,7 @@ typedef struct {
     ngx_int_t            max_context;
     ngx_int_t            max_queue;
     ngx_int_t            max_running;
+    ngx_int_t            index_share;
     ngx_str_t            model_name;
     ngx_str_t            store;
     ngx_msec_t           store_timeout;

@@ -121,6 +121,13 @@ static ngx_command_t  ngx_http_sparsegate_commands[] = {
       offsetof(ngx_http_sparsegate_main_conf_t, dense),
       NULL },
 
+    { ngx_string("sparsegate_index_share"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_main_conf_t, index_share),
+      &ngx_http_sparsegate_positive },
+
     { ngx_string("sparsegate_model_name"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -243,6 +250,7 @@ ngx_http_sparsegate_create_main_conf(ngx_conf_t *cf)
     smcf->max_running = NGX_CONF_UNSET;
     smcf->store_timeout = NGX_CONF_UNSET_MSEC;
     smcf->dense = NGX_CONF_UNSET;
+    smcf->index_share = NGX_CONF_UNSET;
 
     return smcf;
 }
@@ -304,6 +312,7 @@ ngx_http_sparsegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(smcf->max_running, 64);
     ngx_conf_init_msec_value(smcf->store_timeout, 5000);
     ngx_conf_init_value(smcf->dense, 0);
+    ngx_conf_init_value(smcf->index_share, 1);
 
     if (smcf->configured && smcf->tokenizer == NULL) {
         /* the checkpoint's own tokenizer.json */
@@ -603,6 +612,7 @@ ngx_http_sparsegate_init_process(ngx_cycle_t *cycle)
     o.model.device = (int) smcf->device;
     o.model.n_threads = (int) smcf->threads;
     o.model.num.dense = (int) smcf->dense;
+    o.model.num.index_share = (int) smcf->index_share;
     o.kv_bytes = (size_t) smcf->kv_cache_size;
     o.max_queue = (int) smcf->max_queue;
     o.max_running = (int) smcf->max_running;

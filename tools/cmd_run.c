@@ -20,11 +20,14 @@ usage(FILE *f)
 "usage: sparsegate run --model DIR (--prompt-ids FILE.i32.bin | --prompt 'ID ID ...')\n"
 "                      [--steps N] [--teacher FILE.i32.bin] [--force-decisions RUNDIR]\n"
 "                      [--dense] [--kv fp8|exact] [--act-quant on|off]\n"
-"                      [--indexer-rope half|interleaved] [--temperature T] [--seed S]\n"
+"                      [--indexer-rope half|interleaved] [--index-share N]\n"
+"                      [--temperature T] [--seed S]\n"
 "                      [--threads N] [--backend cpu|cuda] [--dump DIR]\n"
 "  --teacher        feed these tokens at the decode steps (teacher forcing)\n"
 "  --force-decisions read indexer top-k sets and expert routing from RUNDIR\n"
 "                   (prefill_topk_all, topk, prefill_experts_all, experts .i32.bin)\n"
+"  --index-share N  IndexCache: the indexer runs on every N-th layer, the\n"
+"                   layers between reuse its top-k sets (0 or 1: off)\n"
 "  --dump           write prefill_logits.f32.bin, decode_logits.f32.bin,\n"
 "                   tokens.i32.bin, hidden, experts, expert_weights, topk, ...\n");
 }
@@ -67,6 +70,7 @@ sg_cmd_run(int argc, char **argv)
         { "teacher", 1, 0, 't' }, { "force-decisions", 1, 0, 'f' },
         { "dense", 0, 0, 'd' }, { "kv", 1, 0, 'k' },
         { "act-quant", 1, 0, 'a' }, { "indexer-rope", 1, 0, 'r' },
+        { "index-share", 1, 0, 'x' },
         { "temperature", 1, 0, 'T' }, { "seed", 1, 0, 's' },
         { "threads", 1, 0, 'j' }, { "backend", 1, 0, 'b' },
         { "dump", 1, 0, 'o' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 }
@@ -117,6 +121,18 @@ sg_cmd_run(int argc, char **argv)
             }
             mo.num.indexer_rope_interleaved = strcmp(optarg, "interleaved") == 0;
             break;
+        case 'x': {
+            char *end;
+            long  v = strtol(optarg, &end, 10);
+
+            if (*optarg == '\0' || *end != '\0' || v < 0 || v > 1024) {
+                fprintf(stderr, "run: --index-share must be an integer "
+                        "0..1024, not \"%s\"\n", optarg);
+                return 2;
+            }
+            mo.num.index_share = (int)v;
+            break;
+        }
         case 'T': p.temperature = strtof(optarg, NULL); break;
         case 's': p.seed = strtoull(optarg, NULL, 0); break;
         case 'j': mo.n_threads = atoi(optarg); break;

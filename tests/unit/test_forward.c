@@ -2,6 +2,8 @@
  * The forward pass in process (so the sanitizers see it): the fixtures'
  * strict run to 1e-3 with identical top-k sets and routing, an FP8 run with
  * decisions forced, chunked prefill and batching equal to the one-shot run,
+ * IndexCache (index_share) equal to forcing the previous layer's top-k,
+ * prompt tokens past the MHA memory limit in the absorbed form,
  * and clean errors for bad batches.
  */
 #include <math.h>
@@ -34,7 +36,8 @@ fixture(const char *variant, const char *run, const char *file, size_t *n)
 }
 
 static sg_model *
-load(const char *variant, int kv_fp8, int dense, int act_quant)
+load_shared(const char *variant, int kv_fp8, int dense, int act_quant,
+    int index_share)
 {
     sg_model_opts o;
     sg_model     *m = NULL;
@@ -44,12 +47,19 @@ load(const char *variant, int kv_fp8, int dense, int act_quant)
     o.num.kv_fp8 = kv_fp8;
     o.num.dense = dense;
     o.num.act_quant = act_quant;
+    o.num.index_share = index_share;
     snprintf(dir, sizeof(dir), "%s/tiny-v32/%s", check_fixtures_dir(), variant);
     if (sg_model_load(dir, &o, &m, err, sizeof(err)) != 0) {
         CHECK(0, "load", "%s: %s", dir, err);
         return NULL;
     }
     return m;
+}
+
+static sg_model *
+load(const char *variant, int kv_fp8, int dense, int act_quant)
+{
+    return load_shared(variant, kv_fp8, dense, act_quant, 0);
 }
 
 static double
@@ -250,6 +260,170 @@ done:
     free(prompt);
 }
 
+/* ---- IndexCache ---- */
+
+typedef struct {
+    int32_t *topk;                      /* the trace's out_topk */
+    int      T, K;
+} reuse_ctx;
+
+/* The emulation the switch must equal: odd layers take the selection the
+ * previous layer wrote into the trace. */
+static const int32_t *
+previous_layer_topk(void *ctx, int layer, int row)
+{
+    reuse_ctx *c = ctx;
+
+    if (layer % 2 == 0)
+        return NULL;
+    return c->topk + ((size_t)(layer - 1) * c->T + row) * c->K;
+}
+
+static int
+prefill(sg_model *m, const int32_t *prompt, int P, int chunk, sg_trace *tr,
+    float *logits, char *err, int errlen)
+{
+    int         nb = (P + 63) / 64, rc = 0;
+    sg_kv_pool *pool = sg_kv_pool_new(m->backend, &m->cfg, nb, 1);
+    int32_t    *blocks = malloc(sizeof(int32_t) * nb);
+    sg_seq      s = { blocks, nb, nb, 0 };
+
+    if (pool == NULL || blocks == NULL) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+    }
+    for (int i = 0; rc == 0 && i < nb; i++)
+        blocks[i] = i;
+    for (int t = 0; rc == 0 && t < P; t += chunk) {
+        int           n = P - t < chunk ? P - t : chunk;
+        sg_batch_item it = { &s, prompt + t, n, t + n == P ? logits : NULL,
+                             1 };
+        rc = sg_forward(m, pool, &it, 1, tr, err, errlen);
+    }
+    sg_kv_pool_free(pool);
+    free(blocks);
+    return rc;
+}
+
+/*
+ * index_share = 2: odd layers attend exactly the previous layer's keys,
+ * the logits equal (bitwise) those of forcing that selection through the
+ * trace with the switch off, chunked prefill still equals one shot, and
+ * the output does differ from every layer selecting for itself.
+ */
+static void
+test_index_share(void)
+{
+    sg_model *on = load_shared("bf16", 1, 0, 1, 2);
+    sg_model *off = load("bf16", 1, 0, 1);
+    size_t    np;
+    int32_t  *prompt = fixture("bf16", NULL, "prompt.i32.bin", &np);
+    char      err[512];
+
+    if (!on || !off || !prompt) {
+        CHECK(0, "index-share/fixtures", "missing fixture files");
+        goto done;
+    }
+    int   P = (int)np, V = on->cfg.vocab_size, L = on->cfg.num_hidden_layers;
+    int   K = on->cfg.index_topk;
+    size_t nsel = (size_t)L * P * K;
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+    float *c = malloc(sizeof(float) * V), *d = malloc(sizeof(float) * V);
+    reuse_ctx rc_on = { malloc(sizeof(int32_t) * nsel), P, K };
+    reuse_ctx rc_off = { malloc(sizeof(int32_t) * nsel), P, K };
+    sg_trace  t_on = { .ctx = &rc_on, .out_topk = rc_on.topk };
+    sg_trace  t_emu = { .force_topk = previous_layer_topk, .ctx = &rc_off,
+                        .out_topk = rc_off.topk };
+    int       ok = prefill(on, prompt, P, P, &t_on, a, err, sizeof(err)) == 0;
+
+    ok = ok && prefill(off, prompt, P, P, &t_emu, b, err, sizeof(err)) == 0;
+    ok = ok && prefill(on, prompt, P, 37, NULL, c, err, sizeof(err)) == 0;
+    ok = ok && prefill(off, prompt, P, P, NULL, d, err, sizeof(err)) == 0;
+    CHECK(ok, "index-share/run", "%s", err);
+    if (ok && L >= 3) {
+        size_t layer = (size_t)P * K;
+        int    own = memcmp(rc_on.topk + 2 * layer, rc_on.topk + layer,
+                            sizeof(int32_t) * layer) != 0;
+
+        CHECK(memcmp(rc_on.topk + layer, rc_on.topk,
+                     sizeof(int32_t) * layer) == 0,
+              "index-share/layer1-reuses-layer0", "top-k sets differ");
+        CHECK(own, "index-share/layer2-selects", "layer 2 selected nothing "
+              "of its own");
+        CHECK(memcmp(rc_on.topk, rc_off.topk, sizeof(int32_t) * nsel) == 0,
+              "index-share/sets-equal-emulation", "selections differ");
+        CHECK(memcmp(a, b, sizeof(float) * V) == 0,
+              "index-share/logits-equal-emulation", "rel err %.3g",
+              check_rel_err(a, b, V));
+        CHECK(memcmp(a, c, sizeof(float) * V) == 0,
+              "index-share/chunked-equal", "rel err %.3g",
+              check_rel_err(a, c, V));
+        double e = check_rel_err(a, d, V);
+        CHECK(e > 0 && e == e, "index-share/changes-output",
+              "rel err vs every layer selecting %.3g", e);
+    }
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    free(rc_on.topk);
+    free(rc_off.topk);
+done:
+    sg_model_free(on);
+    sg_model_free(off);
+    free(prompt);
+}
+
+/*
+ * With the MHA form limited to the first 100 positions, a prompt's later
+ * tokens take the absorbed form: chunked prefill (chunks across the limit)
+ * still equals one shot bitwise, and the logits stay within rounding of
+ * the all-MHA run.
+ */
+static void
+test_mha_limit(void)
+{
+    sg_model *all = load("bf16", 0, 0, 0);
+    sg_model *lim = load("bf16", 0, 0, 0);
+    size_t    np;
+    int32_t  *prompt = fixture("bf16", NULL, "prompt.i32.bin", &np);
+    char      err[512];
+
+    if (!all || !lim || !prompt) {
+        CHECK(0, "mha-limit/fixtures", "missing fixture files");
+        goto done;
+    }
+    const sg_config *c = &lim->cfg;
+    int    P = (int)np, V = c->vocab_size;
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+    float *d = malloc(sizeof(float) * V);
+
+    lim->num.mha_max_bytes = (size_t)100 * c->num_attention_heads
+                             * (c->qk_nope_head_dim + c->v_head_dim)
+                             * sizeof(float);
+    int ok = prefill(lim, prompt, P, P, NULL, a, err, sizeof(err)) == 0;
+    ok = ok && prefill(lim, prompt, P, 37, NULL, b, err, sizeof(err)) == 0;
+    ok = ok && prefill(all, prompt, P, P, NULL, d, err, sizeof(err)) == 0;
+    CHECK(ok && P > 120, "mha-limit/run", "%s (prompt %d tokens)",
+          ok ? "prompt too short" : err, P);
+    if (ok) {
+        double e = check_rel_err(a, d, V);
+
+        CHECK(memcmp(a, b, sizeof(float) * V) == 0, "mha-limit/chunked-equal",
+              "rel err %.3g", check_rel_err(a, b, V));
+        CHECK(e == e && e < 1e-5, "mha-limit/close-to-mha",
+              "rel err vs all-MHA %.3g", e);
+        printf("# mha-limit: absorbed vs MHA logits rel err %.3g\n", e);
+    }
+    free(a);
+    free(b);
+    free(d);
+done:
+    sg_model_free(all);
+    sg_model_free(lim);
+    free(prompt);
+}
+
 static void
 test_load_errors(void)
 {
@@ -269,5 +443,7 @@ main(void)
     test_strict_run();
     test_fp8_forced();
     test_chunks_and_batches();
+    test_index_share();
+    test_mha_limit();
     return check_finish();
 }
