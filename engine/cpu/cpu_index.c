@@ -22,6 +22,7 @@ e4m3_row_scaled(const uint8_t *q, int len, float *out)
 }
 
 #define KEY_CHUNK 128
+#define ROW_BLOCK 8          /* rows of one sequence sharing decoded keys */
 
 typedef struct {
     const sg_kv_layer *L;
@@ -29,64 +30,84 @@ typedef struct {
     const uint8_t     *q8;
     const float       *w;
     float             *scores;
+    const int32_t     *block_row;    /* [n_blocks + 1] first row of each */
     int                heads, idim, stride, chunks_per_row;
 } index_ctx;
 
 /*
- * Items are (row, chunk of KEY_CHUNK keys) pairs, row-major.  The chunk's
- * keys are decoded once, all heads' dot products come from one sgemm
- * (products of e4m3 values are exact in f32), then relu, weight and the
- * sum over heads in head order, as the reference kernel.
+ * Items are (block of rows, chunk of KEY_CHUNK keys) pairs.  A block is up
+ * to ROW_BLOCK consecutive rows of one sequence: the chunk's keys are
+ * decoded once for all of them and one sgemm gives every (row, head, key)
+ * dot product (products of e4m3 values are exact in f32; each dot is
+ * summed over the index dimension in the kernel's one order, whatever the
+ * number of rows), then relu, weight and the sum over heads in head
+ * order, as the reference kernel.
  */
 static void
 index_range(void *c, int64_t t0, int64_t t1)
 {
     index_ctx *X = c;
     int        heads = X->heads, idim = X->idim;
-    float     *qf = malloc(sizeof(float) * ((size_t)heads * idim
-                                            + (size_t)KEY_CHUNK * idim
+    size_t     qn = (size_t)ROW_BLOCK * heads * idim;
+    float     *qf = malloc(sizeof(float) * (qn + (size_t)KEY_CHUNK * idim
                                             + (size_t)heads * KEY_CHUNK));
-    float     *kf = qf + (size_t)heads * idim;
+    float     *kf = qf + qn;
     float     *dots = kf + (size_t)KEY_CHUNK * idim;
-    int        row = -1;
+    int        block = -1;
 
     if (qf == NULL)
         abort();
     for (int64_t t = t0; t < t1; t++) {
-        int            i = (int)(t / X->chunks_per_row);
+        int            bi = (int)(t / X->chunks_per_row);
+        int            i0 = X->block_row[bi], i1 = X->block_row[bi + 1];
         int            c0 = (int)(t % X->chunks_per_row) * KEY_CHUNK;
         int            c1 = c0 + KEY_CHUNK < X->stride ? c0 + KEY_CHUNK
                                                        : X->stride;
         const int32_t *bt = X->rows->block_table
-                            + (size_t)X->rows->seq[i] * X->rows->max_blocks;
-        const float   *wi = X->w + (size_t)i * heads;
-        float         *out = X->scores + (size_t)i * X->stride;
-        int            end = X->rows->pos[i] + 1 < c1 ? X->rows->pos[i] + 1
-                                                      : c1;
-        int            nv = end - c0;
+                            + (size_t)X->rows->seq[i0] * X->rows->max_blocks;
+        int            nv = 0;
 
-        for (int s = c0 > end ? c0 : end; s < c1; s++)
-            out[s] = -INFINITY;
-        if (nv <= 0)
-            continue;
-        if (i != row) {
-            e4m3_row_scaled(X->q8 + (size_t)i * heads * idim, heads * idim, qf);
-            row = i;
+        /* keys up to the block's furthest position */
+        for (int i = i0; i < i1; i++) {
+            int end = X->rows->pos[i] + 1 < c1 ? X->rows->pos[i] + 1 : c1;
+            nv = end - c0 > nv ? end - c0 : nv;
         }
-        for (int j = 0; j < nv; j++)
-            e4m3_row_scaled(X->L->ikey + cpu_slot(bt, c0 + j) * idim, idim,
-                            kf + (size_t)j * idim);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, heads, nv, idim,
-                    1.0f, qf, idim, kf, idim, 0.0f, dots, nv);
-        for (int j = 0; j < nv; j++) {
-            float sum = 0.0f;
-
-            for (int h = 0; h < heads; h++) {
-                /* both operands carry 2^-8: scale back exactly */
-                float d = dots[(size_t)h * nv + j] * 65536.0f;
-                sum += (d > 0.0f ? d : 0.0f) * wi[h];
+        if (nv > 0) {
+            if (bi != block) {
+                e4m3_row_scaled(X->q8 + (size_t)i0 * heads * idim,
+                                (i1 - i0) * heads * idim, qf);
+                block = bi;
             }
-            out[c0 + j] = sum * X->L->ikey_scale[cpu_slot(bt, c0 + j)];
+            for (int j = 0; j < nv; j++)
+                e4m3_row_scaled(X->L->ikey + cpu_slot(bt, c0 + j) * idim,
+                                idim, kf + (size_t)j * idim);
+        }
+        for (int i = i0; i < i1; i++) {
+            const float *wi = X->w + (size_t)i * heads;
+            float       *out = X->scores + (size_t)i * X->stride;
+            int          end = X->rows->pos[i] + 1 < c1 ? X->rows->pos[i] + 1
+                                                        : c1;
+            int          n = end - c0;
+
+            for (int s = c0 > end ? c0 : end; s < c1; s++)
+                out[s] = -INFINITY;
+            if (n <= 0)
+                continue;
+            /* one sgemm per row, shaped by the row alone: OpenBLAS does
+             * not sum a dot product in the same order for every M */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, heads, n,
+                        idim, 1.0f, qf + (size_t)(i - i0) * heads * idim,
+                        idim, kf, idim, 0.0f, dots, n);
+            for (int j = 0; j < n; j++) {
+                float sum = 0.0f;
+
+                for (int h = 0; h < heads; h++) {
+                    /* both operands carry 2^-8: scale back exactly */
+                    float d = dots[(size_t)h * n + j] * 65536.0f;
+                    sum += (d > 0.0f ? d : 0.0f) * wi[h];
+                }
+                out[c0 + j] = sum * X->L->ikey_scale[cpu_slot(bt, c0 + j)];
+            }
         }
     }
     free(qf);
@@ -97,15 +118,26 @@ cpu_index_scores(sg_backend *b, const sg_kv_pool *pool, int layer,
                  const sg_rows *rows, const uint8_t *q8, const float *w,
                  int heads, float *scores, int scores_stride)
 {
-    index_ctx X = { &pool->layers[layer], rows, q8, w, scores, heads,
-                    pool->index_dim, scores_stride,
-                    (scores_stride + KEY_CHUNK - 1) / KEY_CHUNK };
+    int32_t  *block_row = malloc(sizeof(int32_t) * (rows->n + 1));
+    int       nb = 0;
     double    work = 0;
 
-    for (int i = 0; i < rows->n; i++)
+    if (block_row == NULL)
+        abort();
+    for (int i = 0; i < rows->n; i++) {
+        if (nb == 0 || i - block_row[nb - 1] == ROW_BLOCK
+            || rows->seq[i] != rows->seq[block_row[nb - 1]])
+            block_row[nb++] = i;
         work += (double)(rows->pos[i] + 1) * heads * pool->index_dim;
-    cpu_parallel(b, (int64_t)rows->n * X.chunks_per_row, 1, work,
-                 index_range, &X);
+    }
+    block_row[nb] = rows->n;
+
+    index_ctx X = { &pool->layers[layer], rows, q8, w, scores, block_row,
+                    heads, pool->index_dim, scores_stride,
+                    (scores_stride + KEY_CHUNK - 1) / KEY_CHUNK };
+
+    cpu_parallel(b, (int64_t)nb * X.chunks_per_row, 1, work, index_range, &X);
+    free(block_row);
 }
 
 static inline float

@@ -218,6 +218,44 @@ test_index_scores(void)
     CHECKB(e < 1e-5, "index_scores vs e4m3 dot products", "rel err %g", e);
     CHECKB(bad_mask == 0, "index_scores -inf past the position",
           "%d entries not -inf", bad_mask);
+
+    /* Batch invariance: 13 rows of one sequence (the backend may group
+     * them) score bitwise as each row alone. */
+    {
+        enum { N2 = 13 };
+        int32_t  p2[N2], s2[N2];
+        uint8_t *q2 = B->ops->alloc(B, N2 * H * IDIM);
+        float   *w2 = B->ops->alloc(B, sizeof(float) * N2 * H);
+        float   *all = B->ops->alloc(B, sizeof(float) * N2 * STRIDE);
+        float   *one = B->ops->alloc(B, sizeof(float) * STRIDE);
+        int      differ = 0;
+
+        for (int i = 0; i < N2; i++) {
+            p2[i] = i == 0 ? (int)check_randu(0, 40)
+                           : p2[i - 1] + (int)check_randu(0, 30);
+            p2[i] = p2[i] < LEN ? p2[i] : LEN - 1;
+            s2[i] = 0;
+        }
+        for (int i = 0; i < N2 * H * IDIM; i++)
+            q2[i] = (uint8_t)rand_code();
+        for (int i = 0; i < N2 * H; i++)
+            w2[i] = check_randn();
+        sg_rows r2 = { N2, p2, s2, block_table, MAXB };
+        B->ops->index_scores(B, c.pool, 1, &r2, q2, w2, H, all, STRIDE);
+        for (int i = 0; i < N2; i++) {
+            sg_rows r1 = { 1, p2 + i, s2 + i, block_table, MAXB };
+            B->ops->index_scores(B, c.pool, 1, &r1, q2 + (size_t)i * H * IDIM,
+                                 w2 + (size_t)i * H, H, one, STRIDE);
+            differ += memcmp(one, all + (size_t)i * STRIDE,
+                             sizeof(float) * STRIDE) != 0;
+        }
+        CHECKB(differ == 0, "index_scores batch-invariant (13 rows of one "
+               "sequence vs each alone)", "%d rows differ", differ);
+        B->ops->free(B, q2);
+        B->ops->free(B, w2);
+        B->ops->free(B, all);
+        B->ops->free(B, one);
+    }
     cache_free(&c);
     B->ops->free(B, q8);
     B->ops->free(B, w);
