@@ -342,6 +342,16 @@ ttft_table(const sg_config *cfg, const sg_engine_opts *o, int n, int prefix,
                n - r->cached, tw / 1e9, 100 * w.proj / tw, 100 * w.kv_b / tw,
                100 * w.indexer / tw, 100 * w.attention / tw);
     }
+    if (base == NULL) {
+        printf("\nThe bound: a prompt token's work never falls with its "
+               "position (its indexer scores every key before it, its "
+               "attention reads min(position, top-k) keys), so the last %d "
+               "tokens cost at least %d/%d of the cold prompt and no engine "
+               "that computes them can beat %.0fx here. The work ratio is "
+               "what this engine's own work allows (its tail also applies "
+               "kv_b to the whole cached context, the MHA form).\n",
+               n - r->cached, n - r->cached, n, (double)n / (n - r->cached));
+    }
     if (base)
         printf("\nIndexCache vs every layer selecting: cold TTFT %.2fx, "
                "tail TTFT %.2fx faster (wall); CPU %.2fx / %.2fx.\n",

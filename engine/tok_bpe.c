@@ -31,21 +31,23 @@ tok_bpe_scratch_free(tok_bpe_scratch *sc)
     memset(sc, 0, sizeof(*sc));
 }
 
-/* tok_merge_get through the scratch's pair cache. */
+/* tok_merge_rank through the scratch's pair cache. */
 static inline int32_t
-merge_get(const sg_tokenizer *t, tok_bpe_scratch *sc, int32_t left,
-    int32_t right, int32_t *merged)
+merge_rank(const sg_tokenizer *t, tok_bpe_scratch *sc, int32_t left,
+    int32_t right)
 {
-    uint64_t key = ((uint64_t)(uint32_t)(left + 1) << 32)
-                   | (uint32_t)(right + 1);
-    tok_pair_slot *p = &sc->pairs[(key * 0x9E3779B97F4A7C15ull) >> 52];
+    uint64_t key = tok_pair_key(left, right);
+    uint64_t *p = &sc->pairs[(key * 0x9E3779B97F4A7C15ull)
+                             >> (64 - TOK_PAIR_CACHE_BITS)];
+    uint32_t rank;
 
-    if (p->key != key) {
-        p->key = key;
-        p->rank = tok_merge_get(t, left, right, &p->merged);
+    if (*p >> TOK_RANK_BITS != key) {
+        /* -1 (no merge) is stored as TOK_RANK_MASK. */
+        *p = key << TOK_RANK_BITS
+             | ((uint32_t)tok_merge_rank(t, left, right) & TOK_RANK_MASK);
     }
-    *merged = p->merged;
-    return p->rank;
+    rank = (uint32_t)(*p & TOK_RANK_MASK);
+    return rank == TOK_RANK_MASK ? -1 : (int32_t)rank;
 }
 
 static int
@@ -105,10 +107,10 @@ heap_pop(uint64_t *h, size_t *n)
 static inline void
 push_pair(const sg_tokenizer *t, tok_bpe_scratch *sc, size_t *hn, int32_t i)
 {
-    int32_t j, merged, rank;
+    int32_t j, rank;
 
     if (i < 0 || (j = sc->next[i]) < 0) return;
-    rank = merge_get(t, sc, sc->sym[i], sc->sym[j], &merged);
+    rank = merge_rank(t, sc, sc->sym[i], sc->sym[j]);
     if (rank >= 0) {
         heap_push(sc->heap, hn, ((uint64_t)(uint32_t)rank << 32)
                   | (uint32_t)i);
@@ -116,52 +118,56 @@ push_pair(const sg_tokenizer *t, tok_bpe_scratch *sc, size_t *hn, int32_t i)
 }
 
 /*
- * Short pieces (nearly all of them): the rank of every adjacent pair is
- * kept in an array and only the two pairs beside a merge are looked up
- * again, so each merge costs two table lookups and a scan of a few
- * in-cache integers.
+ * Short pieces (nearly all of them): every symbol keeps its place in the
+ * arrays (merged-away ones drop out of a linked list) and key[i] is the
+ * rank of the pair starting at symbol i, shifted up, with i in the low
+ * bits: the smallest key is then the lowest rank, leftmost first, and
+ * finding it is a plain minimum over at most SMALL_PIECE words that the
+ * compiler vectorizes.  Each merge costs that scan and two lookups.
  */
-#define SMALL_PIECE 64
+#define SMALL_PIECE 128         /* at most 256: i fits in 8 bits */
+#define NO_PAIR UINT32_MAX
+
+static inline uint32_t
+pair_key(const sg_tokenizer *t, tok_bpe_scratch *sc, const int32_t *sym,
+    int i, int j)
+{
+    int32_t r = merge_rank(t, sc, sym[i], sym[j]);
+
+    /* Ranks are below 2^24 - 1, so this stays under NO_PAIR. */
+    return r < 0 ? NO_PAIR : (uint32_t)r << 8 | (uint32_t)i;
+}
 
 static int
 bpe_small(const sg_tokenizer *t, tok_bpe_scratch *sc, const unsigned char *u,
-    size_t n, int32_t *out)
+    int n, int32_t *out)
 {
-    int32_t rank[SMALL_PIECE], merged[SMALL_PIECE];
-    size_t m = n;
+    uint32_t key[SMALL_PIECE];
+    int32_t sym[SMALL_PIECE];
+    int16_t next[SMALL_PIECE], prev[SMALL_PIECE];
+    int k = 0;
 
-    for (size_t i = 0; i < n; i++) out[i] = t->byte_id[u[i]];
-    for (size_t i = 0; i + 1 < n; i++) {
-        rank[i] = merge_get(t, sc, out[i], out[i + 1], &merged[i]);
+    for (int i = 0; i < n; i++) {
+        sym[i] = t->byte_id[u[i]];
+        next[i] = (int16_t)(i + 1 < n ? i + 1 : -1);
+        prev[i] = (int16_t)(i - 1);
     }
+    for (int i = 0; i + 1 < n; i++) key[i] = pair_key(t, sc, sym, i, i + 1);
+    key[n - 1] = NO_PAIR;
     for (;;) {
-        int32_t best = INT32_MAX;
-        size_t at = 0;
-
-        for (size_t i = 0; i + 1 < m; i++) {
-            if (rank[i] >= 0 && rank[i] < best) {
-                best = rank[i];
-                at = i;
-            }
-        }
-        if (best == INT32_MAX) break;
-        out[at] = merged[at];
-        /* Drop symbol at + 1 and the pair (at, at + 1). */
-        memmove(out + at + 1, out + at + 2, (m - at - 2) * sizeof(int32_t));
-        memmove(rank + at + 1, rank + at + 2,
-                (m - at - 2) * sizeof(int32_t));
-        memmove(merged + at + 1, merged + at + 2,
-                (m - at - 2) * sizeof(int32_t));
-        m--;
-        if (at > 0) {
-            rank[at - 1] = merge_get(t, sc, out[at - 1], out[at],
-                                     &merged[at - 1]);
-        }
-        if (at + 1 < m) {
-            rank[at] = merge_get(t, sc, out[at], out[at + 1], &merged[at]);
-        }
+        uint32_t best = NO_PAIR;
+        for (int i = 0; i < n; i++) best = key[i] < best ? key[i] : best;
+        if (best == NO_PAIR) break;
+        int i = (int)(best & 0xFF), j = next[i];
+        sym[i] = t->merge_result[best >> 8];
+        key[j] = NO_PAIR;
+        next[i] = next[j];
+        if (next[j] >= 0) prev[next[j]] = (int16_t)i;
+        key[i] = next[i] >= 0 ? pair_key(t, sc, sym, i, next[i]) : NO_PAIR;
+        if (prev[i] >= 0) key[prev[i]] = pair_key(t, sc, sym, prev[i], i);
     }
-    return (int)m;
+    for (int i = 0; i >= 0; i = next[i]) out[k++] = sym[i];
+    return k;
 }
 
 int
@@ -170,7 +176,7 @@ tok_bpe(const sg_tokenizer *t, const char *s, size_t n, tok_bpe_scratch *sc,
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t hn = 0;
-    int32_t id, merged;
+    int32_t id;
     int k = 0;
 
     if (n == 0) return 0;
@@ -183,10 +189,11 @@ tok_bpe(const sg_tokenizer *t, const char *s, size_t n, tok_bpe_scratch *sc,
         return 1;
     }
     if (sc->pairs == NULL) {
-        sc->pairs = calloc(TOK_PAIR_CACHE, sizeof(tok_pair_slot));
+        sc->pairs = calloc((size_t)1 << TOK_PAIR_CACHE_BITS,
+                           sizeof(uint64_t));
         if (sc->pairs == NULL) return -1;
     }
-    if (n <= SMALL_PIECE) return bpe_small(t, sc, u, n, out);
+    if (n <= SMALL_PIECE) return bpe_small(t, sc, u, (int)n, out);
     if (n > INT32_MAX / 4 || scratch_reserve(sc, n) != 0) return -1;
 
     for (size_t i = 0; i < n; i++) {
@@ -203,10 +210,8 @@ tok_bpe(const sg_tokenizer *t, const char *s, size_t n, tok_bpe_scratch *sc,
         /* Stale: the left symbol was merged away or the pair changed.
          * A rank names exactly one pair, so equal rank = same pair. */
         if (sc->sym[i] < 0 || (j = sc->next[i]) < 0) continue;
-        if (merge_get(t, sc, sc->sym[i], sc->sym[j], &merged) != rank) {
-            continue;
-        }
-        sc->sym[i] = merged;
+        if (merge_rank(t, sc, sc->sym[i], sc->sym[j]) != rank) continue;
+        sc->sym[i] = t->merge_result[rank];
         sc->sym[j] = -1;
         sc->next[i] = sc->next[j];
         if (sc->next[j] >= 0) sc->prev[sc->next[j]] = i;
@@ -232,19 +237,18 @@ tok_bpe_simple(const sg_tokenizer *t, const char *s, size_t n, int32_t *out)
     }
     for (size_t i = 0; i < n; i++) out[i] = t->byte_id[u[i]];
     for (;;) {
-        int32_t best = -1, best_merged = 0, merged, r;
+        int32_t best = -1, r;
         size_t at = 0;
 
         for (size_t i = 0; i + 1 < m; i++) {
-            r = tok_merge_get(t, out[i], out[i + 1], &merged);
+            r = tok_merge_rank(t, out[i], out[i + 1]);
             if (r >= 0 && (best < 0 || r < best)) {
                 best = r;
-                best_merged = merged;
                 at = i;
             }
         }
         if (best < 0) break;
-        out[at] = best_merged;
+        out[at] = t->merge_result[best];
         memmove(out + at + 1, out + at + 2, (m - at - 2) * sizeof(int32_t));
         m--;
     }

@@ -28,12 +28,26 @@ typedef struct tok_strmap {
     uint32_t  mask;
 } tok_strmap;
 
-/* Open-addressing map from a pair of ids to the merge it makes. */
-typedef struct tok_merge {
-    uint64_t key;           /* (left + 1) << 32 | (right + 1); 0 = empty */
-    int32_t  rank;
-    int32_t  merged;
-} tok_merge;
+/*
+ * The merge table: (left id, right id) -> rank, open addressing, one
+ * 64-bit word per slot: the pair key (tok_pair_key) above the rank, 0 =
+ * empty.  8 bytes a slot keeps DeepSeek's 128k merges in 2 MB (one huge
+ * page where the kernel gives one); the merged id is merge_result[rank].
+ * In front of it a blocked Bloom filter (two bits of one 64-bit word per
+ * pair, 256 KB) answers most "no such merge" lookups from L2: text whose
+ * pairs never repeat (random CJK) asks mostly about pairs that do not
+ * merge, and each of those used to be a cache miss in the big table.
+ */
+#define TOK_ID_BITS   20        /* ids + 1 must fit: at most 2^20 - 2 ids */
+#define TOK_RANK_BITS 24        /* at most 2^24 - 1 merges */
+#define TOK_RANK_MASK ((1u << TOK_RANK_BITS) - 1)
+
+static inline uint64_t
+tok_pair_key(int32_t left, int32_t right)
+{
+    return ((uint64_t)(uint32_t)(left + 1) << TOK_ID_BITS)
+           | (uint32_t)(right + 1);
+}
 
 /* How a Split pre-tokenizer treats what its regex matches. */
 enum tok_split_kind {
@@ -76,9 +90,12 @@ struct sg_tokenizer {
     tok_strmap  vocab;          /* BPE vocab bytes -> id */
     int32_t     byte_id[256];   /* the single-byte tokens */
 
-    tok_merge  *merges;
+    uint64_t   *merges;         /* see tok_pair_key */
     uint64_t    merge_mask;
+    int32_t    *merge_result;   /* rank -> merged id */
     int32_t     n_merges;
+    uint64_t   *merge_bloom;
+    int         bloom_shift;    /* 64 - log2(words) */
     int         ignore_merges;
 
     tok_split  *splits;
@@ -107,8 +124,11 @@ int tok_strmap_init(tok_strmap *m, size_t n_keys);
 void tok_strmap_put(tok_strmap *m, const sg_tokenizer *t, int32_t id);
 int32_t tok_strmap_get(const tok_strmap *m, const sg_tokenizer *t,
     const char *s, size_t n);
-int32_t tok_merge_get(const sg_tokenizer *t, int32_t left, int32_t right,
-    int32_t *merged);
+/* Sizes the merge table and its filter for n merges; -1 out of memory. */
+int tok_merges_init(sg_tokenizer *t, size_t n);
+/* The rank of merging (left, right), -1 if they do not merge; the merged
+ * id is t->merge_result[rank] (looked up only when a merge is made). */
+int32_t tok_merge_rank(const sg_tokenizer *t, int32_t left, int32_t right);
 void tok_merge_put(sg_tokenizer *t, int32_t left, int32_t right,
     int32_t rank, int32_t merged);
 
@@ -134,22 +154,17 @@ pcre2_match_context *tok_match_context(void);
 
 /* tok_bpe.c: BPE of one piece of raw bytes, appended to out[]; returns
  * the number of ids (<= n), or -1 when out of memory. */
-typedef struct tok_pair_slot {
-    uint64_t key;               /* as in tok_merge; 0 = empty */
-    int32_t  rank;              /* -1: the pair does not merge */
-    int32_t  merged;
-} tok_pair_slot;
-
-#define TOK_PAIR_CACHE 4096     /* 64 KB: stays in L2 */
+#define TOK_PAIR_CACHE_BITS 13  /* 64 KB: stays in L2 */
 
 typedef struct tok_bpe_scratch {
     int32_t  *sym;              /* symbol ids */
     int32_t  *next, *prev;
     uint64_t *heap;
     size_t    cap;
-    /* A small direct-mapped cache in front of the 4 MB merge table: the
-     * same pairs come back all the time (the bytes of one script). */
-    tok_pair_slot *pairs;
+    /* A small direct-mapped cache in front of the merge table: the same
+     * pairs come back all the time (the bytes of one script).  Entries
+     * are merge-table words, rank TOK_RANK_MASK for "does not merge". */
+    uint64_t *pairs;
 } tok_bpe_scratch;
 
 int tok_bpe(const sg_tokenizer *t, const char *s, size_t n,
@@ -159,6 +174,25 @@ int tok_bpe(const sg_tokenizer *t, const char *s, size_t n,
 int tok_bpe_simple(const sg_tokenizer *t, const char *s, size_t n,
     int32_t *out);
 void tok_bpe_scratch_free(tok_bpe_scratch *sc);
+
+/* tok_piece_cache.c: pieces already encoded in this call -> their ids. */
+#define TOK_CACHE_MAX_PIECE 256 /* longer pieces are not cached */
+
+typedef struct tok_piece_cache {
+    uint64_t *slots;            /* hash tag << 32 | (entry + 1); 0 = empty */
+    uint32_t  mask, used;
+    int32_t  *arena;            /* the entries */
+    size_t    n, cap;
+} tok_piece_cache;
+
+/* The ids of piece s[0, n) (*n_ids of them) or NULL; *hash is for _put. */
+const int32_t *tok_piece_cache_get(const tok_piece_cache *c, const char *s,
+    size_t n, uint64_t *hash, size_t *n_ids);
+/* Remembers a piece (pieces over TOK_CACHE_MAX_PIECE are not kept);
+ * -1 when out of memory. */
+int tok_piece_cache_put(tok_piece_cache *c, const char *s, size_t n,
+    uint64_t hash, const int32_t *ids, size_t n_ids);
+void tok_piece_cache_free(tok_piece_cache *c);
 
 /* tok_unicode_extra.c (generated): code points Node's \p{L,M,N,P,S} have
  * and this PCRE2's tables lack, as the body of a character class. */

@@ -215,13 +215,18 @@ load_merges(loader *L, const cJSON *merges)
 {
     sg_tokenizer *t = L->t;
     int n = cJSON_GetArraySize(merges), rank = 0;
-    size_t cap = 16;
     const cJSON *e;
 
-    while (cap < (size_t)n * 2) cap <<= 1;
-    t->merges = calloc(cap, sizeof(tok_merge));
-    if (t->merges == NULL) return fail(L, "out of memory");
-    t->merge_mask = cap - 1;
+    /* The merge table packs ids and ranks into one word per slot. */
+    if (t->n_ids >= (1 << TOK_ID_BITS) - 1) {
+        return fail(L, "model.vocab: %d ids, at most %d supported", t->n_ids,
+                    (1 << TOK_ID_BITS) - 2);
+    }
+    if (n >= (int)TOK_RANK_MASK) {
+        return fail(L, "model.merges: %d merges, at most %d supported", n,
+                    (int)TOK_RANK_MASK - 1);
+    }
+    if (tok_merges_init(t, (size_t)n) != 0) return fail(L, "out of memory");
     t->n_merges = n;
 
     cJSON_ArrayForEach(e, merges) {
@@ -711,6 +716,8 @@ sg_tokenizer_free(sg_tokenizer *t)
     free(t->id_used);
     free(t->vocab.slots);
     free(t->merges);
+    free(t->merge_result);
+    free(t->merge_bloom);
     free(t->trie);
     free(t->node_added);
     free(t->added);

@@ -1,11 +1,13 @@
 /*
  * Hashing and the two lookup tables of the tokenizer: token bytes -> id and
- * (left id, right id) -> merge.  Both are open-addressing with linear
- * probing, sized to at most half full, built once at load and then only
- * read (safe to share across threads).
+ * (left id, right id) -> merge (tok_internal.h says why it looks as it
+ * does).  Both are open-addressing with linear probing, sized to at most
+ * half full, built once at load and then only read (safe to share across
+ * threads).
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "tok_internal.h"
 
@@ -88,41 +90,85 @@ mix64(uint64_t k)
     k ^= k >> 33;
     k *= 0xFF51AFD7ED558CCDull;
     k ^= k >> 33;
+    k *= 0xC4CEB9FE1A85EC53ull;
+    k ^= k >> 33;
     return k;
 }
 
-int32_t
-tok_merge_get(const sg_tokenizer *t, int32_t left, int32_t right,
-    int32_t *merged)
+/* Zeroed memory; tables of 2 MB or more are asked to sit in huge pages
+ * (one TLB entry instead of 512: the lookups are random). */
+static void *
+table_alloc(size_t bytes)
 {
-    /* +1 on both ids keeps the key of (0, 0) away from the empty marker. */
-    uint64_t key = ((uint64_t)(uint32_t)(left + 1) << 32)
-                   | (uint32_t)(right + 1);
-    uint64_t i = mix64(key) & t->merge_mask;
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL;
 
-    while (t->merges[i].key != 0) {
-        if (t->merges[i].key == key) {
-            *merged = t->merges[i].merged;
-            return t->merges[i].rank;
+    if (bytes < huge) return calloc(1, bytes);
+    if (posix_memalign(&p, huge, bytes) != 0) return NULL;
+    (void)madvise(p, bytes, MADV_HUGEPAGE);    /* only a hint */
+    memset(p, 0, bytes);
+    return p;
+}
+
+int
+tok_merges_init(sg_tokenizer *t, size_t n)
+{
+    size_t cap = 16, words = 8;
+
+    while (cap < n * 2) cap <<= 1;
+    /* About four pairs a word: 1-2 % false positives. */
+    while (words * 4 < n) words <<= 1;
+    t->merges = table_alloc(cap * sizeof(uint64_t));
+    t->merge_bloom = table_alloc(words * sizeof(uint64_t));
+    t->merge_result = malloc((n ? n : 1) * sizeof(int32_t));
+    if (t->merges == NULL || t->merge_bloom == NULL
+        || t->merge_result == NULL) {
+        return -1;
+    }
+    t->merge_mask = cap - 1;
+    t->bloom_shift = 64 - __builtin_ctzll(words);
+    return 0;
+}
+
+/* The two filter bits of a pair, from hash bits the slot index and the
+ * word index do not use. */
+static inline uint64_t
+bloom_bits(uint64_t h)
+{
+    return (1ull << ((h >> 24) & 63)) | (1ull << ((h >> 30) & 63));
+}
+
+int32_t
+tok_merge_rank(const sg_tokenizer *t, int32_t left, int32_t right)
+{
+    uint64_t key = tok_pair_key(left, right), h = mix64(key), bits;
+    uint64_t i = h & t->merge_mask, slot;
+
+    bits = bloom_bits(h);
+    if ((t->merge_bloom[h >> t->bloom_shift] & bits) != bits) return -1;
+    while ((slot = t->merges[i]) != 0) {
+        if (slot >> TOK_RANK_BITS == key) {
+            return (int32_t)(slot & TOK_RANK_MASK);
         }
         i = (i + 1) & t->merge_mask;
     }
     return -1;
 }
 
+/* The caller keeps ids below 2^TOK_ID_BITS - 1 and ranks below
+ * 2^TOK_RANK_BITS (tok_load.c checks both). */
 void
 tok_merge_put(sg_tokenizer *t, int32_t left, int32_t right, int32_t rank,
     int32_t merged)
 {
-    uint64_t key = ((uint64_t)(uint32_t)(left + 1) << 32)
-                   | (uint32_t)(right + 1);
-    uint64_t i = mix64(key) & t->merge_mask;
+    uint64_t key = tok_pair_key(left, right), h = mix64(key);
+    uint64_t i = h & t->merge_mask;
 
     /* A pair listed twice keeps its later rank, as the JS Map does. */
-    while (t->merges[i].key != 0 && t->merges[i].key != key) {
+    while (t->merges[i] != 0 && t->merges[i] >> TOK_RANK_BITS != key) {
         i = (i + 1) & t->merge_mask;
     }
-    t->merges[i].key = key;
-    t->merges[i].rank = rank;
-    t->merges[i].merged = merged;
+    t->merges[i] = key << TOK_RANK_BITS | (uint64_t)rank;
+    t->merge_result[rank] = merged;
+    t->merge_bloom[h >> t->bloom_shift] |= bloom_bits(h);
 }

@@ -16,26 +16,12 @@
 
 #include "tok_internal.h"
 
-#define CACHE_MAX_PIECE 256
-
-typedef struct cache_slot {
-    const char *key;        /* NULL = empty */
-    uint32_t    len;
-    uint32_t    n_ids;
-    size_t      at;         /* into cache_ids */
-} cache_slot;
-
 typedef struct enc {
     const sg_tokenizer *t;
     int32_t     *ids;
     size_t       n, cap;
-    int32_t     *cache_ids;
-    size_t       cache_n, cache_cap;
-    cache_slot  *slots;
-    size_t       mask, used;
+    tok_piece_cache cache;
     tok_bpe_scratch sc;
-    int32_t     *tmp;       /* BPE output of one piece */
-    size_t       tmp_cap;
     const char  *orig;      /* the bytes pieces are cut from */
     const size_t *map;      /* sanitized offset -> orig offset, or NULL */
 } enc;
@@ -55,6 +41,41 @@ reserve_ids(int32_t **p, size_t *cap, size_t need)
     return 0;
 }
 
+/* Encodes one final piece, given by its original bytes.  BPE writes
+ * straight into the output (a piece of n bytes is at most n ids). */
+static int
+encode_piece(enc *e, const char *p, size_t n)
+{
+    const int32_t *hit;
+    uint64_t h = 0;
+    size_t k;
+    int m;
+
+    if (reserve_ids(&e->ids, &e->cap, e->n + n) != 0) return -1;
+    if (n == 1) {
+        e->ids[e->n++] = e->t->byte_id[(unsigned char)p[0]];
+        return 0;
+    }
+    if (n <= TOK_CACHE_MAX_PIECE) {
+        hit = tok_piece_cache_get(&e->cache, p, n, &h, &k);
+        if (hit != NULL) {
+            /* Mostly one to three ids: a plain loop beats memcpy. */
+            for (size_t i = 0; i < k; i++) e->ids[e->n + i] = hit[i];
+            e->n += k;
+            return 0;
+        }
+    }
+    m = tok_bpe(e->t, p, n, &e->sc, e->ids + e->n);
+    if (m < 0) return -1;
+    if (n <= TOK_CACHE_MAX_PIECE
+        && tok_piece_cache_put(&e->cache, p, n, h, e->ids + e->n,
+                               (size_t)m) != 0) {
+        return -1;
+    }
+    e->n += (size_t)m;
+    return 0;
+}
+
 static int
 push_ids(enc *e, const int32_t *ids, size_t n)
 {
@@ -62,64 +83,6 @@ push_ids(enc *e, const int32_t *ids, size_t n)
     memcpy(e->ids + e->n, ids, n * sizeof(int32_t));
     e->n += n;
     return 0;
-}
-
-static int
-cache_grow(enc *e)
-{
-    size_t cap = e->mask ? (e->mask + 1) * 2 : 4096;
-    cache_slot *s = calloc(cap, sizeof(cache_slot));
-
-    if (s == NULL) return -1;
-    for (size_t i = 0; e->mask && i <= e->mask; i++) {
-        cache_slot *o = &e->slots[i];
-        if (o->key == NULL) continue;
-        size_t h = tok_hash_bytes(o->key, o->len, 1) & (cap - 1);
-        while (s[h].key != NULL) h = (h + 1) & (cap - 1);
-        s[h] = *o;
-    }
-    free(e->slots);
-    e->slots = s;
-    e->mask = cap - 1;
-    return 0;
-}
-
-/* Encodes one final piece, given by its original bytes. */
-static int
-encode_piece(enc *e, const char *p, size_t n)
-{
-    cache_slot *slot = NULL;
-    int k;
-
-    if (n == 1) return push_ids(e, &e->t->byte_id[(unsigned char)p[0]], 1);
-    if (n <= CACHE_MAX_PIECE) {
-        if (e->used * 2 >= e->mask && cache_grow(e) != 0) return -1;
-        size_t h = tok_hash_bytes(p, n, 1) & e->mask;
-        while (e->slots[h].key != NULL) {
-            cache_slot *s = &e->slots[h];
-            if (s->len == n && memcmp(s->key, p, n) == 0) {
-                return push_ids(e, e->cache_ids + s->at, s->n_ids);
-            }
-            h = (h + 1) & e->mask;
-        }
-        slot = &e->slots[h];
-    }
-    if (reserve_ids(&e->tmp, &e->tmp_cap, n) != 0) return -1;
-    k = tok_bpe(e->t, p, n, &e->sc, e->tmp);
-    if (k < 0) return -1;
-    if (slot != NULL) {
-        if (reserve_ids(&e->cache_ids, &e->cache_cap, e->cache_n + (size_t)k)) {
-            return -1;
-        }
-        memcpy(e->cache_ids + e->cache_n, e->tmp, (size_t)k * sizeof(int32_t));
-        slot->key = p;
-        slot->len = (uint32_t)n;
-        slot->n_ids = (uint32_t)k;
-        slot->at = e->cache_n;
-        e->cache_n += (size_t)k;
-        e->used++;
-    }
-    return push_ids(e, e->tmp, (size_t)k);
 }
 
 static int
@@ -314,9 +277,7 @@ sg_tokenizer_encode(const sg_tokenizer *t, const char *text, size_t len,
     if (reserve_ids(&e.ids, &e.cap, len / 3 + 16) != 0) return -1;
     rc = encode_all(&e, text, len, special);
     if (rc == 0 && e.ids == NULL) rc = reserve_ids(&e.ids, &e.cap, 1);
-    free(e.cache_ids);
-    free(e.slots);
-    free(e.tmp);
+    tok_piece_cache_free(&e.cache);
     tok_bpe_scratch_free(&e.sc);
     if (rc != 0) {
         free(e.ids);

@@ -278,6 +278,10 @@ bad_conf conf_error_backend "sparsegate_backend tpu;" 'invalid value "tpu".*ngin
 bad_conf conf_error_time "sparsegate_store_timeout forever;" 'sparsegate_store_timeout.*invalid value.*nginx.conf:[0-9]+'
 bad_conf conf_error_number "sparsegate_max_queue 0;" 'greater than 1 in .*nginx.conf:[0-9]+'
 bad_conf conf_error_store "sparsegate_store mysql:x;" 'sparsegate_store.*nginx.conf:[0-9]+'
+bad_conf conf_error_index_share "sparsegate_index_share two;" 'sparsegate_index_share.*invalid.*nginx.conf:[0-9]+'
+gw_conf "$gw_dir/bad" "$port" "sparsegate_index_share 2;"
+nginx -t -p "$gw_dir/bad" -c "$gw_dir/bad/conf/nginx.conf" >"$gw_dir/bad.out" 2>&1
+gw_check conf_index_share_ok "$?" "$(cat "$gw_dir/bad.out")"
 sed -i "s#sparsegate_model $gw_model_dir;#sparsegate_model $gw_dir/no-such-model;#" "$gw_dir/bad/conf/nginx.conf"
 nginx -t -p "$gw_dir/bad" -c "$gw_dir/bad/conf/nginx.conf" >"$gw_dir/bad.out" 2>&1
 gw_check conf_error_model "$(grep -Eq 'no-such-model.*config.json.*nginx.conf:[0-9]+' "$gw_dir/bad.out"; echo $?)" "$(cat "$gw_dir/bad.out")"
