@@ -15,72 +15,50 @@
 #include "cpu_internal.h"
 
 #define X_TILE 16            /* input rows per work item */
-#define W_TILE 16            /* weight rows per work item */
+#define W_TILE 18            /* weight rows per work item (3 at a time) */
 #define C_TILE 512           /* columns per pass (a multiple of 128) */
 
 /*
- * Columns [j0, j1) of nw weight rows (stored dtype) against nx input rows
- * (nw = 1 or 2, nx = 1 or 4, constants after inlining): each weight vector
- * is converted once for all nx inputs, each input vector loaded once for
- * all nw rows.  acc[u * 4 + t] += w[u] . x[t], every pair summed in the
- * same order whatever nw and nx are.
+ * Columns [j0, j1) of nw weight rows against nx input rows (nw = 1..3,
+ * nx = 1 or 4, constants after inlining): each weight vector is converted
+ * once for all nx inputs, each input vector loaded once for all nw rows
+ * (3 x 4: twelve accumulators, seven loads per twelve FMAs).  acc[u * 4 +
+ * t] += w[u] . x[t], every pair summed in the same order (8 lanes, columns
+ * in order) whatever nw and nx are.  The unroll pragmas keep the
+ * accumulators in registers (without them GCC -O2 keeps them on the stack
+ * and the kernel runs 3-5x slower).
  */
+static inline __attribute__((always_inline)) __m256
+load_w8(const void *w, sg_dtype dt, int64_t j)
+{
+    switch (dt) {
+    case SG_F32:
+        return _mm256_loadu_ps((const float *)w + j);
+    case SG_BF16:
+        return cpu_bf16x8((const uint16_t *)w + j);
+    default:
+        return cpu_e4m3x8_scaled((const uint8_t *)w + j);
+    }
+}
+
 static inline __attribute__((always_inline)) void
-row_kernel(const void *const *w, const int nw, sg_dtype dt,
+row_kernel(const void *const *w, const int nw, const sg_dtype dt,
            const float *const *x, const int nx, int64_t j0, int64_t j1,
            __m256 *acc)
 {
-    int64_t j = j0;
-    __m256  wv[2], wh[2];
+    __m256 wv[3];
 
-    switch (dt) {
-    case SG_F32:
-        for (; j + 8 <= j1; j += 8) {
+    for (int64_t j = j0; j + 8 <= j1; j += 8) {
+#pragma GCC unroll 3
+        for (int u = 0; u < nw; u++)
+            wv[u] = load_w8(w[u], dt, j);
+#pragma GCC unroll 4
+        for (int t = 0; t < nx; t++) {
+            __m256 xv = _mm256_loadu_ps(x[t] + j);
+#pragma GCC unroll 3
             for (int u = 0; u < nw; u++)
-                wv[u] = _mm256_loadu_ps((const float *)w[u] + j);
-            for (int t = 0; t < nx; t++) {
-                __m256 xv = _mm256_loadu_ps(x[t] + j);
-                for (int u = 0; u < nw; u++)
-                    acc[u * 4 + t] = _mm256_fmadd_ps(wv[u], xv, acc[u * 4 + t]);
-            }
+                acc[u * 4 + t] = _mm256_fmadd_ps(wv[u], xv, acc[u * 4 + t]);
         }
-        break;
-    case SG_BF16:
-        for (; j + 8 <= j1; j += 8) {
-            for (int u = 0; u < nw; u++)
-                wv[u] = cpu_bf16x8((const uint16_t *)w[u] + j);
-            for (int t = 0; t < nx; t++) {
-                __m256 xv = _mm256_loadu_ps(x[t] + j);
-                for (int u = 0; u < nw; u++)
-                    acc[u * 4 + t] = _mm256_fmadd_ps(wv[u], xv, acc[u * 4 + t]);
-            }
-        }
-        break;
-    case SG_F8_E4M3:
-        for (; j + 16 <= j1; j += 16) {
-            for (int u = 0; u < nw; u++)
-                cpu_e4m3x16_scaled((const uint8_t *)w[u] + j, &wv[u], &wh[u]);
-            for (int t = 0; t < nx; t++) {
-                __m256 xl = _mm256_loadu_ps(x[t] + j);
-                __m256 xh = _mm256_loadu_ps(x[t] + j + 8);
-                for (int u = 0; u < nw; u++) {
-                    acc[u * 4 + t] = _mm256_fmadd_ps(wv[u], xl, acc[u * 4 + t]);
-                    acc[u * 4 + t] = _mm256_fmadd_ps(wh[u], xh, acc[u * 4 + t]);
-                }
-            }
-        }
-        for (; j + 8 <= j1; j += 8) {
-            for (int u = 0; u < nw; u++)
-                wv[u] = cpu_e4m3x8_scaled((const uint8_t *)w[u] + j);
-            for (int t = 0; t < nx; t++) {
-                __m256 xv = _mm256_loadu_ps(x[t] + j);
-                for (int u = 0; u < nw; u++)
-                    acc[u * 4 + t] = _mm256_fmadd_ps(wv[u], xv, acc[u * 4 + t]);
-            }
-        }
-        break;
-    default:
-        break;
     }
 }
 
@@ -129,9 +107,11 @@ pairs_tile(const void *const *wr, sg_dtype kdt, const float *const *srow,
         int64_t jv = bend & ~(int64_t)7;     /* block starts are multiples
                                                  of 8 */
         int64_t j1 = c1 < jv ? c1 : jv;
-        __m256  acc[8];
+        __m256  acc[12];
 
+#pragma GCC unroll 3
         for (int u = 0; u < nw; u++)
+#pragma GCC unroll 4
             for (int t = 0; t < nx; t++)
                 acc[u * 4 + t] = j0 % blk == 0
                                  ? _mm256_setzero_ps()
@@ -139,7 +119,9 @@ pairs_tile(const void *const *wr, sg_dtype kdt, const float *const *srow,
         row_kernel(wr, nw, kdt, x, nx, j0, j1, acc);
         if (c1 < bend) {
             /* the block goes on in the next tile */
+#pragma GCC unroll 3
             for (int u = 0; u < nw; u++)
+#pragma GCC unroll 4
                 for (int t = 0; t < nx; t++)
                     _mm256_storeu_ps(st[u * X_TILE + t].acc, acc[u * 4 + t]);
             break;
@@ -160,6 +142,40 @@ pairs_tile(const void *const *wr, sg_dtype kdt, const float *const *srow,
             }
         }
     }
+}
+
+/* pairs_tile with nw, nx and the dtype constants in each branch. */
+static void
+tile_any(const void *const *wr, sg_dtype dt, const float *const *srow,
+         int nw, int64_t cols, const float *const *x, int nx, int64_t c0,
+         int64_t c1, pair_state *st)
+{
+#define TILE(DT, NW, NX)                                                    \
+    pairs_tile(wr, DT, srow, NW, cols, x, NX, c0, c1, st)
+#define SHAPES(DT)                                                          \
+    if (nx == 4) {                                                          \
+        if (nw == 3) TILE(DT, 3, 4);                                        \
+        else if (nw == 2) TILE(DT, 2, 4);                                   \
+        else TILE(DT, 1, 4);                                                \
+    } else {                                                                \
+        if (nw == 3) TILE(DT, 3, 1);                                        \
+        else if (nw == 2) TILE(DT, 2, 1);                                   \
+        else TILE(DT, 1, 1);                                                \
+    }
+
+    switch (dt) {
+    case SG_F32:
+        SHAPES(SG_F32);
+        break;
+    case SG_BF16:
+        SHAPES(SG_BF16);
+        break;
+    default:
+        SHAPES(SG_F8_E4M3);
+        break;
+    }
+#undef SHAPES
+#undef TILE
 }
 
 typedef struct {
@@ -195,10 +211,10 @@ linear_range(void *c, int64_t t0, int64_t t1)
         for (int64_t c0 = 0; c0 < cols; c0 += C_TILE) {
             int64_t c1 = c0 + C_TILE < cols ? c0 + C_TILE : cols;
 
-            for (int64_t r = r0; r < r1; r += 2) {
-                int          nw = r + 1 < r1 ? 2 : 1;
-                const void  *wr[2];
-                const float *srow[2] = { NULL, NULL };
+            for (int64_t r = r0; r < r1; r += 3) {
+                int          nw = r1 - r < 3 ? (int)(r1 - r) : 3;
+                const void  *wr[3];
+                const float *srow[3] = { NULL, NULL, NULL };
                 const float *xs[4];
                 int64_t      i = x0;
 
@@ -214,18 +230,7 @@ linear_range(void *c, int64_t t0, int64_t t1)
 
                     for (int k = 0; k < nx; k++)
                         xs[k] = L->x + (i + k) * cols;
-                    if (nw == 2 && nx == 4)
-                        pairs_tile(wr, w->dtype, srow, 2, cols, xs, 4, c0, c1,
-                                   ps);
-                    else if (nw == 2)
-                        pairs_tile(wr, w->dtype, srow, 2, cols, xs, 1, c0, c1,
-                                   ps);
-                    else if (nx == 4)
-                        pairs_tile(wr, w->dtype, srow, 1, cols, xs, 4, c0, c1,
-                                   ps);
-                    else
-                        pairs_tile(wr, w->dtype, srow, 1, cols, xs, 1, c0, c1,
-                                   ps);
+                    tile_any(wr, w->dtype, srow, nw, cols, xs, nx, c0, c1, ps);
                     i += nx;
                 }
             }

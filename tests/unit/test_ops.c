@@ -166,6 +166,10 @@ test_linear(void)
         linear_case(SG_F8_E4M3, 200, 384, ns[k], 1, 1, 1);
         linear_case(SG_F8_E4M3, 131, 256, ns[k], 1, 0, 0);
     }
+    /* several input tiles, 6-row tails, column chunks and a short last
+     * 128-column block */
+    linear_case(SG_BF16, 131, 1100, 100, 0, 0, 1);
+    linear_case(SG_F8_E4M3, 131, 1100, 100, 1, 0, 0);
 }
 
 /* Each output row is bitwise the same whether its input row comes alone
@@ -173,18 +177,19 @@ test_linear(void)
 static void
 linear_invariance(sg_dtype dt, int aq)
 {
-    enum { ROWS = 70, COLS = 264, N = 23 };
+    enum { ROWS = 70, COLS = 1100, N = 110 };
     weight w;
     float *x = randn_buf((size_t)N * COLS, 1.0f);
     float *y = B->ops->alloc(B, sizeof(float) * N * ROWS);
-    float *y1 = B->ops->alloc(B, sizeof(float) * 5 * ROWS);
+    float *y1 = B->ops->alloc(B, sizeof(float) * 50 * ROWS);
     char   name[96];
     int    bad = 0;
 
     weight_make(&w, dt, ROWS, COLS, 1);
     B->ops->linear(B, &w.t, x, N, y, aq, 1);
     for (int t = 0; t < N; t++) {
-        int m = t % 3 == 0 && t + 5 <= N ? 5 : 1;   /* alone or 5 at once */
+        /* alone, 5 or 50 at once (50: rows in two input tiles) */
+        int m = t == 7 ? 50 : t % 3 == 0 && t + 5 <= N ? 5 : 1;
 
         B->ops->linear(B, &w.t, x + (size_t)t * COLS, m, y1, aq, 1);
         bad += memcmp(y1, y + (size_t)t * ROWS, sizeof(float) * m * ROWS) != 0;
