@@ -341,7 +341,8 @@ cu_index_scores(sg_backend *b, const sg_kv_pool *pool, int layer,
     char      *s;
     int        n = rows->n;
 
-    if (n <= 0 || c->failed)
+    /* no columns: nothing to write (a zero-sized grid fails to launch) */
+    if (n <= 0 || scores_stride <= 0 || c->failed)
         return;
     if (pool->index_dim != IX_D) {
         cu_fail(b, "cuda: index_scores: index_dim %d (the kernel needs %d)",
@@ -632,7 +633,8 @@ cu_attn_prefill(sg_backend *b, const float *q, const float *kv,
                                        + 5 * PF_KEYS);
     char      *s;
 
-    if (n <= 0 || c->failed)
+    /* no heads: nothing to write (a zero-sized grid fails to launch) */
+    if (n <= 0 || heads <= 0 || c->failed)
         return;
     if (v > 512 || smem > (size_t)limit_prefill) {
         cu_fail(b, "cuda: attn_prefill: head dims %d+%d/%d too large", nope,
@@ -1109,12 +1111,22 @@ cu_attn_decode(sg_backend *b, const sg_kv_pool *pool, int layer,
     dev_rows   d;
     char      *s;
 
-    if (n <= 0 || c->failed)
+    /* no heads: nothing to write; groups = 0 would also divide by zero
+     * in the split count below */
+    if (n <= 0 || heads <= 0 || c->failed)
         return;
     if (lora % 8 != 0 || lora / 8 > DC_ACC || smem > (size_t)limit_decode) {
         cu_fail(b, "cuda: attn_decode: kv_lora %d + rope %d unsupported "
                 "(kv_lora <= %d, multiple of 8)", lora, pool->rope,
                 8 * DC_ACC);
+        return;
+    }
+    /* the kernels index the FP8 scales as [slot][kv_lora / 128]; the CPU
+     * rounds the block count up, so other sizes would read wrong scales
+     * (kv_store refuses them too) */
+    if (pool->latent_fp8 && lora % 128 != 0) {
+        cu_fail(b, "cuda: attn_decode: FP8 latent with kv_lora %d (needs a "
+                "multiple of 128)", lora);
         return;
     }
     for (int i = 0; i < n; i++) {

@@ -5,8 +5,8 @@
  *
  * Numerics follow the CPU backend (the reference): activations f32, every
  * product accumulated in f32.  BF16 weights at batch > 8 go through cuBLAS
- * on tensor cores with the activations split into two bf16 halves
- * (x = hi + lo), which keeps about 16 bits of each activation instead of 8;
+ * on tensor cores with the activations split into three bf16 parts
+ * (x = hi + mid + lo), which keeps all 24 bits of each activation;
  * FP8 weights are dequantized on load (e4m3 times its block scale) into an
  * f32 FMA GEMM, so the result does not depend on the tensor cores' reduced
  * FP8 accumulation.
@@ -42,6 +42,10 @@ cu_check(sg_backend *b, cudaError_t e, const char *what)
     if (e == cudaSuccess)
         return 0;
     cu_fail(b, "cuda: %s: %s", what, cudaGetErrorString(e));
+    /* the runtime also keeps it as its last error: consume it, or the
+     * next op's launch check reports it again after sync cleared it
+     * (a sticky device error comes back from every call anyway) */
+    cudaGetLastError();
     return -1;
 }
 
@@ -264,16 +268,28 @@ op_prepare_weight(sg_backend *b, sg_tensor *t, char *err, int errlen)
     }
     /* copied once, on the ops' stream (ordered before any op that reads
      * the weight; a pageable source is staged before the call returns) */
-    if (cudaMemcpyAsync(d, t->data, bytes, cudaMemcpyHostToDevice,
-                        c->stream) != cudaSuccess
-        || (sbytes && cudaMemcpyAsync(ds, t->scale, sbytes,
-                                      cudaMemcpyHostToDevice,
-                                      c->stream) != cudaSuccess)
-        || keep_weight(b, d) != 0 || (ds && keep_weight(b, ds) != 0))
-    {
+    cudaError_t e = cudaMemcpyAsync(d, t->data, bytes, cudaMemcpyHostToDevice,
+                                    c->stream);
+    if (e == cudaSuccess && sbytes)
+        e = cudaMemcpyAsync(ds, t->scale, sbytes, cudaMemcpyHostToDevice,
+                            c->stream);
+    /* both kept, or neither: destroy frees exactly what was kept */
+    int kept = e == cudaSuccess && keep_weight(b, d) == 0;
+    if (kept && ds && keep_weight(b, ds) != 0) {
+        c->n_weights--;
+        kept = 0;
+    }
+    if (!kept) {
         snprintf(err, errlen, "cuda: copying weight %s to the device: %s",
                  t->name ? t->name : "(unnamed)",
-                 cudaGetErrorString(cudaGetLastError()));
+                 e != cudaSuccess ? cudaGetErrorString(e)
+                                  : "out of host memory");
+        /* the queued copy may still read d: wait before freeing */
+        cudaStreamSynchronize(c->stream);
+        cudaGetLastError();
+        cudaFree(d);
+        if (ds)
+            cudaFree(ds);
         return -1;
     }
     t->dev = d;
@@ -351,6 +367,16 @@ cu_embed(sg_backend *b, const sg_tensor *t, const int32_t *tokens, int n,
 
     if (n <= 0 || cu_weight_of(b, t, &w))
         return;
+    /* a token past the table would be an illegal address on the device,
+     * which poisons the whole context: refuse it here, by name */
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= w.rows) {
+            cu_fail(b, "cuda: embed: token %d outside %s (%lld rows)",
+                    tokens[i], t->name ? t->name : "the table",
+                    (long long)w.rows);
+            return;
+        }
+    }
     dt = (int32_t *)cu_scratch(b, sizeof(int32_t) * n);
     if (dt == NULL || cu_put(b, dt, tokens, sizeof(int32_t) * n))
         return;
@@ -506,15 +532,27 @@ k_gemm_tiled(cu_weight w, const float *x, int n, float *y)
     }
 }
 
-/* x = hi + lo, both bf16 (RNE), for the two-pass tensor-core product */
+/*
+ * x = hi + mid + lo, each bf16 (RNE), for the three-pass tensor-core
+ * product.  Each remainder is exact in f32, so the three parts hold x's 24
+ * bits and every product with a bf16 weight is exact in the f32
+ * accumulator.  (Two parts kept ~16 bits: a relative error of ~2^-17 in
+ * the outputs, enough to flip e4m3 codes of the indexer's query and with
+ * them the top-k sets the model checks compare exactly.)
+ */
 __global__ void
-k_split_bf16(const float *x, size_t count, __nv_bfloat16 *hi, __nv_bfloat16 *lo)
+k_split_bf16(const float *x, size_t count, __nv_bfloat16 *hi,
+             __nv_bfloat16 *mid, __nv_bfloat16 *lo)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count;
          i += (size_t)gridDim.x * blockDim.x) {
-        __nv_bfloat16 h = __float2bfloat16_rn(x[i]);
+        float         v = x[i];
+        __nv_bfloat16 h = __float2bfloat16_rn(v);
+        float         r = v - __bfloat162float(h);
+        __nv_bfloat16 m = __float2bfloat16_rn(r);
         hi[i] = h;
-        lo[i] = __float2bfloat16_rn(x[i] - __bfloat162float(h));
+        mid[i] = m;
+        lo[i] = __float2bfloat16_rn(r - __bfloat162float(m));
     }
 }
 
@@ -544,32 +582,32 @@ gemm_bf16_split(sg_backend *b, const cu_weight &w, const float *x, int n,
                 float *y)
 {
     cuda_impl *c = cu(b);
-    size_t     count = (size_t)n * w.cols;
-    char      *s = (char *)cu_scratch(b, 2 * cu_al(count * 2));
-    __nv_bfloat16 *hi = (__nv_bfloat16 *)s;
-    __nv_bfloat16 *lo = (__nv_bfloat16 *)(s + cu_al(count * 2));
-    float one = 1.0f, zero = 0.0f;
-    int   R = (int)w.rows, C = (int)w.cols;
+    size_t     count = (size_t)n * w.cols, part = cu_al(count * 2);
+    char      *s = (char *)cu_scratch(b, 3 * part);
+    float      one = 1.0f, zero = 0.0f;
+    int        R = (int)w.rows, C = (int)w.cols;
 
     if (s == NULL)
         return;
+    __nv_bfloat16 *xs[3] = { (__nv_bfloat16 *)s, (__nv_bfloat16 *)(s + part),
+                             (__nv_bfloat16 *)(s + 2 * part) };
     k_split_bf16<<<CU_GRID(count, 256) < 65535 ? CU_GRID(count, 256) : 65535,
-                   256, 0, c->stream>>>(x, count, hi, lo);
+                   256, 0, c->stream>>>(x, count, xs[0], xs[1], xs[2]);
     if (cu_launched(b, "split_bf16"))
         return;
     /* row-major y[n][R] = x[n][C] W[R][C]^T is column-major
-     * y(R x n) = W(C x R)^T x(C x n) */
-    if (cu_check_blas(b, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, R, n,
-                                      C, &one, w.p, CUDA_R_16BF, C, hi,
-                                      CUDA_R_16BF, C, &zero, y, CUDA_R_32F, R,
-                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                      "bf16 gemm (hi)"))
-        return;
-    cu_check_blas(b, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, R, n, C,
-                                  &one, w.p, CUDA_R_16BF, C, lo, CUDA_R_16BF,
-                                  C, &one, y, CUDA_R_32F, R,
-                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                  "bf16 gemm (lo)");
+     * y(R x n) = W(C x R)^T x(C x n); the largest part first, the others
+     * added on (beta = 1) */
+    for (int p = 0; p < 3; p++) {
+        if (cu_check_blas(b, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N,
+                                          R, n, C, &one, w.p, CUDA_R_16BF, C,
+                                          xs[p], CUDA_R_16BF, C,
+                                          p ? &one : &zero, y, CUDA_R_32F, R,
+                                          CUBLAS_COMPUTE_32F,
+                                          CUBLAS_GEMM_DEFAULT),
+                          "bf16 gemm"))
+            return;
+    }
 }
 
 void

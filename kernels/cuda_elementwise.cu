@@ -340,19 +340,23 @@ k_act_quant(const float *x, int rows, int dim, uint8_t *q, float *scale,
     int     len = dim - c0 < 128 ? dim - c0 : 128;
     int64_t base = r * dim + c0;
     float   v[4], amax = 0.0f;
+    bool    nan = false;
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         int c = lane + 32 * j;
         v[j] = c < len ? x[base + c] : 0.0f;
         amax = fmaxf(amax, fabsf(v[j]));
+        nan |= v[j] != v[j];
     }
-    float s = cu_act_scale(warp_max(amax), ue8m0);
+    /* fmaxf drops NaN: a block holding one gets a NaN scale, as on the CPU */
+    float s = __any_sync(0xffffffffu, nan)
+              ? CU_NAN_SCALE : cu_act_scale(warp_max(amax), ue8m0);
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         int c = lane + 32 * j;
         if (c >= len)
             continue;
-        uint8_t o = cu_to_e4m3(fminf(fmaxf(v[j] / s, -448.0f), 448.0f));
+        uint8_t o = cu_act_code(v[j], s);
         if (q)
             q[base + c] = o;
         if (xq)
@@ -455,16 +459,19 @@ k_kv_store(sg_kv_layer L, int kv_lora, int rope, int index_dim, int fp8,
         uint8_t *q = (uint8_t *)L.latent + slot * kv_lora;
         for (int blk = wid; blk < kv_lora / 128; blk += blockDim.x / 32) {
             float v[4], amax = 0.0f;
+            bool  nan = false;
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 v[j] = lat[blk * 128 + lane * 4 + j];
                 amax = fmaxf(amax, fabsf(v[j]));
+                nan |= v[j] != v[j];
             }
-            float s = cu_act_scale(warp_max(amax), ue8m0);
+            /* as k_act_quant: NaN in, NaN scale and codes out */
+            float s = __any_sync(0xffffffffu, nan)
+                      ? CU_NAN_SCALE : cu_act_scale(warp_max(amax), ue8m0);
 #pragma unroll
             for (int j = 0; j < 4; j++)
-                q[blk * 128 + lane * 4 + j] =
-                    cu_to_e4m3(fminf(fmaxf(v[j] / s, -448.0f), 448.0f));
+                q[blk * 128 + lane * 4 + j] = cu_act_code(v[j], s);
             if (lane == 0)
                 L.latent_scale[slot * (kv_lora / 128) + blk] = s;
         }
@@ -562,6 +569,13 @@ cu_kv_gather(sg_backend *b, const sg_kv_pool *pool, int layer,
 
 /* ---- MoE routing -------------------------------------------------------- */
 
+/* cpu_moe.c's argmax order: larger wins, and any number beats a NaN */
+__device__ __forceinline__ bool
+beats(float v, float best)
+{
+    return v > best || (best != best && v == v);
+}
+
 /*
  * One block per row: sigmoid in parallel, then one thread makes the
  * (small, order-sensitive) selection: group scores = sum of each group's
@@ -579,7 +593,10 @@ k_moe_route(const float *logits, const float *bias, int E, int n_group,
 
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
         float l = logits[i * E + e];
-        s[e] = 1.0f / (1.0f + expf(-l));
+        /* CUDA's expf is off by up to 2 ulp where glibc's (the CPU's) is
+         * within 0.502: exp in double, rounded once, nearly always gives
+         * glibc's float, so near-ties between experts break the same way */
+        s[e] = 1.0f / (1.0f + (float)exp(-(double)l));
         ch[e] = s[e] + (bias ? bias[e] : 0.0f);
     }
     __syncthreads();
@@ -610,7 +627,8 @@ k_moe_route(const float *logits, const float *bias, int E, int n_group,
         for (int t = 0; t < topk_group && t < n_group; t++) {
             int best = -1;
             for (int g = 0; g < n_group; g++) {
-                if (!(keep >> g & 1) && (best < 0 || gsc[g] > gsc[best]))
+                if (!(keep >> g & 1)
+                    && (best < 0 || beats(gsc[g], gsc[best])))
                     best = g;
             }
             keep |= 1u << best;
@@ -641,7 +659,7 @@ k_moe_route(const float *logits, const float *bias, int E, int n_group,
                 bool taken = false;
                 for (int t = 0; t < j; t++)
                     taken |= ex[t] == e;
-                if (!taken && (best < 0 || ch[e] > ch[best]))
+                if (!taken && (best < 0 || beats(ch[e], ch[best])))
                     best = e;
             }
             ex[j] = best;

@@ -173,6 +173,23 @@ cu_to_e4m3(float x)
     return (uint8_t)__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3);
 }
 
+/* act_quant's code of x in a block of scale s.  The clamp is written as the
+ * CPU's comparisons so a NaN stays NaN (fminf/fmaxf would turn it into
+ * -448) and converts to 0x7f, as engine/cpu/cpu_fp8.c's e4m3_rne does. */
+__device__ __forceinline__ uint8_t
+cu_act_code(float x, float s)
+{
+    float v = x / s;
+
+    v = v < -448.0f ? -448.0f : v > 448.0f ? 448.0f : v;
+    return cu_to_e4m3(v);
+}
+
+/* The scale of a block holding a NaN: the CPU's NAN * (1/448) keeps the
+ * quiet NaN 0x7fc00000 and skips the ue8m0 rounding (which would turn the
+ * NaN's bits into -0); the GPU's own arithmetic gives 0x7fffffff. */
+#define CU_NAN_SCALE __int_as_float(0x7fc00000)
+
 /* The act_quant scale of a block whose max |x| is amax. */
 __device__ __forceinline__ float
 cu_act_scale(float amax, int ue8m0)

@@ -12,16 +12,35 @@
 #
 # Logs and results go to $OUT when set (the device tool's folder), else to
 # build/gpu/.  Exit status: 0 when every test passed and the bench ran.
+#
+# The device tool kills a command after 600 s, and then nothing after the
+# kill point prints: every phase's timeout comes out of SG_GPU_BUDGET
+# (seconds, default 560) so the summary always comes last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 out=${OUT:-$root/build/gpu}
 mkdir -p "$out"
+# what needs no keeping stays out of $out: the device tool returns at most
+# 8 files from it (the logs, ptxas.txt and RESULTS.md are 7)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 status=0
+ldp=${LD_LIBRARY_PATH:-}       # the loader's path for test_cuda and gpu_bench
+budget=${SG_GPU_BUDGET:-560}
+
+# Seconds this phase may take: at most $1, leaving $2 for what follows
+# (at least 1: `timeout 0` would mean no limit at all).
+phase_timeout() {
+    local t=$((budget - SECONDS - $2))
+    [ "$t" -gt "$1" ] && t=$1
+    [ "$t" -lt 1 ] && t=1
+    echo "$t"
+}
 
 echo "== device"
 if ! nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem \
-        --format=csv,noheader | tee "$out/device.txt"; then
+        --format=csv,noheader | tee "$tmp/device.txt"; then
     echo "no NVIDIA GPU here: nothing to check (the unit suite skips the"
     echo "device tests on such machines)"
     exit 1
@@ -47,7 +66,9 @@ if ls .gpu-debs/*.deb >/dev/null 2>&1; then
     lib=$sysroot/usr/lib/x86_64-linux-gnu
     export CPATH="$inc:$inc/x86_64-linux-gnu:$inc/postgresql:$inc/x86_64-linux-gnu/openblas-pthread${CPATH:+:$CPATH}"
     export LIBRARY_PATH="$lib:$lib/openblas-pthread${LIBRARY_PATH:+:$LIBRARY_PATH}"
-    export LD_LIBRARY_PATH="$lib:$lib/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # for our two programs only: exported, the Debian libraries would also
+    # be loaded by the image's own make, nvcc and python3
+    ldp="$lib:$lib/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     # the unversioned openblas name is an alternatives link, not in a .deb
     [ -e "$lib/libopenblas.so" ] || ln -sf openblas-pthread/libopenblas.so.0 "$lib/libopenblas.so" 2>/dev/null
     echo "using the carried packages under $sysroot"
@@ -55,9 +76,42 @@ fi
 
 echo "== build (sm_90 + compute_90 PTX)"
 if [ "${SG_GPU_PREBUILT:-0}" != 1 ]; then
+    # kernels/kernels.mk looks only at /usr/local/cuda/bin/nvcc and quietly
+    # builds the "built without CUDA" stub when it is not there, which
+    # would make every device test a SKIP: find nvcc, or stop here
+    nvcc_bin=${NVCC:-/usr/local/cuda/bin/nvcc}
+    [ -x "$nvcc_bin" ] || nvcc_bin=$(command -v nvcc || true)
+    if [ -z "$nvcc_bin" ] || [ ! -x "$nvcc_bin" ]; then
+        echo "no nvcc here (looked at /usr/local/cuda/bin and PATH)"
+        exit 1
+    fi
+    cuda_home=$(cd "$(dirname "$nvcc_bin")/.." && pwd)
     start=$SECONDS
-    if ! make -j"$(nproc)" build/tests/test_cuda build/bench/gpu_bench \
-            >"$out/build.log" 2>&1; then
+    mk=(make -j"$(nproc)" NVCC="$nvcc_bin" CUDA_HOME="$cuda_home")
+    # test_cuda and gpu_bench need the engine alone: build them without
+    # the stores (retrieval/, the store-test helper drive_aquery.c) and
+    # link them without -lsqlite3 -lhiredis -lpq, so a bare image needs
+    # neither those packages nor what a Debian libpq5 pulls in (libldap,
+    # krb5, ...).  The link line is the Makefile's own, less those three.
+    "${mk[@]}" build/link-flags.txt >"$out/build.log" 2>&1
+    libs=
+    for w in $(cat build/link-flags.txt 2>/dev/null); do
+        case $w in -lsqlite3|-lhiredis|-lpq) ;; *) libs="$libs $w" ;; esac
+    done
+    helpers=
+    for f in tests/unit/*.c; do
+        case $f in */test_*|*/drive_aquery.c) ;;
+                   *) helpers="$helpers build/obj/${f%.c}.o" ;; esac
+    done
+    # --as-needed: a library none of the code uses is not loaded;
+    # --allow-shlib-undefined: a carried library may name others that
+    # the linker cannot see here (the loader finds them or says so)
+    if ! timeout "$(phase_timeout 300 200)" "${mk[@]}" \
+            LIBS=build/libsparsegate.a TESTLIB_OBJ="$helpers" \
+            LDLIBS="$libs" \
+            LDFLAGS="-pthread -Wl,--as-needed -Wl,--allow-shlib-undefined" \
+            build/tests/test_cuda build/bench/gpu_bench \
+            >>"$out/build.log" 2>&1; then
         tail -n 40 "$out/build.log"
         echo "build failed (log: $out/build.log); if -dev packages are"
         echo "missing here, build on a machine that has them and carry"
@@ -67,7 +121,7 @@ if [ "${SG_GPU_PREBUILT:-0}" != 1 ]; then
     echo "built in $((SECONDS - start)) s"
     # registers / spills of every kernel, for the notes
     for f in kernels/*.cu; do
-        /usr/local/cuda/bin/nvcc -std=c++17 -O3 \
+        "$nvcc_bin" -std=c++17 -O3 \
             -gencode arch=compute_90,code=sm_90 -Iengine -Ikernels \
             -Xptxas -v -c "$f" -o /dev/null 2>&1 | grep -E "Function properties|Used|spill" ;
     done >"$out/ptxas.txt" 2>&1
@@ -77,7 +131,8 @@ fi
 
 echo "== tests: CUDA backend vs CPU backend"
 start=$SECONDS
-timeout 900 build/tests/test_cuda >"$out/test_cuda.log" 2>&1
+LD_LIBRARY_PATH=$ldp timeout "$(phase_timeout 240 200)" build/tests/test_cuda \
+    >"$out/test_cuda.log" 2>&1
 rc=$?
 test_s=$((SECONDS - start))
 passed=$(grep -c '^PASS ' "$out/test_cuda.log")
@@ -86,11 +141,23 @@ skipped=$(grep -c '^SKIP ' "$out/test_cuda.log")
 grep -E '^(FAIL|SKIP|#)' "$out/test_cuda.log"
 if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
     failed=1
-    echo "test_cuda exited with status $rc"
+    echo "test_cuda exited with status $rc (124: out of time)"
     tail -n 20 "$out/test_cuda.log"
 fi
+# On this machine the op checks must run: "SKIP cuda/..." means the
+# backend did not start (no device seen, or the CUDA-less stub was built).
+if grep -q '^SKIP cuda/' "$out/test_cuda.log"; then
+    failed=$((failed + 1))
+    echo "FAIL: the device tests were skipped on a GPU machine"
+fi
+# the model checks need the fixtures (SG_FIXTURES, or shared/ carried)
+fixtures_note=
+grep -q '^SKIP model' "$out/test_cuda.log" \
+    && fixtures_note=" (model: no fixtures)"
 # the same with the indexer's f32 FMA kernel instead of the tensor cores
-SG_CUDA_FMA=1 timeout 900 build/tests/test_cuda >"$out/test_cuda_fma.log" 2>&1
+SG_CUDA_FMA=1 LD_LIBRARY_PATH=$ldp \
+    timeout "$(phase_timeout 240 150)" build/tests/test_cuda \
+    >"$out/test_cuda_fma.log" 2>&1
 frc=$?
 fpassed=$(grep -c '^PASS ' "$out/test_cuda_fma.log")
 ffailed=$(grep -c '^FAIL ' "$out/test_cuda_fma.log")
@@ -102,7 +169,8 @@ failed=$((failed + ffailed))
 
 if [ "${SG_GPU_SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
     echo "== tests under compute-sanitizer (memcheck)"
-    timeout 1200 compute-sanitizer --tool memcheck --error-exitcode 3 \
+    LD_LIBRARY_PATH=$ldp timeout "$(phase_timeout 300 120)" \
+        compute-sanitizer --tool memcheck --error-exitcode 3 \
         build/tests/test_cuda >"$out/sanitizer.log" 2>&1
     src=$?
     tail -n 5 "$out/sanitizer.log"
@@ -111,15 +179,20 @@ fi
 
 echo "== benchmarks"
 start=$SECONDS
-timeout 900 build/bench/gpu_bench "$out/gpu_results.md" >"$out/bench.log" 2>&1
+rm -f "$tmp/gpu_results.md"
+LD_LIBRARY_PATH=$ldp \
+    timeout "$(phase_timeout 400 10)" \
+    build/bench/gpu_bench "$tmp/gpu_results.md" >"$out/bench.log" 2>&1
 brc=$?
 bench_s=$((SECONDS - start))
+# gpu_bench exits 0 after "SKIP" when it finds no device: no table is no run
+[ "$brc" -eq 0 ] && [ ! -s "$tmp/gpu_results.md" ] && brc=2
 [ "$brc" -eq 0 ] || { tail -n 20 "$out/bench.log"; status=1; }
 
 # bench/RESULTS.md: replace what lies between the gpu markers (added at the
 # end when absent); the updated copy also goes to $out.
-if [ "$brc" -eq 0 ] && [ -s "$out/gpu_results.md" ]; then
-    python3 - "$out/gpu_results.md" bench/RESULTS.md <<'PY'
+if [ "$brc" -eq 0 ] && [ -s "$tmp/gpu_results.md" ]; then
+    python3 - "$tmp/gpu_results.md" bench/RESULTS.md <<'PY'
 import sys, datetime
 new = open(sys.argv[1]).read().strip()
 path = sys.argv[2]
@@ -128,7 +201,8 @@ try:
 except FileNotFoundError:
     text = "# Benchmark results\n"
 begin, end = "<!-- gpu:begin -->", "<!-- gpu:end -->"
-stamp = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC")
+stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+    "%Y-%m-%d %H:%M UTC")
 block = (f"{begin}\n## GPU ({stamp}, `bash tests/gpu/run.sh`)\n\n{new}\n{end}")
 if begin in text and end in text:
     a = text.index(begin)
@@ -142,10 +216,15 @@ PY
 fi
 
 echo
-echo "== summary ($(cut -d, -f1 "$out/device.txt" | head -1))"
+echo "== summary ($(cut -d, -f1 "$tmp/device.txt" | head -1))"
 printf '%-28s %s\n' "tests (test_cuda, twice)" \
-    "$passed passed, $failed failed, $skipped skipped in ${test_s}s"
+    "$passed passed, $failed failed, $skipped skipped in ${test_s}s$fixtures_note"
 printf '%-28s %s\n' "benchmarks (gpu_bench)" \
-    "$([ "$brc" -eq 0 ] && echo "ran in ${bench_s}s" || echo "FAILED (status $brc)")"
+    "$(case $brc in
+        0) echo "ran in ${bench_s}s" ;;
+        2) echo "FAILED (no table written: see bench.log)" ;;
+        124) echo "FAILED (out of time after ${bench_s}s)" ;;
+        *) echo "FAILED (status $brc)" ;;
+       esac)"
 grep '^|' "$out/bench.log" | grep -v '^|---' | grep -v '^| what' || true
 exit $status
