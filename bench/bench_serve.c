@@ -270,10 +270,10 @@ index_cache_bench(const char *dir, int n, int threads)
 
 #define SHORT_TAIL 128
 
+/* Run 0 is the cold prompt, runs 1 and 2 the ones with a cached prefix. */
 typedef struct {
-    double cold, warm, warm2;               /* wall seconds */
-    double cold_cpu, warm_cpu, warm2_cpu;   /* process CPU seconds */
-    int    cached, cached2;
+    double wall[3], cpu[3];     /* TTFT wall seconds, process CPU seconds */
+    int    cached[3];           /* prompt tokens served from the cache */
 } ttft_result;
 
 /* The cold prompt p, then p2 (p's prefix, a new tail) and p3 (p but its
@@ -283,23 +283,15 @@ ttft_run(sg_engine *e, const int32_t *p, const int32_t *p2, const int32_t *p3,
     int n, ttft_result *r)
 {
     const int32_t *in[3] = {p, p2, p3};
-    double         wall[3], cpu[3];
 
     for (int i = 0; i < 3; i++) {
         double c0 = cpu_seconds();
         submit(e, i, in[i], n, 1);
         wait_all(e, i, i + 1);
-        wall[i] = slots[i].t_first - slots[i].t_submit;
-        cpu[i] = cpu_seconds() - c0;
+        r->wall[i] = slots[i].t_first - slots[i].t_submit;
+        r->cpu[i] = cpu_seconds() - c0;
+        r->cached[i] = slots[i].cached;
     }
-    r->cold = wall[0];
-    r->warm = wall[1];
-    r->warm2 = wall[2];
-    r->cold_cpu = cpu[0];
-    r->warm_cpu = cpu[1];
-    r->warm2_cpu = cpu[2];
-    r->cached = slots[1].cached;
-    r->cached2 = slots[2].cached;
 }
 
 /* The measured ratios next to the work ratio the model's shapes give (and
@@ -309,28 +301,28 @@ ttft_table(const sg_config *cfg, const sg_engine_opts *o, int n, int prefix,
     const ttft_result *r, const ttft_result *base)
 {
     int    chunk = o->prefill_chunk, share = o->model.num.index_share;
-    int    tail[2] = {r->cached, r->cached2};
-    double wall[2] = {r->warm, r->warm2}, cpu[2] = {r->warm_cpu, r->warm2_cpu};
     prefill_work cold = work_of_prefill(cfg, 0, n, chunk, share);
 
     printf("| prompt | cached prefix | computed | TTFT (wall) | speed-up | "
            "CPU time | speed-up (CPU) | work ratio | bound n/tail |\n");
     printf("|---|---|---|---|---|---|---|---|---|\n");
     printf("| cold | 0 | %d | %.2f s | 1x | %.1f s | 1x | 1x | 1x |\n", n,
-           r->cold, r->cold_cpu);
-    for (int i = 0; i < 2; i++) {
-        prefill_work w = work_of_prefill(cfg, tail[i], n, chunk, share);
+           r->wall[0], r->cpu[0]);
+    for (int i = 1; i < 3; i++) {
+        prefill_work w = work_of_prefill(cfg, r->cached[i], n, chunk, share);
+        const char  *bold = i == 1 ? "**" : "";
+
         printf("| same %d-token prefix, new %d-token tail | %d | %d | %.3f s "
                "| %s%.1fx%s | %.2f s | %s%.1fx%s | %.1fx | %.0fx |\n",
-               i == 0 ? prefix : n - SHORT_TAIL,
-               i == 0 ? n - prefix : SHORT_TAIL, tail[i], n - tail[i],
-               wall[i], i ? "" : "**", r->cold / wall[i], i ? "" : "**",
-               cpu[i], i ? "" : "**", r->cold_cpu / cpu[i], i ? "" : "**",
+               i == 1 ? prefix : n - SHORT_TAIL,
+               i == 1 ? n - prefix : SHORT_TAIL, r->cached[i],
+               n - r->cached[i], r->wall[i], bold, r->wall[0] / r->wall[i],
+               bold, r->cpu[i], bold, r->cpu[0] / r->cpu[i], bold,
                work_total(&cold) / work_total(&w),
-               (double)n / (n - tail[i]));
+               (double)n / (n - r->cached[i]));
     }
     {
-        prefill_work w = work_of_prefill(cfg, r->cached, n, chunk, share);
+        prefill_work w = work_of_prefill(cfg, r->cached[1], n, chunk, share);
         double       tw = work_total(&w), cw = work_total(&cold);
 
         printf("\nWork (multiply-adds counted from the shapes, chunks of %d): "
@@ -339,7 +331,7 @@ ttft_table(const sg_config *cfg, const sg_engine_opts *o, int n, int prefix,
                "%.0f%% / %.0f%% / %.0f%%.\n", chunk, cw / 1e9,
                100 * cold.proj / cw, 100 * cold.kv_b / cw,
                100 * cold.indexer / cw, 100 * cold.attention / cw,
-               n - r->cached, tw / 1e9, 100 * w.proj / tw, 100 * w.kv_b / tw,
+               n - r->cached[1], tw / 1e9, 100 * w.proj / tw, 100 * w.kv_b / tw,
                100 * w.indexer / tw, 100 * w.attention / tw);
     }
     if (base == NULL) {
@@ -350,13 +342,14 @@ ttft_table(const sg_config *cfg, const sg_engine_opts *o, int n, int prefix,
                "that computes them can beat %.0fx here. The work ratio is "
                "what this engine's own work allows (its tail also applies "
                "kv_b to the whole cached context, the MHA form).\n",
-               n - r->cached, n - r->cached, n, (double)n / (n - r->cached));
-    }
-    if (base)
+               n - r->cached[1], n - r->cached[1], n,
+               (double)n / (n - r->cached[1]));
+    } else {
         printf("\nIndexCache vs every layer selecting: cold TTFT %.2fx, "
                "tail TTFT %.2fx faster (wall); CPU %.2fx / %.2fx.\n",
-               base->cold / r->cold, base->warm / r->warm,
-               base->cold_cpu / r->cold_cpu, base->warm_cpu / r->warm_cpu);
+               base->wall[0] / r->wall[0], base->wall[1] / r->wall[1],
+               base->cpu[0] / r->cpu[0], base->cpu[1] / r->cpu[1]);
+    }
     printf("\n");
 }
 

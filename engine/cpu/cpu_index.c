@@ -37,11 +37,10 @@ typedef struct {
 /*
  * Items are (block of rows, chunk of KEY_CHUNK keys) pairs.  A block is up
  * to ROW_BLOCK consecutive rows of one sequence: the chunk's keys are
- * decoded once for all of them and one sgemm gives every (row, head, key)
- * dot product (products of e4m3 values are exact in f32; each dot is
- * summed over the index dimension in the kernel's one order, whatever the
- * number of rows), then relu, weight and the sum over heads in head
- * order, as the reference kernel.
+ * decoded once for all of them, then one sgemm per row gives its (head,
+ * key) dot products (products of e4m3 values are exact in f32; a per-row
+ * sgemm keeps each row's sums independent of the block), then relu,
+ * weight and the sum over heads in head order, as the reference kernel.
  */
 static void
 index_range(void *c, int64_t t0, int64_t t1)
