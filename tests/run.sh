@@ -41,15 +41,17 @@ run_one() {
     local start=$SECONDS rc p f
     "$@" >"$log" 2>&1 </dev/null
     rc=$?
-    p=$(grep -c '^PASS ' "$log")
-    f=$(grep -c '^FAIL ' "$log")
+    # -a: a log holding a stray binary byte is still read line by line
+    # (else grep prints "binary file matches" instead of the FAIL line)
+    p=$(grep -ac '^PASS ' "$log")
+    f=$(grep -ac '^FAIL ' "$log")
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         f=1
         echo "FAIL $label: exited with status $rc (log: $log)"
         tail -n 20 "$log"
     fi
-    grep '^FAIL ' "$log" | sed "s|^FAIL |FAIL $label: |"
-    grep '^SKIP ' "$log" | sed "s|^SKIP |SKIP $label: |"
+    grep -a '^FAIL ' "$log" | sed "s|^FAIL |FAIL $label: |"
+    grep -a '^SKIP ' "$log" | sed "s|^SKIP |SKIP $label: |"
     passed=$((passed + p))
     failed=$((failed + f))
     printf '%-44s %4d passed %3d failed %4ds\n' "$label" "$p" "$f" $((SECONDS - start))

@@ -6,7 +6,13 @@
 # SAN=1 (module and libraries under ASan + UBSan).
 
 gw_pass() { echo "PASS $1"; }
-gw_fail() { echo "FAIL $1: $2"; gw_failed=$((${gw_failed:-0} + 1)); }
+# A failure message may quote a response body (random tokens of the tiny
+# model, partial UTF-8): bytes outside printable ASCII become '?', so the
+# FAIL line stays one readable text line.
+gw_fail() {
+    echo "FAIL $1: $(printf '%s' "$2" | LC_ALL=C tr -c '[:print:]' '?')"
+    gw_failed=$((${gw_failed:-0} + 1))
+}
 gw_check() {            # gw_check NAME COND-EXIT-STATUS MESSAGE
     if [ "$2" -eq 0 ]; then gw_pass "$1"; else gw_fail "$1" "$3"; fi
 }
