@@ -319,11 +319,11 @@ indexer_select(fwd_t *f, int l)
  * applied to every cached latent of the context, as the reference's
  * prefill), generated tokens the absorbed form (kv_b folded into the query
  * and the output, as the reference's decode).  Past the position where the
- * context's keys and values would outgrow num.mha_max_bytes (4 GB per
- * layer at V3.2's shapes and 32K tokens), prompt tokens take the absorbed
- * form too: its memory does not grow with the context, and with a long
- * context it also costs less than applying kv_b to the whole context once
- * per chunk.  Choosing by the kind of token and its position, never by
+ * context's keys and values would outgrow num.mha_max_bytes (the backend's
+ * default: 1 GiB on the CPU, reached at 8K tokens with V3.2's shapes; 0 on
+ * the GPU, see backend.h), prompt tokens take the absorbed form too: its
+ * memory does not grow with the context, and with a long context it also
+ * costs less than applying kv_b to the whole context once per chunk.  Choosing by the kind of token and its position, never by
  * chunking or by a prefix-cache hit, keeps every token's result bitwise
  * independent of how its prompt was scheduled.
  */
@@ -343,7 +343,7 @@ mha_positions(const sg_model *m)
     size_t per_key = sizeof(float) * (size_t)c->num_attention_heads
                      * (c->qk_nope_head_dim + c->v_head_dim);
     size_t limit = m->num.mha_max_bytes ? m->num.mha_max_bytes
-                                        : (size_t)1 << 30;
+                                        : m->backend->mha_max_bytes;
     size_t keys = limit / per_key;
 
     return keys > (size_t)m->max_pos ? m->max_pos : (int)keys;

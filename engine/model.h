@@ -31,7 +31,8 @@ typedef struct sg_numerics {
     size_t mha_max_bytes;  /* prompt tokens take the MHA form while the
                               context's keys and values (S x heads x
                               (nope + v) floats) fit in this many bytes,
-                              the absorbed form after; 0 = 1 GiB */
+                              the absorbed form after; 0 = the
+                              backend's default (CPU 1 GiB, CUDA none) */
 } sg_numerics;
 
 typedef struct sg_model {

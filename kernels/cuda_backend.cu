@@ -808,6 +808,7 @@ sg_backend_cuda_new(int device, char *err, int errlen)
     b->ops = &cuda_ops;
     b->name = "cuda";
     b->n_threads = 1;
+    b->mha_max_bytes = 0;   /* every prompt token in the absorbed form */
     b->impl = c;
     c->device = device;
     if ((e = cudaSetDevice(device)) != cudaSuccess

@@ -68,9 +68,23 @@ max_abs_rows(const float *a, const float *b, size_t n)
     return check_max_abs(a, b, n);
 }
 
-/* bf16 fix_nokvq_sparse: the strict class, free running, teacher forced. */
+/* "tag/what", the check's name (used before the next call) */
+static const char *
+named(const char *tag, const char *what)
+{
+    static char name[128];
+
+    snprintf(name, sizeof(name), "%s/%s", tag, what);
+    return name;
+}
+
+/*
+ * bf16 fix_nokvq_sparse: the strict class, free running, teacher forced.
+ * mha_bytes 1 puts every prompt token in the absorbed form, as the CUDA
+ * backend does: the reference's decisions must not depend on the form.
+ */
 static void
-test_strict_run(void)
+test_strict_run(const char *tag, size_t mha_bytes)
 {
     sg_model       *m = load("bf16", 0, 0, 1);
     sg_protocol     p = { 0 };
@@ -87,7 +101,7 @@ test_strict_run(void)
     char            err[512];
 
     if (!m || !prompt || !tokens || !pl || !dl || !ptk || !tk || !pex || !hid) {
-        CHECK(0, "strict/fixtures", "missing fixture files under %s",
+        CHECK(0, named(tag, "fixtures"), "missing fixture files under %s",
               check_fixtures_dir());
         goto done;
     }
@@ -96,29 +110,30 @@ test_strict_run(void)
     int k = c->num_experts_per_tok, D = c->hidden_size;
     int P = (int)np, N = (int)nt - 1;
 
+    m->num.mha_max_bytes = mha_bytes;
     p.prompt = prompt;
     p.n_prompt = P;
     p.steps = N;
     p.teacher = tokens;
     p.trace = 1;
     if (sg_protocol_run(m, &p, &o, err, sizeof(err)) != 0) {
-        CHECK(0, "strict/run", "%s", err);
+        CHECK(0, named(tag, "run"), "%s", err);
         goto done;
     }
     double dp = max_abs_rows(o.prefill_logits, pl, V);
     double dd = max_abs_rows(o.decode_logits, dl, (size_t)N * V);
-    CHECK(dp <= 1e-3, "strict/prefill-logits", "max |d| %.3g > 1e-3", dp);
-    CHECK(dd <= 1e-3, "strict/decode-logits", "max |d| %.3g > 1e-3", dd);
+    CHECK(dp <= 1e-3, named(tag, "prefill-logits"), "max |d| %.3g > 1e-3", dp);
+    CHECK(dd <= 1e-3, named(tag, "decode-logits"), "max |d| %.3g > 1e-3", dd);
     CHECK(memcmp(o.tokens, tokens, sizeof(int32_t) * (N + 1)) == 0,
-          "strict/argmax", "argmax differs from the reference tokens");
+          named(tag, "argmax"), "argmax differs from the reference tokens");
     CHECK(memcmp(o.prefill_topk_all, ptk, sizeof(int32_t) * L * P * K) == 0,
-          "strict/prefill-topk", "prefill top-k sets differ");
+          named(tag, "prefill-topk"), "prefill top-k sets differ");
     CHECK(memcmp(o.topk, tk, sizeof(int32_t) * L * (N + 1) * K) == 0,
-          "strict/query-topk", "query-row top-k sets differ");
+          named(tag, "query-topk"), "query-row top-k sets differ");
     CHECK(memcmp(o.prefill_experts_all, pex, sizeof(int32_t) * L * P * k) == 0,
-          "strict/routing", "prefill expert routing differs");
+          named(tag, "routing"), "prefill expert routing differs");
     double dh = check_rel_err(o.hidden, hid, (size_t)(N + 1) * (L + 1) * D);
-    CHECK(dh <= 1e-5, "strict/hidden", "hidden states rel err %.3g", dh);
+    CHECK(dh <= 1e-5, named(tag, "hidden"), "hidden states rel err %.3g", dh);
     sg_protocol_out_free(&o);
 done:
     sg_model_free(m);
@@ -440,7 +455,8 @@ main(void)
 {
     check_seed_from_env();
     test_load_errors();
-    test_strict_run();
+    test_strict_run("strict", 0);
+    test_strict_run("strict-absorbed", 1);
     test_fp8_forced();
     test_chunks_and_batches();
     test_index_share();
