@@ -496,6 +496,70 @@ bench_decode_attention(void)
     free(table);
 }
 
+/* ---- prefill attention, DSA vs dense ------------------------------------ */
+
+/* A prompt chunk of 256 rows ending at ctx (forward.c's chunk at 128K: its
+ * score matrix stays within 32M floats), every row in the absorbed form as
+ * the CUDA backend runs prompts: DSA = indexer scores + top-k + attention
+ * over 2048 keys per row; dense = attention over every earlier key. */
+static void
+bench_prefill_attention(void)
+{
+    const int ctxs[3] = { 32768, 65536, 131072 };
+    int       n = 256, H = 128, IHh = 64, K = 2048, lora = 512, rope = 64;
+    int       max_len = 131072;
+    sg_kv_pool *pool = random_pool(max_len / SG_KV_BLOCK);
+    int32_t  *table = linear_tables(1, max_len);
+    int32_t  *pos = (int32_t *)malloc(sizeof(int32_t) * n);
+    int32_t  *seq = (int32_t *)calloc(n, sizeof(int32_t));
+    int32_t  *len = (int32_t *)malloc(sizeof(int32_t) * n);
+    int32_t  *sel = (int32_t *)malloc(sizeof(int32_t) * n * K);
+    uint8_t  *q8 = (uint8_t *)dalloc((size_t)n * IHh * 128);
+    float    *w = (float *)dalloc(sizeof(float) * n * IHh);
+    float    *scores = (float *)dalloc(sizeof(float) * (size_t)n * max_len);
+    float    *ql = (float *)dalloc(sizeof(float) * n * H * lora);
+    float    *qp = (float *)dalloc(sizeof(float) * n * H * rope);
+    float    *out = (float *)dalloc(sizeof(float) * n * H * lora);
+
+    fill_e4m3(q8, (size_t)n * IHh * 128);
+    fill_f32(w, (size_t)n * IHh, -0.1f, 0.1f);
+    fill_f32(ql, (size_t)n * H * lora, -0.05f, 0.05f);
+    fill_f32(qp, (size_t)n * H * rope, -0.05f, 0.05f);
+    for (int c = 0; c < 3; c++) {
+        int L = ctxs[c];
+        for (int i = 0; i < n; i++) {
+            pos[i] = L - n + i;
+            len[i] = pos[i] + 1;
+        }
+        sg_rows rows = { n, pos, seq, table, max_len / SG_KV_BLOCK };
+        double dsa = time_ms([&] {
+            B->ops->index_scores(B, pool, 0, &rows, q8, w, IHh, scores, L);
+            B->ops->topk(B, scores, n, L, len, K, sel);
+            B->ops->attn_decode(B, pool, 0, &rows, ql, qp, sel, K, H, 0.07f,
+                                out);
+        }, 5);
+        double dense = time_ms([&] {
+            B->ops->attn_decode(B, pool, 0, &rows, ql, qp, NULL, K, H, 0.07f,
+                                out);
+        }, 5);
+        /* attention flops per row: q.k over lora + rope, p.v over lora */
+        double per_key = 2.0 * H * (lora + rope + lora);
+        double f_dsa = n * ((double)K * per_key + 2.0 * L * IHh * 128);
+        double f_dense = n * (L - n / 2.0) * per_key;
+        result("| prefill attention, %d-row chunk | %dK ctx, 128 heads "
+               "(+ indexer 64x128 for DSA) | DSA %.2f ms, dense %.2f ms "
+               "(x%.2f) | DSA %.1f, dense %.1f TFLOP/s (%.1f%% / %.1f%% of "
+               "bf16 GEMM) |", n, L / 1024, dsa, dense, dense / dsa,
+               f_dsa / (dsa * 1e-3) / 1e12, f_dense / (dense * 1e-3) / 1e12,
+               100.0 * f_dsa / (dsa * 1e-3) / 1e12 / bf16_tflops,
+               100.0 * f_dense / (dense * 1e-3) / 1e12 / bf16_tflops);
+    }
+    B->ops->free(B, q8); B->ops->free(B, w); B->ops->free(B, scores);
+    B->ops->free(B, ql); B->ops->free(B, qp); B->ops->free(B, out);
+    sg_kv_pool_free(pool);
+    free(table); free(pos); free(seq); free(len); free(sel);
+}
+
 /* ---- one real-shape V3.2 layer, decode step ----------------------------- */
 
 typedef struct layer_w {
@@ -735,6 +799,7 @@ main(int argc, char **argv)
     ceilings();
     bench_indexer();
     bench_decode_attention();
+    bench_prefill_attention();
     bench_layer();
 
     if (argc > 1 && (md = fopen(argv[1], "w")) != NULL) {
