@@ -621,6 +621,64 @@ test_indexer_topk(void)
     att_free(&a);
 }
 
+/*
+ * Top-k 2048 on rows the indexer can hand over at the edges: NaN and +-inf
+ * scores, +0 and -0 ties, a row of -inf, rows shorter than, equal to and
+ * longer than k, coarse values with many ties.  The sets must be the
+ * CPU's, bit for bit (NaN ranks as -inf, -0 as +0, ties to the lower
+ * index).
+ */
+static void
+test_topk_edges(void)
+{
+    enum { N = 7, STRIDE = 5000, K = 2048 };
+    float   *ts = malloc(sizeof(float) * N * STRIDE);
+    int32_t  len[N] = { STRIDE, STRIDE, 1, 3000, STRIDE, K, 777 };
+    int32_t *k1 = malloc(sizeof(int32_t) * N * K);
+    int32_t *k2 = malloc(sizeof(int32_t) * N * K);
+
+    for (int i = 0; i < N; i++)
+        for (int s = 0; s < STRIDE; s++) {
+            float  x = check_randn(), *d = &ts[(size_t)i * STRIDE + s];
+            unsigned r = check_rand32() % 16;
+
+            switch (i) {
+            case 0:             /* specials among random values */
+                *d = r == 0 ? NAN : r == 1 ? INFINITY : r == 2 ? -INFINITY : x;
+                break;
+            case 1:             /* only zeros, both signs */
+                *d = r % 2 ? 0.0f : -0.0f;
+                break;
+            case 3:
+                *d = -INFINITY;
+                break;
+            case 4:             /* coarse: ~9 distinct values */
+                *d = roundf(x * 2);
+                break;
+            default:
+                *d = x;
+            }
+            if (s >= len[i])
+                *d = -INFINITY;
+        }
+    float *sc = dev_copy(cpu, ts, sizeof(float) * N * STRIDE);
+    float *sg = dev_copy(gpu, ts, sizeof(float) * N * STRIDE);
+    cpu->ops->topk(cpu, sc, N, STRIDE, len, K, k1);
+    gpu->ops->topk(gpu, sg, N, STRIDE, len, K, k2);
+    if (sync_ok("topk/edges")) {
+        int first = -1;
+        for (int i = 0; i < N * K && first < 0; i++)
+            if (k1[i] != k2[i])
+                first = i;
+        CHECK(first < 0, "topk/edges", "row %d entry %d: gpu %d, cpu %d",
+              first / K, first % K, first < 0 ? 0 : k2[first],
+              first < 0 ? 0 : k1[first]);
+    }
+    cpu->ops->free(cpu, sc);
+    gpu->ops->free(gpu, sg);
+    free(ts); free(k1); free(k2);
+}
+
 /* A random top-k set per row: k distinct keys <= pos, ascending, -1 padded. */
 static int32_t *
 random_sets(const int32_t *pos, int n, int k)
@@ -1020,6 +1078,7 @@ main(void)
     test_kv(0);
     test_kv(1);
     test_indexer_topk();
+    test_topk_edges();
     test_attn_decode(1, 0, 128, 1, 512);
     test_attn_decode(1, 0, 128, 17, 512);
     test_attn_decode(0, 0, 128, 17, 512);
