@@ -1,5 +1,7 @@
+#define _GNU_SOURCE             /* nftw's FTW_PHYS */
 #include "check.h"
 
+#include <ftw.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
@@ -138,4 +140,17 @@ check_read_file(const char *path, size_t *len)
     if (buf && len)
         *len = n;
     return buf;
+}
+
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st; (void)flag; (void)f;
+    return remove(path);
+}
+
+void
+check_rm_rf(const char *dir)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }

@@ -42,4 +42,7 @@ const char *check_fixtures_dir(void);
 /* Reads a whole file; NULL on failure.  *len gets its size. */
 void *check_read_file(const char *path, size_t *len);
 
+/* Removes a directory tree (a test's temp dir), links not followed. */
+void check_rm_rf(const char *dir);
+
 #endif

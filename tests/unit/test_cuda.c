@@ -33,6 +33,7 @@
 #include "backend.h"
 #include "check.h"
 #include "dtype.h"
+#include "mkmodel.h"
 #include "protocol.h"
 
 static sg_backend *cpu, *gpu;
@@ -1026,12 +1027,119 @@ done:
     free(prompt);
 }
 
+/*
+ * A random-weight model with V3.2's attention and indexer shapes (128 heads
+ * shrunk to 32, latent 512 + RoPE 64, indexer 64 x 128, top-k 2048; MoE
+ * and hidden size shrunk) on a prompt longer than top-k, so every row past
+ * 2048 attends a real subset.  The CPU decides (top-k sets, experts,
+ * tokens); the GPU runs with those decisions forced, so what is compared is
+ * the arithmetic of every op in sequence, prefill in the GPU's absorbed
+ * form against the CPU's MHA form.  Tolerances on logits and hidden
+ * states: fp8 0 (bf16 weights, f32 KV): f32 sums in other orders, 1e-4
+ * (the CPU's own MHA vs absorbed forms: 5e-7).  fp8 1 (FP8 weights, FP8 KV:
+ * the tensor-core decode kernel): a latent element whose f32 value lies
+ * within rounding of an e4m3 boundary can take the other code on each
+ * side, one e4m3 step (1/16) on one element of one key; 1e-3 (the CPU's
+ * own two forms: 3e-5).  Activation quantization (act_quant) stays off
+ * here: there one flipped ue8m0 block scale moves a whole row by ~1e-2 and
+ * random weights amplify it layer by layer (op tests check act_quant bit
+ * for bit; the fixture runs check it on a trained-like scale).
+ */
+static void
+test_model_random_vs_cpu(int fp8)
+{
+    char            dir[] = "/tmp/sg_cuda_model.XXXXXX", err[512], name[64];
+    const char     *sets[] = { "num_hidden_layers=2", "hidden_size=1024",
+                               "q_lora_rank=512", "num_attention_heads=32",
+                               "num_key_value_heads=32",
+                               "max_position_embeddings=4096" };
+    sg_mkmodel_opts mo;
+    sg_model_opts   o;
+    sg_model       *mc = NULL, *mg = NULL;
+    sg_protocol     p = { 0 };
+    sg_protocol_out a, b;
+    int             ra = -1, rb = -1, P = 2600, N = 3;
+    int32_t        *prompt = NULL;
+
+    snprintf(name, sizeof(name), "model-random/%s", fp8 ? "fp8" : "bf16");
+    if (mkdtemp(dir) == NULL) {
+        CHECK(0, name, "cannot make a temp dir");
+        return;
+    }
+    memset(&mo, 0, sizeof(mo));
+    mo.out_dir = dir;
+    mo.preset = "v32-attn";
+    mo.sets = sets;
+    mo.n_sets = (int)(sizeof(sets) / sizeof(*sets));
+    mo.fp8 = fp8;
+    mo.seed = check_rand32();
+    if (sg_mkmodel(&mo, err, sizeof(err)) != 0) {
+        CHECK(0, name, "mkmodel: %s", err);
+        goto done;
+    }
+    sg_model_opts_default(&o);
+    o.num.kv_fp8 = fp8;
+    o.num.act_quant = 0;
+    if (sg_model_load(dir, &o, &mc, err, sizeof(err)) != 0) {
+        CHECK(0, name, "load on the CPU: %s", err);
+        goto done;
+    }
+    o.backend = "cuda";
+    if (sg_model_load(dir, &o, &mg, err, sizeof(err)) != 0) {
+        CHECK(0, name, "load on the GPU: %s", err);
+        goto done;
+    }
+    prompt = randi(P, 2, mc->cfg.vocab_size);
+    p.prompt = prompt;
+    p.n_prompt = P;
+    p.steps = N;
+    p.trace = 1;
+    ra = sg_protocol_run(mc, &p, &a, err, sizeof(err));
+    if (ra != 0) {
+        CHECK(0, name, "CPU run: %s", err);
+        goto done;
+    }
+    p.teacher = a.tokens;
+    p.force_prefill_topk = a.prefill_topk_all;
+    p.force_topk = a.topk;
+    p.force_prefill_experts = a.prefill_experts_all;
+    p.force_experts = a.experts;
+    rb = sg_protocol_run(mg, &p, &b, err, sizeof(err));
+    if (rb != 0) {
+        CHECK(0, name, "GPU run: %s", err);
+        goto done;
+    }
+    int    V = mc->cfg.vocab_size, L = mc->cfg.num_hidden_layers;
+    int    D = mc->cfg.hidden_size;
+    double tol = fp8 ? 1e-3 : 1e-4;
+    double ep = check_rel_err(b.prefill_logits, a.prefill_logits, V);
+    double ed = check_rel_err(b.decode_logits, a.decode_logits,
+                              (size_t)N * V);
+    double eh = check_rel_err(b.hidden, a.hidden, (size_t)(N + 1) * (L + 1)
+                                                  * D);
+    CHECK(ep <= tol && ed <= tol && eh <= tol, name, "rel err logits "
+          "prefill %.3g decode %.3g, hidden %.3g > %.0e", ep, ed, eh, tol);
+    printf("# %s: %d-token prompt, %d steps: rel err prefill %.3g, decode "
+           "%.3g, hidden %.3g; GPU prefill %.1f ms (CPU %.1f ms)\n", name,
+           P, N, ep, ed, eh, b.prefill_seconds * 1e3,
+           a.prefill_seconds * 1e3);
+done:
+    if (ra == 0)
+        sg_protocol_out_free(&a);
+    if (rb == 0)
+        sg_protocol_out_free(&b);
+    sg_model_free(mc);
+    sg_model_free(mg);
+    free(prompt);
+    check_rm_rf(dir);
+}
+
 static const char *const device_tests[] = {
     "embed", "rmsnorm", "layernorm", "linear", "add", "silu_mul",
     "gather_rows", "scatter_add_rows", "rope", "hadamard", "fp8_quant",
     "fp8_dequant", "kv_store+gather", "index_scores", "topk", "attn_decode",
     "attn_prefill", "mla_absorb", "mla_unabsorb", "moe_route", "errors",
-    "model",
+    "model", "model-random",
 };
 
 int
@@ -1103,5 +1211,7 @@ main(void)
         test_model_strict();
         test_model_fp8_vs_cpu();
     }
+    test_model_random_vs_cpu(0);
+    test_model_random_vs_cpu(1);
     return check_finish();
 }

@@ -4,8 +4,6 @@
  * byte for byte, and every kind of broken checkpoint is refused with a
  * message naming the file and the tensor.
  */
-#define _GNU_SOURCE
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,18 +23,6 @@ static char tmp_root[] = "/tmp/sg_loader.XXXXXX";
 static char err[1024];
 
 /* ---- helpers ---------------------------------------------------------- */
-
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
-{
-    return remove(path);
-}
-
-static void
-rm_rf(const char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* A path under the test's temp dir; the result lives until 16 more calls,
  * so functions keep their own copies (TMP below). */
@@ -792,7 +778,7 @@ fresh(const char *dir, int fp8, st_file *f)
 {
     char from[64];
 
-    rm_rf(dir);
+    check_rm_rf(dir);
     mkdir(dir, 0700);
     snprintf(from, sizeof(from), "bad_src%d/config.json", fp8);
     copy_text(tmp_path(from), tmp_path("bad/config.json"));
@@ -990,7 +976,7 @@ test_bad_index(void)
     FILE       *o;
 
     for (int which = 0; which < 2; which++) {
-        rm_rf(dir);
+        check_rm_rf(dir);
         if (make_tiny(dir, 0, 3, 2) != 0) {
             CHECK(0, "bad_index_setup", "%s", err);
             return;
@@ -1036,6 +1022,6 @@ main(void)
     test_mkmodel_roundtrip();
     test_bad_checkpoints();
     test_bad_index();
-    rm_rf(tmp_root);
+    check_rm_rf(tmp_root);
     return check_finish();
 }
