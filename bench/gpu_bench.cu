@@ -389,36 +389,77 @@ random_sets(int n, int len, int k)
 
 /* ---- indexer and top-k -------------------------------------------------- */
 
+/* The last n rows of one sequence of up to 128K tokens: a random FP8 cache,
+ * indexer queries (64 heads x 128) and weights, room for their scores and
+ * top-k sets (host). */
+typedef struct tail_rows {
+    int         n, max_len;
+    sg_kv_pool *pool;
+    int32_t    *table, *pos, *seq, *len, *idx;
+    uint8_t    *q8;
+    float      *w, *scores;
+} tail_rows;
+
+enum { IX_HEADS = 64, TOPK = 2048, MAX_CTX = 131072 };
+
+static void
+tail_new(tail_rows *t, int n)
+{
+    t->n = n;
+    t->max_len = MAX_CTX;
+    t->pool = random_pool(MAX_CTX / SG_KV_BLOCK);
+    t->table = linear_tables(1, MAX_CTX);
+    t->pos = (int32_t *)malloc(sizeof(int32_t) * n);
+    t->seq = (int32_t *)calloc(n, sizeof(int32_t));
+    t->len = (int32_t *)malloc(sizeof(int32_t) * n);
+    t->idx = (int32_t *)malloc(sizeof(int32_t) * n * TOPK);
+    t->q8 = (uint8_t *)dalloc((size_t)n * IX_HEADS * 128);
+    t->w = (float *)dalloc(sizeof(float) * n * IX_HEADS);
+    t->scores = (float *)dalloc(sizeof(float) * (size_t)n * MAX_CTX);
+    fill_e4m3(t->q8, (size_t)n * IX_HEADS * 128);
+    fill_f32(t->w, (size_t)n * IX_HEADS, -0.1f, 0.1f);
+}
+
+/* The rows as the context's last n tokens, ctx tokens in all. */
+static sg_rows
+tail_at(tail_rows *t, int ctx)
+{
+    for (int i = 0; i < t->n; i++) {
+        t->pos[i] = ctx - t->n + i;
+        t->len[i] = t->pos[i] + 1;
+    }
+    sg_rows rows = { t->n, t->pos, t->seq, t->table,
+                     t->max_len / SG_KV_BLOCK };
+    return rows;
+}
+
+static void
+tail_free(tail_rows *t)
+{
+    B->ops->free(B, t->q8);
+    B->ops->free(B, t->w);
+    B->ops->free(B, t->scores);
+    sg_kv_pool_free(t->pool);
+    free(t->table); free(t->pos); free(t->seq); free(t->len); free(t->idx);
+}
+
 static void
 bench_indexer(void)
 {
     const int ctx[3] = { 32768, 65536, 131072 };
-    int       n = 64, H = 64, K = 2048;
-    int       max_len = 131072;
-    sg_kv_pool *pool = random_pool(max_len / SG_KV_BLOCK);
-    int32_t  *table = linear_tables(1, max_len);
-    int32_t  *pos = (int32_t *)malloc(sizeof(int32_t) * n);
-    int32_t  *seq = (int32_t *)calloc(n, sizeof(int32_t));
-    int32_t  *len = (int32_t *)malloc(sizeof(int32_t) * n);
-    int32_t  *idx = (int32_t *)malloc(sizeof(int32_t) * n * K);
-    uint8_t  *q8 = (uint8_t *)dalloc((size_t)n * H * 128);
-    float    *w = (float *)dalloc(sizeof(float) * n * H);
-    float    *scores = (float *)dalloc(sizeof(float) * (size_t)n * max_len);
+    int       n = 64;
+    tail_rows t;
 
-    fill_e4m3(q8, (size_t)n * H * 128);
-    fill_f32(w, (size_t)n * H, -0.1f, 0.1f);
+    tail_new(&t, n);
     for (int c = 0; c < 3; c++) {
-        int L = ctx[c];
-        for (int i = 0; i < n; i++) {
-            pos[i] = L - n + i;
-            len[i] = pos[i] + 1;
-        }
-        sg_rows rows = { n, pos, seq, table, max_len / SG_KV_BLOCK };
-        double flop = 2.0 * n * (double)L * H * 128;
+        int     L = ctx[c];
+        sg_rows rows = tail_at(&t, L);
+        double  flop = 2.0 * n * (double)L * IX_HEADS * 128;
         for (int fma = 0; fma < 2; fma++) {
             cu_set_fma_only(fma);
             double ms = time_ms([&] {
-                B->ops->index_scores(B, pool, 0, &rows, q8, w, H, scores, L);
+                B->ops->index_scores(B, t.pool, 0, &rows, t.q8, t.w, IX_HEADS,
+                                     t.scores, L);
             }, 5);
             double tf = flop / (ms * 1e-3) / 1e12;
             result("| indexer logits (%s) | %dK ctx, %d rows, 64x128 heads | "
@@ -429,7 +470,7 @@ bench_indexer(void)
         cu_set_fma_only(0);
         for (int rows_n = 1; rows_n <= 64; rows_n += 63) {
             double tk = time_ms([&] {
-                B->ops->topk(B, scores, rows_n, L, len, K, idx);
+                B->ops->topk(B, t.scores, rows_n, L, t.len, TOPK, t.idx);
             }, 5);
             double floor = 4.0 * rows_n * L / (copy_gbs * 1e9) * 1e3;
             result("| top-k 2048 | %dK scores, %d row%s | %.3f ms | "
@@ -437,11 +478,7 @@ bench_indexer(void)
                    rows_n > 1 ? "s" : "", tk, 100.0 * floor / tk);
         }
     }
-    B->ops->free(B, q8);
-    B->ops->free(B, w);
-    B->ops->free(B, scores);
-    sg_kv_pool_free(pool);
-    free(table); free(pos); free(seq); free(len); free(idx);
+    tail_free(&t);
 }
 
 /* ---- sparse decode attention -------------------------------------------- */
@@ -506,45 +543,33 @@ static void
 bench_prefill_attention(void)
 {
     const int ctxs[3] = { 32768, 65536, 131072 };
-    int       n = 256, H = 128, IHh = 64, K = 2048, lora = 512, rope = 64;
-    int       max_len = 131072;
-    sg_kv_pool *pool = random_pool(max_len / SG_KV_BLOCK);
-    int32_t  *table = linear_tables(1, max_len);
-    int32_t  *pos = (int32_t *)malloc(sizeof(int32_t) * n);
-    int32_t  *seq = (int32_t *)calloc(n, sizeof(int32_t));
-    int32_t  *len = (int32_t *)malloc(sizeof(int32_t) * n);
-    int32_t  *sel = (int32_t *)malloc(sizeof(int32_t) * n * K);
-    uint8_t  *q8 = (uint8_t *)dalloc((size_t)n * IHh * 128);
-    float    *w = (float *)dalloc(sizeof(float) * n * IHh);
-    float    *scores = (float *)dalloc(sizeof(float) * (size_t)n * max_len);
-    float    *ql = (float *)dalloc(sizeof(float) * n * H * lora);
-    float    *qp = (float *)dalloc(sizeof(float) * n * H * rope);
-    float    *out = (float *)dalloc(sizeof(float) * n * H * lora);
+    int       n = 256, H = 128, lora = 512, rope = 64;
+    tail_rows t;
 
-    fill_e4m3(q8, (size_t)n * IHh * 128);
-    fill_f32(w, (size_t)n * IHh, -0.1f, 0.1f);
+    tail_new(&t, n);
+    float *ql = (float *)dalloc(sizeof(float) * n * H * lora);
+    float *qp = (float *)dalloc(sizeof(float) * n * H * rope);
+    float *out = (float *)dalloc(sizeof(float) * n * H * lora);
     fill_f32(ql, (size_t)n * H * lora, -0.05f, 0.05f);
     fill_f32(qp, (size_t)n * H * rope, -0.05f, 0.05f);
     for (int c = 0; c < 3; c++) {
-        int L = ctxs[c];
-        for (int i = 0; i < n; i++) {
-            pos[i] = L - n + i;
-            len[i] = pos[i] + 1;
-        }
-        sg_rows rows = { n, pos, seq, table, max_len / SG_KV_BLOCK };
+        int     L = ctxs[c];
+        sg_rows rows = tail_at(&t, L);
         double dsa = time_ms([&] {
-            B->ops->index_scores(B, pool, 0, &rows, q8, w, IHh, scores, L);
-            B->ops->topk(B, scores, n, L, len, K, sel);
-            B->ops->attn_decode(B, pool, 0, &rows, ql, qp, sel, K, H, 0.07f,
-                                out);
+            B->ops->index_scores(B, t.pool, 0, &rows, t.q8, t.w, IX_HEADS,
+                                 t.scores, L);
+            B->ops->topk(B, t.scores, n, L, t.len, TOPK, t.idx);
+            B->ops->attn_decode(B, t.pool, 0, &rows, ql, qp, t.idx, TOPK, H,
+                                0.07f, out);
         }, 5);
         double dense = time_ms([&] {
-            B->ops->attn_decode(B, pool, 0, &rows, ql, qp, NULL, K, H, 0.07f,
-                                out);
+            B->ops->attn_decode(B, t.pool, 0, &rows, ql, qp, NULL, TOPK, H,
+                                0.07f, out);
         }, 5);
         /* attention flops per row: q.k over lora + rope, p.v over lora */
         double per_key = 2.0 * H * (lora + rope + lora);
-        double f_dsa = n * ((double)K * per_key + 2.0 * L * IHh * 128);
+        double f_dsa = n * ((double)TOPK * per_key
+                            + 2.0 * L * IX_HEADS * 128);
         double f_dense = n * (L - n / 2.0) * per_key;
         result("| prefill attention, %d-row chunk | %dK ctx, 128 heads "
                "(+ indexer 64x128 for DSA) | DSA %.2f ms, dense %.2f ms "
@@ -554,10 +579,8 @@ bench_prefill_attention(void)
                100.0 * f_dsa / (dsa * 1e-3) / 1e12 / bf16_tflops,
                100.0 * f_dense / (dense * 1e-3) / 1e12 / bf16_tflops);
     }
-    B->ops->free(B, q8); B->ops->free(B, w); B->ops->free(B, scores);
     B->ops->free(B, ql); B->ops->free(B, qp); B->ops->free(B, out);
-    sg_kv_pool_free(pool);
-    free(table); free(pos); free(seq); free(len); free(sel);
+    tail_free(&t);
 }
 
 /* ---- one real-shape V3.2 layer, decode step ----------------------------- */
