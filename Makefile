@@ -24,7 +24,8 @@ ARCH    ?= -march=x86-64-v3
 CFLAGS  += $(OPT) $(ARCH) -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
            -Werror=implicit-function-declaration -fPIC -pthread \
            -Iengine -Iretrieval -I/usr/include/postgresql -MMD -MP
-LDLIBS  += -lcjson -lpcre2-8 -lopenblas -lsqlite3 -lhiredis -lpq -lm -lpthread
+LDLIBS  += -lcjson -lpcre2-8 -lopenblas -lsqlite3 -lhiredis -lpq -lm -lpthread \
+           -ldl
 LDFLAGS += $(LDSAN) -pthread
 
 ENGINE_SRC := $(wildcard engine/*.c engine/cpu/*.c)
@@ -41,14 +42,15 @@ TESTLIB_OBJ:= $(TEST_LIB:%.c=$(B)/obj/%.o)
 TESTS      := $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
 BENCHES    := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
 
-# The CUDA backend adds its objects and libraries here (kernels/kernels.mk).
--include kernels/kernels.mk
-
 LIBS := $(B)/libsgretrieval.a $(B)/libsparsegate.a
+
+# The CUDA backend's libraries and the GPU benchmark (kernels/kernels.mk).
+CUDA_OUT :=
+-include kernels/kernels.mk
 
 .PHONY: all tests benches test clean module
 all: $(B)/libsparsegate.a $(B)/libsgretrieval.a $(B)/sparsegate tests benches \
-     $(B)/link-flags.txt
+     $(B)/link-flags.txt $(CUDA_OUT)
 tests: $(TESTS)
 benches: $(BENCHES)
 

@@ -10,9 +10,6 @@
 #include "forward_scratch.h"
 #include "model.h"
 
-/* The CUDA backend is optional at link time. */
-#pragma weak sg_backend_cuda_new
-
 void
 sg_model_opts_default(sg_model_opts *o)
 {
@@ -192,10 +189,9 @@ sg_model_load(const char *dir, const sg_model_opts *o, sg_model **out,
     if (o->backend == NULL || strcmp(o->backend, "cpu") == 0) {
         m->backend = sg_backend_cpu_new(o->n_threads);
     } else if (strcmp(o->backend, "cuda") == 0) {
-        if (sg_backend_cuda_new == NULL) {
-            snprintf(err, errlen, "backend cuda: this build has no CUDA backend");
-            goto fail;
-        }
+        /* a strong reference: it pulls kernels/ (or, built without nvcc,
+         * cuda_missing.c and its "built without CUDA") out of the library
+         * into every program and the nginx module */
         m->backend = sg_backend_cuda_new(o->device, err, errlen);
         if (m->backend == NULL)
             goto fail;

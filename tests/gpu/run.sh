@@ -77,8 +77,9 @@ fi
 echo "== build (sm_90 + compute_90 PTX)"
 if [ "${SG_GPU_PREBUILT:-0}" != 1 ]; then
     # kernels/kernels.mk looks only at /usr/local/cuda/bin/nvcc and quietly
-    # builds the "built without CUDA" stub when it is not there, which
-    # would make every device test a SKIP: find nvcc, or stop here
+    # builds no CUDA library when it is not there (the engine then says
+    # "built without CUDA"), which would make every device test a SKIP:
+    # find nvcc, or stop here
     nvcc_bin=${NVCC:-/usr/local/cuda/bin/nvcc}
     [ -x "$nvcc_bin" ] || nvcc_bin=$(command -v nvcc || true)
     if [ -z "$nvcc_bin" ] || [ ! -x "$nvcc_bin" ]; then
@@ -110,7 +111,8 @@ if [ "${SG_GPU_PREBUILT:-0}" != 1 ]; then
             LIBS=build/libsparsegate.a TESTLIB_OBJ="$helpers" \
             LDLIBS="$libs" \
             LDFLAGS="-pthread -Wl,--as-needed -Wl,--allow-shlib-undefined" \
-            build/tests/test_cuda build/bench/gpu_bench \
+            build/libsparsegate_cuda.so build/tests/test_cuda \
+            build/bench/gpu_bench \
             >>"$out/build.log" 2>&1; then
         tail -n 40 "$out/build.log"
         echo "build failed (log: $out/build.log); if -dev packages are"
@@ -126,8 +128,10 @@ if [ "${SG_GPU_PREBUILT:-0}" != 1 ]; then
             -Xptxas -v -c "$f" -o /dev/null 2>&1 | grep -E "Function properties|Used|spill" ;
     done >"$out/ptxas.txt" 2>&1
 fi
-[ -x build/tests/test_cuda ] && [ -x build/bench/gpu_bench ] || {
-    echo "build/tests/test_cuda or build/bench/gpu_bench missing"; exit 1; }
+[ -x build/tests/test_cuda ] && [ -x build/bench/gpu_bench ] \
+    && [ -f build/libsparsegate_cuda.so ] || {
+    echo "build/tests/test_cuda, build/bench/gpu_bench or"
+    echo "build/libsparsegate_cuda.so missing"; exit 1; }
 
 echo "== tests: CUDA backend vs CPU backend"
 start=$SECONDS

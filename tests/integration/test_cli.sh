@@ -56,6 +56,13 @@ expect_err bad-kv "\-\-kv" $sg run --model "$tmp/tiny" --prompt "1" --kv sometim
 printf 'abc' >"$tmp/odd.bin"
 expect_err odd-prompt-file "odd.bin" $sg run --model "$tmp/tiny" --prompt-ids "$tmp/odd.bin"
 expect_err unknown-backend "backend" $sg run --model "$tmp/tiny" --prompt "1" --backend tpu
+# --backend cuda reaches the CUDA library (no GPU in CI: its own message)
+# or says this build has none; a library path that is wrong is named
+if ! nvidia-smi -L >/dev/null 2>&1; then
+    expect_err cuda-unavailable "CUDA" $sg run --model "$tmp/tiny" --prompt "1" --backend cuda
+fi
+SG_CUDA_LIBRARY="$tmp/no-such-cuda.so" \
+    expect_err cuda-library-missing "no-such-cuda.so" $sg run --model "$tmp/tiny" --prompt "1" --backend cuda
 cp -r "$tmp/tiny" "$tmp/broken"
 truncate -s 100000 "$tmp/broken/model.safetensors"
 expect_err truncated "model.safetensors" $sg run --model "$tmp/broken" --prompt "1 2"

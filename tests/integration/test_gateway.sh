@@ -267,6 +267,23 @@ gw_check queue_full_429 "$([ "$n429" -ge 1 ] && [ "$n200" -ge 1 ] && [ "$retry" 
     && grep -lq rate_limit_exceeded "$gw_dir"/q.[1-6]; echo $?)" "200s: $n200, 429s: $n429, Retry-After: $retry"
 gw_stop
 
+# ------------------------- CUDA asked for on a machine without a GPU
+# The worker stays up without an engine and answers 503 with the reason
+# (the CUDA backend is a library opened at run time: engine/cuda_loader.c).
+if nvidia-smi -L >/dev/null 2>&1; then
+    echo "SKIP gateway_cuda_unavailable: this machine has a GPU"
+else
+    gw_conf "$prefix" "$port" "sparsegate_backend cuda;"
+    gw_start "$prefix" "$port" || exit 1
+    s=$(status POST /v1/completions -d '{"prompt":"hi","max_tokens":2}')
+    gw_check cuda_unavailable_503 "$([ "$s" = 503 ] && grep -q 'CUDA' "$out"; echo $?)" \
+        "status $s: $(head -c 300 "$out")"
+    gw_check cuda_unavailable_logged \
+        "$(grep -q 'did not start.*CUDA' "$prefix/logs/error.log"; echo $?)" \
+        "$(tail -n 3 "$prefix/logs/error.log")"
+    gw_stop
+fi
+
 # ------------------------------------------- nginx -t names file:line
 bad_conf() {   # bad_conf NAME EXTRA_HTTP WANT_REGEX
     gw_conf "$gw_dir/bad" "$port" "$2"
