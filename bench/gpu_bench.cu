@@ -455,19 +455,23 @@ bench_indexer(void)
         int     L = ctx[c];
         sg_rows rows = tail_at(&t, L);
         double  flop = 2.0 * n * (double)L * IX_HEADS * 128;
-        for (int fma = 0; fma < 2; fma++) {
-            cu_set_fma_only(fma);
+        /* the default (bf16 mma), the f32 FMA kernel, the opt-in FP8 one */
+        static const char *const kind[3] = { "bf16 mma", "f32 FMA",
+                                             "fp8 mma, opt-in" };
+        for (int v = 0; v < 3; v++) {
+            cu_set_fma_only(v == 1);
+            cu(B)->index_fp8 = v == 2;
             double ms = time_ms([&] {
                 B->ops->index_scores(B, t.pool, 0, &rows, t.q8, t.w, IX_HEADS,
                                      t.scores, L);
             }, 5);
             double tf = flop / (ms * 1e-3) / 1e12;
             result("| indexer logits (%s) | %dK ctx, %d rows, 64x128 heads | "
-                   "%.3f ms, %.1f TFLOP/s | %.1f%% of fp8 GEMM |",
-                   fma ? "f32 FMA" : "bf16 mma", L / 1024, n, ms, tf,
-                   100.0 * tf / fp8_tflops);
+                   "%.3f ms, %.1f TFLOP/s | %.1f%% of fp8 GEMM |", kind[v],
+                   L / 1024, n, ms, tf, 100.0 * tf / fp8_tflops);
         }
         cu_set_fma_only(0);
+        cu(B)->index_fp8 = 0;
         for (int rows_n = 1; rows_n <= 64; rows_n += 63) {
             double tk = time_ms([&] {
                 B->ops->topk(B, t.scores, rows_n, L, t.len, TOPK, t.idx);

@@ -190,13 +190,23 @@ k_index_scores(sg_kv_layer L, dev_rows r, const uint8_t *q8, const float *w,
 }
 
 /*
- * The same scores on the tensor cores: e4m3 -> bf16 is exact, so bf16
- * mma.sync (m16n8k16, f32 accumulation) computes the e4m3 dot products
- * with exact products, as the f32 version does.  Warp w: 16 heads (w % 4)
- * x 32 keys (w / 4) of a 64 x 64 tile; rows padded to 136 bf16 so that
- * fragment loads hit 32 distinct banks.
+ * The same scores on the tensor cores.  Default (FP8 = false): e4m3 ->
+ * bf16 is exact, so bf16 mma.sync (m16n8k16, f32 accumulation) computes
+ * the e4m3 dot products with exact products, as the f32 version does.
+ * FP8 = true (SG_CUDA_INDEX_FP8=1, opt-in): the e4m3 codes go to the FP8
+ * tensor cores as they are (mma.sync m16n8k32 e4m3, f32 accumulation),
+ * no conversion and half the shared memory traffic; Hopper's FP8 tensor
+ * cores keep fewer accumulator bits (DeepSeek-V3 reports ~14), so scores
+ * may differ from the CPU's in the last bits and near-tied top-k entries
+ * flip: not the default while the model checks compare sets exactly.
+ * Warp w: 16 heads (w % 4) x 32 keys (w / 4) of a 64 x 64 tile; rows
+ * padded to 4 mod 32 words so that fragment loads hit 32 distinct banks.
+ * The m16n8k32 fragments of 8-bit types sit at the same 32-bit word
+ * offsets as m16n8k16's of 16-bit types (a0/a1 rows g/g + 8, a2/a3 four
+ * words on; b0/b1 likewise), so one body serves both.
  */
-#define IXM_STR 68      /* 32-bit words per padded 128-dim row */
+#define IXM_STR 68      /* 32-bit words per padded row: 128 bf16 */
+#define IXF_STR 36      /* 32-bit words per padded row: 128 e4m3 */
 
 __device__ __forceinline__ uint32_t
 e4m3x2_bf16(uint8_t lo, uint8_t hi)
@@ -215,12 +225,25 @@ mma_bf16(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+__device__ __forceinline__ void
+mma_e4m3(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+         uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <bool FP8>
 __global__ void __launch_bounds__(256)
 k_index_scores_mma(sg_kv_layer L, dev_rows r, const uint8_t *q8,
                    const float *w, int heads, float *scores, int stride)
 {
-    __shared__ uint32_t qs[IX_HEADS * IXM_STR];
-    __shared__ uint32_t ks[IX_KEYS * IXM_STR];
+    constexpr int STR = FP8 ? IXF_STR : IXM_STR;
+    constexpr int WORDS = FP8 ? IX_D / 4 : IX_D / 2;   /* per row */
+    __shared__ uint32_t qs[IX_HEADS * STR];
+    __shared__ uint32_t ks[IX_KEYS * STR];
     __shared__ float    red[4 * IX_KEYS];
     __shared__ float    ws[IX_HEADS];
     int    i = blockIdx.y, t = threadIdx.x, lane = t & 31, wid = t >> 5;
@@ -248,23 +271,33 @@ k_index_scores_mma(sg_kv_layer L, dev_rows r, const uint8_t *q8,
                 u[0] = src[0];
                 u[1] = src[1];
             }
-            const uint8_t *bytes = (const uint8_t *)u;
+            if (FP8) {
+                const uint32_t *words = (const uint32_t *)u;
 #pragma unroll
-            for (int j = 0; j < 16; j++)
-                ks[key * IXM_STR + part * 16 + j] =
-                    e4m3x2_bf16(bytes[2 * j], bytes[2 * j + 1]);
+                for (int j = 0; j < 8; j++)
+                    ks[key * STR + part * 8 + j] = words[j];
+            } else {
+                const uint8_t *bytes = (const uint8_t *)u;
+#pragma unroll
+                for (int j = 0; j < 16; j++)
+                    ks[key * STR + part * 16 + j] =
+                        e4m3x2_bf16(bytes[2 * j], bytes[2 * j + 1]);
+            }
         }
         float total = 0.0f;             /* thread t < IX_KEYS: key t */
         for (int hc = 0; hc < n_chunks; hc++) {
             int h0 = hc * IX_HEADS;
             __syncthreads();            /* qs/red reuse, ks written */
             if (tile == 0 || n_chunks > 1) {
-                for (int e = t; e < IX_HEADS * IX_D / 2; e += blockDim.x) {
-                    int h = e / (IX_D / 2), wd = e % (IX_D / 2);
+                for (int e = t; e < IX_HEADS * WORDS; e += blockDim.x) {
+                    int h = e / WORDS, wd = e % WORDS;
                     const uint8_t *qr = q8 + ((int64_t)i * heads + h0 + h)
-                                             * IX_D + 2 * wd;
-                    qs[h * IXM_STR + wd] = h0 + h < heads
-                                           ? e4m3x2_bf16(qr[0], qr[1]) : 0u;
+                                             * IX_D;
+                    uint32_t v = 0u;
+                    if (h0 + h < heads)
+                        v = FP8 ? ((const uint32_t *)qr)[wd]
+                                : e4m3x2_bf16(qr[2 * wd], qr[2 * wd + 1]);
+                    qs[h * STR + wd] = v;
                 }
                 for (int h = t; h < IX_HEADS; h += blockDim.x)
                     ws[h] = h0 + h < heads ? w[(int64_t)i * heads + h0 + h]
@@ -272,16 +305,19 @@ k_index_scores_mma(sg_kv_layer L, dev_rows r, const uint8_t *q8,
             }
             __syncthreads();
             float c[4][4] = {};
-            const uint32_t *qa = qs + (mt * 16 + g) * IXM_STR + tig;
+            const uint32_t *qa = qs + (mt * 16 + g) * STR + tig;
 #pragma unroll
-            for (int kw = 0; kw < IX_D / 2; kw += 8) {
-                uint32_t a0 = qa[kw], a1 = qa[8 * IXM_STR + kw];
-                uint32_t a2 = qa[kw + 4], a3 = qa[8 * IXM_STR + kw + 4];
+            for (int kw = 0; kw < WORDS; kw += 8) {
+                uint32_t a0 = qa[kw], a1 = qa[8 * STR + kw];
+                uint32_t a2 = qa[kw + 4], a3 = qa[8 * STR + kw + 4];
 #pragma unroll
                 for (int nt = 0; nt < 4; nt++) {
-                    const uint32_t *kb = ks + (nh * 32 + nt * 8 + g) * IXM_STR
+                    const uint32_t *kb = ks + (nh * 32 + nt * 8 + g) * STR
                                          + tig + kw;
-                    mma_bf16(c[nt], a0, a1, a2, a3, kb[0], kb[4]);
+                    if (FP8)
+                        mma_e4m3(c[nt], a0, a1, a2, a3, kb[0], kb[4]);
+                    else
+                        mma_bf16(c[nt], a0, a1, a2, a3, kb[0], kb[4]);
                 }
             }
             float wa = ws[mt * 16 + g], wb = ws[mt * 16 + g + 8];
@@ -363,8 +399,13 @@ cu_index_scores(sg_backend *b, const sg_kv_pool *pool, int layer,
                 pool->layers[layer], dr, q8 + (size_t)y0 * heads * IX_D,
                 w + (size_t)y0 * heads, heads,
                 scores + (size_t)y0 * scores_stride, scores_stride);
+        else if (c->index_fp8)
+            k_index_scores_mma<true><<<grid, 256, 0, c->stream>>>(
+                pool->layers[layer], dr, q8 + (size_t)y0 * heads * IX_D,
+                w + (size_t)y0 * heads, heads,
+                scores + (size_t)y0 * scores_stride, scores_stride);
         else
-            k_index_scores_mma<<<grid, 256, 0, c->stream>>>(
+            k_index_scores_mma<false><<<grid, 256, 0, c->stream>>>(
                 pool->layers[layer], dr, q8 + (size_t)y0 * heads * IX_D,
                 w + (size_t)y0 * heads, heads,
                 scores + (size_t)y0 * scores_stride, scores_stride);
@@ -1194,8 +1235,10 @@ cu_attention_init(sg_backend *b)
 {
     int         dev = cu(b)->device;
     const char *fma = getenv("SG_CUDA_FMA");
+    const char *fp8 = getenv("SG_CUDA_INDEX_FP8");
 
     use_fma_only = fma != NULL && strcmp(fma, "0") != 0;
+    cu(b)->index_fp8 = fp8 != NULL && strcmp(fp8, "0") != 0;
     if (cu_check(b, cudaDeviceGetAttribute(&smem_optin,
                         cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
                  "shared memory limit")

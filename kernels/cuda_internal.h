@@ -35,6 +35,10 @@ typedef struct cuda_impl {
     int             n_weights, cap_weights;
     int             failed;
     char            err[512];
+    /* 1: the indexer's scores on the FP8 tensor cores (m16n8k32 e4m3),
+     * from SG_CUDA_INDEX_FP8=1 at creation; opt-in, cuda_attention.cu
+     * says why */
+    int             index_fp8;
 } cuda_impl;
 
 static inline cuda_impl *
