@@ -22,7 +22,11 @@
  *  - bit-exact: FP8 codes and scales of act_quant (the same IEEE division
  *    and RNE), top-k sets on identical scores, routing decisions;
  *  - whole model: logits within the fixtures' strict class (1e-3 max
- *    |diff|), identical argmax, top-k sets and routing.
+ *    |diff|), identical argmax, top-k sets and routing; FP8 with
+ *    act_quant within the FP8 class (0.5 max |diff|, same argmax), FP8
+ *    without it against the CPU at 1e-3 (test_model_fp8 says why);
+ *    random V3.2-shaped weights against the CPU with its decisions
+ *    forced (test_model_random_vs_cpu).
  */
 #include <math.h>
 #include <stdio.h>
@@ -1013,28 +1017,50 @@ done:
     free(pex);
 }
 
-/* The same FP8 run (FP8 KV, act_quant) on both backends, decisions free:
- * the GPU's logits against the CPU's. */
+/*
+ * The FP8 fixture (FP8 weights and KV) on the GPU, two ways.
+ *
+ * act_quant off, decisions free: the GPU's logits against the CPU's, 1e-3
+ * (an e4m3 KV code may round the other way on each side, see
+ * model-random; the emulated kernels measured 2e-6 prefill, 4e-5 decode).
+ *
+ * act_quant on (the reference's FP8 run, fix_sparse, decisions forced):
+ * within the class the CPU is held to against DeepSeek's reference
+ * (test_forward fp8-forced: max |d| <= 0.5, same argmax).  Not against the
+ * CPU at 1e-4: with act_quant a rounding-level difference can flip a
+ * block's ue8m0 scale and random weights grow it (kernels/NOTES.md); the
+ * GPU's prompt rows take the absorbed tensor-core kernel, the CPU's the
+ * MHA form, and host emulation measured 0.04 between them here.
+ */
 static void
-test_model_fp8_vs_cpu(void)
+test_model_fp8(void)
 {
-    sg_model       *mc = NULL, *mg = NULL;
+    sg_model       *mc = NULL, *mg = NULL, *mr = NULL;
     sg_model_opts   o;
     sg_protocol     p = { 0 };
-    sg_protocol_out a, b;
+    sg_protocol_out a, b, r;
     char            dir[1024], err[512];
-    size_t          np;
+    size_t          np, nt;
+    const char     *run = "fix_sparse";
     int32_t        *prompt = fixture("fp8", NULL, "prompt.i32.bin", &np);
-    int             ra = -1, rb = -1;
+    int32_t        *tokens = fixture("fp8", run, "tokens.i32.bin", &nt);
+    float          *pl = fixture("fp8", run, "prefill_logits.f32.bin", NULL);
+    float          *dl = fixture("fp8", run, "decode_logits.f32.bin", NULL);
+    int32_t        *ptk = fixture("fp8", run, "prefill_topk_all.i32.bin", NULL);
+    int32_t        *tk = fixture("fp8", run, "topk.i32.bin", NULL);
+    int32_t        *pex = fixture("fp8", run, "prefill_experts_all.i32.bin",
+                                  NULL);
+    int32_t        *ex = fixture("fp8", run, "experts.i32.bin", NULL);
+    int             ra = -1, rb = -1, rr = -1;
 
-    if (prompt == NULL) {
+    if (!prompt || !tokens || !pl || !dl || !ptk || !tk || !pex || !ex) {
         CHECK(0, "model-fp8/fixtures", "missing fixture files");
-        return;
+        goto done;
     }
     snprintf(dir, sizeof(dir), "%s/tiny-v32/fp8", check_fixtures_dir());
     sg_model_opts_default(&o);
     o.num.kv_fp8 = 1;
-    o.num.act_quant = 1;
+    o.num.act_quant = 0;
     if (sg_model_load(dir, &o, &mc, err, sizeof(err)) != 0) {
         CHECK(0, "model-fp8/load-cpu", "%s", err);
         goto done;
@@ -1042,6 +1068,11 @@ test_model_fp8_vs_cpu(void)
     o.backend = "cuda";
     if (sg_model_load(dir, &o, &mg, err, sizeof(err)) != 0) {
         CHECK(0, "model-fp8/load-cuda", "%s", err);
+        goto done;
+    }
+    o.num.act_quant = 1;
+    if (sg_model_load(dir, &o, &mr, err, sizeof(err)) != 0) {
+        CHECK(0, "model-fp8/load-cuda-aq", "%s", err);
         goto done;
     }
     p.prompt = prompt;
@@ -1053,21 +1084,50 @@ test_model_fp8_vs_cpu(void)
         CHECK(0, "model-fp8/run", "%s", err);
         goto done;
     }
-    int V = mc->cfg.vocab_size;
+    int V = mc->cfg.vocab_size, N = (int)nt - 1;
     double ep = check_rel_err(b.prefill_logits, a.prefill_logits, V);
     double ed = check_rel_err(b.decode_logits, a.decode_logits, (size_t)4 * V);
-    CHECK(ep <= 1e-4 && ed <= 1e-4, "model-fp8/gpu-vs-cpu",
-          "logits rel err prefill %.3g decode %.3g > 1e-4", ep, ed);
+    CHECK(ep <= 1e-3 && ed <= 1e-3, "model-fp8/gpu-vs-cpu",
+          "logits rel err prefill %.3g decode %.3g > 1e-3", ep, ed);
     CHECK(memcmp(a.tokens, b.tokens, sizeof(int32_t) * 5) == 0,
           "model-fp8/argmax", "greedy tokens differ between CPU and GPU");
+
+    memset(&p, 0, sizeof(p));
+    p.prompt = prompt;
+    p.n_prompt = (int)np;
+    p.steps = N;
+    p.teacher = tokens;
+    p.force_prefill_topk = ptk;
+    p.force_topk = tk;
+    p.force_prefill_experts = pex;
+    p.force_experts = ex;
+    rr = sg_protocol_run(mr, &p, &r, err, sizeof(err));
+    if (rr != 0) {
+        CHECK(0, "model-fp8/reference-run", "%s", err);
+        goto done;
+    }
+    double dp = check_max_abs(r.prefill_logits, pl, V);
+    double dd = check_max_abs(r.decode_logits, dl, (size_t)N * V);
+    CHECK(dp <= 0.5 && dd <= 0.5, "model-fp8/reference-class",
+          "max |d| prefill %.3g decode %.3g > 0.5", dp, dd);
+    CHECK(memcmp(r.tokens, tokens, sizeof(int32_t) * (N + 1)) == 0,
+          "model-fp8/reference-argmax",
+          "argmax differs from the reference tokens");
+    printf("# model-fp8: act_quant off GPU vs CPU rel err %.3g / %.3g; "
+           "act_quant on vs the reference max |d| %.3g / %.3g\n", ep, ed,
+           dp, dd);
 done:
     if (ra == 0)
         sg_protocol_out_free(&a);
     if (rb == 0)
         sg_protocol_out_free(&b);
+    if (rr == 0)
+        sg_protocol_out_free(&r);
     sg_model_free(mc);
     sg_model_free(mg);
-    free(prompt);
+    sg_model_free(mr);
+    free(prompt); free(tokens); free(pl); free(dl); free(ptk); free(tk);
+    free(pex); free(ex);
 }
 
 /*
@@ -1253,7 +1313,7 @@ main(void)
     gpu = cpu = NULL;
     if (have_fixtures("model")) {
         test_model_strict();
-        test_model_fp8_vs_cpu();
+        test_model_fp8();
     }
     test_model_random_vs_cpu(0);
     test_model_random_vs_cpu(1);
