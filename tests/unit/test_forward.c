@@ -12,28 +12,10 @@
 #include <string.h>
 
 #include "check.h"
+#include "fixture_runs.h"
 #include "protocol.h"
 
 static char dir[1024];
-
-static void *
-fixture(const char *variant, const char *run, const char *file, size_t *n)
-{
-    char   path[2048];
-    size_t len = 0;
-    void  *p;
-
-    if (run)
-        snprintf(path, sizeof(path), "%s/tiny-v32/%s/expected/%s/%s",
-                 check_fixtures_dir(), variant, run, file);
-    else
-        snprintf(path, sizeof(path), "%s/tiny-v32/%s/expected/%s",
-                 check_fixtures_dir(), variant, file);
-    p = check_read_file(path, &len);
-    if (n)
-        *n = len / 4;
-    return p;
-}
 
 static sg_model *
 load_shared(const char *variant, int kv_fp8, int dense, int act_quant,
@@ -90,14 +72,14 @@ test_strict_run(const char *tag, size_t mha_bytes)
     sg_protocol     p = { 0 };
     sg_protocol_out o;
     size_t          np, nt;
-    int32_t        *prompt = fixture("bf16", NULL, "prompt.i32.bin", &np);
-    int32_t        *tokens = fixture("bf16", "fix_nokvq_sparse", "tokens.i32.bin", &nt);
-    float          *pl = fixture("bf16", "fix_nokvq_sparse", "prefill_logits.f32.bin", NULL);
-    float          *dl = fixture("bf16", "fix_nokvq_sparse", "decode_logits.f32.bin", NULL);
-    int32_t        *ptk = fixture("bf16", "fix_nokvq_sparse", "prefill_topk_all.i32.bin", NULL);
-    int32_t        *tk = fixture("bf16", "fix_nokvq_sparse", "topk.i32.bin", NULL);
-    int32_t        *pex = fixture("bf16", "fix_nokvq_sparse", "prefill_experts_all.i32.bin", NULL);
-    float          *hid = fixture("bf16", "fix_nokvq_sparse", "hidden.f32.bin", NULL);
+    int32_t        *prompt = fixture_file("bf16", NULL, "prompt.i32.bin", &np);
+    int32_t        *tokens = fixture_file("bf16", "fix_nokvq_sparse", "tokens.i32.bin", &nt);
+    float          *pl = fixture_file("bf16", "fix_nokvq_sparse", "prefill_logits.f32.bin", NULL);
+    float          *dl = fixture_file("bf16", "fix_nokvq_sparse", "decode_logits.f32.bin", NULL);
+    int32_t        *ptk = fixture_file("bf16", "fix_nokvq_sparse", "prefill_topk_all.i32.bin", NULL);
+    int32_t        *tk = fixture_file("bf16", "fix_nokvq_sparse", "topk.i32.bin", NULL);
+    int32_t        *pex = fixture_file("bf16", "fix_nokvq_sparse", "prefill_experts_all.i32.bin", NULL);
+    float          *hid = fixture_file("bf16", "fix_nokvq_sparse", "hidden.f32.bin", NULL);
     char            err[512];
 
     if (!m || !prompt || !tokens || !pl || !dl || !ptk || !tk || !pex || !hid) {
@@ -145,50 +127,10 @@ done:
 static void
 test_fp8_forced(void)
 {
-    sg_model       *m = load("fp8", 1, 0, 1);
-    sg_protocol     p = { 0 };
-    sg_protocol_out o;
-    size_t          np, nt;
-    const char     *run = "fix_sparse";
-    int32_t        *prompt = fixture("fp8", NULL, "prompt.i32.bin", &np);
-    int32_t        *tokens = fixture("fp8", run, "tokens.i32.bin", &nt);
-    float          *pl = fixture("fp8", run, "prefill_logits.f32.bin", NULL);
-    float          *dl = fixture("fp8", run, "decode_logits.f32.bin", NULL);
-    int32_t        *ptk = fixture("fp8", run, "prefill_topk_all.i32.bin", NULL);
-    int32_t        *tk = fixture("fp8", run, "topk.i32.bin", NULL);
-    int32_t        *pex = fixture("fp8", run, "prefill_experts_all.i32.bin", NULL);
-    int32_t        *ex = fixture("fp8", run, "experts.i32.bin", NULL);
-    char            err[512];
+    sg_model *m = load("fp8", 1, 0, 1);
 
-    if (!m || !prompt || !tokens || !pl || !dl || !ptk || !tk || !pex || !ex) {
-        CHECK(0, "fp8-forced/fixtures", "missing fixture files");
-        goto done;
-    }
-    int V = m->cfg.vocab_size, P = (int)np, N = (int)nt - 1;
-
-    p.prompt = prompt;
-    p.n_prompt = P;
-    p.steps = N;
-    p.teacher = tokens;
-    p.force_prefill_topk = ptk;
-    p.force_topk = tk;
-    p.force_prefill_experts = pex;
-    p.force_experts = ex;
-    if (sg_protocol_run(m, &p, &o, err, sizeof(err)) != 0) {
-        CHECK(0, "fp8-forced/run", "%s", err);
-        goto done;
-    }
-    double dp = max_abs_rows(o.prefill_logits, pl, V);
-    double dd = max_abs_rows(o.decode_logits, dl, (size_t)N * V);
-    CHECK(dp <= 0.5 && dd <= 0.5, "fp8-forced/logits",
-          "max |d| prefill %.3g decode %.3g > 0.5", dp, dd);
-    CHECK(memcmp(o.tokens, tokens, sizeof(int32_t) * (N + 1)) == 0,
-          "fp8-forced/argmax", "argmax differs from the reference tokens");
-    sg_protocol_out_free(&o);
-done:
+    fixture_check_fp8_forced(m, "fp8-forced", NULL, NULL);
     sg_model_free(m);
-    free(prompt); free(tokens); free(pl); free(dl); free(ptk); free(tk);
-    free(pex); free(ex);
 }
 
 /* Prefill in chunks and two sequences in one batch give the one-shot
@@ -198,7 +140,7 @@ test_chunks_and_batches(void)
 {
     sg_model *m = load("bf16", 1, 0, 1);
     size_t    np;
-    int32_t  *prompt = fixture("bf16", NULL, "prompt.i32.bin", &np);
+    int32_t  *prompt = fixture_file("bf16", NULL, "prompt.i32.bin", &np);
     char      err[512];
 
     if (!m || !prompt) {
@@ -332,7 +274,7 @@ test_index_share(void)
     sg_model *on = load_shared("bf16", 1, 0, 1, 2);
     sg_model *off = load("bf16", 1, 0, 1);
     size_t    np;
-    int32_t  *prompt = fixture("bf16", NULL, "prompt.i32.bin", &np);
+    int32_t  *prompt = fixture_file("bf16", NULL, "prompt.i32.bin", &np);
     char      err[512];
 
     if (!on || !off || !prompt) {
@@ -401,7 +343,7 @@ test_mha_limit(void)
     sg_model *all = load("bf16", 0, 0, 0);
     sg_model *lim = load("bf16", 0, 0, 0);
     size_t    np;
-    int32_t  *prompt = fixture("bf16", NULL, "prompt.i32.bin", &np);
+    int32_t  *prompt = fixture_file("bf16", NULL, "prompt.i32.bin", &np);
     char      err[512];
 
     if (!all || !lim || !prompt) {
