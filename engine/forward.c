@@ -323,9 +323,10 @@ indexer_select(fwd_t *f, int l)
  * default: 1 GiB on the CPU, reached at 8K tokens with V3.2's shapes; 0 on
  * the GPU, see backend.h), prompt tokens take the absorbed form too: its
  * memory does not grow with the context, and with a long context it also
- * costs less than applying kv_b to the whole context once per chunk.  Choosing by the kind of token and its position, never by
- * chunking or by a prefix-cache hit, keeps every token's result bitwise
- * independent of how its prompt was scheduled.
+ * costs less than applying kv_b to the whole context once per chunk.
+ * Choosing by the kind of token and its position, never by chunking or by
+ * a prefix-cache hit, keeps every token's result bitwise independent of
+ * how its prompt was scheduled.
  */
 static int
 uses_mha(const fwd_t *f, int it)

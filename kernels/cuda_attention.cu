@@ -399,13 +399,10 @@ cu_index_scores(sg_backend *b, const sg_kv_pool *pool, int layer,
                 pool->layers[layer], dr, q8 + (size_t)y0 * heads * IX_D,
                 w + (size_t)y0 * heads, heads,
                 scores + (size_t)y0 * scores_stride, scores_stride);
-        else if (c->index_fp8)
-            k_index_scores_mma<true><<<grid, 256, 0, c->stream>>>(
-                pool->layers[layer], dr, q8 + (size_t)y0 * heads * IX_D,
-                w + (size_t)y0 * heads, heads,
-                scores + (size_t)y0 * scores_stride, scores_stride);
         else
-            k_index_scores_mma<false><<<grid, 256, 0, c->stream>>>(
+            (c->index_fp8 ? k_index_scores_mma<true>
+                          : k_index_scores_mma<false>)<<<grid, 256, 0,
+                                                         c->stream>>>(
                 pool->layers[layer], dr, q8 + (size_t)y0 * heads * IX_D,
                 w + (size_t)y0 * heads, heads,
                 scores + (size_t)y0 * scores_stride, scores_stride);

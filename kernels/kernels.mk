@@ -5,7 +5,7 @@
 #   $(B)/libsparsegate_cuda.a   linked into the GPU benchmark, which reaches
 #                               into the backend's internals
 # Without nvcc the loader says "built without CUDA".  Included by the
-# Makefile after ENGINE_OBJ is defined.
+# Makefile after LIBS is defined.
 NVCC ?= /usr/local/cuda/bin/nvcc
 CUDA_HOME ?= /usr/local/cuda
 
@@ -46,9 +46,7 @@ $(B)/bench/gpu_bench: $(B)/obj/bench/gpu_bench.o $(B)/libsparsegate_cuda.a \
 	$(CC) $(LDFLAGS) -o $@ $< $(B)/libsparsegate_cuda.a $(LIBS) $(LDLIBS) \
 	    $(CUDA_LIBS)
 .SECONDARY: $(B)/obj/bench/gpu_bench.o
-endif
 
 # test_cuda opens the library at run time, beside its own build directory
-ifneq ($(wildcard $(NVCC)),)
 $(B)/tests/test_cuda: | $(B)/libsparsegate_cuda.so
 endif

@@ -142,6 +142,15 @@ check_read_file(const char *path, size_t *len)
     return buf;
 }
 
+const char *
+check_named(const char *prefix, const char *what)
+{
+    static char buf[160];
+
+    snprintf(buf, sizeof(buf), "%s/%s", prefix, what);
+    return buf;
+}
+
 static int
 rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
 {

@@ -42,6 +42,10 @@ const char *check_fixtures_dir(void);
 /* Reads a whole file; NULL on failure.  *len gets its size. */
 void *check_read_file(const char *path, size_t *len);
 
+/* "prefix/what", a check's name built at run time; the buffer is reused
+ * by the next call, so pass it straight to CHECK. */
+const char *check_named(const char *prefix, const char *what);
+
 /* Removes a directory tree (a test's temp dir), links not followed. */
 void check_rm_rf(const char *dir);
 

@@ -24,16 +24,6 @@ fixture_file(const char *variant, const char *run, const char *file,
     return p;
 }
 
-/* NAME/WHAT, the name of one check (used before the next call) */
-static const char *
-check_name(const char *name, const char *what)
-{
-    static char buf[160];
-
-    snprintf(buf, sizeof(buf), "%s/%s", name, what);
-    return buf;
-}
-
 void
 fixture_check_fp8_forced(sg_model *m, const char *name, double *dp,
     double *dd)
@@ -60,7 +50,7 @@ fixture_check_fp8_forced(sg_model *m, const char *name, double *dp,
     if (!m || !prompt || !tokens || !pl || !dl || !ptk || !tk || !pex
         || !ex)
     {
-        CHECK(0, check_name(name, "run"), "no model or missing fixture "
+        CHECK(0, check_named(name, "run"), "no model or missing fixture "
               "files under %s", check_fixtures_dir());
         goto done;
     }
@@ -75,15 +65,15 @@ fixture_check_fp8_forced(sg_model *m, const char *name, double *dp,
     p.force_prefill_experts = pex;
     p.force_experts = ex;
     if (sg_protocol_run(m, &p, &o, err, sizeof(err)) != 0) {
-        CHECK(0, check_name(name, "run"), "%s", err);
+        CHECK(0, check_named(name, "run"), "%s", err);
         goto done;
     }
     double a = check_max_abs(o.prefill_logits, pl, V);
     double b = check_max_abs(o.decode_logits, dl, (size_t)N * V);
-    CHECK(a <= 0.5 && b <= 0.5, check_name(name, "logits"),
+    CHECK(a <= 0.5 && b <= 0.5, check_named(name, "logits"),
           "max |d| prefill %.3g decode %.3g > 0.5", a, b);
     CHECK(memcmp(o.tokens, tokens, sizeof(int32_t) * (N + 1)) == 0,
-          check_name(name, "argmax"),
+          check_named(name, "argmax"),
           "argmax differs from the reference tokens");
     if (dp)
         *dp = a;

@@ -50,16 +50,6 @@ max_abs_rows(const float *a, const float *b, size_t n)
     return check_max_abs(a, b, n);
 }
 
-/* "tag/what", the check's name (used before the next call) */
-static const char *
-named(const char *tag, const char *what)
-{
-    static char name[128];
-
-    snprintf(name, sizeof(name), "%s/%s", tag, what);
-    return name;
-}
-
 /*
  * bf16 fix_nokvq_sparse: the strict class, free running, teacher forced.
  * mha_bytes 1 puts every prompt token in the absorbed form, as the CUDA
@@ -83,7 +73,7 @@ test_strict_run(const char *tag, size_t mha_bytes)
     char            err[512];
 
     if (!m || !prompt || !tokens || !pl || !dl || !ptk || !tk || !pex || !hid) {
-        CHECK(0, named(tag, "fixtures"), "missing fixture files under %s",
+        CHECK(0, check_named(tag, "fixtures"), "missing fixture files under %s",
               check_fixtures_dir());
         goto done;
     }
@@ -99,23 +89,23 @@ test_strict_run(const char *tag, size_t mha_bytes)
     p.teacher = tokens;
     p.trace = 1;
     if (sg_protocol_run(m, &p, &o, err, sizeof(err)) != 0) {
-        CHECK(0, named(tag, "run"), "%s", err);
+        CHECK(0, check_named(tag, "run"), "%s", err);
         goto done;
     }
     double dp = max_abs_rows(o.prefill_logits, pl, V);
     double dd = max_abs_rows(o.decode_logits, dl, (size_t)N * V);
-    CHECK(dp <= 1e-3, named(tag, "prefill-logits"), "max |d| %.3g > 1e-3", dp);
-    CHECK(dd <= 1e-3, named(tag, "decode-logits"), "max |d| %.3g > 1e-3", dd);
+    CHECK(dp <= 1e-3, check_named(tag, "prefill-logits"), "max |d| %.3g > 1e-3", dp);
+    CHECK(dd <= 1e-3, check_named(tag, "decode-logits"), "max |d| %.3g > 1e-3", dd);
     CHECK(memcmp(o.tokens, tokens, sizeof(int32_t) * (N + 1)) == 0,
-          named(tag, "argmax"), "argmax differs from the reference tokens");
+          check_named(tag, "argmax"), "argmax differs from the reference tokens");
     CHECK(memcmp(o.prefill_topk_all, ptk, sizeof(int32_t) * L * P * K) == 0,
-          named(tag, "prefill-topk"), "prefill top-k sets differ");
+          check_named(tag, "prefill-topk"), "prefill top-k sets differ");
     CHECK(memcmp(o.topk, tk, sizeof(int32_t) * L * (N + 1) * K) == 0,
-          named(tag, "query-topk"), "query-row top-k sets differ");
+          check_named(tag, "query-topk"), "query-row top-k sets differ");
     CHECK(memcmp(o.prefill_experts_all, pex, sizeof(int32_t) * L * P * k) == 0,
-          named(tag, "routing"), "prefill expert routing differs");
+          check_named(tag, "routing"), "prefill expert routing differs");
     double dh = check_rel_err(o.hidden, hid, (size_t)(N + 1) * (L + 1) * D);
-    CHECK(dh <= 1e-5, named(tag, "hidden"), "hidden states rel err %.3g", dh);
+    CHECK(dh <= 1e-5, check_named(tag, "hidden"), "hidden states rel err %.3g", dh);
     sg_protocol_out_free(&o);
 done:
     sg_model_free(m);
