@@ -11,15 +11,8 @@ root=$PWD
 
 bash tools/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
 
-# The shared fixtures sit beside the checkout (CI), or beside the repository
-# this one was cloned from (a clean clone in a temp dir).
-if [ -z "${SG_FIXTURES:-}" ]; then
-    for d in "$root/../shared/fixtures" \
-             "$(git config --get remote.origin.url 2>/dev/null)/../shared/fixtures"; do
-        [ -d "$d" ] && { SG_FIXTURES=$(cd "$d" && pwd); break; }
-    done
-fi
-export SG_FIXTURES=${SG_FIXTURES:-$root/../shared/fixtures}
+# DeepSeek reference fixtures (data) live in tests/fixtures.
+export SG_FIXTURES=${SG_FIXTURES:-$root/tests/fixtures}
 export SG_ROOT=$root
 
 jobs=$(nproc)

@@ -2,7 +2,7 @@
 # The GPU check, for a machine with an NVIDIA GPU (Hopper: sm_90; others
 # run the embedded compute_90 PTX): builds the CUDA backend, runs its tests
 # against the CPU backend (tests/unit/test_cuda.c: every op on fresh random
-# inputs, then the whole model on the shared fixtures), runs the GPU
+# inputs, then the whole model on the reference fixtures), runs the GPU
 # benchmarks (bench/gpu_bench.cu), writes their table into bench/RESULTS.md
 # between the gpu markers, and prints a short summary table last.
 #
@@ -46,13 +46,8 @@ if ! nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.me
     exit 1
 fi
 
-# The fixtures beside the checkout, or carried inside it as shared/.
-if [ -z "${SG_FIXTURES:-}" ]; then
-    for d in "$root/../shared/fixtures" "$root/shared/fixtures"; do
-        [ -d "$d" ] && { SG_FIXTURES=$(cd "$d" && pwd); break; }
-    done
-fi
-export SG_FIXTURES=${SG_FIXTURES:-$root/../shared/fixtures}
+# DeepSeek reference fixtures (data) live in tests/fixtures.
+export SG_FIXTURES=${SG_FIXTURES:-$root/tests/fixtures}
 
 # A device image may lack the -dev packages the engine links with: carry
 # them as .deb files in .gpu-debs/ (fetched on the build machine with
@@ -154,7 +149,7 @@ if grep -q '^SKIP cuda/' "$out/test_cuda.log"; then
     failed=$((failed + 1))
     echo "FAIL: the device tests were skipped on a GPU machine"
 fi
-# the model checks need the fixtures (SG_FIXTURES, or shared/ carried)
+# the model checks need the fixtures (tests/fixtures, or SG_FIXTURES)
 fixtures_note=
 grep -q '^SKIP model' "$out/test_cuda.log" \
     && fixtures_note=" (model: no fixtures)"

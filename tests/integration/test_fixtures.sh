@@ -7,7 +7,7 @@
 # reproduce the reference tokens where the manifest says the run is clean.
 set -u
 root=${SG_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-fx=${SG_FIXTURES:-$root/../shared/fixtures}/tiny-v32
+fx=${SG_FIXTURES:-$root/tests/fixtures}/tiny-v32
 sg=$root/build/sparsegate
 if [ ! -d "$fx" ]; then
     echo "FAIL fixtures: $fx not found (set SG_FIXTURES)"

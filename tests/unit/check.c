@@ -114,7 +114,7 @@ check_fixtures_dir(void)
 {
     const char *d = getenv("SG_FIXTURES");
 
-    return d ? d : "../shared/fixtures";
+    return d ? d : "tests/fixtures";
 }
 
 void *

@@ -36,7 +36,7 @@ float check_randn(void);
 float check_randu(float lo, float hi);
 unsigned check_rand32(void);
 
-/* Path of the shared fixtures (../shared/fixtures or $SG_FIXTURES). */
+/* Path of the reference fixtures (tests/fixtures or $SG_FIXTURES). */
 const char *check_fixtures_dir(void);
 
 /* Reads a whole file; NULL on failure.  *len gets its size. */

@@ -1,5 +1,5 @@
 /*
- * The shared fixtures (../shared/fixtures/tiny-v32: DeepSeek's reference
+ * The reference fixtures (tests/fixtures/tiny-v32: DeepSeek's reference
  * code on tiny checkpoints) as the tests of every backend read them, and
  * the reference runs the engine is held to whatever the backend.
  */
