@@ -9,6 +9,7 @@
 #   - a client killed mid-stream frees its sequence (seen in /metrics)
 #   - reload and quit while requests run lose nothing, leave no socket
 #   - /v1/rag over a SQLite store: answer + citations
+#   - error_log debug traces one /v1/rag request from accept to last byte
 # Prints PASS/FAIL lines; SKIP when the engine pieces are not built yet.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -248,6 +249,45 @@ gw_check no_open_socket_left "$(grep -q 'open socket' "$prefix/logs/error.log" &
     "$(grep 'open socket' "$prefix/logs/error.log" | head -n 3)"
 gw_check no_alerts "$(grep -Eq '\[(alert|emerg|crit)\]' "$prefix/logs/error.log" && echo 1 || echo 0)" \
     "$(grep -E '\[(alert|emerg|crit)\]' "$prefix/logs/error.log" | head -n 3)"
+
+# -------------------------------------------------------- debug trace
+# With "error_log ... debug" one /v1/rag request can be followed from
+# accept to its last byte: every step logs under the connection's number.
+GW_LOG_LEVEL=debug gw_conf "$prefix" "$port" "sparsegate_store sqlite:$gw_dir/store/passages.db;"
+gw_start "$prefix" "$port" || exit 1
+s=$(status POST /v1/rag -d '{"question":"How does epoll report readiness?","collection":"man","max_tokens":2,"temperature":0}')
+gw_stop
+python3 - "$prefix/logs/error.log" "$s" <<'PY'
+import re, sys
+log, status = open(sys.argv[1], errors="replace").read().splitlines(), sys.argv[2]
+conn = None
+for line in log:
+    m = re.search(r'\*(\d+) sparsegate: POST "/v1/rag": endpoint rag', line)
+    if m:
+        conn = m.group(1)
+mine = [l for l in log if conn and re.search(r'\*%s ' % conn, l)]
+steps = ["accept: 127.0.0.1", "sparsegate: POST \"/v1/rag\": endpoint rag",
+         "sparsegate params: body of", "sparsegate rag: phase 0 \"shared block\"",
+         "sparsegate rag: phase 1 \"search\"", "sparsegate rag: query done",
+         "sparsegate rag: phase 4 \"context build\"", "sparsegate rag: context of",
+         "sparsegate rag: phase 7 \"generate\"", "sparsegate job rag-",
+         "prompt tokens, max_tokens 2", "sparsegate job rag-.*: token",
+         "sparsegate job rag-.*: done, finish", "sparsegate response: rag-.* ends",
+         "sparsegate send: 200", "http finalize request: 0",
+         "sparsegate job rag-.*: request gone", "close http connection"]
+at, missing = 0, []
+for s in steps:
+    for i in range(at, len(mine)):
+        if re.search(s, mine[i]):
+            at = i + 1
+            break
+    else:
+        missing.append(s)
+ok = status == "200" and conn and not missing
+print("PASS debug_trace_one_request" if ok else
+      "FAIL debug_trace_one_request: status %s, connection %s, not in order: %s"
+      % (status, conn, missing))
+PY
 
 # ------------------------------------------------------- queue full
 # One running sequence and a queue of one: a burst is refused with 429.

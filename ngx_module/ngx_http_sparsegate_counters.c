@@ -1,11 +1,8 @@
 /*
- * /metrics in Prometheus text format.  Counters and histograms live in a
- * shared memory zone so any worker answers for all of them (and they survive
- * a reload); engine gauges are per worker (each worker owns an engine) and
- * are published by the worker after every drain of its engine's events.
+ * Counters in shared memory and their Prometheus text.
  */
 
-#include "ngx_http_sparsegate.h"
+#include "ngx_http_sparsegate_counters.h"
 
 
 #define NGX_HTTP_SG_MAX_WORKERS  64
@@ -22,9 +19,27 @@ static const double  ngx_http_sparsegate_itl_bounds[] = {
 #define NGX_HTTP_SG_ITL_N  (sizeof(ngx_http_sparsegate_itl_bounds) \
                             / sizeof(double))
 
-static const char  *ngx_http_sparsegate_endpoint_names[NGX_HTTP_SG_EP_N] = {
-    "chat_completions", "completions", "rag", "models", "health", "metrics",
-    "other"
+static const char  *ngx_http_sparsegate_count_labels[NGX_HTTP_SG_COUNT_N] = {
+    [NGX_HTTP_SG_COUNT_CHAT] = "chat_completions",
+    [NGX_HTTP_SG_COUNT_COMPLETIONS] = "completions",
+    [NGX_HTTP_SG_COUNT_RAG] = "rag",
+    [NGX_HTTP_SG_COUNT_MODELS] = "models",
+    [NGX_HTTP_SG_COUNT_HEALTH] = "health",
+    [NGX_HTTP_SG_COUNT_METRICS] = "metrics",
+    [NGX_HTTP_SG_COUNT_OTHER] = "other",
+};
+
+static const char  *ngx_http_sparsegate_error_labels[NGX_HTTP_SG_ERR_N] = {
+    [NGX_HTTP_SG_ERR_BAD_REQUEST] = "bad_request",
+    [NGX_HTTP_SG_ERR_AUTH] = "auth",
+    [NGX_HTTP_SG_ERR_NOT_FOUND] = "not_found",
+    [NGX_HTTP_SG_ERR_TOO_LARGE] = "too_large",
+    [NGX_HTTP_SG_ERR_CONTEXT_LENGTH] = "context_length",
+    [NGX_HTTP_SG_ERR_QUEUE_FULL] = "queue_full",
+    [NGX_HTTP_SG_ERR_ENGINE] = "engine",
+    [NGX_HTTP_SG_ERR_STORE] = "store",
+    [NGX_HTTP_SG_ERR_TIMEOUT] = "timeout",
+    [NGX_HTTP_SG_ERR_CLIENT_CLOSED] = "client_closed",
 };
 
 
@@ -50,7 +65,7 @@ typedef struct {
 
 
 typedef struct {
-    ngx_atomic_t                         requests[NGX_HTTP_SG_EP_N];
+    ngx_atomic_t                         requests[NGX_HTTP_SG_COUNT_N];
     ngx_atomic_t                         errors[NGX_HTTP_SG_ERR_N];
     ngx_atomic_t                         prompt_tokens;
     ngx_atomic_t                         cached_tokens;
@@ -65,14 +80,14 @@ static ngx_http_sparsegate_shm_t  *ngx_http_sparsegate_shm;
 
 
 size_t
-ngx_http_sparsegate_metrics_size(void)
+ngx_http_sparsegate_counters_size(void)
 {
     return sizeof(ngx_http_sparsegate_shm_t) + 16 * ngx_pagesize;
 }
 
 
 ngx_int_t
-ngx_http_sparsegate_metrics_init_zone(ngx_shm_zone_t *zone, void *data)
+ngx_http_sparsegate_counters_init_zone(ngx_shm_zone_t *zone, void *data)
 {
     ngx_slab_pool_t            *shpool;
     ngx_http_sparsegate_shm_t  *m;
@@ -94,14 +109,47 @@ ngx_http_sparsegate_metrics_init_zone(ngx_shm_zone_t *zone, void *data)
 
 
 void
-ngx_http_sparsegate_metrics_attach(ngx_shm_zone_t *zone)
+ngx_http_sparsegate_counters_attach(ngx_shm_zone_t *zone)
 {
     ngx_http_sparsegate_shm = zone ? zone->data : NULL;
 }
 
 
+static ngx_http_sparsegate_worker_gauges_t *
+ngx_http_sparsegate_worker_gauges(void)
+{
+    ngx_http_sparsegate_worker_gauges_t  *g;
+
+    if (ngx_http_sparsegate_shm == NULL
+        || ngx_worker >= NGX_HTTP_SG_MAX_WORKERS)
+    {
+        return NULL;
+    }
+    g = &ngx_http_sparsegate_shm->workers[ngx_worker];
+    g->pid = ngx_pid;
+    return g;
+}
+
+
 void
-ngx_http_sparsegate_count_request(ngx_http_sparsegate_endpoint_e ep)
+ngx_http_sparsegate_counters_worker_exit(void)
+{
+    ngx_http_sparsegate_worker_gauges_t  *g;
+
+    if (ngx_http_sparsegate_shm == NULL
+        || ngx_worker >= NGX_HTTP_SG_MAX_WORKERS)
+    {
+        return;
+    }
+    g = &ngx_http_sparsegate_shm->workers[ngx_worker];
+    if (g->pid == (ngx_atomic_uint_t) ngx_pid) {
+        ngx_memzero(g, sizeof(*g));
+    }
+}
+
+
+void
+ngx_http_sparsegate_count_request(ngx_http_sparsegate_count_e ep)
 {
     if (ngx_http_sparsegate_shm) {
         (void) ngx_atomic_fetch_add(&ngx_http_sparsegate_shm->requests[ep], 1);
@@ -119,7 +167,8 @@ ngx_http_sparsegate_count_error(ngx_http_sparsegate_error_e kind)
 
 
 void
-ngx_http_sparsegate_count_tokens(int prompt, int cached, int completion)
+ngx_http_sparsegate_count_tokens(ngx_int_t prompt, ngx_int_t cached,
+    ngx_int_t completion)
 {
     ngx_http_sparsegate_shm_t  *m = ngx_http_sparsegate_shm;
 
@@ -169,54 +218,41 @@ ngx_http_sparsegate_observe_itl(double seconds)
 
 
 void
-ngx_http_sparsegate_publish_engine(ngx_int_t active_jobs)
+ngx_http_sparsegate_gauge_jobs(ngx_uint_t jobs)
 {
-    sg_engine                            *e;
-    sg_engine_stats                       st;
     ngx_http_sparsegate_worker_gauges_t  *g;
 
-    if (ngx_http_sparsegate_shm == NULL
-        || ngx_worker >= NGX_HTTP_SG_MAX_WORKERS)
-    {
-        return;
+    g = ngx_http_sparsegate_worker_gauges();
+    if (g != NULL) {
+        g->active = jobs;
     }
-
-    g = &ngx_http_sparsegate_shm->workers[ngx_worker];
-    g->pid = ngx_pid;
-    if (active_jobs >= 0) {
-        g->active = active_jobs;
-    }
-
-    e = ngx_http_sparsegate_engine();
-    if (e == NULL) {
-        return;
-    }
-    sg_engine_get_stats(e, &st);
-    g->queued = st.queued;
-    g->running = st.running;
-    g->kv_total = st.kv_blocks_total;
-    g->kv_used = st.kv_blocks_used;
-    g->kv_cached = st.kv_blocks_cached;
-    g->done = st.requests_done;
-    g->cancelled = st.requests_cancelled;
-    g->refused = st.requests_refused;
 }
 
 
 void
-ngx_http_sparsegate_metrics_worker_exit(void)
+ngx_http_sparsegate_gauge_engine(const ngx_http_sparsegate_engine_gauges_t *e)
 {
     ngx_http_sparsegate_worker_gauges_t  *g;
 
-    if (ngx_http_sparsegate_shm == NULL
-        || ngx_worker >= NGX_HTTP_SG_MAX_WORKERS)
-    {
+    g = ngx_http_sparsegate_worker_gauges();
+    if (g == NULL) {
         return;
     }
-    g = &ngx_http_sparsegate_shm->workers[ngx_worker];
-    if (g->pid == (ngx_atomic_uint_t) ngx_pid) {
-        ngx_memzero(g, sizeof(*g));
-    }
+    g->queued = e->queued;
+    g->running = e->running;
+    g->kv_total = e->kv_total;
+    g->kv_used = e->kv_used;
+    g->kv_cached = e->kv_cached;
+    g->done = e->done;
+    g->cancelled = e->cancelled;
+    g->refused = e->refused;
+}
+
+
+const char *
+ngx_http_sparsegate_error_label(ngx_http_sparsegate_error_e kind)
+{
+    return ngx_http_sparsegate_error_labels[kind];
 }
 
 
@@ -244,8 +280,8 @@ ngx_http_sparsegate_print_hist(u_char *p, u_char *end, const char *name,
 }
 
 
-ngx_int_t
-ngx_http_sparsegate_metrics(ngx_http_request_t *r)
+u_char *
+ngx_http_sparsegate_counters_text(ngx_pool_t *pool, size_t *len)
 {
     u_char                               *buf, *p, *end;
     size_t                                size;
@@ -273,18 +309,15 @@ ngx_http_sparsegate_metrics(ngx_http_request_t *r)
           "refused" },
     };
 
-    ngx_http_sparsegate_publish_engine(-1);
-
     m = ngx_http_sparsegate_shm;
     if (m == NULL) {
-        return ngx_http_sparsegate_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                   NGX_HTTP_SG_ERR_ENGINE, NULL, "metrics are not set up");
+        return NULL;
     }
 
     size = 16384;
-    buf = ngx_pnalloc(r->pool, size);
+    buf = ngx_pnalloc(pool, size);
     if (buf == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
     p = buf;
     end = buf + size;
@@ -292,10 +325,10 @@ ngx_http_sparsegate_metrics(ngx_http_request_t *r)
     p = ngx_slprintf(p, end, "# HELP sparsegate_requests_total HTTP "
                      "requests by endpoint\n"
                      "# TYPE sparsegate_requests_total counter\n");
-    for (i = 0; i < NGX_HTTP_SG_EP_N; i++) {
+    for (i = 0; i < NGX_HTTP_SG_COUNT_N; i++) {
         p = ngx_slprintf(p, end,
                          "sparsegate_requests_total{endpoint=\"%s\"} %uA\n",
-                         ngx_http_sparsegate_endpoint_names[i],
+                         ngx_http_sparsegate_count_labels[i],
                          m->requests[i]);
     }
 
@@ -304,7 +337,7 @@ ngx_http_sparsegate_metrics(ngx_http_request_t *r)
     for (i = 0; i < NGX_HTTP_SG_ERR_N; i++) {
         p = ngx_slprintf(p, end,
                          "sparsegate_errors_total{kind=\"%s\"} %uA\n",
-                         ngx_http_sparsegate_error_name(i), m->errors[i]);
+                         ngx_http_sparsegate_error_labels[i], m->errors[i]);
     }
 
     p = ngx_slprintf(p, end,
@@ -352,7 +385,6 @@ ngx_http_sparsegate_metrics(ngx_http_request_t *r)
                          i >= 6 ? "counter" : "gauge", gauge[i][0], sum[i]);
     }
 
-    return ngx_http_sparsegate_send_text(r, NGX_HTTP_OK,
-                                         "text/plain; version=0.0.4",
-                                         buf, p - buf);
+    *len = p - buf;
+    return buf;
 }
