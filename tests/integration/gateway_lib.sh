@@ -68,6 +68,16 @@ gw_model() {
     fi
 }
 
+# gw_setup: the module and the model built, a free port: sets port,
+# prefix ($gw_dir/nginx) and url.
+gw_setup() {
+    gw_build
+    gw_model
+    port=$(gw_free_port)
+    prefix=$gw_dir/nginx
+    url=http://127.0.0.1:$port
+}
+
 gw_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -19,12 +19,7 @@ rm -rf "$gw_dir"
 mkdir -p "$gw_dir"
 . tests/integration/gateway_lib.sh
 
-gw_build
-gw_model
-
-port=$(gw_free_port)
-prefix=$gw_dir/nginx
-url=http://127.0.0.1:$port
+gw_setup
 mkdir -p "$gw_dir/store"
 gw_conf "$prefix" "$port" "sparsegate_store sqlite:$gw_dir/store/passages.db;"
 
