@@ -26,7 +26,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "kv.h"
+#include "model/kv.h"
 #include "serve_work.h"
 #include "sparsegate.h"
 

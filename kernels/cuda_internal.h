@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 extern "C" {
-#include "backend.h"
+#include "model/backend.h"
 }
 
 typedef struct cuda_impl {

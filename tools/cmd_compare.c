@@ -11,7 +11,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "protocol.h"
+#include "offline/protocol.h"
 #include "tool_io.h"
 
 typedef struct {

@@ -19,8 +19,8 @@
 #include <time.h>
 
 #include "check.h"
-#include "kv.h"
-#include "scheduler.h"
+#include "model/kv.h"
+#include "serve/scheduler.h"
 #include "sparsegate.h"
 
 static char model_dir[1024];

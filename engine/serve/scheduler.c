@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv.h"
+#include "model/kv.h"
 #include "sampling.h"
 #include "scheduler.h"
 

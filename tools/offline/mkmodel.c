@@ -23,7 +23,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "config.h"
+#include "model/config.h"
 #include "mkmodel.h"
 #include "st_writer.h"
 

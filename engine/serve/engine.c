@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kv.h"
+#include "model/kv.h"
 #include "scheduler.h"
 #include "sparsegate.h"
 
