@@ -21,8 +21,8 @@ void
 sg_ctx_opts_default(sg_ctx_opts *o)
 {
     memset(o, 0, sizeof(*o));
-    o->budget = 32768;
-    o->shared_fraction = 0.92;
+    o->budget = SG_CTX_BUDGET;
+    o->shared_fraction = SG_CTX_SHARED_FRACTION;
 }
 
 static int
@@ -284,10 +284,11 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
         return ctx_err(err, errlen, "no encoder given");
     if (question == NULL)
         question = "";
-    budget = o->budget > 0 ? o->budget : 32768;
+    budget = o->budget > 0 ? o->budget : SG_CTX_BUDGET;
     if (o->model_limit > 0 && o->model_limit < budget)
         budget = o->model_limit;
-    frac = o->shared_fraction <= 0 ? 0.92 : o->shared_fraction;
+    frac = o->shared_fraction <= 0 ? SG_CTX_SHARED_FRACTION
+                                   : o->shared_fraction;
     if (frac > 1)
         frac = 1;
     ns_total = shared ? shared->n : 0;

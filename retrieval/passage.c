@@ -138,7 +138,7 @@ sg_search_timeout(const sg_search_opts *o, int dflt)
 {
     if (o && o->timeout_ms > 0)
         return o->timeout_ms;
-    return dflt > 0 ? dflt : 5000;
+    return dflt > 0 ? dflt : SG_STORE_TIMEOUT_MS;
 }
 
 int64_t

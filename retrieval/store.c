@@ -122,8 +122,10 @@ sg_astore_open(const char *uri, const sg_astore_opts *o, sg_astore **out,
                             "store URI '%s': expected sqlite:PATH, "
                             "postgres:CONNINFO or redis:HOST:PORT", uri);
     if (rc == SG_STORE_OK) {
-        (*out)->pool_size = o && o->pool_size > 0 ? o->pool_size : 4;
-        (*out)->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : 5000;
+        (*out)->pool_size = o && o->pool_size > 0 ? o->pool_size
+                                                  : SG_STORE_POOL_SIZE;
+        (*out)->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms
+                                                    : SG_STORE_TIMEOUT_MS;
     }
     return rc;
 }

@@ -60,7 +60,8 @@ void sg_aquery_finish(sg_aquery *q, int code, const char *fmt, ...)
 int sg_store_err(char *err, int errlen, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Effective limit and timeout of search options (NULL = defaults). */
+/* Effective limit and timeout of search options (NULL = defaults; a
+ * timeout dflt of 0 = SG_STORE_TIMEOUT_MS). */
 int sg_search_limit(const sg_search_opts *o);
 int sg_search_timeout(const sg_search_opts *o, int dflt);
 
