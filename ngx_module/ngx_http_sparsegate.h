@@ -50,7 +50,7 @@ typedef struct {
 
     /* loaded at configuration time (read-only, shared after fork) */
     sg_tokenizer        *tokenizer;
-    sg_config            model_config;
+    sg_model_info        model_config;
     ngx_flag_t           configured;       /* a sparsegate_model was given */
 
     ngx_shm_zone_t      *shm_zone;         /* metrics */

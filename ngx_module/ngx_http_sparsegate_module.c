@@ -10,6 +10,7 @@
  */
 
 #include "ngx_http_sparsegate.h"
+#include "context.h"
 #if (NGX_THREADS)
 #include <ngx_thread_pool.h>
 #endif
@@ -305,12 +306,12 @@ ngx_http_sparsegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(smcf->device, 0);
     ngx_conf_init_value(smcf->threads, 0);
     if (smcf->kv_cache_size == NGX_CONF_UNSET) {
-        smcf->kv_cache_size = (off_t) 1024 * 1024 * 1024;
+        smcf->kv_cache_size = (off_t) SG_DEFAULT_KV_BYTES;
     }
     ngx_conf_init_value(smcf->max_context, 0);
-    ngx_conf_init_value(smcf->max_queue, 256);
-    ngx_conf_init_value(smcf->max_running, 64);
-    ngx_conf_init_msec_value(smcf->store_timeout, 5000);
+    ngx_conf_init_value(smcf->max_queue, SG_DEFAULT_MAX_QUEUE);
+    ngx_conf_init_value(smcf->max_running, SG_DEFAULT_MAX_RUNNING);
+    ngx_conf_init_msec_value(smcf->store_timeout, SG_STORE_TIMEOUT_MS);
     ngx_conf_init_value(smcf->dense, 0);
     ngx_conf_init_value(smcf->index_share, 1);
 
@@ -395,7 +396,8 @@ ngx_http_sparsegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->api_keys, prev->api_keys, NULL);
     ngx_conf_merge_value(conf->max_tokens, prev->max_tokens, 4096);
-    ngx_conf_merge_value(conf->context_budget, prev->context_budget, 32768);
+    ngx_conf_merge_value(conf->context_budget, prev->context_budget,
+                         SG_CTX_BUDGET);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 600000);
 
     return NGX_CONF_OK;
@@ -410,8 +412,7 @@ ngx_http_sparsegate_model_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_sparsegate_main_conf_t *smcf = conf;
 
-    char        err[256], *file;
-    size_t      len;
+    char        err[256];
     ngx_str_t  *value;
 
     if (smcf->configured) {
@@ -430,14 +431,10 @@ ngx_http_sparsegate_model_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     }
     smcf->model.data[smcf->model.len] = '\0';
 
-    len = smcf->model.len + sizeof("/config.json");
-    file = ngx_pnalloc(cf->pool, len);
-    if (file == NULL) {
-        return NGX_CONF_ERROR;
-    }
-    ngx_snprintf((u_char *) file, len, "%V/config.json%Z", &smcf->model);
-
-    if (sg_config_load(file, &smcf->model_config, err, sizeof(err)) != 0) {
+    if (sg_model_info_load((char *) smcf->model.data, &smcf->model_config,
+                           err, sizeof(err))
+        != 0)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "sparsegate_model \"%V\": %s", &smcf->model, err);
         return NGX_CONF_ERROR;
@@ -608,11 +605,11 @@ ngx_http_sparsegate_init_process(ngx_cycle_t *cycle)
 
     sg_engine_opts_default(&o);
     o.model_dir = (char *) smcf->model.data;
-    o.model.backend = smcf->backend == 1 ? "cuda" : "cpu";
-    o.model.device = (int) smcf->device;
-    o.model.n_threads = (int) smcf->threads;
-    o.model.num.dense = (int) smcf->dense;
-    o.model.num.index_share = (int) smcf->index_share;
+    o.backend = smcf->backend == 1 ? "cuda" : "cpu";
+    o.device = (int) smcf->device;
+    o.n_threads = (int) smcf->threads;
+    o.dense = (int) smcf->dense;
+    o.index_share = (int) smcf->index_share;
     o.kv_bytes = (size_t) smcf->kv_cache_size;
     o.max_queue = (int) smcf->max_queue;
     o.max_running = (int) smcf->max_running;

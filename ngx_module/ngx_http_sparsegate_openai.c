@@ -201,7 +201,7 @@ ngx_http_sparsegate_generate(ngx_http_request_t *r, cJSON *root,
     ngx_uint_t                        present, flag;
     sg_request                        req;
     cJSON                            *so;
-    const sg_config                  *cfg;
+    const sg_model_info              *cfg;
     ngx_http_sparsegate_fault_t       f;
     ngx_http_sparsegate_loc_conf_t   *slcf;
     ngx_http_sparsegate_main_conf_t  *smcf;
@@ -216,7 +216,7 @@ ngx_http_sparsegate_generate(ngx_http_request_t *r, cJSON *root,
     req.top_p = 1.0f;
     req.seed = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random();
 
-    cfg = sg_engine_config(ngx_http_sparsegate_engine());
+    cfg = sg_engine_model_info(ngx_http_sparsegate_engine());
     limit = smcf->max_context > 0 ? smcf->max_context
                                   : cfg->max_position_embeddings;
 
@@ -654,7 +654,7 @@ ngx_http_sparsegate_completions(ngx_http_request_t *r)
 
     } else if (cJSON_IsArray(prompt) && cJSON_GetArraySize(prompt) > 0) {
         /* token ids */
-        vocab = sg_engine_config(ngx_http_sparsegate_engine())->vocab_size;
+        vocab = sg_engine_model_info(ngx_http_sparsegate_engine())->vocab_size;
         n_ids = cJSON_GetArraySize(prompt);
         ids = malloc(n_ids * sizeof(int32_t));
         if (ids == NULL) {

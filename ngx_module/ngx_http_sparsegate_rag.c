@@ -452,7 +452,7 @@ ngx_http_sparsegate_rag_generate(ngx_http_sparsegate_rag_t *rag)
 
     limit = smcf->max_context > 0
             ? smcf->max_context
-            : sg_engine_config(ngx_http_sparsegate_engine())
+            : sg_engine_model_info(ngx_http_sparsegate_engine())
                   ->max_position_embeddings;
 
     sg_ctx_opts_default(&rag->ctx_opts);
