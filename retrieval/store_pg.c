@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "store_pg.h"
+#include "store_kinds.h"
 #include "terms.h"
 
 /* Same statements as conf/schema.sql. */

@@ -10,6 +10,7 @@
 #include <sys/time.h>
 
 #include "store_redis.h"
+#include "store_kinds.h"
 #include "terms.h"
 
 /* ARGV: mode ("q" search / "l" listing), limit, collection or "",

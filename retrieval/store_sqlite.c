@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 
 #include "store_impl.h"
+#include "store_kinds.h"
 #include "terms.h"
 
 typedef struct sqlite_store {
@@ -450,7 +451,7 @@ sqlite_aclose(sg_astore *as)
 {
     sqlite_astore *a = (sqlite_astore *)as;
 
-    sg_store_close(a->store);
+    sqlite_close(a->store);
     free(a);
 }
 
