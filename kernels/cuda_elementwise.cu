@@ -12,22 +12,6 @@
 
 /* ---- reductions --------------------------------------------------------- */
 
-__device__ __forceinline__ float
-warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float
-warp_max(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
 /* Sum over the block (blockDim a multiple of 32, at most 1024). */
 __device__ float
 block_sum(float v)
