@@ -3,7 +3,7 @@
  * chat prompt that fits a token budget, lays it out for prefix-cache reuse,
  * and keeps citations.
  *
- * Layout (the chat format of engine/tokenizer.h):
+ * Layout (the chat format of engine/include/tokenizer.h):
  *   system:  a fixed instruction (same bytes for every request)
  *   user:    "Passages:\n\n"
  *            SHARED block:    passages of the collection in canonical order

@@ -269,7 +269,7 @@ gw_stop
 
 # ------------------------- CUDA asked for on a machine without a GPU
 # The worker stays up without an engine and answers 503 with the reason
-# (the CUDA backend is a library opened at run time: engine/cuda_loader.c).
+# (the CUDA backend is a library opened at run time: engine/model/cuda_loader.c).
 if nvidia-smi -L >/dev/null 2>&1; then
     echo "SKIP gateway_cuda_unavailable: this machine has a GPU"
 else
