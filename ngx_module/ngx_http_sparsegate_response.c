@@ -339,7 +339,9 @@ ngx_http_sparsegate_match_stops(ngx_http_sparsegate_job_t *job,
     u_char      *hit;
     ngx_uint_t   i;
 
-    if (job->n_stops == 0) {
+    /* no text yet (a first token that decodes to no bytes): job->text is
+     * still NULL and ngx_strlcasestrn would wrap its end pointer */
+    if (job->n_stops == 0 || job->text_len == 0) {
         return;
     }
     from = old_len > job->max_stop_len ? old_len - job->max_stop_len : 0;
