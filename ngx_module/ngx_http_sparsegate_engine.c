@@ -27,31 +27,39 @@ static char               ngx_http_sparsegate_engine_err[256];
 
 /* ------------------------------------------------- configuration time */
 
+void
+ngx_http_sparsegate_engine_conf_defaults(ngx_http_sparsegate_main_conf_t *smcf)
+{
+    if (smcf->kv_cache_size == NGX_CONF_UNSET) {
+        smcf->kv_cache_size = (off_t) SG_DEFAULT_KV_BYTES;
+    }
+
+    ngx_conf_init_value(smcf->max_queue, SG_DEFAULT_MAX_QUEUE);
+    ngx_conf_init_value(smcf->max_running, SG_DEFAULT_MAX_RUNNING);
+}
+
+
 /* config.json read now, so nginx -t reports a bad checkpoint with
  * file:line; the weights load in each worker. */
 char *
 ngx_http_sparsegate_engine_conf_model(ngx_conf_t *cf,
     ngx_http_sparsegate_main_conf_t *smcf)
 {
-    char        err[256], *file;
-    size_t      len;
-    sg_config   cfg;
+    char            err[256];
+    sg_model_info   info;
 
-    len = smcf->model.len + sizeof("/config.json");
-    file = ngx_pnalloc(cf->pool, len);
-    if (file == NULL) {
-        return NGX_CONF_ERROR;
-    }
-    ngx_snprintf((u_char *) file, len, "%V/config.json%Z", &smcf->model);
-
-    if (sg_config_load(file, &cfg, err, sizeof(err)) != 0) {
+    /* smcf->model is NUL-terminated: directive arguments are */
+    if (sg_model_info_load((char *) smcf->model.data, &info, err,
+                           sizeof(err))
+        != 0)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "sparsegate_model \"%V\": %s", &smcf->model, err);
         return NGX_CONF_ERROR;
     }
 
-    smcf->model_context = cfg.max_position_embeddings;
-    smcf->vocab_size = cfg.vocab_size;
+    smcf->model_context = info.max_position_embeddings;
+    smcf->vocab_size = info.vocab_size;
     return NGX_CONF_OK;
 }
 
@@ -104,11 +112,11 @@ ngx_http_sparsegate_engine_start(ngx_cycle_t *cycle,
 
     sg_engine_opts_default(&o);
     o.model_dir = (char *) smcf->model.data;
-    o.model.backend = smcf->backend == 1 ? "cuda" : "cpu";
-    o.model.device = (int) smcf->device;
-    o.model.n_threads = (int) smcf->threads;
-    o.model.num.dense = (int) smcf->dense;
-    o.model.num.index_share = (int) smcf->index_share;
+    o.backend = smcf->backend == 1 ? "cuda" : "cpu";
+    o.device = (int) smcf->device;
+    o.n_threads = (int) smcf->threads;
+    o.dense = (int) smcf->dense;
+    o.index_share = (int) smcf->index_share;
     o.kv_bytes = (size_t) smcf->kv_cache_size;
     o.max_queue = (int) smcf->max_queue;
     o.max_running = (int) smcf->max_running;

@@ -63,6 +63,10 @@ struct ngx_http_sparsegate_engine_client_s {
 };
 
 
+/* configuration time: the engine's defaults for the unset cache size,
+ * queue and running limits */
+void ngx_http_sparsegate_engine_conf_defaults(
+    ngx_http_sparsegate_main_conf_t *smcf);
 /* configuration time: config.json into smcf (model_context, vocab_size),
  * and the tokenizer for the life of the cycle */
 char *ngx_http_sparsegate_engine_conf_model(ngx_conf_t *cf,

@@ -25,6 +25,8 @@
 #include "ngx_http_sparsegate_job.h"
 #include "ngx_http_sparsegate_store.h"
 
+#include "context.h"          /* SG_CTX_BUDGET */
+
 #if (NGX_THREADS)
 #include <ngx_thread_pool.h>
 #endif
@@ -266,13 +268,9 @@ ngx_http_sparsegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(smcf->backend, 0);
     ngx_conf_init_value(smcf->device, 0);
     ngx_conf_init_value(smcf->threads, 0);
-    if (smcf->kv_cache_size == NGX_CONF_UNSET) {
-        smcf->kv_cache_size = (off_t) 1024 * 1024 * 1024;
-    }
     ngx_conf_init_value(smcf->max_context, 0);
-    ngx_conf_init_value(smcf->max_queue, 256);
-    ngx_conf_init_value(smcf->max_running, 64);
-    ngx_conf_init_msec_value(smcf->store_timeout, 5000);
+    ngx_http_sparsegate_engine_conf_defaults(smcf);
+    ngx_conf_init_msec_value(smcf->store_timeout, SG_STORE_TIMEOUT_MS);
     ngx_conf_init_value(smcf->dense, 0);
     ngx_conf_init_value(smcf->index_share, 1);
 
@@ -369,7 +367,8 @@ ngx_http_sparsegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->endpoint, prev->endpoint, NULL);
     ngx_conf_merge_ptr_value(conf->api_keys, prev->api_keys, NULL);
     ngx_conf_merge_value(conf->max_tokens, prev->max_tokens, 4096);
-    ngx_conf_merge_value(conf->context_budget, prev->context_budget, 32768);
+    ngx_conf_merge_value(conf->context_budget, prev->context_budget,
+                         SG_CTX_BUDGET);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 600000);
 
     return NGX_CONF_OK;

@@ -9,8 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend.h"
-#include "dtype.h"
+#include "model/backend.h"
+#include "model/dtype.h"
 
 /* Threads an op may use (the backend's bound). */
 static inline int

@@ -95,6 +95,15 @@ gw_text=$(j "d['choices'][0]['text']")
 gw_check greedy_matches_cli "$([ "$s" = 200 ] && [ -n "$cli_ids" ] && [ "$gw_text" = "$cli_text" ]; echo $?)" \
     "gateway '$gw_text' vs cli '$cli_text' (ids $cli_ids)"
 
+# A stop string and a first token that decodes to no bytes (seed 259: the
+# tiny model samples a lone UTF-8 lead byte first): the stop check must not
+# read the still-empty text (it crashed the worker with SIGSEGV).
+s=$(status POST /v1/chat/completions -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":1,"ignore_eos":true,"seed":259}')
+first_len=$(j "len(d['choices'][0]['message']['content'])")
+s=$(status POST /v1/chat/completions -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":3,"ignore_eos":true,"seed":259,"stop":["zz"]}')
+gw_check stop_after_empty_first_token "$([ "$first_len" = 0 ] && [ "$s" = 200 ]; echo $?)" \
+    "first token's text length '$first_len' (0 is the case covered), status $s"
+
 # Error statuses and OpenAI's error shape.
 err_ok() {   # err_ok NAME WANT_STATUS GOT_STATUS [code]
     local code
@@ -304,7 +313,7 @@ gw_stop
 
 # ------------------------- CUDA asked for on a machine without a GPU
 # The worker stays up without an engine and answers 503 with the reason
-# (the CUDA backend is a library opened at run time: engine/cuda_loader.c).
+# (the CUDA backend is a library opened at run time: engine/model/cuda_loader.c).
 if nvidia-smi -L >/dev/null 2>&1; then
     echo "SKIP gateway_cuda_unavailable: this machine has a GPU"
 else

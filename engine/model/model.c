@@ -189,7 +189,7 @@ sg_model_load(const char *dir, const sg_model_opts *o, sg_model **out,
     if (o->backend == NULL || strcmp(o->backend, "cpu") == 0) {
         m->backend = sg_backend_cpu_new(o->n_threads);
     } else if (strcmp(o->backend, "cuda") == 0) {
-        /* engine/cuda_loader.c: opens libsparsegate_cuda.so on demand */
+        /* model/cuda_loader.c: opens libsparsegate_cuda.so on demand */
         m->backend = sg_backend_cuda_new(o->device, err, errlen);
         if (m->backend == NULL)
             goto fail;

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv.h"
+#include "model/kv.h"
 #include "prefix_cache.h"
 
 #define ROOT_KEY 0x6a09e667f3bcc908ull

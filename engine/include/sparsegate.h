@@ -4,6 +4,10 @@
  * requests from its thread, waits for the engine's file descriptor to become
  * readable (an eventfd) and drains events.  No callback ever runs on a
  * foreign thread: the shape of hiredis's or libcurl-multi's host interface.
+ *
+ * This header is the whole of what a host may use of the engine: it
+ * includes no other engine header, and the engine itself is an opaque
+ * handle.  (The tokenizer a host needs is in tokenizer.h, beside it.)
  */
 #ifndef SPARSEGATE_H
 #define SPARSEGATE_H
@@ -11,13 +15,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model.h"
-
 typedef struct sg_engine sg_engine;
 
+/* The defaults, in the one place they are written: sg_engine_opts_default,
+ * the engine's scheduler (for fields left 0) and the nginx module's
+ * directives take them from here. */
+#define SG_DEFAULT_KV_BYTES       ((size_t)1 << 30)   /* cache pool, 1 GiB */
+#define SG_DEFAULT_MAX_RUNNING    64
+#define SG_DEFAULT_MAX_QUEUE      256
+#define SG_DEFAULT_STEP_TOKENS    2048
+#define SG_DEFAULT_PREFILL_CHUNK  512
+
 typedef struct sg_engine_opts {
-    const char    *model_dir;
-    sg_model_opts  model;
+    const char    *model_dir;        /* config.json + safetensors */
+
+    /* how the model runs */
+    const char    *backend;          /* "cpu" (default) or "cuda" */
+    int            device;           /* CUDA device */
+    int            n_threads;        /* CPU threads; 0 = all cores */
+    int            dense;            /* 1: indexer off, every causal key
+                                        attended (DSA off) */
+    int            kv_fp8;           /* 1 (default): latent cached as e4m3 +
+                                        scales; 0: exact cache */
+    int            index_share;      /* IndexCache: >= 2 runs the indexer on
+                                        every index_share-th layer only;
+                                        0 or 1: every layer */
+
+    /* serving */
     size_t         kv_bytes;         /* cache pool budget; 0 = 1 GiB */
     int            max_running;      /* sequences decoding at once; 0 = 64 */
     int            max_queue;        /* waiting requests; 0 = 256 */
@@ -28,6 +52,23 @@ typedef struct sg_engine_opts {
 } sg_engine_opts;
 
 void sg_engine_opts_default(sg_engine_opts *o);
+
+/* The facts of a model a host needs (from its config.json). */
+typedef struct sg_model_info {
+    int vocab_size;
+    int max_position_embeddings;     /* the longest context it takes */
+    int num_hidden_layers;
+    int hidden_size;
+    int index_topk;                  /* keys each query attends (DSA) */
+    int bos_token_id;
+    int eos_token_id;
+} sg_model_info;
+
+/* Reads them from model_dir/config.json without loading the model (a host
+ * checks its configuration with them before any engine starts); -1 with a
+ * message naming the file and field. */
+int sg_model_info_load(const char *model_dir, sg_model_info *info,
+    char *err, int errlen);
 
 typedef struct sg_request {
     const int32_t *prompt;           /* copied by submit */
@@ -77,7 +118,8 @@ int sg_engine_start(const sg_engine_opts *o, sg_engine **out, char *err,
     int errlen);
 /* Readable when events wait; never blocks the caller. */
 int sg_engine_fd(const sg_engine *e);
-const sg_config *sg_engine_config(const sg_engine *e);
+/* The loaded model's facts (valid until sg_engine_stop). */
+const sg_model_info *sg_engine_model_info(const sg_engine *e);
 int sg_engine_submit(sg_engine *e, const sg_request *r, uint64_t *id,
     char *err, int errlen);
 /* Stops a request and frees its cache at the next step; a DONE event with

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dtype.h"
+#include "model/dtype.h"
 
 typedef struct sg_st_writer sg_st_writer;
 typedef struct sg_st_sink sg_st_sink;

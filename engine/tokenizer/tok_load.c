@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "tok_internal.h"
+#include "util/file.h"
 
 /* The GPT-2 pre-tokenizer regex ByteLevel uses when use_regex is true
  * (as the JS reference writes it). */
@@ -531,28 +532,6 @@ check_normalizer(loader *L, const cJSON *root)
                 cJSON_IsString(type) ? type->valuestring : "?");
 }
 
-static char *
-read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long n;
-
-    if (f == NULL) return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0
-        && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
-        if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf[n] = '\0';
-            *len = (size_t)n;
-        }
-    }
-    fclose(f);
-    return buf;
-}
-
 static int32_t
 find_added(const sg_tokenizer *t, const char *content)
 {
@@ -584,7 +563,7 @@ load_bos_eos(sg_tokenizer *t, const char *path)
     if (dir + 32 < sizeof(cfg)) {
         memcpy(cfg, path, dir);
         strcpy(cfg + dir, "tokenizer_config.json");
-        if ((text = read_all(cfg, &len)) != NULL) {
+        if ((text = sg_read_file(cfg, 0, &len)) != NULL) {
             cJSON *root = cJSON_ParseWithLength(text, len);
             const char *keys[2] = { "bos_token", "eos_token" };
             for (int k = 0; root && k < 2; k++) {
@@ -663,7 +642,7 @@ sg_tokenizer_load(const char *path, sg_tokenizer **out, char *err, int errlen)
     *out = NULL;
     if (err && errlen > 0) err[0] = '\0';
     init_alphabet(&L);
-    text = read_all(path, &len);
+    text = sg_read_file(path, 0, &len);
     if (text == NULL) return fail(&L, "cannot read: %s", strerror(errno));
     root = cJSON_ParseWithLength(text, len);
     if (root == NULL) {

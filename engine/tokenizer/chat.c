@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "strbuf.h"
+#include "util/strbuf.h"
 #include "tokenizer.h"
 
 #define BOS       "<｜begin▁of▁sentence｜>"

@@ -17,7 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kv.h"
+#include "engine_opts.h"
+#include "model/kv.h"
 #include "scheduler.h"
 #include "sparsegate.h"
 
@@ -31,6 +32,7 @@ struct sg_engine {
     sg_engine_opts   o;
     char            *model_dir;
     sg_model        *m;
+    sg_model_info    info;
     sg_kv_pool      *pool;
     sg_sched        *sched;
     sg_sched_opts    so;
@@ -64,19 +66,6 @@ struct sg_engine {
     sg_engine_stats  snap;
     int              sched_busy;
 };
-
-void
-sg_engine_opts_default(sg_engine_opts *o)
-{
-    memset(o, 0, sizeof(*o));
-    sg_model_opts_default(&o->model);
-    o->kv_bytes = (size_t)1 << 30;
-    o->max_running = 64;
-    o->max_queue = 256;
-    o->step_tokens = 2048;
-    o->prefill_chunk = 512;
-    o->prefix_cache = 1;
-}
 
 /* Scheduler events go to a thread-local list first and are published in
  * one go after each step (one lock, one eventfd write). */
@@ -156,12 +145,15 @@ static int
 load(sg_engine *e, char *err, int errlen)
 {
     const sg_config *cfg;
+    sg_model_opts    mo;
     size_t           per_block;
     size_t           n_blocks;
 
-    if (sg_model_load(e->model_dir, &e->o.model, &e->m, err, errlen) != 0)
+    sg_engine_model_opts(&e->o, &mo);
+    if (sg_model_load(e->model_dir, &mo, &e->m, err, errlen) != 0)
         return -1;
     cfg = &e->m->cfg;
+    sg_model_info_of(cfg, &e->info);
     per_block = sg_kv_bytes_per_token_layer(cfg, e->m->num.kv_fp8)
                 * (size_t)cfg->num_hidden_layers * SG_KV_BLOCK;
     n_blocks = e->o.kv_bytes / per_block;
@@ -349,7 +341,7 @@ sg_engine_start(const sg_engine_opts *o, sg_engine **out, char *err,
     }
     e->o = *o;
     if (e->o.kv_bytes == 0)
-        e->o.kv_bytes = (size_t)1 << 30;
+        e->o.kv_bytes = SG_DEFAULT_KV_BYTES;
     e->model_dir = strdup(o->model_dir);
     e->o.model_dir = e->model_dir;
     e->next_id = 1;
@@ -397,10 +389,10 @@ sg_engine_fd(const sg_engine *e)
     return e->efd;
 }
 
-const sg_config *
-sg_engine_config(const sg_engine *e)
+const sg_model_info *
+sg_engine_model_info(const sg_engine *e)
 {
-    return &e->m->cfg;
+    return &e->info;
 }
 
 int

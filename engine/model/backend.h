@@ -1,5 +1,5 @@
 /*
- * The backend interface: every op the forward pass (engine/forward.c) runs.
+ * The backend interface: every op the forward pass (model/forward.c) runs.
  * The model is written once against these ops; engine/cpu/ implements them
  * on the host and kernels/ on a CUDA device.  Model code never knows which.
  *

@@ -3,7 +3,6 @@
  * "key=value" overrides, and the FP8 quantization_config.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,8 @@
 #include <cjson/cJSON.h>
 
 #include "mkmodel.h"
+#include "util/err.h"
+#include "util/file.h"
 
 const char *const sg_mkmodel_presets[] = { "tiny", "small", "v32-attn", NULL };
 
@@ -71,17 +72,6 @@ static const char *const strs[][2] = {
     { "transformers_version", "4.44.2" },
 };
 
-static int
-fail(char *err, int errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static double
 pick(const preset_num *p, int which)
 {
@@ -127,29 +117,19 @@ preset_config(int which)
 static cJSON *
 load_json(const char *path, char *err, int errlen)
 {
-    FILE  *f = fopen(path, "rb");
-    char  *buf;
-    long   n;
-    cJSON *j = NULL;
+    size_t n;
+    char  *buf = sg_read_file(path, (size_t)64 << 20, &n);
+    cJSON *j;
 
-    if (f == NULL) {
-        fail(err, errlen, "%s: %s", path, strerror(errno));
+    if (buf == NULL) {
+        sg_err(err, errlen, "%s: %s", path, strerror(errno));
         return NULL;
     }
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || n > (64 << 20)
-        || fseek(f, 0, SEEK_SET) != 0 || (buf = malloc(n + 1)) == NULL)
-    {
-        fclose(f);
-        fail(err, errlen, "%s: cannot read", path);
-        return NULL;
-    }
-    if (fread(buf, 1, n, f) == (size_t)n)
-        j = cJSON_ParseWithLength(buf, n);
-    fclose(f);
+    j = cJSON_ParseWithLength(buf, n);
     free(buf);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
-        fail(err, errlen, "%s: not a JSON object", path);
+        sg_err(err, errlen, "%s: not a JSON object", path);
         return NULL;
     }
     return j;
@@ -184,11 +164,11 @@ apply_set(cJSON *c, const char *set, char *err, int errlen)
     int         rc = 0;
 
     if (s == NULL)
-        return fail(err, errlen, "out of memory");
+        return sg_err(err, errlen, "out of memory");
     eq = strchr(s, '=');
     if (eq == NULL || eq == s) {
         free(s);
-        return fail(err, errlen, "--set '%s': expected key=value", set);
+        return sg_err(err, errlen, "--set '%s': expected key=value", set);
     }
     *eq = '\0';
     key = s;
@@ -196,21 +176,21 @@ apply_set(cJSON *c, const char *set, char *err, int errlen)
         *dot = '\0';
         obj = cJSON_GetObjectItemCaseSensitive(obj, key);
         if (!cJSON_IsObject(obj)) {
-            rc = fail(err, errlen, "--set '%s': '%s' is not an object of "
-                      "the config", set, key);
+            rc = sg_err(err, errlen, "--set '%s': '%s' is not an object of "
+                        "the config", set, key);
             goto out;
         }
         key = dot + 1;
     }
     if (!cJSON_HasObjectItem(obj, key)) {
-        rc = fail(err, errlen, "--set '%s': the config has no field '%s'",
-                  set, key);
+        rc = sg_err(err, errlen, "--set '%s': the config has no field '%s'",
+                    set, key);
         goto out;
     }
     val = parse_value(eq + 1);
     if (val == NULL || !cJSON_ReplaceItemInObjectCaseSensitive(obj, key, val)) {
         cJSON_Delete(val);
-        rc = fail(err, errlen, "out of memory");
+        rc = sg_err(err, errlen, "out of memory");
         goto out;
     }
     /* Keep the MHA-view head count in step (Hugging Face reads it). */
@@ -292,13 +272,13 @@ sg_mkmodel_config(const sg_mkmodel_opts *o, char *err, int errlen)
                 which = i;
         }
         if (which < 0) {
-            fail(err, errlen, "unknown preset '%s' (tiny, small, v32-attn)",
-                 preset);
+            sg_err(err, errlen, "unknown preset '%s' (tiny, small, v32-attn)",
+                   preset);
             return NULL;
         }
         c = preset_config(which);
         if (c == NULL) {
-            fail(err, errlen, "out of memory");
+            sg_err(err, errlen, "out of memory");
             return NULL;
         }
     }
@@ -310,7 +290,7 @@ sg_mkmodel_config(const sg_mkmodel_opts *o, char *err, int errlen)
     }
     if (o->fp8 && add_fp8(c) != 0) {
         cJSON_Delete(c);
-        fail(err, errlen, "out of memory");
+        sg_err(err, errlen, "out of memory");
         return NULL;
     }
     sort_keys(c);

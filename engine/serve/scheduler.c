@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv.h"
+#include "model/kv.h"
 #include "sampling.h"
 #include "scheduler.h"
 
@@ -94,13 +94,13 @@ void
 sg_sched_opts_normalize(sg_sched_opts *o)
 {
     if (o->max_running <= 0)
-        o->max_running = 64;
+        o->max_running = SG_DEFAULT_MAX_RUNNING;
     if (o->max_queue <= 0)
-        o->max_queue = 256;
+        o->max_queue = SG_DEFAULT_MAX_QUEUE;
     if (o->step_tokens <= 0)
-        o->step_tokens = 2048;
+        o->step_tokens = SG_DEFAULT_STEP_TOKENS;
     if (o->prefill_chunk <= 0)
-        o->prefill_chunk = 512;
+        o->prefill_chunk = SG_DEFAULT_PREFILL_CHUNK;
     /* Whole blocks, for the same reason as the budget cut in a step. */
     o->prefill_chunk = (o->prefill_chunk + SG_KV_BLOCK - 1) / SG_KV_BLOCK
                        * SG_KV_BLOCK;

@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #include "block_pool.h"
-#include "model.h"
+#include "model/model.h"
 #include "prefix_cache.h"
 #include "sparsegate.h"
 

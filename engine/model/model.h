@@ -1,7 +1,7 @@
 /*
  * A loaded model and its forward pass over a batch of sequences.
  *
- * The forward pass is written once (engine/forward.c) over the backend
+ * The forward pass is written once (engine/model/forward.c) over the backend
  * interface.  A batch is a list of items; each item appends n_tokens tokens
  * to one sequence whose cache blocks the caller has allocated.  Prompt
  * tokens (items with more than one token, or marked prompt) take the prefill

@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,8 @@
 #include <cjson/cJSON.h>
 
 #include "checkpoint_file.h"
+#include "util/err.h"
+#include "util/file.h"
 
 #define INDEX_NAME       "model.safetensors.index.json"
 #define MAX_HEADER_BYTES ((uint64_t)100 << 20)   /* the format's own limit */
@@ -44,17 +45,6 @@ struct sg_checkpoint {
     int       n, cap;
     char     *source;
 };
-
-static int
-fail(char *err, int errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static int
 cmp_entry_name(const void *a, const void *b)
@@ -178,28 +168,28 @@ parse_entry(const cJSON *it, const char *file, int64_t data_len,
     int64_t      n = 1, esz;
 
     if (!cJSON_IsObject(it))
-        return fail(err, errlen, "%s: header entry '%s' is not an object",
-                    file, name);
+        return sg_err(err, errlen, "%s: header entry '%s' is not an object",
+                      file, name);
     if (!cJSON_IsString(dt))
-        return fail(err, errlen, "%s: tensor '%s' has no dtype string", file,
-                    name);
+        return sg_err(err, errlen, "%s: tensor '%s' has no dtype string", file,
+                      name);
     if (sg_dtype_parse(dt->valuestring, &e->t.dtype) != 0)
-        return fail(err, errlen, "%s: tensor '%s' has unsupported dtype "
-                    "'%s' (F32, BF16, F8_E4M3, I32, I64)", file, name,
-                    dt->valuestring);
+        return sg_err(err, errlen, "%s: tensor '%s' has unsupported dtype "
+                      "'%s' (F32, BF16, F8_E4M3, I32, I64)", file, name,
+                      dt->valuestring);
     if (!cJSON_IsArray(shape) || cJSON_GetArraySize(shape) > SG_MAX_DIMS)
-        return fail(err, errlen, "%s: tensor '%s' has no shape array of at "
-                    "most %d dimensions", file, name, SG_MAX_DIMS);
+        return sg_err(err, errlen, "%s: tensor '%s' has no shape array of at "
+                      "most %d dimensions", file, name, SG_MAX_DIMS);
     esz = (int64_t)sg_dtype_size(e->t.dtype);
     cJSON_ArrayForEach(d, shape) {
         int64_t v;
 
         if (json_uint(d, &v) != 0)
-            return fail(err, errlen, "%s: tensor '%s' has a shape entry that "
-                        "is not a non-negative integer", file, name);
+            return sg_err(err, errlen, "%s: tensor '%s' has a shape entry that "
+                          "is not a non-negative integer", file, name);
         if (v > 0 && n > INT64_MAX / esz / v)
-            return fail(err, errlen, "%s: tensor '%s' shape overflows", file,
-                        name);
+            return sg_err(err, errlen, "%s: tensor '%s' shape overflows", file,
+                          name);
         e->t.shape[e->t.ndim++] = v;
         n *= v;
     }
@@ -207,23 +197,23 @@ parse_entry(const cJSON *it, const char *file, int64_t data_len,
         || json_uint(cJSON_GetArrayItem(offs, 0), &e->begin) != 0
         || json_uint(cJSON_GetArrayItem(offs, 1), &e->end) != 0)
     {
-        return fail(err, errlen, "%s: tensor '%s' has no data_offsets "
-                    "[begin, end] of non-negative integers", file, name);
+        return sg_err(err, errlen, "%s: tensor '%s' has no data_offsets "
+                      "[begin, end] of non-negative integers", file, name);
     }
     if (e->begin > e->end)
-        return fail(err, errlen, "%s: tensor '%s' has data_offsets [%lld, "
-                    "%lld] with begin after end", file, name,
-                    (long long)e->begin, (long long)e->end);
+        return sg_err(err, errlen, "%s: tensor '%s' has data_offsets [%lld, "
+                      "%lld] with begin after end", file, name,
+                      (long long)e->begin, (long long)e->end);
     if (e->end > data_len)
-        return fail(err, errlen, "%s: tensor '%s' data_offsets [%lld, %lld] "
-                    "run past the end of the data (%lld bytes; file "
-                    "truncated?)", file, name, (long long)e->begin,
-                    (long long)e->end, (long long)data_len);
+        return sg_err(err, errlen, "%s: tensor '%s' data_offsets [%lld, %lld] "
+                      "run past the end of the data (%lld bytes; file "
+                      "truncated?)", file, name, (long long)e->begin,
+                      (long long)e->end, (long long)data_len);
     if (e->end - e->begin != n * esz)
-        return fail(err, errlen, "%s: tensor '%s' holds %lld bytes but its "
-                    "shape and dtype %s need %lld", file, name,
-                    (long long)(e->end - e->begin), dt->valuestring,
-                    (long long)(n * esz));
+        return sg_err(err, errlen, "%s: tensor '%s' holds %lld bytes but its "
+                      "shape and dtype %s need %lld", file, name,
+                      (long long)(e->end - e->begin), dt->valuestring,
+                      (long long)(n * esz));
     return 0;
 }
 
@@ -245,7 +235,7 @@ check_overlap(sg_checkpoint *ck, int first, const char *file, char *err,
     ck_entry  *prev = NULL;
 
     if (v == NULL)
-        return fail(err, errlen, "%s: out of memory", file);
+        return sg_err(err, errlen, "%s: out of memory", file);
     for (int i = 0; i < n; i++)
         v[i] = &ck->e[first + i];
     qsort(v, n, sizeof(ck_entry *), cmp_begin);
@@ -253,11 +243,11 @@ check_overlap(sg_checkpoint *ck, int first, const char *file, char *err,
         if (v[i]->begin == v[i]->end)
             continue;
         if (prev && v[i]->begin < prev->end) {
-            rc = fail(err, errlen, "%s: tensors '%s' [%lld, %lld] and '%s' "
-                      "[%lld, %lld] overlap", file, prev->t.name,
-                      (long long)prev->begin, (long long)prev->end,
-                      v[i]->t.name, (long long)v[i]->begin,
-                      (long long)v[i]->end);
+            rc = sg_err(err, errlen, "%s: tensors '%s' [%lld, %lld] and '%s' "
+                        "[%lld, %lld] overlap", file, prev->t.name,
+                        (long long)prev->begin, (long long)prev->end,
+                        v[i]->t.name, (long long)v[i]->begin,
+                        (long long)v[i]->end);
         }
         prev = v[i];
     }
@@ -281,8 +271,8 @@ place_data(ck_entry *e, const uint8_t *data, const char *file, char *err,
     }
     e->owned = malloc(n ? n : 1);
     if (e->owned == NULL)
-        return fail(err, errlen, "%s: out of memory copying misaligned "
-                    "tensor '%s'", file, e->t.name);
+        return sg_err(err, errlen, "%s: out of memory copying misaligned "
+                      "tensor '%s'", file, e->t.name);
     memcpy(e->owned, p, n);
     e->t.data = e->owned;
     return 0;
@@ -299,23 +289,23 @@ map_file(sg_checkpoint *ck, int fi, char *err, int errlen)
     snprintf(path, sizeof(path), "%s/%s", ck->dir, f->name);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(err, errlen, "%s: cannot open: %s", f->name,
-                    strerror(errno));
+        return sg_err(err, errlen, "%s: cannot open: %s", f->name,
+                      strerror(errno));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, "%s: not a regular file", f->name);
+        return sg_err(err, errlen, "%s: not a regular file", f->name);
     }
     if (st.st_size < 8) {
         close(fd);
-        return fail(err, errlen, "%s: file of %lld bytes is too short for a "
-                    "safetensors header", f->name, (long long)st.st_size);
+        return sg_err(err, errlen, "%s: file of %lld bytes is too short for a "
+                      "safetensors header", f->name, (long long)st.st_size);
     }
     f->map = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (f->map == MAP_FAILED) {
         f->map = NULL;
-        return fail(err, errlen, "%s: mmap failed: %s", f->name,
-                    strerror(errno));
+        return sg_err(err, errlen, "%s: mmap failed: %s", f->name,
+                      strerror(errno));
     }
     f->size = st.st_size;
     return 0;
@@ -337,12 +327,12 @@ parse_file(sg_checkpoint *ck, int fi, char *err, int errlen)
     for (int b = 7; b >= 0; b--)
         hlen = hlen << 8 | m[b];
     if (hlen > f->size - 8)
-        return fail(err, errlen, "%s: header length %llu exceeds the file "
-                    "(%zu bytes)", f->name, (unsigned long long)hlen,
-                    f->size);
+        return sg_err(err, errlen, "%s: header length %llu exceeds the file "
+                      "(%zu bytes)", f->name, (unsigned long long)hlen,
+                      f->size);
     if (hlen > MAX_HEADER_BYTES)
-        return fail(err, errlen, "%s: header length %llu is over the 100 MB "
-                    "limit", f->name, (unsigned long long)hlen);
+        return sg_err(err, errlen, "%s: header length %llu is over the 100 MB "
+                      "limit", f->name, (unsigned long long)hlen);
     data_len = (int64_t)(f->size - 8 - hlen);
     root = cJSON_ParseWithLength((const char *)m + 8, hlen);
     if (root == NULL || !cJSON_IsObject(root)) {
@@ -352,8 +342,8 @@ parse_file(sg_checkpoint *ck, int fi, char *err, int errlen)
                           ? (long)(at - (const char *)m - 8) : 0;
 
         cJSON_Delete(root);
-        return fail(err, errlen, "%s: header is not a JSON object (error "
-                    "near header byte %ld)", f->name, pos);
+        return sg_err(err, errlen, "%s: header is not a JSON object (error "
+                      "near header byte %ld)", f->name, pos);
     }
     cJSON_ArrayForEach(it, root) {
         ck_entry *e;
@@ -362,7 +352,7 @@ parse_file(sg_checkpoint *ck, int fi, char *err, int errlen)
             continue;
         e = new_entry(ck);
         if (e == NULL || (e->t.name = strdup(it->string)) == NULL) {
-            rc = fail(err, errlen, "%s: out of memory", f->name);
+            rc = sg_err(err, errlen, "%s: out of memory", f->name);
             break;
         }
         e->file = fi;
@@ -376,30 +366,6 @@ parse_file(sg_checkpoint *ck, int fi, char *err, int errlen)
     if (rc == 0)
         rc = check_overlap(ck, first, f->name, err, errlen);
     return rc;
-}
-
-static char *
-read_text(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long  n;
-
-    if (f == NULL)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0
-        && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc(n + 1)) != NULL)
-    {
-        if (fread(buf, 1, n, f) != (size_t)n) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf[n] = '\0';
-            *len = n;
-        }
-    }
-    fclose(f);
-    return buf;
 }
 
 /* A shard name from the index: a plain file name inside the directory. */
@@ -426,9 +392,9 @@ check_duplicates(const sg_checkpoint *ck, char *err, int errlen)
 {
     for (int i = 1; i < ck->n; i++) {
         if (strcmp(ck->e[i - 1].t.name, ck->e[i].t.name) == 0)
-            return fail(err, errlen, "tensor '%s' is in both %s and %s",
-                        ck->e[i].t.name, ck->files[ck->e[i - 1].file].name,
-                        ck->files[ck->e[i].file].name);
+            return sg_err(err, errlen, "tensor '%s' is in both %s and %s",
+                          ck->e[i].t.name, ck->files[ck->e[i - 1].file].name,
+                          ck->files[ck->e[i].file].name);
     }
     return 0;
 }
@@ -440,31 +406,31 @@ open_indexed(sg_checkpoint *ck, const char *index_path, char *err,
     int errlen)
 {
     size_t       len = 0;
-    char        *text = read_text(index_path, &len);
+    char        *text = sg_read_file(index_path, 0, &len);
     cJSON       *root = text ? cJSON_ParseWithLength(text, len) : NULL;
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     const cJSON *it;
     int          rc = 0, hint = -1;
 
     if (text == NULL) {
-        rc = fail(err, errlen, INDEX_NAME ": cannot read: %s",
-                  strerror(errno));
+        rc = sg_err(err, errlen, INDEX_NAME ": cannot read: %s",
+                    strerror(errno));
         goto out;
     }
     if (!cJSON_IsObject(root) || !cJSON_IsObject(map)) {
-        rc = fail(err, errlen, INDEX_NAME ": not JSON with a 'weight_map' "
-                  "object");
+        rc = sg_err(err, errlen, INDEX_NAME ": not JSON with a 'weight_map' "
+                    "object");
         goto out;
     }
     cJSON_ArrayForEach(it, map) {
         if (!cJSON_IsString(it) || !safe_file_name(it->valuestring)) {
-            rc = fail(err, errlen, INDEX_NAME ": tensor '%s' maps to a "
-                      "value that is not a file name in the directory",
-                      it->string);
+            rc = sg_err(err, errlen, INDEX_NAME ": tensor '%s' maps to a "
+                        "value that is not a file name in the directory",
+                        it->string);
             goto out;
         }
         if (file_index(ck, it->valuestring, &hint) < 0) {
-            rc = fail(err, errlen, INDEX_NAME ": out of memory");
+            rc = sg_err(err, errlen, INDEX_NAME ": out of memory");
             goto out;
         }
     }
@@ -473,8 +439,8 @@ open_indexed(sg_checkpoint *ck, const char *index_path, char *err,
 
         snprintf(path, sizeof(path), "%s/%s", ck->dir, ck->files[i].name);
         if (access(path, R_OK) != 0) {
-            rc = fail(err, errlen, INDEX_NAME " names %s, which cannot be "
-                      "opened: %s", ck->files[i].name, strerror(errno));
+            rc = sg_err(err, errlen, INDEX_NAME " names %s, which cannot be "
+                        "opened: %s", ck->files[i].name, strerror(errno));
         }
     }
     for (int i = 0; i < ck->n_files && rc == 0; i++)
@@ -489,8 +455,8 @@ open_indexed(sg_checkpoint *ck, const char *index_path, char *err,
         const ck_entry *e = find_entry(ck, it->string);
 
         if (e == NULL || strcmp(ck->files[e->file].name, it->valuestring)) {
-            rc = fail(err, errlen, INDEX_NAME ": tensor '%s' is not in %s",
-                      it->string, it->valuestring);
+            rc = sg_err(err, errlen, INDEX_NAME ": tensor '%s' is not in %s",
+                        it->string, it->valuestring);
             break;
         }
     }
@@ -517,14 +483,14 @@ open_unindexed(sg_checkpoint *ck, char *err, int errlen)
     int             rc = 0;
 
     if (n < 0)
-        return fail(err, errlen, "%s: cannot list: %s", ck->dir,
-                    strerror(errno));
+        return sg_err(err, errlen, "%s: cannot list: %s", ck->dir,
+                      strerror(errno));
     if (n == 0)
-        rc = fail(err, errlen, "%s: no " INDEX_NAME " and no *.safetensors "
-                  "files", ck->dir);
+        rc = sg_err(err, errlen, "%s: no " INDEX_NAME " and no *.safetensors "
+                    "files", ck->dir);
     for (int i = 0; i < n; i++) {
         if (rc == 0 && add_file(ck, names[i]->d_name) < 0)
-            rc = fail(err, errlen, "%s: out of memory", ck->dir);
+            rc = sg_err(err, errlen, "%s: out of memory", ck->dir);
         free(names[i]);
     }
     free(names);
@@ -554,26 +520,26 @@ attach_scales(sg_checkpoint *ck, char *err, int errlen)
         if (t->dtype != SG_F8_E4M3)
             continue;
         if (t->ndim != 2)
-            return fail(err, errlen, "%s: FP8 tensor '%s' has %d dimensions; "
-                        "block scales need 2", file, t->name, t->ndim);
+            return sg_err(err, errlen, "%s: FP8 tensor '%s' has %d dimensions; "
+                          "block scales need 2", file, t->name, t->ndim);
         snprintf(name, sizeof(name), "%s_scale_inv", t->name);
         s = find_entry(ck, name);
         if (s == NULL)
-            return fail(err, errlen, "%s: FP8 tensor '%s' has no scale "
-                        "tensor '%s'", file, t->name, name);
+            return sg_err(err, errlen, "%s: FP8 tensor '%s' has no scale "
+                          "tensor '%s'", file, t->name, name);
         if (s->t.dtype != SG_F32 || s->t.ndim != 2
             || s->t.shape[0] != ceil128(t->shape[0])
             || s->t.shape[1] != ceil128(t->shape[1]))
         {
-            return fail(err, errlen, "%s: scale tensor '%s' is %s with %d "
-                        "dims [%lld, %lld], expected F32 [%lld, %lld] for "
-                        "'%s' [%lld, %lld]", ck->files[s->file].name, name,
-                        sg_dtype_name(s->t.dtype), s->t.ndim,
-                        (long long)s->t.shape[0],
-                        (long long)(s->t.ndim > 1 ? s->t.shape[1] : 0),
-                        (long long)ceil128(t->shape[0]),
-                        (long long)ceil128(t->shape[1]), t->name,
-                        (long long)t->shape[0], (long long)t->shape[1]);
+            return sg_err(err, errlen, "%s: scale tensor '%s' is %s with %d "
+                          "dims [%lld, %lld], expected F32 [%lld, %lld] for "
+                          "'%s' [%lld, %lld]", ck->files[s->file].name, name,
+                          sg_dtype_name(s->t.dtype), s->t.ndim,
+                          (long long)s->t.shape[0],
+                          (long long)(s->t.ndim > 1 ? s->t.shape[1] : 0),
+                          (long long)ceil128(t->shape[0]),
+                          (long long)ceil128(t->shape[1]), t->name,
+                          (long long)t->shape[0], (long long)t->shape[1]);
         }
         t->scale = s->t.data;
         t->scale_cols = ceil128(t->shape[1]);
@@ -614,7 +580,7 @@ sg_checkpoint_open(const char *dir, sg_checkpoint **out, char *err,
     *out = NULL;
     if (ck == NULL || (ck->dir = strdup(dir)) == NULL) {
         free(ck);
-        return fail(err, errlen, "%s: out of memory", dir);
+        return sg_err(err, errlen, "%s: out of memory", dir);
     }
     sg_fp8_init();
     snprintf(index_path, sizeof(index_path), "%s/" INDEX_NAME, dir);
@@ -626,7 +592,7 @@ sg_checkpoint_open(const char *dir, sg_checkpoint **out, char *err,
     if (rc == 0)
         rc = attach_scales(ck, err, errlen);
     if (rc == 0 && (ck->source = describe_files(ck, indexed)) == NULL)
-        rc = fail(err, errlen, "%s: out of memory", dir);
+        rc = sg_err(err, errlen, "%s: out of memory", dir);
     if (rc != 0) {
         sg_checkpoint_close(ck);
         return -1;

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "config.h"
+#include "model/config.h"
 
 typedef struct sg_mkmodel_opts {
     const char  *out_dir;       /* created when missing */

@@ -13,6 +13,8 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "util/err.h"
+#include "util/file.h"
 
 typedef struct {
     const char *path;
@@ -284,37 +286,19 @@ int
 sg_config_load(const char *path, sg_config *cfg, char *err, int errlen)
 {
     cfg_reader r = { path, "", err, errlen, 0 };
-    FILE      *f = fopen(path, "rb");
-    char      *buf = NULL;
-    long       n;
+    size_t     n;
+    char      *buf;
     cJSON     *root = NULL;
 
     memset(cfg, 0, sizeof(*cfg));
-    if (f == NULL) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
+    buf = sg_read_file(path, (size_t)64 << 20, &n);
+    if (buf == NULL) {
+        if (errno == EFBIG)
+            return sg_err(err, errlen, "%s: over 64 MiB, too large for a "
+                          "config", path);
+        return sg_err(err, errlen, "%s: cannot read: %s", path,
+                      strerror(errno));
     }
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0
-        || fseek(f, 0, SEEK_SET) != 0)
-    {
-        fclose(f);
-        snprintf(err, errlen, "%s: cannot read", path);
-        return -1;
-    }
-    if (n > (64 << 20)) {
-        fclose(f);
-        snprintf(err, errlen, "%s: %ld bytes is too large for a config",
-                 path, n);
-        return -1;
-    }
-    buf = malloc(n + 1);
-    if (buf == NULL || fread(buf, 1, n, f) != (size_t)n) {
-        fclose(f);
-        free(buf);
-        snprintf(err, errlen, "%s: cannot read", path);
-        return -1;
-    }
-    fclose(f);
     root = cJSON_ParseWithLength(buf, n);
     if (root == NULL || !cJSON_IsObject(root)) {
         const char *at = cJSON_GetErrorPtr();

@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +22,10 @@
 
 #include <cjson/cJSON.h>
 
-#include "config.h"
+#include "model/config.h"
 #include "mkmodel.h"
 #include "st_writer.h"
+#include "util/err.h"
 
 #define BLOCK 128
 
@@ -46,17 +46,6 @@ typedef struct {
     int             fp8;
     uint64_t        seed;
 } gen_list;
-
-static int
-fail(char *err, int errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static uint64_t
 mix64(uint64_t z)
@@ -507,11 +496,11 @@ mkdir_p(const char *dir, char *err, int errlen)
             continue;
         *s = '\0';
         if (mkdir(path, 0755) != 0 && errno != EEXIST)
-            return fail(err, errlen, "%s: %s", path, strerror(errno));
+            return sg_err(err, errlen, "%s: %s", path, strerror(errno));
         *s = '/';
     }
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
-        return fail(err, errlen, "%s: %s", path, strerror(errno));
+        return sg_err(err, errlen, "%s: %s", path, strerror(errno));
     return 0;
 }
 
@@ -522,10 +511,10 @@ write_text(const char *path, const char *text, char *err, int errlen)
     int   bad;
 
     if (f == NULL)
-        return fail(err, errlen, "%s: %s", path, strerror(errno));
+        return sg_err(err, errlen, "%s: %s", path, strerror(errno));
     bad = fputs(text, f) < 0 || fputc('\n', f) == EOF;
     if (fclose(f) != 0 || bad)
-        return fail(err, errlen, "%s: write failed", path);
+        return sg_err(err, errlen, "%s: write failed", path);
     return 0;
 }
 
@@ -538,11 +527,11 @@ copy_file(const char *from, const char *to, char *err, int errlen)
     int    bad = 0;
 
     if (in == NULL)
-        return fail(err, errlen, "%s: %s", from, strerror(errno));
+        return sg_err(err, errlen, "%s: %s", from, strerror(errno));
     out = fopen(to, "wb");
     if (out == NULL) {
         fclose(in);
-        return fail(err, errlen, "%s: %s", to, strerror(errno));
+        return sg_err(err, errlen, "%s: %s", to, strerror(errno));
     }
     while ((n = fread(buf, 1, sizeof(buf), in)) > 0) {
         if (fwrite(buf, 1, n, out) != n) {
@@ -553,7 +542,7 @@ copy_file(const char *from, const char *to, char *err, int errlen)
     bad |= ferror(in);
     fclose(in);
     if (fclose(out) != 0 || bad)
-        return fail(err, errlen, "copying %s to %s failed", from, to);
+        return sg_err(err, errlen, "copying %s to %s failed", from, to);
     return 0;
 }
 
@@ -630,14 +619,14 @@ sg_mkmodel(const sg_mkmodel_opts *o, char *err, int errlen)
 
     memset(&l, 0, sizeof(l));
     if (o->out_dir == NULL)
-        return fail(err, errlen, "mkmodel: no output directory");
+        return sg_err(err, errlen, "mkmodel: no output directory");
     json = sg_mkmodel_config(o, err, errlen);
     if (json == NULL)
         return -1;
     text = cJSON_Print(json);
     cJSON_Delete(json);
     if (text == NULL)
-        return fail(err, errlen, "out of memory");
+        return sg_err(err, errlen, "out of memory");
     snprintf(path, sizeof(path), "%s/config.json", o->out_dir);
     if (mkdir_p(o->out_dir, err, errlen) != 0
         || write_text(path, text, err, errlen) != 0)
@@ -657,7 +646,7 @@ sg_mkmodel(const sg_mkmodel_opts *o, char *err, int errlen)
     if (gen_list_init(&l, &cfg, o->seed) != 0 || w == NULL
         || register_all(&l, w) != 0)
     {
-        fail(err, errlen, "out of memory describing the tensors");
+        sg_err(err, errlen, "out of memory describing the tensors");
         goto out;
     }
     bytes = sg_st_write(w, o->out_dir, shards, err, errlen);

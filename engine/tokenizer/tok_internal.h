@@ -1,5 +1,5 @@
 /*
- * Internals of the tokenizer, shared by engine/tokenizer.c and tok_*.c.
+ * Internals of the tokenizer, shared by tokenizer.c and tok_*.c here.
  * Nothing here is part of the public API (tokenizer.h).
  *
  * Token bytes are kept raw (the byte-level alphabet of tokenizer.json is

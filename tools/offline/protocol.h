@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#include "model.h"
+#include "model/model.h"
 
 typedef struct sg_protocol {
     const int32_t *prompt;

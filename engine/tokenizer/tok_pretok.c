@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "strbuf.h"
+#include "util/strbuf.h"
 #include "tok_internal.h"
 
 #define JS_SPACE "\\t\\n\\x0B\\f\\r\\p{Zs}\\x{FEFF}\\x{2028}\\x{2029}"
