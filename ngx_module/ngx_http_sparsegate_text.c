@@ -6,9 +6,9 @@
 #include "ngx_http_sparsegate_text.h"
 
 
+/* Room for n more bytes and the NUL. */
 static ngx_int_t
-ngx_http_sparsegate_text_append(ngx_http_sparsegate_text_t *t, const char *s,
-    size_t n)
+ngx_http_sparsegate_text_reserve(ngx_http_sparsegate_text_t *t, size_t n)
 {
     u_char  *p;
     size_t   cap;
@@ -22,9 +22,6 @@ ngx_http_sparsegate_text_append(ngx_http_sparsegate_text_t *t, const char *s,
         t->data = p;
         t->cap = cap;
     }
-    ngx_memcpy(t->data + t->len, s, n);
-    t->len += n;
-    t->data[t->len] = '\0';
     return NGX_OK;
 }
 
@@ -49,8 +46,14 @@ ngx_http_sparsegate_text_init(ngx_http_sparsegate_text_t *t,
         t->max_stop_len = ngx_max(t->max_stop_len, stops[i].len);
     }
 
-    /* an empty text, so that data is never NULL */
-    return ngx_http_sparsegate_text_append(t, "", 0);
+    /* one token's text at most (the detokenizer's bound), so that data is
+     * never NULL */
+    t->room = 3 * (sg_tokenizer_max_token_len(tokenizer) + 3);
+    if (ngx_http_sparsegate_text_reserve(t, t->room) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    t->data[0] = '\0';
+    return NGX_OK;
 }
 
 
@@ -98,18 +101,20 @@ ngx_http_sparsegate_text_match(ngx_http_sparsegate_text_t *t, size_t old_len)
 ngx_int_t
 ngx_http_sparsegate_text_push(ngx_http_sparsegate_text_t *t, int32_t token)
 {
-    char    buf[1024];
     size_t  n, old_len;
 
-    n = sg_detok_push(&t->detok, token, buf, sizeof(buf));
+    /* the detokenizer writes valid UTF-8 straight into the text */
+    if (ngx_http_sparsegate_text_reserve(t, t->room) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    n = sg_detok_push(&t->detok, token, (char *) t->data + t->len, t->room);
     if (n == 0) {
         return NGX_OK;
     }
 
     old_len = t->len;
-    if (ngx_http_sparsegate_text_append(t, buf, n) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    t->len += n;
+    t->data[t->len] = '\0';
     if (t->n_stops == 0) {
         return NGX_OK;
     }
@@ -120,17 +125,15 @@ ngx_http_sparsegate_text_push(ngx_http_sparsegate_text_t *t, int32_t token)
 ngx_int_t
 ngx_http_sparsegate_text_finish(ngx_http_sparsegate_text_t *t)
 {
-    char    buf[64];
-    size_t  n;
-
     if (t->stopped) {
         return NGX_OK;
     }
-    n = sg_detok_finish(&t->detok, buf, sizeof(buf));
-    if (n == 0) {
-        return NGX_OK;
+    if (ngx_http_sparsegate_text_reserve(t, t->room) != NGX_OK) {
+        return NGX_ERROR;
     }
-    return ngx_http_sparsegate_text_append(t, buf, n);
+    t->len += sg_detok_finish(&t->detok, (char *) t->data + t->len, t->room);
+    t->data[t->len] = '\0';
+    return NGX_OK;
 }
 
 

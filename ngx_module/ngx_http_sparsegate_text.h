@@ -1,5 +1,6 @@
 /*
- * A generation's text: tokens in, UTF-8 out (whole characters only), cut at
+ * A generation's text: tokens in, valid UTF-8 out (whole characters only;
+ * an ill-formed sequence is U+FFFD, decided before it is handed out), cut at
  * the first stop string.  Text that could still grow into a stop string is
  * held back from a stream until it cannot.
  */
@@ -20,6 +21,7 @@ typedef struct {
     u_char              *data;          /* malloc'ed, NUL-terminated */
     size_t               len;
     size_t               cap;
+    size_t               room;          /* one push's text at most */
     size_t               taken;         /* bytes handed out by _next() */
     char                *stops[NGX_HTTP_SG_MAX_STOPS];   /* malloc'ed */
     ngx_uint_t           n_stops;

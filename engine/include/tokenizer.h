@@ -23,9 +23,16 @@ void sg_tokenizer_free(sg_tokenizer *t);
 int sg_tokenizer_encode(const sg_tokenizer *t, const char *text, size_t len,
     int special, int32_t **ids, size_t *n_ids);
 
-/* Decodes ids to bytes (malloc'ed, NUL-terminated); unknown ids are
- * skipped.  Returns 0 or -1. */
+/* Decodes ids to their bytes (malloc'ed, NUL-terminated), which need not
+ * be valid UTF-8; unknown ids are skipped.  Returns 0 or -1.  decode(encode(
+ * bytes)) gives the bytes back. */
 int sg_tokenizer_decode(const sg_tokenizer *t, const int32_t *ids,
+    size_t n_ids, char **text, size_t *len);
+/* Decodes ids to text as Hugging Face's decoder does: decode()'s bytes with
+ * every ill-formed UTF-8 sequence (each maximal subpart, as WHATWG and
+ * Unicode say) replaced by U+FFFD, so the text is always valid UTF-8.
+ * Returns 0 or -1. */
+int sg_tokenizer_decode_text(const sg_tokenizer *t, const int32_t *ids,
     size_t n_ids, char **text, size_t *len);
 
 int sg_tokenizer_vocab_size(const sg_tokenizer *t);   /* max id + 1 */
@@ -37,8 +44,12 @@ uint64_t sg_tokenizer_hash(const sg_tokenizer *t);
 /* Bytes of the longest token (128 for DeepSeek's vocabulary). */
 size_t sg_tokenizer_max_token_len(const sg_tokenizer *t);
 
-/* Streaming detokenizer: push ids one by one, get only complete UTF-8
- * characters; the concatenation of all outputs + finish equals decode(). */
+/* Streaming detokenizer: push ids one by one, get valid UTF-8 text made of
+ * whole characters; the concatenation of all outputs + finish equals
+ * sg_tokenizer_decode_text().  The start of a character that a later token
+ * may complete is held back until it is complete (written then) or cannot
+ * be (U+FFFD, then what follows); finish writes U+FFFD for a character the
+ * text ends inside of. */
 typedef struct sg_detok {
     const sg_tokenizer *t;
     char                pending[8];
@@ -47,9 +58,11 @@ typedef struct sg_detok {
 
 void sg_detok_init(sg_detok *d, const sg_tokenizer *t);
 /* Appends to out (up to cap bytes); returns bytes written.  One push
- * writes at most sg_tokenizer_max_token_len() + 3 bytes: give at least
- * that much room (bytes past cap would be lost). */
+ * writes at most 3 * (sg_tokenizer_max_token_len() + 3) bytes (each byte
+ * in gives at most 3 out: a lone bad byte is U+FFFD): give at least that
+ * much room (bytes past cap would be lost). */
 size_t sg_detok_push(sg_detok *d, int32_t id, char *out, size_t cap);
+/* The end: at most 3 bytes. */
 size_t sg_detok_finish(sg_detok *d, char *out, size_t cap);
 
 /* The DeepSeek-V3.2 chat format. */

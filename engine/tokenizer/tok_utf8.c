@@ -9,8 +9,8 @@
 #include "tok_internal.h"
 
 /* Range of the byte after a lead byte (the later ones are 80..BF). */
-static int
-lead_info(unsigned char c, unsigned char *lo, unsigned char *hi)
+int
+tok_utf8_lead(unsigned char c, unsigned char *lo, unsigned char *hi)
 {
     *lo = 0x80;
     *hi = 0xBF;
@@ -31,7 +31,7 @@ tok_utf8_char_len(const unsigned char *s, size_t n)
     int need;
 
     if (s[0] < 0x80) return 1;
-    need = lead_info(s[0], &lo, &hi);
+    need = tok_utf8_lead(s[0], &lo, &hi);
     if (need < 0 || (size_t)need >= n) return 0;
     if (s[1] < lo || s[1] > hi) return 0;
     for (int i = 2; i <= need; i++) {
@@ -48,7 +48,7 @@ tok_utf8_bad_len(const unsigned char *s, size_t n)
     size_t i;
 
     if (tok_utf8_char_len(s, n) != 0) return 0;
-    need = lead_info(s[0], &lo, &hi);
+    need = tok_utf8_lead(s[0], &lo, &hi);
     if (need < 0) return 1;
     /* A valid lead: the subpart runs over the continuation bytes that
      * could still belong to it. */

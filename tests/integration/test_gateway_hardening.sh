@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# What hostile probing found, kept fixed (a real nginx with the module, the
+# tiny random model with DeepSeek's vocabulary):
+#   - generated text is valid UTF-8, plain and streamed (a random model at
+#     temperature 1.5 samples characters it does not finish)
+# Prints PASS/FAIL lines; SKIP when the engine pieces are not built yet.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+gw_dir=$root/build/test-gw-hardening
+rm -rf "$gw_dir"
+mkdir -p "$gw_dir"
+. tests/integration/gateway_lib.sh
+
+gw_setup
+client() { timeout 300 python3 tests/integration/hardening_client.py "$port" "$@"; }
+
+gw_conf "$prefix" "$port"
+chmod -R a+rX "$gw_dir"
+gw_start "$prefix" "$port" || exit 1
+trap 'gw_stop' EXIT
+
+client utf8
+
+gw_stop
+exit "$([ "${gw_failed:-0}" -eq 0 ] && echo 0 || echo 1)"
