@@ -11,6 +11,8 @@
 typedef struct {
     char                            *text;       /* malloc'ed */
     size_t                           len;
+    sg_text_span                    *marks;      /* malloc'ed, or NULL */
+    size_t                           n_marks;
     int32_t                         *ids;        /* malloc'ed */
     size_t                           n_ids;
     int                              failed;     /* out of memory */
@@ -26,8 +28,10 @@ ngx_http_sparsegate_encoding_cleanup(void *data)
     ngx_http_sparsegate_encoding_t *enc = data;
 
     free(enc->text);
+    free(enc->marks);
     free(enc->ids);
     enc->text = NULL;
+    enc->marks = NULL;
     enc->ids = NULL;
 }
 
@@ -38,8 +42,15 @@ ngx_http_sparsegate_encoding_work(void *data)
 {
     ngx_http_sparsegate_encoding_t *enc = data;
 
-    enc->failed = sg_tokenizer_encode(enc->tokenizer, enc->text, enc->len, 1,
-                                      &enc->ids, &enc->n_ids) != 0;
+    /* a chat prompt: the template's markers only are special tokens; a
+     * completion's prompt is all the client's, special tokens as written */
+    enc->failed = (enc->marks != NULL
+                   ? sg_tokenizer_encode_marked(enc->tokenizer, enc->text,
+                                                enc->len, enc->marks,
+                                                enc->n_marks, &enc->ids,
+                                                &enc->n_ids)
+                   : sg_tokenizer_encode(enc->tokenizer, enc->text, enc->len,
+                                         1, &enc->ids, &enc->n_ids)) != 0;
 }
 
 
@@ -54,7 +65,9 @@ ngx_http_sparsegate_encoded(ngx_http_request_t *r,
                    enc->n_ids);
 
     free(enc->text);
+    free(enc->marks);
     enc->text = NULL;
+    enc->marks = NULL;
 
     if (enc->failed) {
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -86,8 +99,9 @@ ngx_http_sparsegate_encoding_done(ngx_http_request_t *r, void *data)
 }
 
 
-ngx_int_t
-ngx_http_sparsegate_encode(ngx_http_request_t *r, char *text, size_t len,
+static ngx_int_t
+ngx_http_sparsegate_encode_marked(ngx_http_request_t *r, char *text,
+    size_t len, sg_text_span *marks, size_t n_marks,
     ngx_http_sparsegate_encoded_pt done, void *data)
 {
     ngx_int_t                         rc;
@@ -101,12 +115,15 @@ ngx_http_sparsegate_encode(ngx_http_request_t *r, char *text, size_t len,
                                sizeof(ngx_http_sparsegate_encoding_t));
     if (cln == NULL) {
         free(text);
+        free(marks);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
     enc = cln->data;
     ngx_memzero(enc, sizeof(ngx_http_sparsegate_encoding_t));
     enc->text = text;
     enc->len = len;
+    enc->marks = marks;
+    enc->n_marks = n_marks;
     enc->tokenizer = smcf->tokenizer;
     enc->done = done;
     enc->data = data;
@@ -132,15 +149,29 @@ ngx_http_sparsegate_encode(ngx_http_request_t *r, char *text, size_t len,
 
 
 ngx_int_t
+ngx_http_sparsegate_encode(ngx_http_request_t *r, char *text, size_t len,
+    ngx_http_sparsegate_encoded_pt done, void *data)
+{
+    return ngx_http_sparsegate_encode_marked(r, text, len, NULL, 0, done,
+                                             data);
+}
+
+
+ngx_int_t
 ngx_http_sparsegate_encode_chat(ngx_http_request_t *r,
     const sg_chat_msg *msgs, ngx_uint_t n, ngx_uint_t thinking,
     ngx_http_sparsegate_encoded_pt done, void *data)
 {
-    char    *prompt;
-    size_t   len;
+    char          *prompt;
+    size_t         len, n_marks;
+    sg_text_span  *marks;
 
-    if (sg_chat_format(msgs, (int) n, (int) thinking, &prompt, &len) != 0) {
+    if (sg_chat_format_marked(msgs, (int) n, (int) thinking, &prompt, &len,
+                              &marks, &n_marks)
+        != 0)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    return ngx_http_sparsegate_encode(r, prompt, len, done, data);
+    return ngx_http_sparsegate_encode_marked(r, prompt, len, marks, n_marks,
+                                             done, data);
 }

@@ -1,7 +1,8 @@
 /*
- * Prompt text to token ids (the tokenizer, special tokens on; a chat through
- * the DeepSeek-V3.2 template first): inline when short, in nginx's thread
- * pool when long.
+ * Prompt text to token ids: inline when short, in nginx's thread pool when
+ * long.  A completion's text prompt is the client's own, special tokens as
+ * written; chat messages go through the DeepSeek-V3.2 template, whose own
+ * markers alone are special tokens (the messages are text).
  */
 #ifndef NGX_HTTP_SPARSEGATE_ENCODE_H
 #define NGX_HTTP_SPARSEGATE_ENCODE_H
@@ -26,7 +27,8 @@ typedef ngx_int_t (*ngx_http_sparsegate_encoded_pt)(ngx_http_request_t *r,
 ngx_int_t ngx_http_sparsegate_encode(ngx_http_request_t *r, char *text,
     size_t len, ngx_http_sparsegate_encoded_pt done, void *data);
 
-/* The same for chat messages, formatted by the chat template first. */
+/* The same for chat messages, formatted by the chat template first: a
+ * message that spells a special token gets no turn of its own. */
 ngx_int_t ngx_http_sparsegate_encode_chat(ngx_http_request_t *r,
     const sg_chat_msg *msgs, ngx_uint_t n, ngx_uint_t thinking,
     ngx_http_sparsegate_encoded_pt done, void *data);

@@ -142,7 +142,7 @@ ensure_tokens(sg_passage *p, const sg_ctx_opts *o, int *encoded)
     if (block == NULL)
         return -1;
     /* passage text is data: special-token strings in it stay text */
-    if (o->encode(o->encode_ud, block, len, 0, &ids, &n) != 0) {
+    if (o->encode(o->encode_ud, block, len, NULL, 0, &ids, &n) != 0) {
         free(block);
         return -1;
     }
@@ -216,13 +216,15 @@ ibuf_add(ibuf *b, const int32_t *v, size_t n)
 }
 
 /* Formats system + user(content) and splits the result around content:
- * *head = everything before it, *tail = everything after. */
+ * *head = everything before it, *tail = everything after; *marks lists the
+ * template's markers. */
 static int
 format_split(const sg_ctx_opts *o, const char *content, char **prompt,
-    size_t *plen, size_t *head_len, size_t *tail_off)
+    size_t *plen, size_t *head_len, size_t *tail_off, sg_text_span **marks,
+    size_t *n_marks)
 {
     sg_chat_msg      msgs[2];
-    sg_ctx_format_fn fmt = o->format ? o->format : sg_chat_format;
+    sg_ctx_format_fn fmt = o->format ? o->format : sg_chat_format_marked;
     size_t           clen = strlen(content);
     char            *hit = NULL;
 
@@ -230,7 +232,7 @@ format_split(const sg_ctx_opts *o, const char *content, char **prompt,
     msgs[0].content = o->system_prompt ? o->system_prompt : default_system;
     msgs[1].role = "user";
     msgs[1].content = content;
-    if (fmt(msgs, 2, o->thinking, prompt, plen) != 0)
+    if (fmt(msgs, 2, o->thinking, prompt, plen, marks, n_marks) != 0)
         return -1;
     /* The template copies content verbatim after the system prompt: find
      * its last occurrence (the system prompt could quote it). */
@@ -239,7 +241,9 @@ format_split(const sg_ctx_opts *o, const char *content, char **prompt,
         hit = p;
     if (hit == NULL) {
         free(*prompt);
+        free(*marks);
         *prompt = NULL;
+        *marks = NULL;
         return -3;
     }
     *head_len = hit - *prompt;
@@ -247,17 +251,32 @@ format_split(const sg_ctx_opts *o, const char *content, char **prompt,
     return 0;
 }
 
+/* Encodes s[from, to) of the prompt with the markers that lie in it. */
 static int
-encode_piece(const sg_ctx_opts *o, const char *s, size_t n, int special,
-    ibuf *out)
+encode_piece(const sg_ctx_opts *o, const char *s, size_t from, size_t to,
+    const sg_text_span *marks, size_t n_marks, ibuf *out)
 {
-    int32_t *ids = NULL;
-    size_t   k = 0;
-    int      rc;
+    int32_t      *ids = NULL;
+    size_t        k = 0, a = 0, b;
+    sg_text_span *in;
+    int           rc;
 
-    if (n == 0)
+    if (to <= from)
         return 0;
-    if (o->encode(o->encode_ud, s, n, special, &ids, &k) != 0)
+    while (a < n_marks && marks[a].off < from)
+        a++;
+    for (b = a; b < n_marks && marks[b].off + marks[b].len <= to; b++) {
+    }
+    in = malloc((b - a + 1) * sizeof(*in));
+    if (in == NULL)
+        return -1;
+    for (size_t i = a; i < b; i++) {
+        in[i - a].off = marks[i].off - from;
+        in[i - a].len = marks[i].len;
+    }
+    rc = o->encode(o->encode_ud, s + from, to - from, in, b - a, &ids, &k);
+    free(in);
+    if (rc != 0)
         return -1;
     rc = ibuf_add(out, ids, k);
     free(ids);
@@ -267,17 +286,20 @@ encode_piece(const sg_ctx_opts *o, const char *s, size_t n, int special,
 /* The prompt around the passages: the chat template applied to
  * "Passages:\n\n" + "Question: " + question, cut where the passages go. */
 typedef struct skeleton {
-    char   *prompt;       /* the formatted text */
-    size_t  plen;
-    size_t  head_len;     /* template head + "Passages:\n\n" */
-    size_t  suffix_len;   /* template after the question */
-    ibuf    head, tail;   /* the encodings of the two sides */
+    char         *prompt;       /* the formatted text */
+    size_t        plen;
+    size_t        head_len;     /* template head + "Passages:\n\n" */
+    size_t        suffix_len;   /* template after the question */
+    sg_text_span *marks;        /* the template's markers in prompt */
+    size_t        n_marks;
+    ibuf          head, tail;   /* the encodings of the two sides */
 } skeleton;
 
 static void
 skeleton_free(skeleton *k)
 {
     free(k->prompt);
+    free(k->marks);
     free(k->head.v);
     free(k->tail.v);
 }
@@ -296,21 +318,21 @@ skeleton_make(const sg_ctx_opts *o, const char *question, skeleton *k,
         return ctx_err(err, errlen, "out of memory");
     snprintf(skel, slen + 1, "%s%s%s", passages_head, question_head,
              question);
-    f = format_split(o, skel, &k->prompt, &k->plen, &head_len, &tail_off);
+    f = format_split(o, skel, &k->prompt, &k->plen, &head_len, &tail_off,
+                     &k->marks, &k->n_marks);
     free(skel);
     if (f != 0)
         return ctx_err(err, errlen, f == -3 ? "chat format did not keep the "
                        "message text verbatim" : "chat format failed");
     k->suffix_len = k->plen - tail_off;
     k->head_len = head_len + strlen(passages_head);
-    /* The template's own markers are special tokens; the question is
-     * text (a question that spells "<｜User｜>" gets no new turn). */
-    if (encode_piece(o, k->prompt, k->head_len, 1, &k->head) < 0
-        || encode_piece(o, k->prompt + k->head_len,
-                        k->plen - k->head_len - k->suffix_len, 0,
-                        &k->tail) < 0
-        || encode_piece(o, k->prompt + k->plen - k->suffix_len,
-                        k->suffix_len, 1, &k->tail) < 0)
+    /* The template's own markers are special tokens; the system prompt
+     * and the question are text (a question that spells "<｜User｜>" gets
+     * no new turn). */
+    if (encode_piece(o, k->prompt, 0, k->head_len, k->marks, k->n_marks,
+                     &k->head) < 0
+        || encode_piece(o, k->prompt, k->head_len, k->plen, k->marks,
+                        k->n_marks, &k->tail) < 0)
         return ctx_err(err, errlen, "encoding the prompt template failed");
     return 0;
 }
@@ -489,18 +511,20 @@ is_template_output(const sg_ctx_opts *o, const skeleton *k, const buf *text)
 {
     size_t pre = k->head_len - strlen(passages_head);
     size_t clen = text->n - pre - k->suffix_len;
-    char  *content, *p2 = NULL;
-    size_t p2len, h2, t2;
-    int    same;
+    char         *content, *p2 = NULL;
+    size_t        p2len, h2, t2, n2;
+    sg_text_span *m2 = NULL;
+    int           same;
 
     content = malloc(clen + 1);
     if (content == NULL)
         return -1;
     memcpy(content, text->s + pre, clen);
     content[clen] = '\0';
-    same = format_split(o, content, &p2, &p2len, &h2, &t2) == 0
+    same = format_split(o, content, &p2, &p2len, &h2, &t2, &m2, &n2) == 0
            && p2len == text->n && memcmp(p2, text->s, p2len) == 0;
     free(p2);
+    free(m2);
     free(content);
     return same;
 }

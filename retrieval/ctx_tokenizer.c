@@ -7,8 +7,8 @@
 
 int
 sg_ctx_tokenizer_encode(void *ud, const char *text, size_t len,
-    int special, int32_t **ids, size_t *n_ids)
+    const sg_text_span *marks, size_t n_marks, int32_t **ids, size_t *n_ids)
 {
-    return sg_tokenizer_encode((const sg_tokenizer *)ud, text, len, special,
-                               ids, n_ids);
+    return sg_tokenizer_encode_marked((const sg_tokenizer *)ud, text, len,
+                                      marks, n_marks, ids, n_ids);
 }

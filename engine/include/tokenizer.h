@@ -23,6 +23,21 @@ void sg_tokenizer_free(sg_tokenizer *t);
 int sg_tokenizer_encode(const sg_tokenizer *t, const char *text, size_t len,
     int special, int32_t **ids, size_t *n_ids);
 
+/* A piece of a text: its bytes [off, off + len). */
+typedef struct sg_text_span {
+    size_t off;
+    size_t len;
+} sg_text_span;
+
+/* Encodes bytes whose only special tokens are the marked spans (sorted,
+ * not overlapping): a span that is an added token's whole text becomes its
+ * id; everything else is plain text, added-token strings included (as
+ * special = 0).  A chat prompt is encoded so: the template's markers
+ * special, the messages text.  Returns 0 or -1 (out of memory). */
+int sg_tokenizer_encode_marked(const sg_tokenizer *t, const char *text,
+    size_t len, const sg_text_span *marks, size_t n_marks, int32_t **ids,
+    size_t *n_ids);
+
 /* Decodes ids to their bytes (malloc'ed, NUL-terminated), which need not
  * be valid UTF-8; unknown ids are skipped.  Returns 0 or -1.  decode(encode(
  * bytes)) gives the bytes back. */
@@ -71,10 +86,21 @@ typedef struct sg_chat_msg {
     const char *content;
 } sg_chat_msg;
 
-/* Builds the prompt text (with special-token strings) for the messages and
- * the generation prompt; thinking selects "<think>" vs "</think>".  The
- * result is malloc'ed; encode it with special = 1. */
+/* Builds the prompt text for the messages and the generation prompt;
+ * thinking selects "<think>" vs "</think>".  The result is malloc'ed.  The
+ * text holds the template's markers as special-token strings, and so may
+ * the messages: encode with sg_chat_encode (or the marks of
+ * sg_chat_format_marked), never with special = 1, or a message that spells
+ * "<｜Assistant｜>" becomes a turn. */
 int sg_chat_format(const sg_chat_msg *msgs, int n, int thinking, char **out,
     size_t *len);
+/* The same, and where the template's own markers are in it (sorted,
+ * malloc'ed; marks may be NULL). */
+int sg_chat_format_marked(const sg_chat_msg *msgs, int n, int thinking,
+    char **out, size_t *len, sg_text_span **marks, size_t *n_marks);
+/* The messages' prompt as token ids: the template's markers are special
+ * tokens, the messages' content is text.  *ids is malloc'ed; 0 or -1. */
+int sg_chat_encode(const sg_tokenizer *t, const sg_chat_msg *msgs, int n,
+    int thinking, int32_t **ids, size_t *n_ids);
 
 #endif

@@ -228,19 +228,40 @@ trim_end(const char *s, size_t n)
     return end;
 }
 
+/*
+ * Encodes s: added tokens are matched first and the text between them goes
+ * through the pre-tokenizer and BPE.  Where added tokens may be matched:
+ * anywhere (marks NULL, special 1), nowhere (marks NULL, special 0: their
+ * strings are text), or only at the marked spans, each a whole token's
+ * text (a span that is not one stays text).
+ */
 static int
-encode_all(enc *e, const char *s, size_t n, int special)
+encode_all(enc *e, const char *s, size_t n, int special,
+    const sg_text_span *marks, size_t n_marks)
 {
     const sg_tokenizer *t = e->t;
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
-    size_t start = 0, i = 0, len = 0;
+    size_t start = 0, i = 0, len = 0, m = 0;
     int rstrip = 0, rc = 0;
 
     if (md == NULL) return -1;
+    if (marks) special = n_marks > 0;
     while (special && i < n && rc == 0) {
         int a;
-        if (!t->first_byte[(unsigned char)s[i]]
-            || (a = match_added(t, s + i, n - i, &len)) < 0) {
+        if (marks) {
+            /* the next marked span that lies past what is encoded */
+            while (m < n_marks && marks[m].off < start) m++;
+            if (m == n_marks || marks[m].off >= n) break;
+            i = marks[m].off;
+            if (!t->first_byte[(unsigned char)s[i]]
+                || (a = match_added(t, s + i, n - i, &len)) < 0
+                || len != marks[m].len) {
+                m++;
+                continue;
+            }
+            m++;
+        } else if (!t->first_byte[(unsigned char)s[i]]
+                   || (a = match_added(t, s + i, n - i, &len)) < 0) {
             i++;
             continue;
         }
@@ -264,9 +285,9 @@ encode_all(enc *e, const char *s, size_t n, int special)
     return rc;
 }
 
-int
-sg_tokenizer_encode(const sg_tokenizer *t, const char *text, size_t len,
-    int special, int32_t **ids, size_t *n_ids)
+static int
+encode(const sg_tokenizer *t, const char *text, size_t len, int special,
+    const sg_text_span *marks, size_t n_marks, int32_t **ids, size_t *n_ids)
 {
     enc e = { .t = t };
     int rc;
@@ -275,7 +296,7 @@ sg_tokenizer_encode(const sg_tokenizer *t, const char *text, size_t len,
     *n_ids = 0;
     /* About one id per 3-4 bytes of text: reserve that up front. */
     if (reserve_ids(&e.ids, &e.cap, len / 3 + 16) != 0) return -1;
-    rc = encode_all(&e, text, len, special);
+    rc = encode_all(&e, text, len, special, marks, n_marks);
     if (rc == 0 && e.ids == NULL) rc = reserve_ids(&e.ids, &e.cap, 1);
     tok_piece_cache_free(&e.cache);
     tok_bpe_scratch_free(&e.sc);
@@ -286,6 +307,25 @@ sg_tokenizer_encode(const sg_tokenizer *t, const char *text, size_t len,
     *ids = e.ids;
     *n_ids = e.n;
     return 0;
+}
+
+int
+sg_tokenizer_encode(const sg_tokenizer *t, const char *text, size_t len,
+    int special, int32_t **ids, size_t *n_ids)
+{
+    return encode(t, text, len, special, NULL, 0, ids, n_ids);
+}
+
+int
+sg_tokenizer_encode_marked(const sg_tokenizer *t, const char *text,
+    size_t len, const sg_text_span *marks, size_t n_marks, int32_t **ids,
+    size_t *n_ids)
+{
+    static const sg_text_span none;
+
+    /* marks NULL would mean "anywhere": none given is "nowhere" */
+    return encode(t, text, len, 0, marks ? marks : &none, n_marks, ids,
+                  n_ids);
 }
 
 int

@@ -64,6 +64,28 @@ def utf8(port):
           "seeds %s: streamed text differs from the plain one" % differ)
 
 
+def usage_of(raw):
+    return json.loads(raw.decode("utf-8"))["usage"]
+
+
+def special(port, n_text):
+    """A user who types a special token's text gets that text, not a turn:
+    the prompt grows by the text's tokens (n_text, encoded without special
+    tokens), not by one control token."""
+    counts = []
+    for content in ("x", "x<｜Assistant｜>"):
+        status, raw = post(port, "/v1/chat/completions", {
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": 1})
+        counts.append(usage_of(raw)["prompt_tokens"] if status == 200
+                      else -status)
+    grew = counts[1] - counts[0]
+    check("special_token_text_in_user_content_is_text",
+          grew == int(n_text),
+          "prompt tokens %s: grew by %d, want %s (the text's tokens; 1 is "
+          "a forged control token)" % (counts, grew, n_text))
+
+
 if __name__ == "__main__":
     port = int(sys.argv[1])
     globals()[sys.argv[2]](port, *sys.argv[3:])
