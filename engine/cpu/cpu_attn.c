@@ -191,18 +191,21 @@ prefill_range(void *c, int64_t b0, int64_t b1)
     int          qk = nope + rope, kvw = nope + P->v, n = P->rows->n;
     int          cap = P->k;           /* a row's list is a subset of sel */
     sparse_block B;
+    int          ok;
 
     if (cap < 1)
         cap = 1;
     B.ukey = malloc(sizeof(int32_t) * SPARSE_ROWS * (size_t)cap);
     B.umask = malloc(sizeof(uint32_t) * SPARSE_ROWS * (size_t)cap);
-    if (B.ukey == NULL || B.umask == NULL)
-        abort();
+    ok = B.ukey != NULL && B.umask != NULL;
     for (int r = 0; r < SPARSE_ROWS; r++) {
         B.keys[r] = malloc(sizeof(int32_t) * cap);
         B.p[r] = malloc(sizeof(float) * (size_t)heads * cap);
-        if (B.keys[r] == NULL || B.p[r] == NULL)
-            abort();
+        ok = ok && B.keys[r] != NULL && B.p[r] != NULL;
+    }
+    if (!ok) {
+        cpu_oom();
+        b1 = b0;                       /* nothing computed, all freed */
     }
     for (int64_t blk = b0; blk < b1; blk++) {
         int i0 = (int)blk * SPARSE_ROWS;
@@ -311,8 +314,10 @@ prefill_block_range(void *c, int64_t t0, int64_t t1)
     float       *sc = malloc(sizeof(float) * PREFILL_BLOCK * (size_t)P->n_keys
                              + 1);
 
-    if (sc == NULL)
-        abort();
+    if (sc == NULL) {
+        cpu_oom();
+        return;
+    }
     for (int64_t t = t0; t < t1; t++) {
         int h = (int)(t / nblk), i0 = (int)(t % nblk) * PREFILL_BLOCK;
         int rn = n - i0 < PREFILL_BLOCK ? n - i0 : PREFILL_BLOCK;
@@ -516,9 +521,13 @@ cpu_attn_decode(sg_backend *b, const sg_kv_pool *pool, int layer,
     /* about one chunk of heads per thread: each sgemm reads all keys */
     int      hchunk = (heads + cpu_threads(b) - 1) / cpu_threads(b);
 
-    if (keys == NULL || lat == NULL || kpe == NULL || sc == NULL)
-        abort();
-    for (int i = 0; i < rows->n; i++) {
+    int      n = rows->n;
+
+    if (keys == NULL || lat == NULL || kpe == NULL || sc == NULL) {
+        cpu_backend_oom(b);
+        n = 0;                         /* nothing computed, all freed */
+    }
+    for (int i = 0; i < n; i++) {
         decode_ctx D = { pool, &pool->layers[layer],
                          rows->block_table
                          + (size_t)rows->seq[i] * rows->max_blocks,
@@ -576,8 +585,10 @@ absorb_range(void *c, int64_t h0, int64_t h1)
     int         qs = A->heads * (nope + A->rope);
     float      *wrow = malloc(sizeof(float) * kv_lora);
 
-    if (wrow == NULL)
-        abort();
+    if (wrow == NULL) {
+        cpu_oom();
+        return;
+    }
     for (int64_t h = h0; h < h1; h++) {
         for (int d = 0; d < nope; d++) {
             cpu_weight_row(A->kv_b, h * (nope + A->v) + d, wrow);
@@ -611,8 +622,10 @@ unabsorb_range(void *c, int64_t t0, int64_t t1)
     int         kv_lora = A->kv_lora, v = A->v;
     float      *wrow = malloc(sizeof(float) * kv_lora);
 
-    if (wrow == NULL)
-        abort();
+    if (wrow == NULL) {
+        cpu_oom();
+        return;
+    }
     for (int64_t t = t0; t < t1; t++) {
         int64_t h = t / v, j = t % v;
 

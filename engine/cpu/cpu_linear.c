@@ -200,8 +200,10 @@ linear_range(void *c, int64_t t0, int64_t t1)
     size_t           es = sg_dtype_size(w->dtype);
     pair_state      *st = malloc(sizeof(pair_state) * W_TILE * X_TILE);
 
-    if (st == NULL)
-        abort();
+    if (st == NULL) {
+        cpu_oom();
+        return;
+    }
     for (int64_t t = t0; t < t1; t++) {
         int64_t x0 = (t / L->n_wt) * X_TILE, r0 = (t % L->n_wt) * W_TILE;
         int64_t x1 = x0 + X_TILE < L->n ? x0 + X_TILE : L->n;
@@ -257,8 +259,10 @@ cpu_linear(sg_backend *b, const sg_tensor *w, const float *x, int n, float *y,
     /* DeepSeek's fp8_gemm quantizes its input per row and 128 columns */
     if (w->dtype == SG_F8_E4M3 && act_quant) {
         xq = malloc(sizeof(float) * n * cols);
-        if (xq == NULL)
-            abort();
+        if (xq == NULL) {
+            cpu_backend_oom(b);
+            return;
+        }
         cpu_act_quant_dequant(b, x, n, cols, xq, ue8m0);
         x = xq;
     }
