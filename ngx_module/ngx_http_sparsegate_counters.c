@@ -5,7 +5,8 @@
 #include "ngx_http_sparsegate_counters.h"
 
 
-#define NGX_HTTP_SG_MAX_WORKERS  64
+/* gauge slots: the workers, and old ones still finishing after reloads */
+#define NGX_HTTP_SG_MAX_WORKERS  128
 
 static const double  ngx_http_sparsegate_ttft_bounds[] = {
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
@@ -40,6 +41,7 @@ static const char  *ngx_http_sparsegate_error_labels[NGX_HTTP_SG_ERR_N] = {
     [NGX_HTTP_SG_ERR_STORE] = "store",
     [NGX_HTTP_SG_ERR_TIMEOUT] = "timeout",
     [NGX_HTTP_SG_ERR_CLIENT_CLOSED] = "client_closed",
+    [NGX_HTTP_SG_ERR_NO_MEMORY] = "out_of_memory",
 };
 
 
@@ -51,6 +53,7 @@ typedef struct {
     ngx_atomic_t  kv_total;
     ngx_atomic_t  kv_used;
     ngx_atomic_t  kv_cached;
+    ngx_atomic_t  paused;
     ngx_atomic_t  done;
     ngx_atomic_t  cancelled;
     ngx_atomic_t  refused;
@@ -77,6 +80,8 @@ typedef struct {
 
 
 static ngx_http_sparsegate_shm_t  *ngx_http_sparsegate_shm;
+/* this process's slot, or NULL */
+static ngx_http_sparsegate_worker_gauges_t  *ngx_http_sparsegate_mine;
 
 
 size_t
@@ -108,26 +113,67 @@ ngx_http_sparsegate_counters_init_zone(ngx_shm_zone_t *zone, void *data)
 }
 
 
-void
-ngx_http_sparsegate_counters_attach(ngx_shm_zone_t *zone)
+/* A slot's process is alive (a zombie counts until the master reaps it). */
+static ngx_uint_t
+ngx_http_sparsegate_alive(ngx_pid_t pid)
 {
-    ngx_http_sparsegate_shm = zone ? zone->data : NULL;
+    return kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH;
 }
 
 
-static ngx_http_sparsegate_worker_gauges_t *
-ngx_http_sparsegate_worker_gauges(void)
+static void
+ngx_http_sparsegate_clear_slot(ngx_http_sparsegate_worker_gauges_t *g)
 {
+    g->queued = 0;
+    g->running = 0;
+    g->active = 0;
+    g->kv_total = 0;
+    g->kv_used = 0;
+    g->kv_cached = 0;
+    g->paused = 0;
+    g->done = 0;
+    g->cancelled = 0;
+    g->refused = 0;
+}
+
+
+void
+ngx_http_sparsegate_counters_attach(ngx_shm_zone_t *zone)
+{
+    ngx_uint_t                            i;
+    ngx_atomic_uint_t                     pid;
     ngx_http_sparsegate_worker_gauges_t  *g;
 
-    if (ngx_http_sparsegate_shm == NULL
-        || ngx_worker >= NGX_HTTP_SG_MAX_WORKERS)
-    {
-        return NULL;
+    ngx_http_sparsegate_shm = zone ? zone->data : NULL;
+    ngx_http_sparsegate_mine = NULL;
+    if (ngx_http_sparsegate_shm == NULL) {
+        return;
     }
-    g = &ngx_http_sparsegate_shm->workers[ngx_worker];
-    g->pid = ngx_pid;
-    return g;
+
+    for (i = 0; i < NGX_HTTP_SG_MAX_WORKERS; i++) {
+        g = &ngx_http_sparsegate_shm->workers[i];
+        pid = g->pid;
+
+        /* a worker that was killed ran no exit handler: its share goes */
+        if (pid != 0 && !ngx_http_sparsegate_alive((ngx_pid_t) pid)
+            && ngx_atomic_cmp_set(&g->pid, pid, 0))
+        {
+            ngx_http_sparsegate_clear_slot(g);
+        }
+    }
+
+    for (i = 0; i < NGX_HTTP_SG_MAX_WORKERS; i++) {
+        g = &ngx_http_sparsegate_shm->workers[i];
+        if (g->pid == 0 && ngx_atomic_cmp_set(&g->pid, 0, ngx_pid)) {
+            ngx_http_sparsegate_clear_slot(g);
+            ngx_http_sparsegate_mine = g;
+            return;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "sparsegate: all %d gauge slots taken, this worker's "
+                  "gauges are not counted", NGX_HTTP_SG_MAX_WORKERS);
 }
 
 
@@ -136,15 +182,12 @@ ngx_http_sparsegate_counters_worker_exit(void)
 {
     ngx_http_sparsegate_worker_gauges_t  *g;
 
-    if (ngx_http_sparsegate_shm == NULL
-        || ngx_worker >= NGX_HTTP_SG_MAX_WORKERS)
-    {
-        return;
+    g = ngx_http_sparsegate_mine;
+    if (g != NULL && g->pid == (ngx_atomic_uint_t) ngx_pid) {
+        ngx_http_sparsegate_clear_slot(g);
+        (void) ngx_atomic_cmp_set(&g->pid, ngx_pid, 0);
     }
-    g = &ngx_http_sparsegate_shm->workers[ngx_worker];
-    if (g->pid == (ngx_atomic_uint_t) ngx_pid) {
-        ngx_memzero(g, sizeof(*g));
-    }
+    ngx_http_sparsegate_mine = NULL;
 }
 
 
@@ -220,11 +263,8 @@ ngx_http_sparsegate_observe_itl(double seconds)
 void
 ngx_http_sparsegate_gauge_jobs(ngx_uint_t jobs)
 {
-    ngx_http_sparsegate_worker_gauges_t  *g;
-
-    g = ngx_http_sparsegate_worker_gauges();
-    if (g != NULL) {
-        g->active = jobs;
+    if (ngx_http_sparsegate_mine != NULL) {
+        ngx_http_sparsegate_mine->active = jobs;
     }
 }
 
@@ -234,7 +274,7 @@ ngx_http_sparsegate_gauge_engine(const ngx_http_sparsegate_engine_gauges_t *e)
 {
     ngx_http_sparsegate_worker_gauges_t  *g;
 
-    g = ngx_http_sparsegate_worker_gauges();
+    g = ngx_http_sparsegate_mine;
     if (g == NULL) {
         return;
     }
@@ -243,6 +283,7 @@ ngx_http_sparsegate_gauge_engine(const ngx_http_sparsegate_engine_gauges_t *e)
     g->kv_total = e->kv_total;
     g->kv_used = e->kv_used;
     g->kv_cached = e->kv_cached;
+    g->paused = e->paused;
     g->done = e->done;
     g->cancelled = e->cancelled;
     g->refused = e->refused;
@@ -286,11 +327,11 @@ ngx_http_sparsegate_counters_text(ngx_pool_t *pool, size_t *len)
     u_char                               *buf, *p, *end;
     size_t                                size;
     ngx_uint_t                            i;
-    ngx_atomic_uint_t                     sum[9];
+    ngx_atomic_uint_t                     sum[10];
     ngx_http_sparsegate_shm_t            *m;
     ngx_http_sparsegate_worker_gauges_t  *g;
 
-    static const char  *gauge[9][2] = {
+    static const char  *gauge[10][2] = {
         { "sparsegate_queue_depth", "requests waiting in the engines' "
           "queues" },
         { "sparsegate_running_sequences", "sequences being generated" },
@@ -307,6 +348,8 @@ ngx_http_sparsegate_counters_text(ngx_pool_t *pool, size_t *len)
           "cancelled" },
         { "sparsegate_engine_requests_refused", "requests the engines "
           "refused" },
+        { "sparsegate_paused_sequences", "sequences paused while their "
+          "client cannot take more output" },
     };
 
     m = ngx_http_sparsegate_shm;
@@ -366,7 +409,9 @@ ngx_http_sparsegate_counters_text(ngx_pool_t *pool, size_t *len)
     ngx_memzero(sum, sizeof(sum));
     for (i = 0; i < NGX_HTTP_SG_MAX_WORKERS; i++) {
         g = &m->workers[i];
-        if (g->pid == 0) {
+        if (g->pid == 0
+            || !ngx_http_sparsegate_alive((ngx_pid_t) g->pid))
+        {
             continue;
         }
         sum[0] += g->queued;
@@ -378,11 +423,13 @@ ngx_http_sparsegate_counters_text(ngx_pool_t *pool, size_t *len)
         sum[6] += g->done;
         sum[7] += g->cancelled;
         sum[8] += g->refused;
+        sum[9] += g->paused;
     }
-    for (i = 0; i < 9; i++) {
+    for (i = 0; i < 10; i++) {
         p = ngx_slprintf(p, end, "# HELP %s %s\n# TYPE %s %s\n%s %uA\n",
                          gauge[i][0], gauge[i][1], gauge[i][0],
-                         i >= 6 ? "counter" : "gauge", gauge[i][0], sum[i]);
+                         i >= 6 && i <= 8 ? "counter" : "gauge",
+                         gauge[i][0], sum[i]);
     }
 
     *len = p - buf;

@@ -228,6 +228,8 @@ ngx_http_sparsegate_engine_submit(ngx_http_sparsegate_engine_client_t *c,
     req.seed = s->seed;
     req.ignore_eos = (int) s->ignore_eos;
     req.user = c;
+    req.cache_salt = s->cache_salt.data;
+    req.cache_salt_len = s->cache_salt.len;
 
     rc = sg_engine_submit(ngx_http_sparsegate_the_engine, &req, &c->id, err,
                           sizeof(err));
@@ -252,9 +254,27 @@ ngx_http_sparsegate_engine_submit(ngx_http_sparsegate_engine_client_t *c,
         return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
                    NGX_HTTP_SG_ERR_BAD_REQUEST, NULL, "%s", err);
 
+    case SG_ENOMEM:
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "%s", err);
+
     default:
         return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
                    NGX_HTTP_SG_ERR_ENGINE, NULL, "engine error: %s", err);
+    }
+}
+
+
+void
+ngx_http_sparsegate_engine_pause(ngx_http_sparsegate_engine_client_t *c,
+    ngx_uint_t paused)
+{
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "sparsegate engine: %s #%uL",
+                   paused ? "pause" : "resume", c->id);
+
+    if (ngx_http_sparsegate_the_engine != NULL) {
+        sg_engine_pause(ngx_http_sparsegate_the_engine, c->id, (int) paused);
     }
 }
 
@@ -321,7 +341,9 @@ ngx_http_sparsegate_engine_readable(ngx_event_t *ev)
                 break;
 
             case SG_EV_ERROR:
-                c->error(c, e->message);
+                c->error(c, e->error == SG_ENOMEM
+                            ? NGX_HTTP_SERVICE_UNAVAILABLE
+                            : NGX_HTTP_INTERNAL_SERVER_ERROR, e->message);
                 break;
             }
         }
@@ -351,6 +373,7 @@ ngx_http_sparsegate_engine_publish(void)
     g.kv_total = st.kv_blocks_total;
     g.kv_used = st.kv_blocks_used;
     g.kv_cached = st.kv_blocks_cached;
+    g.paused = st.paused;
     g.done = st.requests_done;
     g.cancelled = st.requests_cancelled;
     g.refused = st.requests_refused;

@@ -27,6 +27,7 @@ static const struct {
     [NGX_HTTP_SG_ERR_STORE] = { "server_error", "store_error" },
     [NGX_HTTP_SG_ERR_TIMEOUT] = { "server_error", "timeout" },
     [NGX_HTTP_SG_ERR_CLIENT_CLOSED] = { "server_error", "client_closed" },
+    [NGX_HTTP_SG_ERR_NO_MEMORY] = { "server_error", "out_of_memory" },
 };
 
 
@@ -113,7 +114,10 @@ ngx_http_sparsegate_send_error(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_ERROR;
     }
 
-    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
+    /* try again later: the queue was full, or memory ran out */
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS
+        || status == NGX_HTTP_SERVICE_UNAVAILABLE)
+    {
         h = ngx_list_push(&r->headers_out.headers);
         if (h != NULL) {
             h->hash = 1;

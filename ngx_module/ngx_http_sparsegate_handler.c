@@ -192,6 +192,7 @@ ngx_http_sparsegate_access(ngx_http_request_t *r,
     size_t                           len;
     ngx_uint_t                       i, match;
     ngx_table_elt_t                 *h;
+    ngx_http_sparsegate_ctx_t       *ctx;
     ngx_http_sparsegate_loc_conf_t  *slcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_sparsegate_module);
@@ -230,6 +231,16 @@ ngx_http_sparsegate_access(ngx_http_request_t *r,
                    match ? "accepted" : "refused");
 
     if (match) {
+        /* the key's digest is the tenant: its prompts share the prefix
+         * cache with its own requests only */
+        ctx = ngx_http_sparsegate_ctx(r);
+        if (ctx == NULL) {
+            return ngx_http_sparsegate_fault(f,
+                       NGX_HTTP_SERVICE_UNAVAILABLE,
+                       NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+        }
+        ngx_memcpy(ctx->tenant, digest, SHA256_DIGEST_LENGTH);
+        ctx->keyed = 1;
         return NGX_OK;
     }
     return ngx_http_sparsegate_fault(f, NGX_HTTP_UNAUTHORIZED,

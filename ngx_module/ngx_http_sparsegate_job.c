@@ -7,6 +7,9 @@
  *   a stop string: cancel; the engine's cancelled done ends the response
  *   the deadline: cancel, and a 504 (or an error event mid-stream)
  *   the client gone: cancel; the engine's cancelled done frees the job
+ *   the client slow: while its send buffer is full the generation is
+ *   paused (the engine keeps its cache), resumed when the buffer drains;
+ *   send_timeout ends a client that stops reading
  */
 
 #include "ngx_http_sparsegate_job.h"
@@ -31,6 +34,7 @@ struct ngx_http_sparsegate_job_s {
     unsigned                              engine_done:1;
     unsigned                              failed:1;    /* error answered */
     unsigned                              got_token:1;
+    unsigned                              paused:1;    /* client is slow */
 
     struct timeval                        tv_submit;
     struct timeval                        tv_last;     /* last token */
@@ -50,7 +54,10 @@ static void ngx_http_sparsegate_job_done(
     ngx_http_sparsegate_engine_client_t *c,
     const ngx_http_sparsegate_engine_done_t *d);
 static void ngx_http_sparsegate_job_error(
-    ngx_http_sparsegate_engine_client_t *c, const char *message);
+    ngx_http_sparsegate_engine_client_t *c, ngx_uint_t status,
+    const char *message);
+static void ngx_http_sparsegate_job_backpressure(
+    ngx_http_sparsegate_job_t *job);
 static void ngx_http_sparsegate_job_fail(ngx_http_sparsegate_job_t *job,
     ngx_uint_t status, ngx_http_sparsegate_error_e kind, const char *msg);
 
@@ -100,7 +107,9 @@ ngx_http_sparsegate_job_run(ngx_http_request_t *r,
 
     job = ngx_http_sparsegate_job_create(r, o);
     if (job == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return ngx_http_sparsegate_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         NGX_HTTP_SG_ERR_NO_MEMORY, NULL,
+                                         "out of memory");
     }
 
     if (ngx_http_sparsegate_engine_submit(&job->client, ids, n_ids, &s, &f)
@@ -139,6 +148,7 @@ ngx_http_sparsegate_job_create(ngx_http_request_t *r,
     const ngx_http_sparsegate_job_opts_t *o)
 {
     ngx_pool_cleanup_t               *cln;
+    ngx_http_sparsegate_ctx_t        *ctx;
     ngx_http_sparsegate_job_t        *job;
     ngx_http_sparsegate_loc_conf_t   *slcf;
     ngx_http_sparsegate_main_conf_t  *smcf;
@@ -146,8 +156,9 @@ ngx_http_sparsegate_job_create(ngx_http_request_t *r,
     smcf = ngx_http_get_module_main_conf(r, ngx_http_sparsegate_module);
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_sparsegate_module);
 
+    ctx = ngx_http_sparsegate_ctx(r);
     cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
+    if (ctx == NULL || cln == NULL) {
         return NULL;
     }
 
@@ -210,6 +221,7 @@ ngx_http_sparsegate_job_create(ngx_http_request_t *r,
 
     cln->handler = ngx_http_sparsegate_job_request_gone;
     cln->data = job;
+    ctx->job = job;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "sparsegate job %s: created, %s", job->reply.id,
@@ -267,6 +279,8 @@ ngx_http_sparsegate_job_request_gone(void *data)
 {
     ngx_http_sparsegate_job_t *job = data;
 
+    ngx_http_sparsegate_ctx_t  *ctx;
+
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, job->request->connection->log, 0,
                    "sparsegate job %s: request gone, submitted:%d "
                    "engine done:%d", job->reply.id, job->submitted,
@@ -274,6 +288,10 @@ ngx_http_sparsegate_job_request_gone(void *data)
 
     if (job->timeout.timer_set) {
         ngx_del_timer(&job->timeout);
+    }
+    ctx = ngx_http_get_module_ctx(job->request, ngx_http_sparsegate_module);
+    if (ctx != NULL) {
+        ctx->job = NULL;
     }
     job->request = NULL;
 
@@ -312,9 +330,11 @@ ngx_http_sparsegate_job_timeout(ngx_event_t *ev)
 static void
 ngx_http_sparsegate_job_writer(ngx_http_request_t *r)
 {
-    ngx_int_t                  rc;
-    ngx_event_t               *wev;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_int_t                   rc;
+    ngx_event_t                *wev;
+    ngx_http_sparsegate_ctx_t  *ctx;
+    ngx_http_sparsegate_job_t  *job;
+    ngx_http_core_loc_conf_t   *clcf;
 
     wev = r->connection->write;
     if (wev->timedout) {
@@ -342,6 +362,14 @@ ngx_http_sparsegate_job_writer(ngx_http_request_t *r)
 
     if (wev->timer_set) {
         ngx_del_timer(wev);
+    }
+
+    /* all sent: a generation paused for this client goes on */
+    ctx = ngx_http_get_module_ctx(r, ngx_http_sparsegate_module);
+    job = ctx ? ctx->job : NULL;
+    if (job != NULL && job->paused && !job->engine_done) {
+        job->paused = 0;
+        ngx_http_sparsegate_engine_pause(&job->client, 0);
     }
 }
 
@@ -388,8 +416,11 @@ ngx_http_sparsegate_job_token(ngx_http_sparsegate_engine_client_t *c,
 
     rc = ngx_http_sparsegate_text_push(&job->text, token);
     if (rc == NGX_ERROR) {
-        ngx_http_sparsegate_job_fail(job, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                     NGX_HTTP_SG_ERR_ENGINE, "out of memory");
+        /* the engine answers the cancel with a done, which frees the job */
+        ngx_http_sparsegate_engine_cancel(&job->client);
+        ngx_http_sparsegate_job_fail(job, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     NGX_HTTP_SG_ERR_NO_MEMORY,
+                                     "out of memory");
         return;
     }
     if (rc == NGX_DONE) {
@@ -407,6 +438,45 @@ ngx_http_sparsegate_job_token(ngx_http_sparsegate_engine_client_t *c,
         && ngx_http_sparsegate_reply_text(r, &job->reply, text, len)
            != NGX_OK)
     {
+        ngx_http_finalize_request(r, NGX_ERROR);
+        return;
+    }
+    ngx_http_sparsegate_job_backpressure(job);
+}
+
+
+/* What could not be sent waits in nginx's buffers: while it does, the
+ * generation is paused (a client that stops reading no longer keeps its
+ * sequence generating at full speed, bounded only by max_tokens);
+ * job_writer resumes it once everything is sent, and send_timeout ends a
+ * client that never reads again. */
+static void
+ngx_http_sparsegate_job_backpressure(ngx_http_sparsegate_job_t *job)
+{
+    ngx_event_t               *wev;
+    ngx_http_request_t        *r;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    r = job->request;
+    if (job->paused || job->engine_done
+        || !(r->buffered || r->connection->buffered))
+    {
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "sparsegate job %s: client's buffer full, paused",
+                   job->reply.id);
+
+    job->paused = 1;
+    ngx_http_sparsegate_engine_pause(&job->client, 1);
+
+    wev = r->connection->write;
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    if (!wev->timer_set && !wev->delayed) {
+        ngx_add_timer(wev, clcf->send_timeout);
+    }
+    if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_ERROR);
     }
 }
@@ -481,7 +551,7 @@ ngx_http_sparsegate_job_done(ngx_http_sparsegate_engine_client_t *c,
 
 static void
 ngx_http_sparsegate_job_error(ngx_http_sparsegate_engine_client_t *c,
-    const char *message)
+    ngx_uint_t status, const char *message)
 {
     ngx_http_sparsegate_job_t  *job;
 
@@ -493,8 +563,10 @@ ngx_http_sparsegate_job_error(ngx_http_sparsegate_engine_client_t *c,
         return;
     }
 
-    ngx_http_sparsegate_job_fail(job, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                 NGX_HTTP_SG_ERR_ENGINE, message);
+    ngx_http_sparsegate_job_fail(job, status,
+                                 status == NGX_HTTP_SERVICE_UNAVAILABLE
+                                 ? NGX_HTTP_SG_ERR_NO_MEMORY
+                                 : NGX_HTTP_SG_ERR_ENGINE, message);
 }
 
 

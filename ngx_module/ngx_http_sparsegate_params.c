@@ -240,6 +240,58 @@ ngx_http_sparsegate_parse_stops(ngx_http_request_t *r, cJSON *root,
 }
 
 
+/*
+ * The prefix cache's namespace: the tenant (the digest of the API key the
+ * location accepted, so that no key can learn another's prompts from
+ * cached_tokens) and the request's "cache_salt" (as vLLM offers: requests
+ * share cached prefixes only with the same salt).  The bytes: 'k' and the
+ * digest, or '-' without a key, then the salt; none at all (the shared
+ * namespace) without a key or a salt.
+ */
+static ngx_int_t
+ngx_http_sparsegate_parse_cache_salt(ngx_http_request_t *r, cJSON *root,
+    ngx_http_sparsegate_job_opts_t *o, ngx_http_sparsegate_fault_t *f)
+{
+    u_char                     *p;
+    size_t                      len;
+    cJSON                      *salt;
+    ngx_http_sparsegate_ctx_t  *ctx;
+
+    salt = cJSON_GetObjectItemCaseSensitive(root, "cache_salt");
+    if (salt != NULL && !cJSON_IsNull(salt)
+        && (!cJSON_IsString(salt) || salt->valuestring[0] == '\0'
+            || ngx_strlen(salt->valuestring) > NGX_HTTP_SG_MAX_CACHE_SALT))
+    {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, "cache_salt",
+                   "'cache_salt' must be a non-empty string of at most %d "
+                   "bytes", NGX_HTTP_SG_MAX_CACHE_SALT);
+    }
+    len = cJSON_IsString(salt) ? ngx_strlen(salt->valuestring) : 0;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_sparsegate_module);
+    if (len == 0 && (ctx == NULL || !ctx->keyed)) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, 1 + sizeof(ctx->tenant) + len);
+    if (p == NULL) {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+    }
+    o->sampling.cache_salt.data = p;
+    if (ctx != NULL && ctx->keyed) {
+        *p++ = 'k';
+        p = ngx_cpymem(p, ctx->tenant, sizeof(ctx->tenant));
+    } else {
+        *p++ = '-';
+    }
+    p = ngx_cpymem(p, len ? salt->valuestring : "", len);
+    o->sampling.cache_salt.len = p - o->sampling.cache_salt.data;
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_sparsegate_parse_job_opts(ngx_http_request_t *r, cJSON *root,
     ngx_http_sparsegate_format_e format, ngx_http_sparsegate_job_opts_t *o,
@@ -348,6 +400,10 @@ ngx_http_sparsegate_parse_job_opts(ngx_http_request_t *r, cJSON *root,
     o->sampling.ignore_eos = flag;
 
     if (ngx_http_sparsegate_parse_stops(r, root, o, f) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_sparsegate_parse_cache_salt(r, root, o, f) != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -25,9 +25,13 @@ cJSON *ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
 ngx_int_t ngx_http_sparsegate_parse_model(ngx_http_request_t *r,
     cJSON *root, ngx_http_sparsegate_fault_t *f);
 
+/* The longest cache_salt taken. */
+#define NGX_HTTP_SG_MAX_CACHE_SALT  1024
+
 /* The generation's options: temperature, top_p, seed, n, max_tokens (or
- * max_completion_tokens), stream, stream_options, ignore_eos, stop (copied
- * into the request's pool).  NGX_OK, or NGX_ERROR and f. */
+ * max_completion_tokens), stream, stream_options, ignore_eos, stop,
+ * cache_salt with the request's tenant (copied into the request's pool).
+ * NGX_OK, or NGX_ERROR and f. */
 ngx_int_t ngx_http_sparsegate_parse_job_opts(ngx_http_request_t *r,
     cJSON *root, ngx_http_sparsegate_format_e format,
     ngx_http_sparsegate_job_opts_t *o, ngx_http_sparsegate_fault_t *f);

@@ -1,7 +1,8 @@
 """Clients for test_gateway_hardening.sh: each subcommand talks to a running
 gateway (http://127.0.0.1:PORT) and prints PASS/FAIL lines.
 
-    hardening_client.py PORT utf8
+    hardening_client.py PORT utf8 | special N_TEXT | tenants PATH
+                        | slow_client SLOW_PORT MAX_TOKENS
 """
 import http.client
 import json
@@ -84,6 +85,128 @@ def special(port, n_text):
           grew == int(n_text),
           "prompt tokens %s: grew by %d, want %s (the text's tokens; 1 is "
           "a forged control token)" % (counts, grew, n_text))
+
+
+def get(port, path, timeout=30):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("GET", path)
+    r = c.getresponse()
+    raw = r.read()
+    c.close()
+    return r.status, raw
+
+
+def metric(port, name):
+    """One sample of /metrics (a float), or None."""
+    status, raw = get(port, "/metrics")
+    for line in raw.decode().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == name:
+            return float(parts[1])
+    return None
+
+
+def cached(port, path, prompt, key=None, salt=None):
+    body = {"prompt": prompt, "max_tokens": 1, "temperature": 0}
+    if salt is not None:
+        body["cache_salt"] = salt
+    headers = {"Authorization": "Bearer " + key} if key else {}
+    status, raw = post(port, path, body, headers)
+    if status != 200:
+        return "status %d: %s" % (status, raw[:200])
+    return usage_of(raw)["prompt_tokens_details"]["cached_tokens"]
+
+
+def tenants(port, path):
+    """The prefix cache is per API key (and per cache_salt): a memo holding
+    a PIN, cached for one key, cannot be confirmed by another key guessing
+    the PIN (a right guess got 128 cached tokens, a wrong one 0)."""
+    filler = " ".join("line %d of the quarterly facilities memo." % i
+                      for i in range(40))
+    memo = lambda pin: ("Memo for the night staff. The door PIN is %s. %s "
+                        "End of memo." % (pin, filler))
+    first = cached(port, path, memo("4821"), key="sk-test-1")
+    again = cached(port, path, memo("4821") + " Again.", key="sk-test-1")
+    right = cached(port, path, memo("4821") + " Guess.", key="sk-test-2")
+    wrong = cached(port, path, memo("1111") + " Guess.", key="sk-test-2")
+    check("tenant_same_key_hits", again == first == 0 or
+          (first == 0 and isinstance(again, int) and again >= 128),
+          "first %s, again %s cached tokens" % (first, again))
+    check("tenant_other_key_cannot_confirm", right == 0 and wrong == 0,
+          "another key's guesses: right PIN %s cached tokens, wrong PIN %s"
+          % (right, wrong))
+    # cache_salt: a namespace of its own, within the key
+    s1 = cached(port, path, memo("77") + " Salted.", key="sk-test-1",
+                salt="s-1")
+    s2 = cached(port, path, memo("77") + " Salted!", key="sk-test-1",
+                salt="s-1")
+    s3 = cached(port, path, memo("77") + " Salted?", key="sk-test-1",
+                salt="s-2")
+    s4 = cached(port, path, memo("77") + " Salted.", key="sk-test-2",
+                salt="s-1")
+    check("tenant_cache_salt", s1 == 0 and isinstance(s2, int) and s2 >= 128
+          and s3 == 0 and s4 == 0,
+          "salt s-1: %s then %s; s-2: %s; s-1 under the other key: %s"
+          % (s1, s2, s3, s4))
+    status, raw = post(port, path, {"prompt": "x", "max_tokens": 1,
+                                    "cache_salt": 7},
+                       {"Authorization": "Bearer sk-test-1"})
+    check("tenant_cache_salt_type", status == 400 and b"cache_salt" in raw,
+          "status %d: %s" % (status, raw[:200]))
+
+
+def slow_client(port, slow_port, max_tokens):
+    """A client that stops reading: its generation pauses while nginx
+    cannot send (running stays 1, paused 1, no tokens generated), and goes
+    on when it reads again: the whole stream arrives.  Before, the sequence
+    ran to max_tokens at full speed while the client read nothing."""
+    import socket
+    import time
+    body = json.dumps({"prompt": "slow", "max_tokens": int(max_tokens),
+                       "ignore_eos": True, "stream": True,
+                       "stream_options": {"include_usage": True}}).encode()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", int(slow_port)))
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+              b"Connection: close\r\n\r\n" % len(body) + body)
+    got = s.recv(1024)
+    deadline = time.time() + 60
+    paused = 0
+    while time.time() < deadline:
+        paused = metric(port, "sparsegate_paused_sequences")
+        if paused == 1:
+            break
+        time.sleep(0.2)
+    gen0 = metric(port, "sparsegate_running_sequences")
+    time.sleep(2)
+    still = (metric(port, "sparsegate_running_sequences"),
+             metric(port, "sparsegate_paused_sequences"),
+             metric(port, "sparsegate_engine_requests_done"))
+    time.sleep(1)
+    later = (metric(port, "sparsegate_running_sequences"),
+             metric(port, "sparsegate_paused_sequences"),
+             metric(port, "sparsegate_engine_requests_done"))
+    check("slow_client_pauses", paused == 1 and gen0 == 1
+          and still == later and still[0] == 1 and still[1] == 1,
+          "paused %s; running %s; (running, paused, done) %s then %s"
+          % (paused, gen0, still, later))
+    s.settimeout(120)
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+    s.close()
+    text = got.decode("utf-8", "replace")
+    ok = ('"completion_tokens":%d' % int(max_tokens)) in text \
+        and "data: [DONE]" in text[-64:]
+    check("slow_client_resumes_whole_stream", ok,
+          "%d bytes, ends %r" % (len(got), text[-120:]))
+    check("slow_client_not_paused_after",
+          metric(port, "sparsegate_paused_sequences") == 0,
+          "paused %s" % metric(port, "sparsegate_paused_sequences"))
 
 
 if __name__ == "__main__":
