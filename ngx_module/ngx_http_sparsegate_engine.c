@@ -58,8 +58,50 @@ ngx_http_sparsegate_engine_conf_model(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
+    /* the weights' files against their headers: a truncated file fails
+     * here, not in every worker (which would then answer 503) */
+    if (sg_model_check_files((char *) smcf->model.data, err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "sparsegate_model \"%V\": %s", &smcf->model, err);
+        return NGX_CONF_ERROR;
+    }
+
     smcf->model_context = info.max_position_embeddings;
     smcf->vocab_size = info.vocab_size;
+    return NGX_CONF_OK;
+}
+
+
+/* The tokenizer and the model go together: every id the tokenizer makes
+ * is one the model has (else every request would be refused as the
+ * client's fault), and the chat template's special tokens are tokens. */
+char *
+ngx_http_sparsegate_engine_conf_check(ngx_conf_t *cf,
+    ngx_http_sparsegate_main_conf_t *smcf)
+{
+    int   ids;
+    char  err[256];
+
+    ids = sg_tokenizer_vocab_size(smcf->tokenizer);
+    if (ids > smcf->vocab_size) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "sparsegate: the tokenizer \"%V\" makes ids up to %d "
+                      "but the model \"%V\" has vocab_size %i "
+                      "(config.json): they do not go together",
+                      &smcf->tokenizer_path, ids - 1, &smcf->model,
+                      smcf->vocab_size);
+        return NGX_CONF_ERROR;
+    }
+
+    if (sg_chat_check(smcf->tokenizer, err, sizeof(err)) != 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "sparsegate: the tokenizer \"%V\": %s",
+                      &smcf->tokenizer_path, err);
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 

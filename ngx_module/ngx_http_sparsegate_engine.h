@@ -78,6 +78,10 @@ char *ngx_http_sparsegate_engine_conf_model(ngx_conf_t *cf,
     ngx_http_sparsegate_main_conf_t *smcf);
 char *ngx_http_sparsegate_engine_conf_tokenizer(ngx_conf_t *cf,
     ngx_http_sparsegate_main_conf_t *smcf, ngx_str_t *path);
+/* configuration time: the tokenizer's ids fit the model's vocabulary, and
+ * the chat template's special tokens are in it */
+char *ngx_http_sparsegate_engine_conf_check(ngx_conf_t *cf,
+    ngx_http_sparsegate_main_conf_t *smcf);
 
 /* worker life: a worker without an engine stays up and answers 503 */
 void ngx_http_sparsegate_engine_start(ngx_cycle_t *cycle,

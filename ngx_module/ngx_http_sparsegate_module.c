@@ -292,6 +292,12 @@ ngx_http_sparsegate_init_main_conf(ngx_conf_t *cf, void *conf)
         }
     }
 
+    if (smcf->configured
+        && ngx_http_sparsegate_engine_conf_check(cf, smcf) != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     if (smcf->configured && smcf->max_context > smcf->model_context) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "sparsegate: sparsegate_max_context %i is over the "

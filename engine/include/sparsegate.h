@@ -70,6 +70,12 @@ typedef struct sg_model_info {
 int sg_model_info_load(const char *model_dir, sg_model_info *info,
     char *err, int errlen);
 
+/* Checks every safetensors file of model_dir against its header (dtype,
+ * shape, offsets inside the file: a truncated file is named with its
+ * size and the offset it lacks), reading the headers only; -1 with a
+ * message naming the file. */
+int sg_model_check_files(const char *model_dir, char *err, int errlen);
+
 typedef struct sg_request {
     const int32_t *prompt;           /* copied by submit */
     int            n_prompt;

@@ -98,6 +98,10 @@ int sg_chat_format(const sg_chat_msg *msgs, int n, int thinking, char **out,
  * malloc'ed; marks may be NULL). */
 int sg_chat_format_marked(const sg_chat_msg *msgs, int n, int thinking,
     char **out, size_t *len, sg_text_span **marks, size_t *n_marks);
+/* 0 when every special token the template writes (begin and end of
+ * sentence, User, Assistant) is one token of t; -1 with a message naming
+ * the one that is not. */
+int sg_chat_check(const sg_tokenizer *t, char *err, int errlen);
 /* The messages' prompt as token ids: the template's markers are special
  * tokens, the messages' content is text.  *ids is malloc'ed; 0 or -1. */
 int sg_chat_encode(const sg_tokenizer *t, const sg_chat_msg *msgs, int n,

@@ -23,6 +23,7 @@
  * the prompt and sg_tokenizer_encode_marked matches added tokens there and
  * nowhere else.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,6 +137,21 @@ sg_chat_format_marked(const sg_chat_msg *msgs, int n, int thinking,
         *n_marks = c.n_marks;
     } else {
         free(c.marks);
+    }
+    return 0;
+}
+
+int
+sg_chat_check(const sg_tokenizer *t, char *err, int errlen)
+{
+    static const char *const markers[] = { BOS, EOS, USER, ASSISTANT };
+
+    for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]); i++) {
+        if (sg_tokenizer_token_id(t, markers[i]) < 0) {
+            snprintf(err, errlen, "the chat template's special token \"%s\" "
+                     "is not one token of this vocabulary", markers[i]);
+            return -1;
+        }
     }
     return 0;
 }

