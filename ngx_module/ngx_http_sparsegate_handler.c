@@ -13,6 +13,7 @@
 #include "ngx_http_sparsegate_endpoints.h"
 #include "ngx_http_sparsegate_engine.h"
 #include "ngx_http_sparsegate_errors.h"
+#include "ngx_http_sparsegate_fault.h"
 
 
 typedef ngx_int_t (*ngx_http_sparsegate_endpoint_pt)(ngx_http_request_t *r);
@@ -268,6 +269,7 @@ ngx_http_sparsegate_handler(ngx_http_request_t *r)
                    "sparsegate: %V \"%V\": endpoint %V", &r->method_name,
                    &r->uri, &ep->name);
 
+    ngx_http_sparsegate_fault_arm(r);
     ngx_http_sparsegate_count_request(ep->counter);
 
     if (ngx_http_sparsegate_access(r, &f) != NGX_OK) {

@@ -14,6 +14,7 @@
 
 #include "ngx_http_sparsegate_job.h"
 #include "ngx_http_sparsegate_counters.h"
+#include "ngx_http_sparsegate_send.h"
 
 
 typedef struct ngx_http_sparsegate_job_s  ngx_http_sparsegate_job_t;
@@ -339,13 +340,13 @@ ngx_http_sparsegate_job_writer(ngx_http_request_t *r)
     wev = r->connection->write;
     if (wev->timedout) {
         r->connection->timedout = 1;
-        ngx_http_finalize_request(r, NGX_HTTP_REQUEST_TIME_OUT);
+        ngx_http_sparsegate_finalize(r, NGX_HTTP_REQUEST_TIME_OUT);
         return;
     }
 
     rc = ngx_http_output_filter(r, NULL);
     if (rc == NGX_ERROR) {
-        ngx_http_finalize_request(r, NGX_ERROR);
+        ngx_http_sparsegate_finalize(r, NGX_ERROR);
         return;
     }
 
@@ -355,7 +356,7 @@ ngx_http_sparsegate_job_writer(ngx_http_request_t *r)
             ngx_add_timer(wev, clcf->send_timeout);
         }
         if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
-            ngx_http_finalize_request(r, NGX_ERROR);
+            ngx_http_sparsegate_finalize(r, NGX_ERROR);
         }
         return;
     }
@@ -438,7 +439,7 @@ ngx_http_sparsegate_job_token(ngx_http_sparsegate_engine_client_t *c,
         && ngx_http_sparsegate_reply_text(r, &job->reply, text, len)
            != NGX_OK)
     {
-        ngx_http_finalize_request(r, NGX_ERROR);
+        ngx_http_sparsegate_finalize(r, NGX_ERROR);
         return;
     }
     ngx_http_sparsegate_job_backpressure(job);
@@ -477,7 +478,7 @@ ngx_http_sparsegate_job_backpressure(ngx_http_sparsegate_job_t *job)
         ngx_add_timer(wev, clcf->send_timeout);
     }
     if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_ERROR);
+        ngx_http_sparsegate_finalize(r, NGX_ERROR);
     }
 }
 
@@ -545,7 +546,7 @@ ngx_http_sparsegate_job_done(ngx_http_sparsegate_engine_client_t *c,
     /* may free the job: nothing of it is touched after this */
     rc = ngx_http_sparsegate_reply_finish(r, &job->reply, text, len, reason,
                                           &job->usage);
-    ngx_http_finalize_request(r, rc);
+    ngx_http_sparsegate_finalize(r, rc);
 }
 
 
@@ -593,5 +594,5 @@ ngx_http_sparsegate_job_fail(ngx_http_sparsegate_job_t *job,
     }
 
     rc = ngx_http_sparsegate_reply_error(r, &job->reply, status, kind, msg);
-    ngx_http_finalize_request(r, rc);
+    ngx_http_sparsegate_finalize(r, rc);
 }

@@ -15,7 +15,8 @@
  *   engine.c store.c offload.c  the worker's engine and store on the
  *                               event loop; nginx's thread pool
  *   errors.c                    OpenAI-shaped errors
- *   send.c counters.c           bytes out; counters for /metrics
+ *   send.c counters.c json.c    bytes out; counters for /metrics; cJSON's
+ *   fault.c                     allocations; fault injection (test builds)
  */
 
 #include "ngx_http_sparsegate_conf.h"
@@ -23,6 +24,7 @@
 #include "ngx_http_sparsegate_engine.h"
 #include "ngx_http_sparsegate_handler.h"
 #include "ngx_http_sparsegate_job.h"
+#include "ngx_http_sparsegate_json.h"
 #include "ngx_http_sparsegate_store.h"
 
 #include "context.h"          /* SG_CTX_BUDGET */
@@ -479,6 +481,7 @@ ngx_http_sparsegate_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_sparsegate_counters_attach(smcf->shm_zone);
+    ngx_http_sparsegate_json_init();
 
     if (smcf->store.len > 0) {
         ngx_http_sparsegate_store_open(cycle, smcf);

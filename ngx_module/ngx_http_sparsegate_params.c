@@ -4,10 +4,12 @@
 
 #include "ngx_http_sparsegate_params.h"
 #include "ngx_http_sparsegate_conf.h"
+#include "ngx_http_sparsegate_json.h"
 
 
 /* The whole body in one buffer (pool memory, NUL-terminated), from memory
- * or from the temp file nginx spooled a large body into. */
+ * or from the temp file nginx spooled a large body into; NGX_DECLINED when
+ * out of memory, NGX_ERROR when the file cannot be read. */
 static ngx_int_t
 ngx_http_sparsegate_read_body(ngx_http_request_t *r, u_char **data,
     size_t *len)
@@ -31,7 +33,7 @@ ngx_http_sparsegate_read_body(ngx_http_request_t *r, u_char **data,
 
     p = ngx_pnalloc(r->pool, (size_t) size + 1);
     if (p == NULL) {
-        return NGX_ERROR;
+        return NGX_DECLINED;
     }
     *data = p;
 
@@ -71,11 +73,20 @@ ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
     u_char       *data;
     size_t        len;
     cJSON        *root;
+    ngx_int_t     rc;
+    ngx_uint_t    failed;
     const char   *where;
 
-    if (ngx_http_sparsegate_read_body(r, &data, &len) != NGX_OK) {
+    rc = ngx_http_sparsegate_read_body(r, &data, &len);
+    if (rc == NGX_DECLINED) {
+        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL,
+                   "out of memory for the request body");
+        return NULL;
+    }
+    if (rc != NGX_OK) {
         (void) ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                   NGX_HTTP_SG_ERR_BAD_REQUEST, NULL,
+                   NGX_HTTP_SG_ERR_ENGINE, NULL,
                    "cannot read the request body");
         return NULL;
     }
@@ -86,7 +97,14 @@ ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
         return NULL;
     }
 
+    failed = ngx_http_sparsegate_json_failures();
     root = cJSON_ParseWithLengthOpts((char *) data, len, &where, 0);
+    if (root == NULL && ngx_http_sparsegate_json_failures() != failed) {
+        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL,
+                   "out of memory for the request's JSON");
+        return NULL;
+    }
     if (root == NULL || !cJSON_IsObject(root)) {
         (void) ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
                    NGX_HTTP_SG_ERR_BAD_REQUEST, NULL,

@@ -16,7 +16,7 @@
 
 
 /* The body (read by the handler) as a JSON object the caller deletes, or
- * NULL with f filled. */
+ * NULL with f filled (400 for malformed JSON, 503 out of memory). */
 cJSON *ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
     ngx_http_sparsegate_fault_t *f);
 

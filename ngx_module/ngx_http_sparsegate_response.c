@@ -8,6 +8,7 @@
 
 #include "ngx_http_sparsegate_response.h"
 #include "ngx_http_sparsegate_counters.h"
+#include "ngx_http_sparsegate_json.h"
 #include "ngx_http_sparsegate_send.h"
 
 
@@ -85,7 +86,7 @@ ngx_http_sparsegate_reply_choice(ngx_http_request_t *r,
         cJSON_Delete(root);
         return NULL;
     }
-    cJSON_AddItemToArray(choices, *choice);
+    (void) cJSON_AddItemToArray(choices, *choice);     /* both exist */
     return root;
 }
 
@@ -96,10 +97,12 @@ ngx_http_sparsegate_reply_chunk(ngx_http_request_t *r,
     ngx_http_sparsegate_reply_t *rp, const u_char *text, size_t len,
     const char *finish, ngx_uint_t role)
 {
-    char       *s;
-    cJSON      *root, *choice, *delta;
-    ngx_int_t   rc;
+    char        *s;
+    cJSON       *root, *choice, *delta;
+    ngx_int_t    rc;
+    ngx_uint_t   failed;
 
+    failed = ngx_http_sparsegate_json_failures();
     root = ngx_http_sparsegate_reply_choice(r, rp, 1, text, len, &choice, &s);
     if (root == NULL) {
         return NGX_ERROR;
@@ -128,10 +131,14 @@ ngx_http_sparsegate_reply_chunk(ngx_http_request_t *r,
         cJSON_AddNullToObject(root, "usage");
     }
     if (role && rp->citations) {
-        cJSON_AddItemToObject(root, "citations", cJSON_Parse(rp->citations));
+        ngx_http_sparsegate_json_add(root, "citations",
+                                     cJSON_Parse(rp->citations));
     }
 
-    rc = ngx_http_sparsegate_sse_json(r, root);
+    /* a chunk that lost a part for want of memory is not sent: the text
+     * would go missing from a stream that still looks whole */
+    rc = ngx_http_sparsegate_json_failures() == failed
+         ? ngx_http_sparsegate_sse_json(r, root) : NGX_ERROR;
     cJSON_Delete(root);
     return rc;
 }
@@ -176,13 +183,15 @@ ngx_http_sparsegate_reply_object(ngx_http_request_t *r,
     ngx_http_sparsegate_reply_t *rp, const u_char *text, size_t len,
     const char *finish_reason, const ngx_http_sparsegate_usage_t *usage)
 {
-    char       *s;
-    cJSON      *root, *choice, *msg;
-    ngx_int_t   rc;
+    char        *s;
+    cJSON       *root, *choice, *msg;
+    ngx_int_t    rc;
+    ngx_uint_t   failed;
 
+    failed = ngx_http_sparsegate_json_failures();
     root = ngx_http_sparsegate_reply_choice(r, rp, 0, text, len, &choice, &s);
     if (root == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto oom;
     }
     cJSON_AddNumberToObject(choice, "index", 0);
 
@@ -195,16 +204,30 @@ ngx_http_sparsegate_reply_object(ngx_http_request_t *r,
     }
     cJSON_AddNullToObject(choice, "logprobs");
     cJSON_AddStringToObject(choice, "finish_reason", finish_reason);
-    cJSON_AddItemToObject(root, "usage",
-                          ngx_http_sparsegate_reply_usage(usage));
+    ngx_http_sparsegate_json_add(root, "usage",
+                                 ngx_http_sparsegate_reply_usage(usage));
 
     if (rp->citations) {
-        cJSON_AddItemToObject(root, "citations", cJSON_Parse(rp->citations));
+        ngx_http_sparsegate_json_add(root, "citations",
+                                     cJSON_Parse(rp->citations));
     }
 
+    if (ngx_http_sparsegate_json_failures() != failed) {
+        cJSON_Delete(root);
+        goto oom;
+    }
     rc = ngx_http_sparsegate_send_json(r, NGX_HTTP_OK, root);
     cJSON_Delete(root);
-    return rc;
+    if (rc != NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        return rc;
+    }
+
+oom:
+
+    /* the response could not be built: nothing was sent yet */
+    return ngx_http_sparsegate_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     NGX_HTTP_SG_ERR_NO_MEMORY, NULL,
+                                     "out of memory for the response");
 }
 
 
@@ -213,8 +236,9 @@ ngx_http_sparsegate_reply_finish(ngx_http_request_t *r,
     ngx_http_sparsegate_reply_t *rp, const u_char *text, size_t len,
     const char *finish_reason, const ngx_http_sparsegate_usage_t *usage)
 {
-    cJSON      *root;
-    ngx_int_t   rc;
+    cJSON       *root;
+    ngx_int_t    rc;
+    ngx_uint_t   failed;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "sparsegate response: %s ends (%s), %uz bytes left",
@@ -236,16 +260,19 @@ ngx_http_sparsegate_reply_finish(ngx_http_request_t *r,
     }
 
     if (rp->include_usage) {
+        failed = ngx_http_sparsegate_json_failures();
         root = ngx_http_sparsegate_reply_head(rp, 1);
-        if (root != NULL) {
-            cJSON_AddArrayToObject(root, "choices");
-            cJSON_AddItemToObject(root, "usage",
-                                  ngx_http_sparsegate_reply_usage(usage));
-            rc = ngx_http_sparsegate_sse_json(r, root);
-            cJSON_Delete(root);
-            if (rc == NGX_ERROR) {
-                return NGX_ERROR;
-            }
+        if (root == NULL) {
+            return NGX_ERROR;
+        }
+        cJSON_AddArrayToObject(root, "choices");
+        ngx_http_sparsegate_json_add(root, "usage",
+                                     ngx_http_sparsegate_reply_usage(usage));
+        rc = ngx_http_sparsegate_json_failures() == failed
+             ? ngx_http_sparsegate_sse_json(r, root) : NGX_ERROR;
+        cJSON_Delete(root);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
         }
     }
 

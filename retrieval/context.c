@@ -25,12 +25,19 @@ sg_ctx_opts_default(sg_ctx_opts *o)
     o->shared_fraction = SG_CTX_SHARED_FRACTION;
 }
 
+/* The message, and the code (SG_CTX_E*). */
 static int
-ctx_err(char *err, int errlen, const char *msg)
+ctx_fail(char *err, int errlen, int code, const char *msg)
 {
     if (err && errlen > 0)
         snprintf(err, errlen, "context: %s", msg);
-    return -1;
+    return code;
+}
+
+static int
+ctx_err(char *err, int errlen, const char *msg)
+{
+    return ctx_fail(err, errlen, SG_CTX_EFAIL, msg);
 }
 
 char *
@@ -315,15 +322,20 @@ skeleton_make(const sg_ctx_opts *o, const char *question, skeleton *k,
     slen = strlen(passages_head) + strlen(question_head) + strlen(question);
     skel = malloc(slen + 1);
     if (skel == NULL)
-        return ctx_err(err, errlen, "out of memory");
+        return ctx_fail(err, errlen, SG_CTX_ENOMEM, "out of memory");
     snprintf(skel, slen + 1, "%s%s%s", passages_head, question_head,
              question);
     f = format_split(o, skel, &k->prompt, &k->plen, &head_len, &tail_off,
                      &k->marks, &k->n_marks);
     free(skel);
+    /* the roles are the builder's own: the format fails only for want of
+     * memory, or when it does not copy the text (a bug) */
+    if (f == -3)
+        return ctx_err(err, errlen, "chat format did not keep the message "
+                       "text verbatim");
     if (f != 0)
-        return ctx_err(err, errlen, f == -3 ? "chat format did not keep the "
-                       "message text verbatim" : "chat format failed");
+        return ctx_fail(err, errlen, SG_CTX_ENOMEM, "out of memory for the "
+                        "chat format");
     k->suffix_len = k->plen - tail_off;
     k->head_len = head_len + strlen(passages_head);
     /* The template's own markers are special tokens; the system prompt
@@ -333,7 +345,8 @@ skeleton_make(const sg_ctx_opts *o, const char *question, skeleton *k,
                      &k->head) < 0
         || encode_piece(o, k->prompt, k->head_len, k->plen, k->marks,
                         k->n_marks, &k->tail) < 0)
-        return ctx_err(err, errlen, "encoding the prompt template failed");
+        return ctx_fail(err, errlen, SG_CTX_ENOMEM, "out of memory encoding "
+                        "the prompt template");
     return 0;
 }
 
@@ -541,7 +554,7 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
     size_t    n = (shared ? shared->n : 0) + (ranked ? ranked->n : 0);
     long      budget, avail;
     double    frac;
-    int       rc = -1, same;
+    int       rc = SG_CTX_EFAIL, same;
 
     memset(out, 0, sizeof(*out));
     if (o == NULL || o->encode == NULL)
@@ -556,7 +569,8 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
     if (frac > 1)
         frac = 1;
 
-    if (skeleton_make(o, question, &k, err, errlen) != 0)
+    rc = skeleton_make(o, question, &k, err, errlen);
+    if (rc != 0)
         goto fail;
     avail = budget - (long)k.head.n - (long)k.tail.n;
     if (avail < 0) {
@@ -564,6 +578,7 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
             snprintf(err, errlen, "context: the question and template take "
                      "%zu tokens, over the budget of %ld",
                      k.head.n + k.tail.n, budget);
+        rc = SG_CTX_ETOOLONG;
         goto fail;
     }
 
@@ -575,7 +590,8 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
         || ch.S == NULL || ch.R == NULL)
         goto oom;
     if (choose(&ch, shared, ranked, (long)(avail * frac), avail) != 0) {
-        ctx_err(err, errlen, "encoding a passage failed");
+        rc = ctx_fail(err, errlen, SG_CTX_ENOMEM, "out of memory encoding "
+                      "a passage");
         goto fail;
     }
     if (assemble(&ch, &k, &text, &ids, out) != 0)
@@ -584,8 +600,8 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
     if (same < 0)
         goto oom;
     if (!same) {
-        ctx_err(err, errlen, "chat format is not a plain concatenation; "
-                "cannot split the prompt");
+        rc = ctx_err(err, errlen, "chat format is not a plain concatenation; "
+                     "cannot split the prompt");
         goto fail;
     }
 
@@ -601,7 +617,7 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
     goto done;
 
 oom:
-    ctx_err(err, errlen, "out of memory");
+    rc = ctx_fail(err, errlen, SG_CTX_ENOMEM, "out of memory");
 fail:
     sg_context_free(out);
 done:

@@ -111,9 +111,13 @@ typedef struct sg_context {
  * can put them into the token cache afterwards.  The prompt ids are the
  * concatenation of the encodings of its pieces (head, blocks, tail), so
  * cached blocks are never re-encoded; n_tokens <= the budget always.
- * Returns 0, or -1 with a message (question alone over the budget, out of
- * memory, encoder failure).
+ * Returns 0, or an SG_CTX_E* code with a message.
  */
+#define SG_CTX_EFAIL     -1     /* the options or the format (a bug) */
+#define SG_CTX_ETOOLONG  -2     /* the question and the template alone are
+                                   over the budget: the request's fault */
+#define SG_CTX_ENOMEM    -3     /* out of memory (the encoder fails only
+                                   so): try again later */
 int sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
     const char *question, const sg_ctx_opts *o, sg_context *out, char *err,
     int errlen);

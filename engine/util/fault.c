@@ -5,6 +5,7 @@
  * __wrap_malloc, and __real_malloc is the C library's).
  */
 #include <errno.h>
+#include <execinfo.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,12 @@ sg_fault_hit(void)
     atomic_fetch_add(&counted, 1);
     if (left == 1) {
         atomic_store(&fired, 1);
+        /* where it failed, for a person reading a failure */
+        if (getenv("SG_FAULT_BACKTRACE")) {
+            void *frames[24];
+            int   n = backtrace(frames, 24);
+            backtrace_symbols_fd(frames, n, 2);
+        }
         return 1;
     }
     return 0;

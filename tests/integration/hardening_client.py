@@ -3,6 +3,7 @@ gateway (http://127.0.0.1:PORT) and prints PASS/FAIL lines.
 
     hardening_client.py PORT utf8 | special N_TEXT | tenants PATH
                         | slow_client SLOW_PORT MAX_TOKENS
+                        | fault_loop NAME PATH BODY ERROR_LOG
 """
 import http.client
 import json
@@ -207,6 +208,92 @@ def slow_client(port, slow_port, max_tokens):
     check("slow_client_not_paused_after",
           metric(port, "sparsegate_paused_sequences") == 0,
           "paused %s" % metric(port, "sparsegate_paused_sequences"))
+
+
+def fault_loop(port, name, path, body, log, limit="5000"):
+    """Fails the N-th allocation of the worker along one request, for every
+    N until the request runs through without reaching N (a test build's
+    "X-Sparsegate-Fault: N").  Each failure must be answered (an OpenAI
+    error, or the stream's end), the worker must live on, and the next
+    request must succeed with the same text as before."""
+    import re
+    import time
+    body = json.loads(body)
+    stream = body.get("stream", False)
+
+    def send(headers):
+        try:
+            status, raw = post(port, path, body, headers, timeout=60)
+        except (OSError, http.client.HTTPException) as e:
+            return "closed", str(e).encode()
+        return status, raw
+
+    def last_fault_line():
+        with open(log, errors="replace") as f:
+            lines = [l for l in f if "sparsegate fault:" in l]
+        return lines[-1] if lines else ""
+
+    def text_of(raw):
+        """The generated text; None for a stream cut short (an error that
+        could only close the connection), "<error>" for one that ended
+        with an error event."""
+        if stream:
+            if not raw.endswith(b"data: [DONE]\n\n"):
+                return None
+            events = sse_events(raw)
+            if any("error" in c for c in events):
+                return "<error>"
+            return "".join(c["choices"][0].get("text", "") or
+                           c["choices"][0].get("delta", {}).get("content", "")
+                           for c in events if c.get("choices"))
+        d = json.loads(raw)
+        c = d["choices"][0]
+        return c.get("text") or c["message"]["content"]
+
+    ok_status, ref = send({})
+    want = text_of(ref) if ok_status == 200 else None
+    statuses, bad, n, counted, t0 = {}, [], 0, 0, time.time()
+    for n in range(1, int(limit) + 1):
+        before = last_fault_line()
+        status, raw = send({"X-Sparsegate-Fault": str(n)})
+        line = before
+        for _ in range(100):
+            line = last_fault_line()
+            if line != before:
+                break
+            time.sleep(0.01)
+        kind = status
+        try:
+            if status == 200:
+                got = text_of(raw)
+                kind = "200 cut" if got is None else \
+                    "200 error event" if got == "<error>" else 200
+                if got not in (None, "<error>", want):
+                    bad.append("N=%d: 200 with other text %r (want %r)"
+                               % (n, got, want))
+            elif status == 503:
+                json.loads(raw)["error"]["message"]
+            elif status not in (500, "closed"):
+                bad.append("N=%d: status %s %r" % (n, status, raw[:120]))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            bad.append("N=%d: %s with a malformed body %r" % (n, status,
+                                                            raw[:120]))
+        statuses[kind] = statuses.get(kind, 0) + 1
+        s2, raw2 = send({})
+        if s2 != 200 or text_of(raw2) != want:
+            bad.append("N=%d: the next request got %s %r" % (n, s2,
+                                                           raw2[:120]))
+        m = re.search(r"sparsegate fault: (fired|not reached), (\d+)", line)
+        if m is None:
+            bad.append("N=%d: the request's end was not logged" % n)
+        elif m.group(1) == "not reached":
+            counted = int(m.group(2))
+            break
+    print("# %s: %d allocations along the request, each failed once "
+          "(%.0f s); answers %s" % (name, counted, time.time() - t0,
+                                    statuses))
+    check(name, ok_status == 200 and counted > 0 and not bad,
+          "reference %s; %d problems: %s" % (ok_status, len(bad), bad[:4]))
 
 
 if __name__ == "__main__":

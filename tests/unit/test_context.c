@@ -430,7 +430,7 @@ test_errors(void)
     q[sizeof(q) - 1] = '\0';
     make_passages(&ranked, "e", 3, 1);
     opts(&o, 200, 0.9);
-    CHECK(sg_context_build(NULL, &ranked, q, &o, &c, err, sizeof(err)) == -1
+    CHECK(sg_context_build(NULL, &ranked, q, &o, &c, err, sizeof(err)) == SG_CTX_ETOOLONG
           && strstr(err, "over the budget") != NULL,
           "context_question_over_budget", "err '%s'", err);
     opts(&o, 100000, 0.9);
