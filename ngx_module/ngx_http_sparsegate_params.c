@@ -66,12 +66,34 @@ ngx_http_sparsegate_read_body(ngx_http_request_t *r, u_char **data,
 }
 
 
+/* Where the JSON text escapes a NUL ("\u0000" after an even run of
+ * backslashes: the escape, not a quoted backslash), or (size_t) -1. */
+static size_t
+ngx_http_sparsegate_escaped_nul(const u_char *p, size_t len)
+{
+    size_t  i, k;
+
+    for (i = 0; i + 6 <= len; i++) {
+        if (p[i] != '\\' || p[i + 1] != 'u' || p[i + 2] != '0'
+            || p[i + 3] != '0' || p[i + 4] != '0' || p[i + 5] != '0')
+        {
+            continue;
+        }
+        for (k = 0; k < i && p[i - 1 - k] == '\\'; k++) { /* void */ }
+        if (k % 2 == 0) {
+            return i;
+        }
+    }
+    return (size_t) -1;
+}
+
+
 cJSON *
 ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
     ngx_http_sparsegate_fault_t *f)
 {
     u_char       *data;
-    size_t        len;
+    size_t        len, valid, nul;
     cJSON        *root;
     ngx_int_t     rc;
     ngx_uint_t    failed;
@@ -94,6 +116,24 @@ ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
         (void) ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
                    NGX_HTTP_SG_ERR_BAD_REQUEST, NULL,
                    "the request body is empty: send a JSON object");
+        return NULL;
+    }
+
+    /* JSON is UTF-8 (RFC 8259): bytes that are not never reach the
+     * tokenizer, or an error message that quotes them */
+    valid = sg_utf8_valid_prefix((char *) data, len);
+    if (valid != len) {
+        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, NULL,
+                   "the request body is not valid UTF-8 (byte %uz)", valid);
+        return NULL;
+    }
+    /* a string holding NUL would be cut there: refused, not shortened */
+    nul = ngx_http_sparsegate_escaped_nul(data, len);
+    if (nul != (size_t) -1) {
+        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, NULL,
+                   "strings may not hold NUL (\\u0000 at byte %uz)", nul);
         return NULL;
     }
 

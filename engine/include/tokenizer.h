@@ -23,6 +23,11 @@ void sg_tokenizer_free(sg_tokenizer *t);
 int sg_tokenizer_encode(const sg_tokenizer *t, const char *text, size_t len,
     int special, int32_t **ids, size_t *n_ids);
 
+/* The length of the longest prefix of s[0, n) that is valid UTF-8 (RFC
+ * 3629: no overlongs, surrogates or code points past U+10FFFF); n when all
+ * of it is. */
+size_t sg_utf8_valid_prefix(const char *s, size_t n);
+
 /* A piece of a text: its bytes [off, off + len). */
 typedef struct sg_text_span {
     size_t off;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tok_internal.h"
+#include "tokenizer.h"
 
 /* Range of the byte after a lead byte (the later ones are 80..BF). */
 int
@@ -84,4 +85,10 @@ tok_utf8_valid_prefix(const char *str, size_t n)
         i += k;
     }
     return i;
+}
+
+size_t
+sg_utf8_valid_prefix(const char *s, size_t n)
+{
+    return tok_utf8_valid_prefix(s, n);
 }

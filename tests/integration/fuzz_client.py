@@ -100,6 +100,29 @@ def random_value(rnd, depth=0):
                        "text", "c", "stop"])
 
 
+def tweak(rnd, v):
+    """Another value of the same kind, mostly in range: the body stays
+    valid more often and reaches the generation."""
+    if isinstance(v, bool):
+        return not v
+    if isinstance(v, int):
+        return rnd.choice([0, 1, 2, 3, 8, 9, v + 1, v - 1, -v])
+    if isinstance(v, float):
+        return rnd.choice([0.0, 0.01, 0.99, 1.0, 1.99, 2.0, 2.01, -0.1, v / 2])
+    if isinstance(v, str):
+        return rnd.choice([
+            v + " " + v, v[: len(v) // 2], v.upper(), "",
+            "".join(rnd.choice(["\u4e2d\u6587", "\U0001f600", "\n", "\t",
+                                "\\", '"', "caf\u00e9", " "] + SPECIAL)
+                    for _ in range(rnd.randrange(1, 12))),
+            "\u00e9" * rnd.randrange(1, 300)])
+    if isinstance(v, list):
+        return v + v[:1] if v and rnd.random() < 0.5 else v[1:]
+    if isinstance(v, dict):
+        return dict(list(v.items())[: max(0, len(v) - 1)])
+    return v
+
+
 def paths(obj, prefix=()):
     """Every (container, key) in the object."""
     out = []
@@ -122,8 +145,12 @@ def mutate(rnd, body):
     raws, what = [], []
     for _ in range(rnd.randrange(1, 4)):
         spots = paths(body)
-        m = rnd.randrange(9)
-        if m == 0 and spots:                      # a value of another type
+        m = rnd.randrange(10)
+        if m >= 7 and spots:                      # a plausible value
+            c, k = rnd.choice(spots)
+            c[k] = tweak(rnd, c[k])
+            what.append("tweak")
+        elif m == 0 and spots:                    # a value of another type
             c, k = rnd.choice(spots)
             c[k] = random_value(rnd)
             what.append("type")
@@ -145,7 +172,7 @@ def mutate(rnd, body):
                              "collection", "doc_ids", "thinking"])] = \
                 random_value(rnd)
             what.append("add")
-        elif m == 4 and spots:                    # deep nesting
+        elif m in (4, 5) and spots:               # deep nesting
             c, k = rnd.choice(spots)
             d = rnd.choice([50, 500, 5000])
             c[k] = RAW % len(raws)
