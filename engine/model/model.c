@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "forward_scratch.h"
+#include "group.h"
 #include "model.h"
 
 void
@@ -104,7 +105,25 @@ build_rope_table(sg_model *m, char *err, int errlen)
     return 0;
 }
 
-/* Every weight of the model, for prepare_weight. */
+/* Bytes a weight occupies as stored (its block scales included). */
+static size_t
+tensor_bytes(const sg_tensor *t)
+{
+    size_t n = sg_dtype_size(t->dtype);
+
+    for (int d = 0; d < t->ndim; d++)
+        n *= (size_t)t->shape[d];
+    if (t->scale)
+        n += sizeof(float) * (size_t)((sg_tensor_rows(t) + 127) / 128)
+             * (size_t)t->scale_cols;
+    return n;
+}
+
+/*
+ * Every weight this rank uses, for prepare_weight: all of them but the
+ * routed experts other ranks hold, whose tensors are unbound here (data
+ * NULL) so that nothing can read them by mistake.
+ */
 static int
 prepare_all(sg_model *m, char *err, int errlen)
 {
@@ -115,6 +134,8 @@ prepare_all(sg_model *m, char *err, int errlen)
     do { \
         if ((t).data && b->ops->prepare_weight(b, &(t), err, errlen) != 0) \
             return -1; \
+        if ((t).data) \
+            m->prepared_bytes += tensor_bytes(&(t)); \
     } while (0)
 #define PREP_MLP(mw) do { PREP((mw).gate); PREP((mw).up); PREP((mw).down); } while (0)
 
@@ -134,8 +155,12 @@ prepare_all(sg_model *m, char *err, int errlen)
             continue;
         }
         PREP(L->gate); PREP(L->gate_bias);
-        for (int e = 0; e < m->cfg.n_routed_experts; e++)
-            PREP_MLP(L->experts[e]);
+        for (int e = 0; e < m->cfg.n_routed_experts; e++) {
+            if (e < m->expert_begin || e >= m->expert_end)
+                memset(&L->experts[e], 0, sizeof(L->experts[e]));
+            else
+                PREP_MLP(L->experts[e]);
+        }
         PREP_MLP(L->shared);
     }
 #undef PREP_MLP
@@ -180,6 +205,20 @@ sg_model_load(const char *dir, const sg_model_opts *o, sg_model **out,
                  path, m->cfg.kv_lora_rank, SG_FP8_BLOCK);
         goto fail;
     }
+    m->n_ranks = o->n_ranks > 0 ? o->n_ranks : 1;
+    m->rank = o->rank;
+    if (m->rank < 0 || m->rank >= m->n_ranks
+        || m->n_ranks > m->cfg.n_routed_experts)
+    {
+        snprintf(err, errlen, "rank %d of %d: a group has 1 to %d ranks "
+                 "(n_routed_experts in %s)", m->rank, m->n_ranks,
+                 m->cfg.n_routed_experts, path);
+        goto fail;
+    }
+    m->expert_begin = sg_expert_first(m->rank, m->n_ranks,
+                                      m->cfg.n_routed_experts);
+    m->expert_end = sg_expert_first(m->rank + 1, m->n_ranks,
+                                    m->cfg.n_routed_experts);
     if (sg_checkpoint_open(dir, &m->ck, err, errlen) != 0
         || sg_weights_bind(m->ck, &m->cfg, &m->w, err, errlen) != 0)
     {
