@@ -32,6 +32,12 @@ typedef struct sg_engine_opts {
     /* how the model runs */
     const char    *backend;          /* "cpu" (default) or "cuda" */
     int            device;           /* CUDA device */
+    const char    *devices;          /* a device group, "0-7" or "0,2,4":
+                                        one rank per device, attention
+                                        data-parallel, experts spread; with
+                                        the CPU backend host ranks (NUMA
+                                        nodes when there are several);
+                                        NULL = the one device above */
     int            n_threads;        /* CPU threads; 0 = all cores */
     int            dense;            /* 1: indexer off, every causal key
                                         attended (DSA off) */
@@ -41,7 +47,7 @@ typedef struct sg_engine_opts {
                                         every index_share-th layer only;
                                         0 or 1: every layer */
 
-    /* serving */
+    /* serving (kv_bytes, max_running and step_tokens per rank) */
     size_t         kv_bytes;         /* cache pool budget; 0 = 1 GiB */
     int            max_running;      /* sequences decoding at once; 0 = 64 */
     int            max_queue;        /* waiting requests; 0 = 256 */

@@ -1,10 +1,6 @@
 /*
- * The scheduler with a fake model.  The fake writes, for every position, a
- * hash of the value at the previous position and the token into the slot
- * of the sequence's block table, and draws its logits from the last one:
- * so a token depends on the whole prefix exactly as it would with a real
- * model, and a block reused from the prefix cache with the wrong content,
- * a write into a shared block, or a missing block shows up in the output.
+ * The scheduler with a fake model (fake_model.h: a token depends on its
+ * whole prefix through the cache blocks, so a wrong reuse shows).
  *
  * Fuzzed random schedules of submits, cancels and steps check every
  * invariant after every step; each finished request is then rerun alone
@@ -16,81 +12,12 @@
 #include <string.h>
 
 #include "check.h"
+#include "fake_model.h"
 #include "model/kv.h"
 #include "serve/sampling.h"
 #include "serve/scheduler.h"
 
-#define VOCAB 64
-
-typedef struct fake {
-    sg_sched *s;
-    uint64_t *kv;            /* [n_blocks * SG_KV_BLOCK] */
-    int       n_blocks;
-    int       fail_percent;  /* injected model errors */
-    int       violations;    /* bad block tables, writes to shared blocks */
-    int       max_batch_tokens;
-    int       calls;
-    long      total_tokens;
-} fake;
-
-static uint64_t
-mix(uint64_t a, uint64_t b)
-{
-    uint64_t z = a * 0x9e3779b97f4a7c15ull + b + 0x632be59bd9b4e019ull;
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static int
-fake_step(void *ctx, sg_batch_item *items, int n, char *err, int errlen)
-{
-    fake          *f = ctx;
-    sg_block_pool *pool = sg_sched_pool(f->s);
-    int            total = 0;
-
-    f->calls++;
-    if (f->fail_percent && (int)(check_rand32() % 100) < f->fail_percent) {
-        snprintf(err, errlen, "injected model error");
-        return -1;
-    }
-    for (int i = 0; i < n; i++) {
-        sg_seq   *seq = items[i].seq;
-        int       end = seq->n_tokens + items[i].n_tokens;
-        uint64_t  h = 0;
-
-        total += items[i].n_tokens;
-        if (seq->n_blocks * SG_KV_BLOCK < end) {
-            f->violations++;
-            continue;
-        }
-        for (int j = 0; j < items[i].n_tokens; j++) {
-            int     pos = seq->n_tokens + j;
-            int32_t blk = seq->blocks[pos / SG_KV_BLOCK];
-            if (pos > 0) {
-                int32_t pb = seq->blocks[(pos - 1) / SG_KV_BLOCK];
-                h = f->kv[(size_t)pb * SG_KV_BLOCK + (pos - 1) % SG_KV_BLOCK];
-            } else {
-                h = 12345;
-            }
-            /* Only the sequence's own block may be written. */
-            if (sg_block_refcount(pool, blk) != 1)
-                f->violations++;
-            h = mix(h, (uint64_t)items[i].tokens[j]);
-            f->kv[(size_t)blk * SG_KV_BLOCK + pos % SG_KV_BLOCK] = h;
-        }
-        if (items[i].logits) {
-            for (int v = 0; v < VOCAB; v++)
-                items[i].logits[v] = (float)(mix(h, v) >> 40) / 4194304.0f;
-        }
-        seq->n_tokens = end;
-    }
-    if (total > f->max_batch_tokens)
-        f->max_batch_tokens = total;
-    f->total_tokens += total;
-    return 0;
-}
+#define VOCAB FAKE_VOCAB
 
 /* What the host sees, per request id. */
 #define MAXREQ 400
