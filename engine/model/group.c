@@ -231,30 +231,18 @@ numa_place(sg_group *g, const char *backend, const int *devices)
  * memory (first touch under the local policy); pages another rank or an
  * earlier run brought in stay where they are (best effort). */
 static void
-numa_touch_experts(sg_model *m)
+touch_expert(void *ctx, sg_tensor *t, int expert)
 {
     long          page = sysconf(_SC_PAGESIZE);
+    const char   *p = t->data;
+    size_t        bytes = sg_tensor_bytes(t);
     volatile char sink = 0;
 
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
-        sg_layer_weights *L = &m->w.layers[l];
-
-        if (!L->is_moe)
-            continue;
-        for (int e = m->expert_begin; e < m->expert_end; e++) {
-            const sg_tensor *t[3] = { &L->experts[e].gate, &L->experts[e].up,
-                                      &L->experts[e].down };
-            for (int i = 0; i < 3; i++) {
-                const char *p = t[i]->data;
-                size_t      bytes = sg_dtype_size(t[i]->dtype)
-                                    * (size_t)sg_tensor_rows(t[i])
-                                    * (size_t)sg_tensor_cols(t[i]);
-
-                for (size_t off = 0; off < bytes; off += (size_t)page)
-                    sink += p[off];
-            }
-        }
-    }
+    (void)ctx;
+    if (expert < 0 || p == NULL)
+        return;
+    for (size_t off = 0; off < bytes; off += (size_t)page)
+        sink += p[off];
     (void)sink;
 }
 
@@ -289,7 +277,7 @@ load_rank(void *p, int r)
         return;
     }
     if (g->node[r] >= 0)
-        numa_touch_experts(g->m[r]);
+        sg_weights_visit(&g->m[r]->w, &g->m[r]->cfg, touch_expert, NULL);
 }
 
 /* The collective of a group of CUDA backends (kernels/, opened with the

@@ -105,18 +105,31 @@ build_rope_table(sg_model *m, char *err, int errlen)
     return 0;
 }
 
-/* Bytes a weight occupies as stored (its block scales included). */
-static size_t
-tensor_bytes(const sg_tensor *t)
-{
-    size_t n = sg_dtype_size(t->dtype);
+typedef struct {
+    sg_model *m;
+    int       rc;
+    char     *err;
+    int       errlen;
+} prep_ctx;
 
-    for (int d = 0; d < t->ndim; d++)
-        n *= (size_t)t->shape[d];
-    if (t->scale)
-        n += sizeof(float) * (size_t)((sg_tensor_rows(t) + 127) / 128)
-             * (size_t)t->scale_cols;
-    return n;
+static void
+prepare_one(void *p, sg_tensor *t, int expert)
+{
+    prep_ctx   *pc = p;
+    sg_model   *m = pc->m;
+    sg_backend *b = m->backend;
+
+    if (expert >= 0 && (expert < m->expert_begin || expert >= m->expert_end)) {
+        memset(t, 0, sizeof(*t));
+        return;
+    }
+    if (pc->rc != 0 || t->data == NULL)
+        return;
+    if (b->ops->prepare_weight(b, t, pc->err, pc->errlen) != 0) {
+        pc->rc = -1;
+        return;
+    }
+    m->prepared_bytes += sg_tensor_bytes(t);
 }
 
 /*
@@ -127,45 +140,10 @@ tensor_bytes(const sg_tensor *t)
 static int
 prepare_all(sg_model *m, char *err, int errlen)
 {
-    sg_backend *b = m->backend;
-    sg_weights *w = &m->w;
+    prep_ctx pc = { m, 0, err, errlen };
 
-#define PREP(t) \
-    do { \
-        if ((t).data && b->ops->prepare_weight(b, &(t), err, errlen) != 0) \
-            return -1; \
-        if ((t).data) \
-            m->prepared_bytes += tensor_bytes(&(t)); \
-    } while (0)
-#define PREP_MLP(mw) do { PREP((mw).gate); PREP((mw).up); PREP((mw).down); } while (0)
-
-    PREP(w->embed);
-    PREP(w->norm);
-    PREP(w->lm_head);
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
-        sg_layer_weights *L = &w->layers[l];
-
-        PREP(L->attn_norm); PREP(L->ffn_norm);
-        PREP(L->q_a); PREP(L->q_a_norm); PREP(L->q_b);
-        PREP(L->kv_a); PREP(L->kv_a_norm); PREP(L->kv_b); PREP(L->o);
-        PREP(L->idx_wq_b); PREP(L->idx_wk); PREP(L->idx_k_norm_w);
-        PREP(L->idx_k_norm_b); PREP(L->idx_weights_proj);
-        if (!L->is_moe) {
-            PREP_MLP(L->mlp);
-            continue;
-        }
-        PREP(L->gate); PREP(L->gate_bias);
-        for (int e = 0; e < m->cfg.n_routed_experts; e++) {
-            if (e < m->expert_begin || e >= m->expert_end)
-                memset(&L->experts[e], 0, sizeof(L->experts[e]));
-            else
-                PREP_MLP(L->experts[e]);
-        }
-        PREP_MLP(L->shared);
-    }
-#undef PREP_MLP
-#undef PREP
-    return 0;
+    sg_weights_visit(&m->w, &m->cfg, prepare_one, &pc);
+    return pc.rc;
 }
 
 int

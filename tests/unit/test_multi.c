@@ -290,27 +290,20 @@ group_load(const char *dir, const sg_model_opts *o, int n)
     return g;
 }
 
+static void
+add_expert_bytes(void *ctx, sg_tensor *t, int expert)
+{
+    if (expert >= 0 && t->data)
+        *(size_t *)ctx += sg_tensor_bytes(t);
+}
+
+/* The routed experts' bytes a model holds. */
 static size_t
-expert_bytes(const sg_model *m)
+expert_bytes(sg_model *m)
 {
     size_t n = 0;
 
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
-        const sg_layer_weights *L = &m->w.layers[l];
-        if (!L->is_moe)
-            continue;
-        for (int e = 0; e < m->cfg.n_routed_experts; e++) {
-            const sg_tensor *t[3] = { &L->experts[e].gate, &L->experts[e].up,
-                                      &L->experts[e].down };
-            for (int i = 0; i < 3; i++)
-                if (t[i]->data)
-                    n += sg_dtype_size(t[i]->dtype) * sg_tensor_rows(t[i])
-                         * sg_tensor_cols(t[i])
-                         + (t[i]->scale ? sizeof(float)
-                            * ((sg_tensor_rows(t[i]) + 127) / 128)
-                            * t[i]->scale_cols : 0);
-        }
-    }
+    sg_weights_visit(&m->w, &m->cfg, add_expert_bytes, &n);
     return n;
 }
 
