@@ -10,6 +10,7 @@
  */
 
 #include "ngx_http_sparsegate.h"
+#include "ngx_http_sparsegate_group.h"
 #include "context.h"
 #if (NGX_THREADS)
 #include <ngx_thread_pool.h>
@@ -607,6 +608,7 @@ ngx_http_sparsegate_init_process(ngx_cycle_t *cycle)
     o.model_dir = (char *) smcf->model.data;
     o.backend = smcf->backend == 1 ? "cuda" : "cpu";
     o.device = (int) smcf->device;
+    o.devices = ngx_http_sparsegate_devices(cycle);
     o.n_threads = (int) smcf->threads;
     o.dense = (int) smcf->dense;
     o.index_share = (int) smcf->index_share;

@@ -23,7 +23,8 @@ usage(FILE *f)
 "                   takes it (0-7, 0,2,4-5)\n"
 "  --device-memory  one device's memory: 141GB, 80GiB, 143771MiB (GB, MB:\n"
 "                   decimal; GiB, MiB and the letters k m g t: binary)\n"
-"  --reserve        kept per device for the runtime (default 2GiB)\n"
+"  --reserve        kept per device for the runtime (default 2GiB with\n"
+"                   --backend cuda, the default; none with cpu)\n"
 "  --context        the context one request may take (default: the model's)\n"
 "exit status: 0 when it fits, 1 when it does not, 2 on bad arguments\n");
 }
@@ -111,10 +112,7 @@ sg_cmd_plan(int argc, char **argv)
                 fprintf(stderr, "plan: --backend must be cuda or cpu\n");
                 return 2;
             }
-            /* the MHA form's buffer: the CPU backend's 1 GiB, none on
-             * CUDA (model/backend.h) */
-            in.mha_max_bytes = strcmp(optarg, "cpu") == 0 ? (size_t)1 << 30
-                                                         : 0;
+            in.cpu = strcmp(optarg, "cpu") == 0;
             break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;

@@ -251,9 +251,12 @@ sg_plan_make(const sg_plan_in *in, sg_plan *p, char *err, int errlen)
                   * (size_t)p->cfg.num_hidden_layers;
     p->context = in->context > 0 ? in->context
                                  : p->cfg.max_position_embeddings;
-    p->workspace = workspace(&p->cfg, T, running, in->mha_max_bytes,
-                             p->context);
-    p->reserve = in->reserve_bytes ? in->reserve_bytes : SG_PLAN_RESERVE;
+    /* the backends' MHA-form limits (model/backend.h): CPU 1 GiB, CUDA
+     * none */
+    p->workspace = workspace(&p->cfg, T, running,
+                             in->cpu ? (size_t)1 << 30 : 0, p->context);
+    p->reserve = in->reserve_bytes ? in->reserve_bytes
+                 : in->cpu ? 0 : SG_PLAN_RESERVE;
 
     for (int n = 1; n <= p->cfg.n_routed_experts && p->min_devices == 0;
          n++)

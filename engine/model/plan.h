@@ -28,11 +28,13 @@ typedef struct sg_plan_in {
     const char *model;          /* a checkpoint directory or a config.json */
     int         n_devices;
     size_t      device_bytes;   /* memory of one device */
-    size_t      reserve_bytes;  /* per device; 0 = SG_PLAN_RESERVE */
+    int         cpu;            /* 1: CPU ranks (no runtime reserve; the
+                                   MHA form's 1 GiB buffer), else CUDA */
+    size_t      reserve_bytes;  /* per device; 0 = SG_PLAN_RESERVE on
+                                   CUDA, none on the CPU */
     int         kv_fp8;         /* cache layout (the engine's default: 1) */
     int         step_tokens;    /* 0 = SG_DEFAULT_STEP_TOKENS */
     int         max_running;    /* 0 = SG_DEFAULT_MAX_RUNNING */
-    size_t      mha_max_bytes;  /* the backend's MHA-form limit (0: CUDA) */
     int         context;        /* a request's context; 0 = the model's */
 } sg_plan_in;
 
