@@ -298,6 +298,21 @@ sg_group_load(const char *dir, const sg_model_opts *o, const int *devices,
                  SG_MAX_RANKS);
         return -1;
     }
+    if (n > 1) {
+        char      path[4200];
+        sg_config c;
+
+        /* one rank per expert at most: say so once, before any loading */
+        snprintf(path, sizeof(path), "%s/config.json", dir);
+        if (sg_config_load(path, &c, err, errlen) != 0)
+            return -1;
+        if (n > c.n_routed_experts) {
+            snprintf(err, errlen, "a device group of %d: %s has %d routed "
+                     "experts, at most one rank per expert", n, path,
+                     c.n_routed_experts);
+            return -1;
+        }
+    }
     g = calloc(1, sizeof(*g));
     if (g == NULL) {
         snprintf(err, errlen, "device group: out of memory");
