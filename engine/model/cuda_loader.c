@@ -24,10 +24,11 @@
 #define CUDA_LIBRARY "libsparsegate_cuda.so"
 
 typedef sg_backend *(*cuda_new_fn)(int device, char *err, int errlen);
-typedef sg_coll *(*nccl_new_fn)(sg_backend **b, int n, char *err,
-    int errlen);
+typedef sg_coll *(*nccl_new_fn)(sg_backend **b, int n, sg_coll *host,
+    char *err, int errlen);
 
-sg_coll *sg_coll_nccl_new(sg_backend **b, int n, char *err, int errlen);
+sg_coll *sg_coll_nccl_new(sg_backend **b, int n, sg_coll *host, char *err,
+    int errlen);
 
 /* dir of path (path itself when it has no slash: "." then) */
 static void
@@ -144,20 +145,21 @@ sg_backend_cuda_new(int device, char *err, int errlen)
 }
 
 /* The NCCL collective of a group of CUDA backends (kernels/cuda_nccl.cu),
- * from the same library. */
+ * from the same library; it takes host (destroyed here on failure). */
 sg_coll *
-sg_coll_nccl_new(sg_backend **b, int n, char *err, int errlen)
+sg_coll_nccl_new(sg_backend **b, int n, sg_coll *host, char *err,
+    int errlen)
 {
     void       *lib = library(err, errlen);
-    nccl_new_fn fn;
+    nccl_new_fn fn = lib ? (nccl_new_fn)dlsym(lib, "sg_coll_nccl_new")
+                         : NULL;
 
-    if (lib == NULL)
-        return NULL;
-    fn = (nccl_new_fn)dlsym(lib, "sg_coll_nccl_new");
     if (fn == NULL || fn == sg_coll_nccl_new) {
-        snprintf(err, errlen, "%s has no NCCL collective (built without "
-                 "nccl.h)", CUDA_LIBRARY);
+        if (lib)
+            snprintf(err, errlen, "%s has no NCCL collective (built without "
+                     "nccl.h)", CUDA_LIBRARY);
+        host->ops->destroy(host);
         return NULL;
     }
-    return fn(b, n, err, errlen);
+    return fn(b, n, host, err, errlen);
 }

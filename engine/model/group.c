@@ -280,9 +280,11 @@ load_rank(void *p, int r)
         sg_weights_visit(&g->m[r]->w, &g->m[r]->cfg, touch_expert, NULL);
 }
 
-/* The collective of a group of CUDA backends (kernels/, opened with the
- * CUDA backend: model/cuda_loader.c). */
-sg_coll *sg_coll_nccl_new(sg_backend **b, int n, char *err, int errlen);
+/* The collective of a group of CUDA backends (kernels/cuda_nccl.cu,
+ * opened with the CUDA backend: model/cuda_loader.c); host goes with it
+ * for what the ranks exchange in host memory. */
+sg_coll *sg_coll_nccl_new(sg_backend **b, int n, sg_coll *host, char *err,
+    int errlen);
 
 int
 sg_group_load(const char *dir, const sg_model_opts *o, const int *devices,
@@ -357,19 +359,23 @@ sg_group_load(const char *dir, const sg_model_opts *o, const int *devices,
 
     if (n > 1) {
         const char *be = g->m[0]->backend->name;
+        sg_coll    *host = sg_coll_host_new(n);
 
+        if (host == NULL) {
+            snprintf(err, errlen, "device group: out of memory");
+            goto fail;
+        }
         if (strcmp(be, "cpu") == 0) {
-            g->coll = sg_coll_host_new(n);
-            if (g->coll == NULL)
-                snprintf(err, errlen, "device group: out of memory");
+            g->coll = host;
         } else {
             sg_backend *b[SG_MAX_RANKS];
             for (int r = 0; r < n; r++)
                 b[r] = g->m[r]->backend;
-            g->coll = sg_coll_nccl_new(b, n, err, errlen);
+            /* takes host, also when it fails */
+            g->coll = sg_coll_nccl_new(b, n, host, err, errlen);
+            if (g->coll == NULL)
+                goto fail;
         }
-        if (g->coll == NULL)
-            goto fail;
         for (int r = 0; r < n; r++)
             g->m[r]->coll = g->coll;
     }

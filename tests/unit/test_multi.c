@@ -94,39 +94,6 @@ coll_rank(void *p, int r)
     free(recv);
 }
 
-/* fn on n threads of its own (the group's runner is tested with the
- * models) */
-typedef struct {
-    void  (*fn)(void *, int);
-    void   *ctx;
-    int     r;
-} thread_arg;
-
-static void *
-thread_main(void *p)
-{
-    thread_arg *a = p;
-
-    a->fn(a->ctx, a->r);
-    return NULL;
-}
-
-static void
-on_threads(int n, void (*fn)(void *, int), void *ctx)
-{
-    pthread_t  t[MAXN];
-    thread_arg arg[MAXN];
-
-    for (int r = 0; r < n; r++) {
-        arg[r].fn = fn;
-        arg[r].ctx = ctx;
-        arg[r].r = r;
-        pthread_create(&t[r], NULL, thread_main, &arg[r]);
-    }
-    for (int r = 0; r < n; r++)
-        pthread_join(t[r], NULL);
-}
-
 static void
 test_coll_host(void)
 {
@@ -143,7 +110,7 @@ test_coll_host(void)
                 for (int d = 0; d < n; d++)
                     x.bytes[s][d] = check_rand32() % 4 == 0 ? 0
                                     : check_rand32() % 3000;
-            on_threads(n, coll_rank, &x);
+            check_on_threads(n, coll_rank, &x);
             for (int r = 0; r < n; r++) {
                 bad += x.bad[r];
                 fail += x.rc[r] != 0;
@@ -167,7 +134,7 @@ test_coll_host(void)
         x.c = sg_coll_host_new(3);
         x.n = 3;
         x.aborter = 1;
-        on_threads(3, coll_rank, &x);
+        check_on_threads(3, coll_rank, &x);
         for (int r = 0; r < 3; r++)
             ok &= x.rc[r] == -1;
         CHECK(ok && strstr(x.c->why, "rank test abort"), "coll/abort",
@@ -177,7 +144,7 @@ test_coll_host(void)
         x.aborter = -1;
         memset(x.rc, 0, sizeof(x.rc));
         x.bytes[0][2] = 5;
-        on_threads(3, coll_rank, &x);
+        check_on_threads(3, coll_rank, &x);
         CHECK(x.rc[0] == 0 && x.rc[1] == 0 && x.rc[2] == 0
               && x.bad[0] + x.bad[1] + x.bad[2] == 0, "coll/reset",
               "rc %d %d %d", x.rc[0], x.rc[1], x.rc[2]);
@@ -209,7 +176,7 @@ test_coll_mismatch(void)
 {
     mis_ctx x = { sg_coll_host_new(2), { 0, 0 } };
 
-    on_threads(2, mismatch_rank, &x);
+    check_on_threads(2, mismatch_rank, &x);
     CHECK(x.rc[0] == -1 && x.rc[1] == -1 && strstr(x.c->why, "expects"),
           "coll/size-mismatch", "rc %d %d why '%s'", x.rc[0], x.rc[1],
           x.c->why);
