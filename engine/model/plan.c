@@ -300,8 +300,9 @@ sg_plan_print(const sg_plan_in *in, const sg_plan *p, FILE *f)
         fprintf(f, "            checkpoint files %s (index total_size; "
                 "the MTP layer is not loaded)\n",
                 gb(p->files_bytes, a, sizeof(a)));
-    fprintf(f, "devices     %d x %s\n", in->n_devices,
-            gb(in->device_bytes, a, sizeof(a)));
+    fprintf(f, "devices     %d x %s (%.1f GiB)\n", in->n_devices,
+            gb(in->device_bytes, a, sizeof(a)),
+            in->device_bytes / 1073741824.0);
     fprintf(f, "per rank    weights %s (%d experts per layer), working "
             "memory %s, runtime reserve %s\n",
             gb(p->rank_weights, a, sizeof(a)), p->rank_experts,
