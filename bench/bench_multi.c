@@ -21,29 +21,11 @@
 #include <time.h>
 #include <poll.h>
 
+#include "bench_clock.h"
 #include "model/group.h"
 #include "sparsegate.h"
 
 #define MAXN 4
-
-static double
-now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static double
-cpu_seconds(void)
-{
-    struct rusage ru;
-
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec
-           + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-}
 
 /* ---- a collective that times its inner one ------------------------------ */
 

@@ -64,3 +64,29 @@ fake_step(void *ctx, sg_batch_item *items, int n, char *err, int errlen)
     f->total_tokens += total;
     return 0;
 }
+
+fake_seen fake_reqs[FAKE_MAXREQ];
+
+void
+fake_record(void *ctx, const sg_event *ev)
+{
+    fake_seen *r = &fake_reqs[ev->id];
+
+    (void)ctx;
+    if (r->terminal) {
+        r->after_terminal++;
+        return;
+    }
+    if (ev->kind == SG_EV_TOKEN) {
+        if (r->n_tok < FAKE_MAXGEN)
+            r->tok[r->n_tok] = ev->token;
+        r->n_tok++;
+        return;
+    }
+    r->terminal++;
+    r->kind = ev->kind;
+    r->finish = ev->finish;
+    r->completion = ev->completion_tokens;
+    r->cached = ev->cached_tokens;
+    r->prompt = ev->prompt_tokens;
+}

@@ -31,4 +31,29 @@ typedef struct fake {
 /* sg_step_fn over a fake (ctx). */
 int fake_step(void *ctx, sg_batch_item *items, int n, char *err, int errlen);
 
+/* What the host sees, per request id (0..FAKE_MAXREQ), and the request
+ * itself, to rerun it alone. */
+#define FAKE_MAXREQ 400
+#define FAKE_MAXGEN 48
+
+typedef struct fake_seen {
+    int      accepted;
+    int      terminal;           /* terminal events received */
+    int      after_terminal;     /* events after the terminal one */
+    int      kind, finish;
+    int      n_tok;
+    int32_t  tok[FAKE_MAXGEN];
+    int      completion, cached, prompt;
+    int      rank;               /* where it was placed (ranks.c) */
+    int32_t *prompt_ids;
+    int      n_prompt, max_tokens;
+    float    temperature, top_p;
+    uint64_t seed;
+} fake_seen;
+
+extern fake_seen fake_reqs[FAKE_MAXREQ];
+
+/* sg_emit_fn: records an event into fake_reqs[ev->id]. */
+void fake_record(void *ctx, const sg_event *ev);
+
 #endif

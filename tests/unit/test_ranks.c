@@ -30,8 +30,9 @@
 #include "serve/ranks.h"
 
 #define MAXN    4
-#define MAXREQ  300
-#define MAXGEN  24
+#define MAXREQ  FAKE_MAXREQ
+#define MAXGEN  FAKE_MAXGEN
+#define GEN     24               /* at most, per request here */
 
 static int sanitized;
 
@@ -45,40 +46,6 @@ exec_in_turn(void *unused, sg_rank_fn fn, void *ctx)
         if (r < *(int *)unused)
             fn(ctx, r);
     }
-}
-
-typedef struct seen {
-    int      accepted, terminal, after, kind, finish, rank;
-    int      n_tok, cached;
-    int32_t  tok[MAXGEN];
-    int32_t *prompt;
-    int      n_prompt, max_tokens;
-    float    temperature;
-    uint64_t seed;
-} seen;
-
-static seen reqs[MAXREQ];
-
-static void
-record(void *ctx, const sg_event *ev)
-{
-    seen *r = &reqs[ev->id];
-
-    (void)ctx;
-    if (r->terminal) {
-        r->after++;
-        return;
-    }
-    if (ev->kind == SG_EV_TOKEN) {
-        if (r->n_tok < MAXGEN)
-            r->tok[r->n_tok] = ev->token;
-        r->n_tok++;
-        return;
-    }
-    r->terminal = 1;
-    r->kind = ev->kind;
-    r->finish = ev->finish;
-    r->cached = ev->cached_tokens;
 }
 
 static sg_sched_opts
@@ -159,11 +126,11 @@ test_placement(void)
     fake          f[MAXN];
     sg_sched_opts o = fake_opts(200);
     int           n = 3, a, b, c, d;
-    sg_ranks     *R = fake_ranks(n, f, &o, record, NULL);
+    sg_ranks     *R = fake_ranks(n, f, &o, fake_record, NULL);
 
     if (R == NULL)
         return;
-    memset(reqs, 0, sizeof(reqs));
+    memset(fake_reqs, 0, sizeof(fake_reqs));
     /* idle group: the first rank */
     a = submit_doc(R, 0, 0, 300, 4);
     CHECK(a == 0, "place/idle-first-rank", "went to rank %d", a);
@@ -211,7 +178,7 @@ test_placement(void)
 
 /* A request alone on one fake device, no cache: its tokens. */
 static int
-alone_tokens(const seen *r, int32_t *tok)
+alone_tokens(const fake_seen *r, int32_t *tok)
 {
     fake          f;
     sg_sched_opts o = fake_opts(200);
@@ -219,12 +186,12 @@ alone_tokens(const seen *r, int32_t *tok)
     sg_request    q = { 0 };
     char          err[200];
     int           one = 1, n = 0;
-    seen          save = reqs[MAXREQ - 1];
+    fake_seen     save = fake_reqs[MAXREQ - 1];
 
     o.prefix_cache = 0;
-    R = fake_ranks(1, &f, &o, record, NULL);
-    memset(&reqs[MAXREQ - 1], 0, sizeof(seen));
-    q.prompt = r->prompt;
+    R = fake_ranks(1, &f, &o, fake_record, NULL);
+    memset(&fake_reqs[MAXREQ - 1], 0, sizeof(fake_seen));
+    q.prompt = r->prompt_ids;
     q.n_prompt = r->n_prompt;
     q.max_tokens = r->max_tokens;
     q.temperature = r->temperature;
@@ -233,9 +200,9 @@ alone_tokens(const seen *r, int32_t *tok)
     sg_ranks_submit(R, &q, MAXREQ - 1, NULL, err, sizeof(err));
     for (int i = 0; i < 10000 && !sg_ranks_idle(R); i++)
         sg_ranks_step(R, exec_in_turn, &one);
-    n = reqs[MAXREQ - 1].n_tok;
-    memcpy(tok, reqs[MAXREQ - 1].tok, sizeof(int32_t) * MAXGEN);
-    reqs[MAXREQ - 1] = save;
+    n = fake_reqs[MAXREQ - 1].n_tok;
+    memcpy(tok, fake_reqs[MAXREQ - 1].tok, sizeof(int32_t) * MAXGEN);
+    fake_reqs[MAXREQ - 1] = save;
     fake_free(R, &f, 1);
     return n;
 }
@@ -245,21 +212,21 @@ fuzz_fake(int n, int ops)
 {
     fake          f[MAXN];
     sg_sched_opts o = fake_opts(40);
-    sg_ranks     *R = fake_ranks(n, f, &o, record, NULL);
+    sg_ranks     *R = fake_ranks(n, f, &o, fake_record, NULL);
     int           n_req = 0, inv_ok = 1, steps = 0, cancels = 0;
     int           used[MAXN] = { 0 }, hits_on[MAXN] = { 0 };
     char          err[240] = "", name[64];
 
     if (R == NULL)
         return;
-    memset(reqs, 0, sizeof(reqs));
+    memset(fake_reqs, 0, sizeof(fake_reqs));
     for (int r = 0; r < n; r++)
         f[r].fail_percent = 2;
     for (int op = 0; op < ops && inv_ok; op++) {
         unsigned a = check_rand32() % 100;
 
         if (a < 30 && n_req < MAXREQ - 1) {
-            seen      *r = &reqs[n_req];
+            fake_seen *r = &fake_reqs[n_req];
             int32_t    t[600];
             int        doc = check_rand32() % 4;
             int        shared = check_rand32() % 400;
@@ -268,10 +235,10 @@ fuzz_fake(int n, int ops)
 
             memcpy(t, docs[doc], sizeof(int32_t) * shared);
             fill(t + shared, len - shared);
-            r->prompt = malloc(sizeof(int32_t) * len);
-            memcpy(r->prompt, t, sizeof(int32_t) * len);
+            r->prompt_ids = malloc(sizeof(int32_t) * len);
+            memcpy(r->prompt_ids, t, sizeof(int32_t) * len);
             r->n_prompt = len;
-            r->max_tokens = 1 + check_rand32() % MAXGEN;
+            r->max_tokens = 1 + check_rand32() % GEN;
             r->temperature = check_rand32() % 2 ? 0.0f : 0.8f;
             r->seed = check_rand32();
             q.prompt = t;
@@ -310,12 +277,12 @@ fuzz_fake(int n, int ops)
 
     int events_ok = 1, alone_ok = 1, compared = 0;
     for (int i = 0; i < n_req; i++) {
-        seen *r = &reqs[i];
+        fake_seen *r = &fake_reqs[i];
         if (!r->accepted)
             continue;
         used[r->rank]++;
         hits_on[r->rank] += r->cached > 0;
-        events_ok &= r->terminal == 1 && r->after == 0;
+        events_ok &= r->terminal == 1 && r->after_terminal == 0;
         if (r->kind == SG_EV_DONE && r->finish != SG_FINISH_CANCELLED
             && r->n_tok <= MAXGEN)
         {
@@ -345,7 +312,7 @@ fuzz_fake(int n, int ops)
     printf("# N=%d: %d requests, %d steps, %d cancelled, %d empty rank "
            "steps\n", n, n_req, steps, cancels, empty);
     for (int i = 0; i < n_req; i++)
-        free(reqs[i].prompt);
+        free(fake_reqs[i].prompt_ids);
     fake_free(R, f, n);
 }
 
@@ -415,7 +382,7 @@ serve_new(served *s, const char *dir, int n, sg_sched_opts *o,
                                        o->n_blocks, 1);
         ctx[r] = &s->rm[r];
     }
-    s->R = sg_ranks_new(n, o, model_step, ctx, record, NULL, err,
+    s->R = sg_ranks_new(n, o, model_step, ctx, fake_record, NULL, err,
                         sizeof(err));
     if (s->R == NULL) {
         CHECK(0, "model/ranks", "%s", err);
@@ -449,7 +416,7 @@ test_model(const char *dir, int n, int n_req)
     int           same = 1, compared = 0, cancelled = 0;
     char          err[300] = "", name[64];
 
-    memset(reqs, 0, sizeof(reqs));
+    memset(fake_reqs, 0, sizeof(fake_reqs));
     memset(logit_log, 0, sizeof(logit_log));
     o.vocab = vocab;
     if (serve_new(&s, dir, n, &o, logit_log) != 0)
@@ -460,20 +427,20 @@ test_model(const char *dir, int n, int n_req)
     /* requests arrive over time: a few per step */
     for (int i = 0; i < n_req || !sg_ranks_idle(s.R); ) {
         if (i < n_req && check_rand32() % 2) {
-            seen      *r = &reqs[i];
+            fake_seen *r = &fake_reqs[i];
             int        doc = check_rand32() % 3, sh = 128 + check_rand32() % 128;
             int        len = sh + 1 + check_rand32() % 40;
             sg_request q = { 0 };
 
-            r->prompt = malloc(sizeof(int32_t) * len);
-            memcpy(r->prompt, mdocs[doc], sizeof(int32_t) * sh);
+            r->prompt_ids = malloc(sizeof(int32_t) * len);
+            memcpy(r->prompt_ids, mdocs[doc], sizeof(int32_t) * sh);
             for (int t = sh; t < len; t++)
-                r->prompt[t] = check_rand32() % vocab;
+                r->prompt_ids[t] = check_rand32() % vocab;
             r->n_prompt = len;
             r->max_tokens = 1 + check_rand32() % 6;
             r->temperature = check_rand32() % 2 ? 0.0f : 0.7f;
             r->seed = check_rand32();
-            q.prompt = r->prompt;
+            q.prompt = r->prompt_ids;
             q.n_prompt = len;
             q.max_tokens = r->max_tokens;
             q.temperature = r->temperature;
@@ -504,15 +471,15 @@ test_model(const char *dir, int n, int n_req)
     if (serve_new(&s, dir, 1, &o, alone_log) != 0)
         return;
     for (int i = 0; i < n_req; i++) {
-        seen      *r = &reqs[i];
-        seen       keep = *r;
+        fake_seen *r = &fake_reqs[i];
+        fake_seen  keep = *r;
         sg_request q = { 0 };
 
         if (!r->accepted || r->kind != SG_EV_DONE
             || r->finish == SG_FINISH_CANCELLED)
             continue;
         hit_ranks[r->rank] += r->cached > 0;
-        q.prompt = r->prompt;
+        q.prompt = r->prompt_ids;
         q.n_prompt = r->n_prompt;
         q.max_tokens = r->max_tokens;
         q.temperature = r->temperature;
@@ -548,13 +515,13 @@ test_model(const char *dir, int n, int n_req)
            "lockstep steps, hits on %d ranks\n", n, n_req, compared,
            cancelled, steps, ranks_hit);
     for (int i = 0; i < MAXREQ; i++) {
-        free(reqs[i].prompt);
+        free(fake_reqs[i].prompt_ids);
         for (int t = 0; t < MAXGEN; t++) {
             free(logit_log[i][t]);
             free(alone_log[i][t]);
         }
     }
-    memset(reqs, 0, sizeof(reqs));
+    memset(fake_reqs, 0, sizeof(fake_reqs));
 }
 
 /* ---- the engine on a device group -------------------------------------- */
