@@ -23,16 +23,20 @@ What this machine can and cannot show.  It has two cores, shared with other
 jobs (see the load above): a run of two ranks has the same two cores as a
 run of one, so the ratios measure the group's overhead, never a speed-up.
 Prefill (compute-bound, many rows per weight read) costs the same CPU on
-1-4 ranks: the exchange itself is cheap next to the experts.  A decode-like
-step costs 15-25% more CPU on several ranks: every rank reads the replicated
-weights (attention, shared expert, the 129280 x 512 head) for its own few
-rows, where one rank reads them once for all rows; on one socket that is
-the same memory read twice.  On GPUs each rank reads its own HBM, and on a
-multi-socket server each NUMA rank its own node's memory: there the same
-split adds bandwidth instead.  "In collectives" includes the wait for the
-slowest rank, so on an oversubscribed machine it grows with the ranks
-(4 ranks on 2 cores take turns).  The engine's ratio adds lockstep steps
-(a rank whose requests are done still steps while the other finishes).
+1-4 ranks (last column): the exchange itself is cheap next to the experts.
+A decode-like step costs more CPU on several ranks: every rank reads the
+replicated weights (attention, shared expert, the 129280 x 512 head) for its
+own few rows, where one rank reads them once for all rows; on one socket
+that is the same memory read again.  On GPUs each rank reads its own HBM,
+and on a multi-socket server each NUMA rank its own node's memory: there
+the same split adds bandwidth instead.  The exchange alone is a few
+condition-variable wake-ups per MoE layer: with more ranks than free cores
+its wall time is mostly waiting to be scheduled, and "in collectives"
+(which includes the wait for the slowest rank) grows with the ranks for
+the same reason.  Wall times on a machine this loaded move by 20-30% from
+run to run; the CPU column is the steadier one.  The engine's ratio adds
+lockstep steps (a rank whose requests are done still steps while the other
+finishes).
 TXT
 } | tee "$out"
 bash bench/section.sh multi "$out"
