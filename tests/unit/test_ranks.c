@@ -62,7 +62,7 @@ fake_opts(int n_blocks)
 static sg_ranks *
 fake_ranks(int n, fake *f, sg_sched_opts *o, sg_emit_fn emit, void *ectx)
 {
-    void     *ctx[MAXN];
+    void     *ctx[MAXN] = { 0 };
     char      err[200];
     sg_ranks *R;
 
@@ -401,6 +401,35 @@ serve_free(served *s, int n)
     sg_group_free(s->g);
 }
 
+/* Request i: a prompt opening with part of doc, random after. */
+static void
+model_submit(served *s, int i, const int32_t *doc)
+{
+    fake_seen *r = &fake_reqs[i];
+    int        sh = 128 + check_rand32() % 128;
+    int        len = sh + 1 + check_rand32() % 40;
+    sg_request q = { 0 };
+    char       err[300];
+
+    r->prompt_ids = malloc(sizeof(int32_t) * len);
+    memcpy(r->prompt_ids, doc, sizeof(int32_t) * sh);
+    for (int t = sh; t < len; t++)
+        r->prompt_ids[t] = check_rand32() % vocab;
+    r->n_prompt = len;
+    r->max_tokens = 1 + check_rand32() % 6;
+    r->temperature = check_rand32() % 2 ? 0.0f : 0.7f;
+    r->seed = check_rand32();
+    q.prompt = r->prompt_ids;
+    q.n_prompt = len;
+    q.max_tokens = r->max_tokens;
+    q.temperature = r->temperature;
+    q.top_p = 1;
+    q.seed = r->seed;
+    q.ignore_eos = 1;
+    r->accepted = sg_ranks_submit(s->R, &q, i, &r->rank, err,
+                                  sizeof(err)) == SG_OK;
+}
+
 static void
 test_model(const char *dir, int n, int n_req)
 {
@@ -424,31 +453,21 @@ test_model(const char *dir, int n, int n_req)
     for (int d = 0; d < 3; d++)
         for (int i = 0; i < 256; i++)
             mdocs[d][i] = check_rand32() % vocab;
-    /* requests arrive over time: a few per step */
-    for (int i = 0; i < n_req || !sg_ranks_idle(s.R); ) {
+    /* first one request per document (as many as ranks) at once: they
+     * spread over the ranks; then one more each, which follows its
+     * cached document: hits on several ranks, whatever comes after */
+    int i = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int d = 0; d < n && d < 3; d++, i++)
+            model_submit(&s, i, mdocs[d]);
+        while (!sg_ranks_idle(s.R))
+            sg_ranks_step(s.R, exec_group, s.g);
+    }
+    /* then requests arrive over time: a few per step */
+    n_req += i;
+    while (i < n_req || !sg_ranks_idle(s.R)) {
         if (i < n_req && check_rand32() % 2) {
-            fake_seen *r = &fake_reqs[i];
-            int        doc = check_rand32() % 3, sh = 128 + check_rand32() % 128;
-            int        len = sh + 1 + check_rand32() % 40;
-            sg_request q = { 0 };
-
-            r->prompt_ids = malloc(sizeof(int32_t) * len);
-            memcpy(r->prompt_ids, mdocs[doc], sizeof(int32_t) * sh);
-            for (int t = sh; t < len; t++)
-                r->prompt_ids[t] = check_rand32() % vocab;
-            r->n_prompt = len;
-            r->max_tokens = 1 + check_rand32() % 6;
-            r->temperature = check_rand32() % 2 ? 0.0f : 0.7f;
-            r->seed = check_rand32();
-            q.prompt = r->prompt_ids;
-            q.n_prompt = len;
-            q.max_tokens = r->max_tokens;
-            q.temperature = r->temperature;
-            q.top_p = 1;
-            q.seed = r->seed;
-            q.ignore_eos = 1;
-            r->accepted = sg_ranks_submit(s.R, &q, i, &r->rank, err,
-                                          sizeof(err)) == SG_OK;
+            model_submit(&s, i, mdocs[check_rand32() % 3]);
             i++;
             continue;
         }
