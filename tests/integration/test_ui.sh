@@ -56,6 +56,25 @@ ui_locations() {
 LOC
 }
 
+# configuration errors name the file and line: a page directory that is
+# not there, the page in a location that gives it no file name
+ui_bad_conf() {   # NAME LOCATIONS PATTERN
+    local p=$gw_dir/nginx-bad out
+    gw_conf "$p" "$port" "sparsegate_store sqlite:$gw_dir/store/passages.db;" "" "$2"
+    out=$(nginx -p "$p" -c "$p/conf/nginx.conf" -t 2>&1)
+    gw_check "$1" "$(echo "$out" | grep -Eq "$3"; echo $?)" "$out"
+}
+ui_bad_conf ui_conf_missing_root \
+    'location ^~ /ui/ { sparsegate_api ui; sparsegate_ui_root /nonexistent/ui; }' \
+    'cannot open the page.s directory "/nonexistent/ui".*nginx.conf:[0-9]+'
+ui_bad_conf ui_conf_exact_location \
+    'location = /ui { sparsegate_api ui; }' \
+    'endpoint "ui" takes what follows a prefix location.*nginx.conf:[0-9]+'
+mkdir -p "$gw_dir/empty-ui"
+ui_bad_conf ui_conf_no_index \
+    "location ^~ /ui/ { sparsegate_api ui; sparsegate_ui_root $gw_dir/empty-ui; }" \
+    'no index.html in'
+
 # B: the store is down
 port_b=$(gw_free_port)
 dead=$(gw_free_port)

@@ -274,6 +274,38 @@ try {
     await page.waitForFunction(() => document.getElementById('collection').dataset.loaded,
                                null, { timeout: 10000 });
 
+    // a model in thinking mode streams delta.reasoning_content before the
+    // answer: the page shows it apart (the stream here is the API's shape,
+    // served by the browser in place of the gateway)
+    await test('ui_thinking_apart', async () => {
+        const chunk = (delta, extra = {}) => `data: ${JSON.stringify({
+            id: 'rag-x', object: 'chat.completion.chunk', created: 1, model: 'm',
+            choices: [{ index: 0, delta, logprobs: null, finish_reason: null }], ...extra })}\n\n`;
+        const body = chunk({ role: 'assistant', content: '' }, { citations: [] })
+            + chunk({ reasoning_content: 'First, epoll ' })
+            + chunk({ reasoning_content: 'waits.' })
+            + chunk({ content: 'It reports readiness.' })
+            + `data: ${JSON.stringify({ id: 'rag-x', object: 'chat.completion.chunk',
+                created: 1, model: 'm', choices: [{ index: 0, delta: {}, logprobs: null,
+                finish_reason: 'stop' }] })}\n\n`
+            + 'data: [DONE]\n\n';
+        await page.route('**/v1/rag', (route) => route.fulfill({
+            status: 200, contentType: 'text/event-stream', body }));
+        await ask(page, 'Think first', 8);
+        await answerDone(page);
+        await page.unroute('**/v1/rag');
+        const r = await page.evaluate(() => ({
+            thinking: document.getElementById('thinking').textContent,
+            shown: !document.getElementById('thinking-box').hidden,
+            answer: document.getElementById('answer').textContent }));
+        check('ui_thinking_apart', r.shown && r.thinking === 'First, epoll waits.'
+              && r.answer === 'It reports readiness.', JSON.stringify(r));
+    });
+
+    await page.goto(`${A}/ui/`);
+    await page.waitForFunction(() => document.getElementById('collection').dataset.loaded,
+                               null, { timeout: 10000 });
+
     await test('ui_stop_cancels', async () => {
         await idle();
         const m0 = await metrics();
