@@ -6,9 +6,9 @@
 #include "ngx_http_sparsegate_running.h"
 
 
-static ngx_http_sparsegate_running_t  *ngx_http_sparsegate_running_list;
-static ngx_uint_t                      ngx_http_sparsegate_running_n;
-static uint64_t                        ngx_http_sparsegate_running_seq;
+static ngx_queue_t  ngx_http_sparsegate_running;
+static ngx_uint_t   ngx_http_sparsegate_running_n;
+static uint64_t     ngx_http_sparsegate_running_seq;
 
 
 void
@@ -17,6 +17,9 @@ ngx_http_sparsegate_running_add(ngx_http_sparsegate_running_t *e,
 {
     if (e->linked) {
         return;
+    }
+    if (ngx_http_sparsegate_running.next == NULL) {
+        ngx_queue_init(&ngx_http_sparsegate_running);
     }
 
     e->endpoint = endpoint;
@@ -27,12 +30,7 @@ ngx_http_sparsegate_running_add(ngx_http_sparsegate_running_t *e,
     e->cached_tokens = -1;
     ngx_http_sparsegate_running_phase(e, phase);
 
-    e->prev = NULL;
-    e->next = ngx_http_sparsegate_running_list;
-    if (e->next) {
-        e->next->prev = e;
-    }
-    ngx_http_sparsegate_running_list = e;
+    ngx_queue_insert_tail(&ngx_http_sparsegate_running, &e->queue);
     ngx_http_sparsegate_running_n++;
     e->linked = 1;
 }
@@ -64,24 +62,19 @@ ngx_http_sparsegate_running_remove(ngx_http_sparsegate_running_t *e)
         return;
     }
 
-    if (e->prev) {
-        e->prev->next = e->next;
-    } else {
-        ngx_http_sparsegate_running_list = e->next;
-    }
-    if (e->next) {
-        e->next->prev = e->prev;
-    }
-    e->next = NULL;
-    e->prev = NULL;
+    ngx_queue_remove(&e->queue);
     e->linked = 0;
     ngx_http_sparsegate_running_n--;
 }
 
 
-ngx_http_sparsegate_running_t *
-ngx_http_sparsegate_running_first(ngx_uint_t *n)
+ngx_queue_t *
+ngx_http_sparsegate_running_list(ngx_uint_t *n)
 {
+    if (ngx_http_sparsegate_running.next == NULL) {
+        ngx_queue_init(&ngx_http_sparsegate_running);
+    }
+
     *n = ngx_http_sparsegate_running_n;
-    return ngx_http_sparsegate_running_list;
+    return &ngx_http_sparsegate_running;
 }

@@ -16,8 +16,7 @@
 typedef struct ngx_http_sparsegate_running_s  ngx_http_sparsegate_running_t;
 
 struct ngx_http_sparsegate_running_s {
-    ngx_http_sparsegate_running_t  *next;
-    ngx_http_sparsegate_running_t  *prev;
+    ngx_queue_t                     queue;       /* in this worker's list */
 
     const char                     *endpoint;    /* static text */
     const char                     *phase;       /* static text */
@@ -48,8 +47,8 @@ void ngx_http_sparsegate_running_tokens(ngx_http_sparsegate_running_t *e,
 /* Unlinks e; safe when it is not linked. */
 void ngx_http_sparsegate_running_remove(ngx_http_sparsegate_running_t *e);
 
-/* The first entry (newest first), and how many there are. */
-ngx_http_sparsegate_running_t *ngx_http_sparsegate_running_first(
-    ngx_uint_t *n);
+/* The list, in the order added (ngx_queue_head() to ngx_queue_sentinel();
+ * each element is the queue member of an entry), and how many it holds. */
+ngx_queue_t *ngx_http_sparsegate_running_list(ngx_uint_t *n);
 
 #endif /* NGX_HTTP_SPARSEGATE_RUNNING_H */

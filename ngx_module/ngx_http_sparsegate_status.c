@@ -59,9 +59,10 @@ ngx_http_sparsegate_status_engine(ngx_http_sparsegate_engine_gauges_t *g,
  */
 static const char *
 ngx_http_sparsegate_status_phase(ngx_http_sparsegate_running_t *e,
-    ngx_http_sparsegate_running_t *all, ngx_uint_t queued)
+    ngx_queue_t *all, ngx_uint_t queued)
 {
     ngx_uint_t                      newer;
+    ngx_queue_t                    *q;
     ngx_http_sparsegate_running_t  *o;
 
     if (ngx_strcmp(e->phase, "prefill") != 0) {
@@ -69,7 +70,10 @@ ngx_http_sparsegate_status_phase(ngx_http_sparsegate_running_t *e,
     }
 
     newer = 0;
-    for (o = all; o != NULL; o = o->next) {
+    for (q = ngx_queue_head(all); q != ngx_queue_sentinel(all);
+         q = ngx_queue_next(q))
+    {
+        o = ngx_queue_data(q, ngx_http_sparsegate_running_t, queue);
         if (o->order > e->order && ngx_strcmp(o->phase, "prefill") == 0) {
             newer++;
         }
@@ -85,25 +89,23 @@ ngx_http_sparsegate_status_requests(ngx_uint_t queued)
     ngx_int_t                       age;
     ngx_uint_t                      n;
     ngx_time_t                     *tp;
-    ngx_http_sparsegate_running_t  *first, *e, *last;
+    ngx_queue_t                    *all, *q;
+    ngx_http_sparsegate_running_t  *e;
 
     arr = cJSON_CreateArray();
-    first = ngx_http_sparsegate_running_first(&n);
+    all = ngx_http_sparsegate_running_list(&n);
     tp = ngx_timeofday();
 
-    /* oldest first: the list is newest first */
-    for (last = first; last != NULL && last->next != NULL; last = last->next)
+    for (q = ngx_queue_head(all); q != ngx_queue_sentinel(all);
+         q = ngx_queue_next(q))
     {
-        /* void */
-    }
-
-    for (e = last; e != NULL; e = e->prev) {
+        e = ngx_queue_data(q, ngx_http_sparsegate_running_t, queue);
         o = cJSON_CreateObject();
         if (o == NULL) {
             break;
         }
-        age = (ngx_int_t) ((tp->sec - e->start_sec) * 1000
-                           + ((ngx_int_t) tp->msec - (ngx_int_t) e->start_msec));
+        age = (ngx_int_t) (tp->sec - e->start_sec) * 1000
+              + (ngx_int_t) tp->msec - (ngx_int_t) e->start_msec;
         if (e->id != NULL) {
             cJSON_AddStringToObject(o, "id", e->id);
         } else {
@@ -112,7 +114,7 @@ ngx_http_sparsegate_status_requests(ngx_uint_t queued)
         cJSON_AddNumberToObject(o, "connection", (double) e->connection);
         cJSON_AddStringToObject(o, "endpoint", e->endpoint);
         cJSON_AddStringToObject(o, "phase",
-            ngx_http_sparsegate_status_phase(e, first, queued));
+            ngx_http_sparsegate_status_phase(e, all, queued));
         cJSON_AddBoolToObject(o, "stream", e->stream);
         cJSON_AddNumberToObject(o, "age_ms", (double) ngx_max(age, 0));
         if (e->prompt_tokens >= 0) {

@@ -58,6 +58,8 @@ static ngx_str_t  ngx_http_sparsegate_ui_index = ngx_string("index.html");
 static ngx_str_t  ngx_http_sparsegate_ui_csp = ngx_string(
     "default-src 'self'; img-src 'self' data:; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'");
+static ngx_str_t  ngx_http_sparsegate_ui_nosniff = ngx_string("nosniff");
+static ngx_str_t  ngx_http_sparsegate_ui_no_cache = ngx_string("no-cache");
 
 
 static const char *
@@ -238,12 +240,29 @@ ngx_http_sparsegate_ui_load(ngx_conf_t *cf,
 }
 
 
+static ngx_int_t
+ngx_http_sparsegate_ui_header(ngx_http_request_t *r, const char *key,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value = *value;
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_sparsegate_ui(ngx_http_request_t *r)
 {
     ngx_str_t                        name;
     ngx_uint_t                       i;
-    ngx_table_elt_t                 *h;
     ngx_http_core_loc_conf_t        *clcf;
     ngx_http_sparsegate_ui_file_t   *f;
     ngx_http_sparsegate_loc_conf_t  *slcf;
@@ -272,29 +291,18 @@ ngx_http_sparsegate_ui(ngx_http_request_t *r)
     }
     f = &f[i];
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_sparsegate_ui_header(r, "Content-Security-Policy",
+                                      &ngx_http_sparsegate_ui_csp)
+        != NGX_OK
+        || ngx_http_sparsegate_ui_header(r, "X-Content-Type-Options",
+                                         &ngx_http_sparsegate_ui_nosniff)
+           != NGX_OK
+        || ngx_http_sparsegate_ui_header(r, "Cache-Control",
+                                         &ngx_http_sparsegate_ui_no_cache)
+           != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    h->hash = 1;
-    ngx_str_set(&h->key, "Content-Security-Policy");
-    h->value = ngx_http_sparsegate_ui_csp;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    h->hash = 1;
-    ngx_str_set(&h->key, "X-Content-Type-Options");
-    ngx_str_set(&h->value, "nosniff");
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-cache");
 
     /* revalidated each load: an If-None-Match that matches gets a 304 from
      * nginx's not-modified filter */

@@ -89,6 +89,15 @@ async function errorOf(res, hadKey) {
                         res.status);
 }
 
+// Shows an error (its message, its kind as data-kind) in the element p, or
+// hides p when e is null.
+export function showMessage(p, e) {
+    p.hidden = !e;
+    p.textContent = e ? e.message : '';
+    if (e) p.dataset.kind = e.kind || 'error';
+    else delete p.dataset.kind;
+}
+
 export async function getJSON(path) {
     return (await request(path)).json();
 }

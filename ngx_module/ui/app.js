@@ -2,7 +2,7 @@
 // field, the gateway's state in the header and a notice line for what
 // needs the reader (a key, a gateway that went away).
 
-import { apiKey, setApiKey } from './api.js';
+import { apiKey, setApiKey, showMessage } from './api.js';
 import { loadCollections, setupAsk } from './ask.js';
 import { startEngine } from './engine.js';
 
@@ -16,18 +16,7 @@ function showView() {
     $('tab-engine').classList.toggle('current', view === 'engine');
 }
 
-function notice(e) {
-    const p = $('notice');
-    if (!e) {
-        p.hidden = true;
-        p.textContent = '';
-        delete p.dataset.kind;
-        return;
-    }
-    p.hidden = false;
-    p.textContent = e.message;
-    p.dataset.kind = e.kind || 'error';
-}
+const notice = (e) => showMessage($('notice'), e);
 
 const STATES = {
     up: 'gateway up',

@@ -1,7 +1,7 @@
 // The Ask view: a question to /v1/rag, its answer streamed, the passages
 // the prompt held listed beside it, and the usage line.
 
-import { ApiError, getJSON, request, streamEvents } from './api.js';
+import { ApiError, getJSON, request, showMessage, streamEvents } from './api.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -29,18 +29,7 @@ export async function loadCollections(notify) {
     }
 }
 
-function showError(e) {
-    const p = $('ask-error');
-    if (e === null) {
-        p.hidden = true;
-        p.textContent = '';
-        delete p.dataset.kind;
-        return;
-    }
-    p.hidden = false;
-    p.textContent = e.message;
-    p.dataset.kind = e.kind || 'error';
-}
+const showError = (e) => showMessage($('ask-error'), e);
 
 function citationItem(c) {
     const li = document.createElement('li');

@@ -24,19 +24,7 @@ command -v node >/dev/null || { echo "SKIP ui: node missing"; exit 0; }
 gw_setup
 key=sk-ui-test
 
-python3 - "$gw_dir/corpus.jsonl" <<'PY'
-import json, sys
-docs = {
-    "epoll": "The epoll API monitors many file descriptors for readiness; "
-             "edge-triggered and level-triggered modes differ.",
-    "eventfd": "eventfd makes a 64-bit counter usable as a wait/notify "
-               "mechanism: readable when nonzero.",
-    "nginx": "nginx worker processes run an event loop and never block.",
-}
-with open(sys.argv[1], "w") as f:
-    for i, t in docs.items():
-        f.write(json.dumps({"id": i, "title": i + "(7)", "text": t}) + "\n")
-PY
+gw_corpus "$gw_dir/corpus.jsonl"
 "$gw_cli" ingest --store "sqlite:$gw_dir/store/passages.db" --collection man \
     --jsonl "$gw_dir/corpus.jsonl" --quiet >"$gw_dir/ingest.log" 2>&1 \
     || { echo "FAIL ui_ingest: $(tail -n 3 "$gw_dir/ingest.log")"; exit 1; }

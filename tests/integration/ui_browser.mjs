@@ -90,6 +90,12 @@ const answerDone = (page, ms = 90000) => page.waitForFunction(
     () => document.getElementById('answer').dataset.done
           || !document.getElementById('ask-error').hidden, null, { timeout: ms });
 
+// the notice line's text once it shows an error of this kind
+const noticeOf = async (page, kind, ms) => (await page.waitForFunction((k) => {
+    const p = document.getElementById('notice');
+    return !p.hidden && p.dataset.kind === k && p.textContent;
+}, kind, { timeout: ms })).jsonValue();
+
 const askError = (page) => page.evaluate(() => {
     const e = document.getElementById('ask-error');
     return e.hidden ? null : { kind: e.dataset.kind, text: e.textContent };
@@ -170,13 +176,10 @@ try {
     const page = await newPage(A);
 
     await test('ui_401_without_key', async () => {
-        const n = await page.waitForFunction(() => {
-            const p = document.getElementById('notice');
-            return !p.hidden && p.dataset.kind === 'auth' && p.textContent;
-        }, null, { timeout: 10000 });
+        const n = await noticeOf(page, 'auth', 10000);
         const state = await page.getAttribute('#gateway-state', 'data-state');
-        check('ui_401_without_key', state === 'auth' && /API key/.test(await n.jsonValue()),
-              `state ${state}, notice ${await n.jsonValue()}`);
+        check('ui_401_without_key', state === 'auth' && /API key/.test(n),
+              `state ${state}, notice ${n}`);
     });
 
     await test('ui_key_accepted', async () => {
@@ -221,8 +224,8 @@ try {
     await test('ui_citations', async () => {
         const items = await page.$$eval('#citations li', (l) => l.map((x) => ({
             id: x.dataset.id, head: x.querySelector('.citation-head').textContent })));
-        check('ui_citations', items.length === 3 && items[0].id === 'epoll:0000'
-              && /epoll\(7\)/.test(items[0].head) && /score \d/.test(items[0].head)
+        check('ui_citations', items.length === 4 && items[0].id === 'epoll:0000'
+              && /^epoll/.test(items[0].head) && /score \d/.test(items[0].head)
               && /rank 1/.test(items[0].head), JSON.stringify(items));
         const hidden = await page.isHidden('#citations li:first-child .passage');
         await page.click('#citations li:first-child .citation-head');
@@ -362,16 +365,13 @@ try {
     const pb = await newPage(B);
 
     await test('ui_store_error', async () => {
-        const n = await pb.waitForFunction(() => {
-            const p = document.getElementById('notice');
-            return !p.hidden && p.dataset.kind === 'store' && p.textContent;
-        }, null, { timeout: 15000 });
+        const n = await noticeOf(pb, 'store', 15000);
         await ask(pb, 'Anything?', 8);
         await answerDone(pb);
         const e = await askError(pb);
-        check('ui_store_error', /passage store failed/.test(await n.jsonValue())
+        check('ui_store_error', /passage store failed/.test(n)
               && e && e.kind === 'store' && /store/.test(e.text),
-              `notice ${await n.jsonValue()}, ask ${JSON.stringify(e)}`);
+              `notice ${n}, ask ${JSON.stringify(e)}`);
         await pb.screenshot({ path: join(SHOTS, 'store-error.png') });
     });
 
