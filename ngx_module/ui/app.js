@@ -10,8 +10,9 @@ const $ = (id) => document.getElementById(id);
 
 function showView() {
     const view = location.hash === '#engine' ? 'engine' : 'ask';
-    $('ask').hidden = view !== 'ask';
-    $('engine').hidden = view !== 'engine';
+    // (the views' ids are not the #'s: the browser would scroll to them)
+    $('ask-view').hidden = view !== 'ask';
+    $('engine-view').hidden = view !== 'engine';
     $('tab-ask').classList.toggle('current', view === 'ask');
     $('tab-engine').classList.toggle('current', view === 'engine');
 }

@@ -239,7 +239,7 @@ try {
     await test('ui_engine_view_matches_metrics', async () => {
         await idle();
         await compareWithMetrics(page, 'ui_engine_view_matches_metrics');
-        const svg = await page.$$eval('#engine svg.chart path.series', (p) => p.length);
+        const svg = await page.$$eval('#engine-view svg.chart path.series', (p) => p.length);
         check('ui_engine_charts_drawn', svg >= 6, `${svg} series drawn`);
     });
 
