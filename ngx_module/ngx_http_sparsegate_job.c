@@ -11,6 +11,7 @@
 
 #include "ngx_http_sparsegate_job.h"
 #include "ngx_http_sparsegate_counters.h"
+#include "ngx_http_sparsegate_running.h"
 
 
 typedef struct ngx_http_sparsegate_job_s  ngx_http_sparsegate_job_t;
@@ -31,6 +32,8 @@ struct ngx_http_sparsegate_job_s {
     unsigned                              engine_done:1;
     unsigned                              failed:1;    /* error answered */
     unsigned                              got_token:1;
+
+    ngx_http_sparsegate_running_t         running;  /* for /v1/status */
 
     struct timeval                        tv_submit;
     struct timeval                        tv_last;     /* last token */
@@ -112,6 +115,10 @@ ngx_http_sparsegate_job_run(ngx_http_request_t *r,
 
     job->submitted = 1;
     job->usage.prompt_tokens = (ngx_int_t) n_ids;
+    ngx_http_sparsegate_running_tokens(&job->running, (ngx_int_t) n_ids, -1,
+                                       0);
+    /* in the engine's queue or prefilling: /v1/status tells which */
+    ngx_http_sparsegate_running_phase(&job->running, "prefill");
     ngx_gettimeofday(&job->tv_submit);
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -211,6 +218,13 @@ ngx_http_sparsegate_job_create(ngx_http_request_t *r,
     cln->handler = ngx_http_sparsegate_job_request_gone;
     cln->data = job;
 
+    job->running.id = job->reply.id;
+    job->running.stream = o->stream;
+    ngx_http_sparsegate_running_add(&job->running, r,
+        o->format == NGX_HTTP_SG_FMT_CHAT ? "chat_completions"
+        : o->format == NGX_HTTP_SG_FMT_RAG ? "rag" : "completions",
+        "submit");
+
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "sparsegate job %s: created, %s", job->reply.id,
                    o->stream ? "streamed" : "one response");
@@ -239,6 +253,7 @@ ngx_http_sparsegate_job_free(ngx_http_sparsegate_job_t *job)
     }
     ngx_http_sparsegate_n_jobs--;
     ngx_http_sparsegate_gauge_jobs(ngx_http_sparsegate_n_jobs);
+    ngx_http_sparsegate_running_remove(&job->running);
 
     ngx_http_sparsegate_text_free(&job->text);
     free(job->reply.citations);
@@ -283,6 +298,7 @@ ngx_http_sparsegate_job_request_gone(void *data)
         if (!job->failed) {
             ngx_http_sparsegate_count_error(NGX_HTTP_SG_ERR_CLIENT_CLOSED);
         }
+        ngx_http_sparsegate_running_phase(&job->running, "cancelling");
         ngx_http_sparsegate_engine_cancel(&job->client);
         return;
     }
@@ -381,6 +397,14 @@ ngx_http_sparsegate_job_token(ngx_http_sparsegate_engine_client_t *c,
     }
     job->tv_last = tv;
     job->usage.completion_tokens++;
+
+    if (job->usage.completion_tokens == 1) {
+        ngx_http_sparsegate_running_phase(&job->running, "decode");
+    }
+    ngx_http_sparsegate_running_tokens(&job->running,
+                                       job->usage.prompt_tokens,
+                                       c->cached_tokens,
+                                       job->usage.completion_tokens);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "sparsegate job %s: token %i (#%i)", job->reply.id,

@@ -9,14 +9,17 @@
  *   handler.c                   endpoints bound by configuration, access,
  *                               method, body, dispatch
  *   prefix_key.c                $sparsegate_prefix_key, an upstream's hash
- *   openai.c rag.c info.c       the endpoints (endpoints.h)
+ *   openai.c rag.c info.c status.c collections.c ui.c
+ *                               the endpoints (endpoints.h)
  *   params.c encode.c           request JSON into options; text into ids
  *   job.c                       one generation's whole life
  *   response.c text.c           OpenAI response shapes; text, stop strings
  *   engine.c store.c offload.c  the worker's engine and store on the
  *                               event loop; nginx's thread pool
  *   errors.c                    OpenAI-shaped errors
- *   send.c counters.c           bytes out; counters for /metrics
+ *   send.c counters.c running.c
+ *                               bytes out; counters for /metrics; the
+ *                               requests running now (/v1/status)
  */
 
 #include "ngx_http_sparsegate_conf.h"
@@ -213,6 +216,13 @@ static ngx_command_t  ngx_http_sparsegate_commands[] = {
       offsetof(ngx_http_sparsegate_loc_conf_t, timeout),
       NULL },
 
+    { ngx_string("sparsegate_ui_root"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_loc_conf_t, ui_root),
+      NULL },
+
       ngx_null_command
 };
 
@@ -398,8 +408,9 @@ ngx_http_sparsegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->context_budget, prev->context_budget,
                          SG_CTX_BUDGET);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 600000);
+    ngx_conf_merge_str_value(conf->ui_root, prev->ui_root, "");
 
-    return NGX_CONF_OK;
+    return ngx_http_sparsegate_endpoint_merge(cf, prev, conf);
 }
 
 

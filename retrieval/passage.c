@@ -257,3 +257,15 @@ sg_parse_hostport(const char *s, char *host, size_t hostcap, int *port)
     *port = (int)p;
     return 0;
 }
+
+int
+sg_collection_push(sg_passage_list *out, const char *name, double n)
+{
+    sg_passage p = { 0 };
+
+    p.id = (char *)name;
+    p.collection = (char *)name;
+    p.score = n;
+    p.n_tokens = -1;
+    return sg_passage_list_push(out, &p);
+}

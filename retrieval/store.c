@@ -156,3 +156,10 @@ sg_astore_search(sg_astore *as, const char *query, const sg_search_opts *o,
     *q = NULL;
     return rc ? rc : as->vt->search(as, query, o, q, err, errlen);
 }
+
+int
+sg_astore_collections(sg_astore *as, sg_aquery **q, char *err, int errlen)
+{
+    *q = NULL;
+    return as->vt->collections(as, q, err, errlen);
+}

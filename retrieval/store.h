@@ -175,6 +175,14 @@ int sg_aquery_result(sg_aquery *q, sg_passage_list *out, char *err,
 /* Frees a query; one still running is abandoned (its connection closed). */
 void sg_aquery_free(sg_aquery *q);
 
+/* Starts a listing of the store's collections: the result holds one
+ * passage per collection, in byte order of the name, with the name in
+ * collection and id and its number of passages in score (the other text
+ * fields empty).  Otherwise as sg_astore_search (SG_STORE_EBUSY when the
+ * pool is full). */
+int sg_astore_collections(sg_astore *as, sg_aquery **q, char *err,
+    int errlen);
+
 /* Monotonic clock in ms (what deadlines are measured in). */
 int64_t sg_now_ms(void);
 

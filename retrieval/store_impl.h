@@ -30,6 +30,8 @@ typedef struct sg_astore_vt {
     int  (*search)(sg_astore *as, const char *query, const sg_search_opts *o,
         sg_aquery **q, char *err, int errlen);
     void (*close)(sg_astore *as);
+    int  (*collections)(sg_astore *as, sg_aquery **q, char *err,
+        int errlen);
 } sg_astore_vt;
 
 struct sg_astore {
@@ -64,6 +66,10 @@ int sg_store_err(char *err, int errlen, int code, const char *fmt, ...)
  * timeout dflt of 0 = SG_STORE_TIMEOUT_MS). */
 int sg_search_limit(const sg_search_opts *o);
 int sg_search_timeout(const sg_search_opts *o, int dflt);
+
+/* Appends a collection's row of sg_astore_collections: its name, its
+ * number of passages.  0 or SG_STORE_ENOMEM. */
+int sg_collection_push(sg_passage_list *out, const char *name, double n);
 
 /* Checks a passage before storing it: id, doc_id, text, collection set,
  * meta NULL or a JSON object.  0 or SG_STORE_EINVAL with a message. */

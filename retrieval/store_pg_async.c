@@ -226,21 +226,23 @@ idle_alive(PGconn *c)
            && poll(&pfd, 1, 0) == 0;
 }
 
+/* Starts q (its statement in q->ps) on a pooled connection; q is freed
+ * when it cannot start. */
 static int
-pg_asearch(sg_astore *as_, const char *query, const sg_search_opts *o,
-    sg_aquery **qp, char *err, int errlen)
+pg_astart(pg_astore *as, pg_aquery *q, int timeout_ms, sg_aquery **qp,
+    char *err, int errlen)
 {
-    pg_astore *as = (pg_astore *)as_;
-    pg_aquery *q;
     pg_conn   *idle = NULL, *empty = NULL;
-    int        rc;
 
     if (as->pool == NULL) {
         as->n_pool = as->base.pool_size > 0 ? as->base.pool_size : 4;
         as->pool = calloc(as->n_pool, sizeof(*as->pool));
-        if (as->pool == NULL)
+        if (as->pool == NULL) {
+            sg_pg_search_free(&q->ps);
+            free(q);
             return sg_store_err(err, errlen, SG_STORE_ENOMEM,
                                 "out of memory");
+        }
     }
     for (int i = 0; i < as->n_pool; i++) {
         pg_conn *pc = &as->pool[i];
@@ -254,23 +256,18 @@ pg_asearch(sg_astore *as_, const char *query, const sg_search_opts *o,
                 empty = pc;
         }
     }
-    if (idle == NULL && empty == NULL)
+    if (idle == NULL && empty == NULL) {
+        sg_pg_search_free(&q->ps);
+        free(q);
         return sg_store_err(err, errlen, SG_STORE_EBUSY,
                             "postgres: all %d pooled connections are busy",
                             as->n_pool);
-    q = calloc(1, sizeof(*q));
-    if (q == NULL)
-        return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
-    rc = sg_pg_search_prepare(query, o, &q->ps, err, errlen);
-    if (rc != SG_STORE_OK) {
-        free(q);
-        return rc;
     }
     q->as = as;
     q->base.fd = -1;
     q->base.step = pg_step;
     q->base.release = pg_release;
-    q->base.deadline = sg_now_ms() + sg_search_timeout(o, as->base.timeout_ms);
+    q->base.deadline = sg_now_ms() + timeout_ms;
     q->pc = idle ? idle : empty;
     q->pc->busy = 1;
     *qp = &q->base;
@@ -287,6 +284,42 @@ pg_asearch(sg_astore *as_, const char *query, const sg_search_opts *o,
     return SG_STORE_OK;
 }
 
+static int
+pg_asearch(sg_astore *as_, const char *query, const sg_search_opts *o,
+    sg_aquery **qp, char *err, int errlen)
+{
+    pg_astore *as = (pg_astore *)as_;
+    pg_aquery *q = calloc(1, sizeof(*q));
+    int        rc;
+
+    if (q == NULL)
+        return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
+    rc = sg_pg_search_prepare(query, o, &q->ps, err, errlen);
+    if (rc != SG_STORE_OK) {
+        free(q);
+        return rc;
+    }
+    return pg_astart(as, q, sg_search_timeout(o, as->base.timeout_ms), qp,
+                     err, errlen);
+}
+
+/* The rows of a search (7 columns): name, the passages' count as score. */
+static const char collections_sql[] =
+    "SELECT collection, '', '', '', collection, NULL::text, count(*)::text"
+    " FROM passages GROUP BY collection ORDER BY collection";
+
+static int
+pg_acollections(sg_astore *as_, sg_aquery **qp, char *err, int errlen)
+{
+    pg_astore *as = (pg_astore *)as_;
+    pg_aquery *q = calloc(1, sizeof(*q));
+
+    if (q == NULL)
+        return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
+    q->ps.sql = collections_sql;
+    return pg_astart(as, q, as->base.timeout_ms, qp, err, errlen);
+}
+
 static void
 pg_aclose(sg_astore *as_)
 {
@@ -299,7 +332,9 @@ pg_aclose(sg_astore *as_)
     free(as);
 }
 
-static const sg_astore_vt pg_avt = { "postgres", pg_asearch, pg_aclose };
+static const sg_astore_vt pg_avt = {
+    "postgres", pg_asearch, pg_aclose, pg_acollections,
+};
 
 int
 sg_pg_aopen(const char *conninfo, sg_astore **out, char *err, int errlen)

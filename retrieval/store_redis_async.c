@@ -362,6 +362,52 @@ r_asearch(sg_astore *as, const char *query, const sg_search_opts *o,
                            errlen);
 }
 
+/* Each collection's name and its number of passages, in byte order. */
+static const char collections_lua[] =
+    "local out = {}\n"
+    "for _, c in ipairs(redis.call('ZRANGE', 'sg:colls', 0, -1)) do\n"
+    "  out[#out + 1] = c\n"
+    "  out[#out + 1] = redis.call('ZCARD', 'sg:coll:' .. c)\n"
+    "end\n"
+    "return out\n";
+
+static int
+collections_done(sg_aquery *q, const redisReply *r, void *ud)
+{
+    (void)ud;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0)
+        return sg_redis_reply_err(r, "collections", q->err,
+                                  sizeof(q->err));
+    for (size_t i = 0; i < r->elements; i += 2) {
+        const redisReply *name = r->element[i], *n = r->element[i + 1];
+
+        if (name->type != REDIS_REPLY_STRING
+            || n->type != REDIS_REPLY_INTEGER)
+            return sg_store_err(q->err, sizeof(q->err), SG_STORE_EBADROW,
+                                "redis: collections: malformed reply");
+        if (sg_collection_push(&q->res, name->str, (double)n->integer) != 0)
+            return sg_store_err(q->err, sizeof(q->err), SG_STORE_ENOMEM,
+                                "out of memory");
+    }
+    return SG_STORE_OK;
+}
+
+static int
+r_acollections(sg_astore *as, sg_aquery **qp, char *err, int errlen)
+{
+    rcmd cmd = { 0 };
+
+    if (rcmd_add(&cmd, "EVAL", 4) != 0
+        || rcmd_add(&cmd, collections_lua, sizeof(collections_lua) - 1) != 0
+        || rcmd_add(&cmd, "0", 1) != 0)
+    {
+        rcmd_free(&cmd);
+        return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
+    }
+    return sg_redis_astart(as, &cmd, collections_done, NULL, 0, qp, err,
+                           errlen);
+}
+
 static void
 r_aclose(sg_astore *as_)
 {
@@ -380,7 +426,9 @@ r_aclose(sg_astore *as_)
     free(as);
 }
 
-static const sg_astore_vt redis_avt = { "redis", r_asearch, r_aclose };
+static const sg_astore_vt redis_avt = {
+    "redis", r_asearch, r_aclose, r_acollections,
+};
 
 int
 sg_redis_aopen(const char *hostport, sg_astore **out, char *err, int errlen)

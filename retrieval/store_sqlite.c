@@ -446,6 +446,46 @@ sqlite_asearch(sg_astore *as, const char *query, const sg_search_opts *o,
     return SG_STORE_OK;
 }
 
+static int
+sqlite_acollections(sg_astore *as, sg_aquery **qp, char *err, int errlen)
+{
+    sqlite_astore *a = (sqlite_astore *)as;
+    sqlite_store  *s = (sqlite_store *)a->store;
+    sqlite3_stmt  *stmt;
+    sg_aquery     *q = calloc(1, sizeof(*q));
+    int            rc = SG_STORE_OK, step;
+
+    if (q == NULL)
+        return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
+    q->deadline = sg_now_ms() + as->timeout_ms;
+    s->deadline = q->deadline;
+    if (sqlite3_prepare_v2(s->db,
+            "SELECT collection, count(*) FROM passages"
+            " GROUP BY collection ORDER BY collection", -1, &stmt, NULL)
+        != SQLITE_OK)
+    {
+        rc = db_err(s, q->err, sizeof(q->err), "collections");
+    } else {
+        while ((step = sqlite3_step(stmt)) == SQLITE_ROW && rc == 0) {
+            const char *name = (const char *)sqlite3_column_text(stmt, 0);
+
+            if (name && sg_collection_push(&q->res, name,
+                            (double)sqlite3_column_int64(stmt, 1)) != 0)
+                rc = sg_store_err(q->err, sizeof(q->err), SG_STORE_ENOMEM,
+                                  "out of memory");
+        }
+        if (rc == SG_STORE_OK && step != SQLITE_DONE)
+            rc = db_err(s, q->err, sizeof(q->err), "collections");
+        sqlite3_finalize(stmt);
+    }
+    s->deadline = 0;
+    q->done = 1;
+    q->fd = -1;
+    q->code = rc;
+    *qp = q;
+    return SG_STORE_OK;
+}
+
 static void
 sqlite_aclose(sg_astore *as)
 {
@@ -456,7 +496,7 @@ sqlite_aclose(sg_astore *as)
 }
 
 static const sg_astore_vt sqlite_avt = {
-    "sqlite", sqlite_asearch, sqlite_aclose,
+    "sqlite", sqlite_asearch, sqlite_aclose, sqlite_acollections,
 };
 
 int

@@ -31,21 +31,7 @@ sg_pg_start || { echo "FAIL gw_stores_pg_start: postgres did not start"; exit 1;
 sg_psql -v ON_ERROR_STOP=1 -f conf/schema.sql >/dev/null 2>"$gw_dir/schema.err" \
     || { echo "FAIL gw_stores_schema: $(head -n 3 "$gw_dir/schema.err")"; exit 1; }
 
-python3 - "$gw_dir/corpus.jsonl" <<'PY'
-import json, sys
-docs = {
-    "epoll": "The epoll API monitors many file descriptors for readiness; "
-             "edge-triggered and level-triggered modes differ.",
-    "eventfd": "eventfd makes a 64-bit counter usable as a wait/notify "
-               "mechanism: readable when nonzero.",
-    "nginx": "nginx worker processes run an event loop and never block.",
-    "timerfd": "timerfd delivers timer expirations through a file "
-               "descriptor that becomes readable.",
-}
-with open(sys.argv[1], "w") as f:
-    for i, t in docs.items():
-        f.write(json.dumps({"id": i, "title": i, "text": t}) + "\n")
-PY
+gw_corpus "$gw_dir/corpus.jsonl"
 
 declare -A URI=([postgres]="postgres:$SG_PG" [redis]="redis:$SG_REDIS")
 url=

@@ -1,4 +1,6 @@
 #include <poll.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "drive_aquery.h"
 
@@ -24,4 +26,32 @@ drive_aquery(sg_aquery *q, sg_passage_list *out, char *err, int errlen,
             *max_step_ms = (double)(sg_now_ms() - t0);
     }
     return sg_aquery_result(q, out, err, errlen);
+}
+
+int
+collections_hold(sg_astore *as, const char *coll, long n, char *err,
+    int errlen)
+{
+    sg_aquery      *q;
+    sg_passage_list l = { 0 };
+    double          max_step;
+    int             rc, found = 0;
+
+    rc = sg_astore_collections(as, &q, err, errlen);
+    if (rc != SG_STORE_OK)
+        return 0;
+    rc = drive_aquery(q, &l, err, errlen, &max_step);
+    sg_aquery_free(q);
+    for (size_t i = 0; rc == 0 && i < l.n; i++) {
+        if (i > 0 && strcmp(l.v[i - 1].collection, l.v[i].collection) >= 0)
+            rc = -1;                      /* not in byte order */
+        if (strcmp(l.v[i].collection, coll) == 0
+            && strcmp(l.v[i].id, coll) == 0 && l.v[i].score == (double)n)
+            found = 1;
+    }
+    if (rc == 0 && !found)
+        snprintf(err, errlen, "%s with %ld passages not among %zu "
+                 "collections", coll, n, l.n);
+    sg_passage_list_free(&l);
+    return rc == 0 && found;
 }

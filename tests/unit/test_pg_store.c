@@ -246,6 +246,9 @@ main(void)
         sg_passage_list_free(&l);
     }
 
+    CHECK(collections_hold(as, coll, NP, err, sizeof(err)),
+          "pg_collections", "%s", err);
+
     /* the backend dies mid-query: EDOWN, and the next query reconnects */
     sg_astore_close(as);
     sg_astore_open(uri, &ao, &as, err, sizeof(err));

@@ -306,6 +306,9 @@ main(void)
         sg_passage_list_free(&l);
     }
 
+    CHECK(collections_hold(as, coll, NP, err, sizeof(err)),
+          "redis_collections", "%s", err);
+
     /* malformed row: a passage hash without its text */
     {
         sg_search_opts  o = { .collection = coll, .limit = NP };

@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "chunk.h"
+#include "drive_aquery.h"
 #include "store.h"
 
 #define NP 300
@@ -324,6 +325,9 @@ main(void)
             CHECK(same, "sqlite_async_same_as_sync", "%s", err);
             if (rc == 0)
                 sg_aquery_free(q);
+            CHECK(collections_hold(as, "alpha", NP / 2, err, sizeof(err))
+                  && collections_hold(as, "beta", NP / 2, err, sizeof(err)),
+                  "sqlite_collections", "%s", err);
             sg_astore_close(as);
         }
         sg_passage_list_free(&a);
