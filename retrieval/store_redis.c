@@ -419,11 +419,9 @@ sg_redis_take_search(const redisReply *r, sg_passage_list *out, int limit,
     }
     /* ZREVRANGE breaks score ties by id descending: make them ascending
      * like the other stores. */
-    if (ranked)
-        qsort(out->v + first, out->n - first, sizeof(*out->v), cmp_rank);
-    else
+    if (out->n > first)             /* (none: out->v may be NULL) */
         qsort(out->v + first, out->n - first, sizeof(*out->v),
-              cmp_canonical);
+              ranked ? cmp_rank : cmp_canonical);
     while (limit > 0 && out->n - first > (size_t)limit)
         sg_passage_clear(&out->v[--out->n]);
     return SG_STORE_OK;
