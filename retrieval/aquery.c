@@ -1,8 +1,8 @@
 /*
  * The generic part of an async query (sg_aquery_* of store.h): its fd,
  * interest and deadline, its work for a thread, one step through the
- * implementation, the result moved out.  Each implementation fills the struct and finishes it with
- * sg_aquery_finish (store_impl.h).
+ * implementation, the result moved out.  Each implementation fills the
+ * struct and finishes it with sg_aquery_finish (store_impl.h).
  */
 #include <stdarg.h>
 #include <stdio.h>

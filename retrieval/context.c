@@ -331,7 +331,8 @@ skeleton_make(const sg_ctx_opts *o, const char *question, skeleton *k,
 }
 
 /* The passages chosen so far: S the shared block, R the retrieved one.
- * ids_seen maps a passage's hash (collection, id) to its place (i: S[i], -1 - i: R[i]). */
+ * ids_seen maps a passage's hash (collection, id) to its place (i: S[i],
+ * -1 - i: R[i]). */
 typedef struct chooser {
     const sg_ctx_opts *o;
     sg_context        *out;
@@ -346,9 +347,9 @@ enum { PLACED, DUPLICATE, NO_ROOM, ENCODE_FAILED = -1 };
 /*
  * The step every passage takes: one whose id (in its collection) or text
  * is already in the prompt is a duplicate (counted); otherwise it is
- * encoded unless its tokens came cached, and placed when the prompt's passages then still
- * fit in limit tokens: into the shared block when rank < 0, else into the
- * retrieved one.
+ * encoded unless its tokens came cached, and placed when the prompt's
+ * passages then still fit in limit tokens: into the shared block when
+ * rank < 0, else into the retrieved one.
  */
 static int
 place(chooser *ch, sg_passage *p, int rank, long limit)
