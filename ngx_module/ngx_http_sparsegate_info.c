@@ -104,59 +104,58 @@ ngx_http_sparsegate_health_send(ngx_http_sparsegate_health_t *h,
     char                 err[256];
     cJSON               *root, *engine, *stores, *st;
     ngx_int_t            rc;
-    const char          *reason, *kind;
+    const char          *down, *reason;
     sg_passage_list      none;
-    ngx_http_request_t  *r;
 
-    r = h->request;
+    down = ngx_http_sparsegate_engine_unavailable();
+    reason = down;
+
+    code = SG_STORE_OK;
+    if (probed == NGX_ERROR) {
+        code = SG_STORE_EFAIL;
+        ngx_cpystrn((u_char *) err, (u_char *) "cannot start a query",
+                    sizeof(err));
+    } else if (probed == NGX_OK && h->probe.query != NULL) {
+        /* (none: every pooled connection was busy serving) */
+        ngx_memzero(&none, sizeof(sg_passage_list));
+        code = ngx_http_sparsegate_query_result(&h->probe, &none, err,
+                                                sizeof(err));
+        sg_passage_list_free(&none);
+    }
+    if (code != SG_STORE_OK && reason == NULL) {
+        reason = err;
+    }
 
     root = cJSON_CreateObject();
-    engine = cJSON_CreateObject();
-    stores = cJSON_CreateArray();
-
-    reason = ngx_http_sparsegate_engine_unavailable();
-    cJSON_AddStringToObject(engine, "status", reason ? "down" : "ok");
-    if (reason != NULL) {
-        cJSON_AddStringToObject(engine, "reason", reason);
-    }
-
-    if (probed != NGX_DECLINED) {
-        kind = sg_astore_kind(ngx_http_sparsegate_store());
-        code = SG_STORE_OK;
-        if (probed == NGX_ERROR) {
-            code = SG_STORE_EFAIL;
-            ngx_cpystrn((u_char *) err, (u_char *) "cannot start a query",
-                        sizeof(err));
-        } else if (h->probe.query != NULL) {
-            /* (none: every pooled connection was busy serving) */
-            ngx_memzero(&none, sizeof(sg_passage_list));
-            code = ngx_http_sparsegate_query_result(&h->probe, &none, err,
-                                                    sizeof(err));
-            sg_passage_list_free(&none);
-        }
-
-        st = cJSON_CreateObject();
-        cJSON_AddStringToObject(st, "kind", kind);
-        cJSON_AddStringToObject(st, "status",
-                                code == SG_STORE_OK ? "ok" : "down");
-        if (code != SG_STORE_OK) {
-            cJSON_AddStringToObject(st, "reason", err);
-            if (reason == NULL) {
-                reason = err;
-            }
-        }
-        cJSON_AddItemToArray(stores, st);
-    }
-
     cJSON_AddStringToObject(root, "status", reason ? "unavailable" : "ok");
     if (reason != NULL) {
         cJSON_AddStringToObject(root, "reason", reason);
     }
-    cJSON_AddItemToObject(root, "engine", engine);
-    cJSON_AddItemToObject(root, "stores", stores);
 
-    rc = ngx_http_sparsegate_send_json(r, reason ? NGX_HTTP_SERVICE_UNAVAILABLE
-                                                 : NGX_HTTP_OK, root);
+    engine = cJSON_AddObjectToObject(root, "engine");
+    cJSON_AddStringToObject(engine, "status", down ? "down" : "ok");
+    if (down != NULL) {
+        cJSON_AddStringToObject(engine, "reason", down);
+    }
+
+    stores = cJSON_AddArrayToObject(root, "stores");
+    if (probed != NGX_DECLINED) {
+        st = cJSON_CreateObject();
+        cJSON_AddStringToObject(st, "kind",
+                                sg_astore_kind(ngx_http_sparsegate_store()));
+        cJSON_AddStringToObject(st, "status",
+                                code == SG_STORE_OK ? "ok" : "down");
+        if (code != SG_STORE_OK) {
+            cJSON_AddStringToObject(st, "reason", err);
+        }
+        if (!cJSON_AddItemToArray(stores, st)) {
+            cJSON_Delete(st);
+        }
+    }
+
+    rc = ngx_http_sparsegate_send_json(h->request,
+                                       reason ? NGX_HTTP_SERVICE_UNAVAILABLE
+                                              : NGX_HTTP_OK, root);
     cJSON_Delete(root);
     return rc;
 }
