@@ -115,8 +115,10 @@ int sg_collection_check(const char *name, char *err, int errlen);
 /* The schema a store is written in (SQLite's user_version, a row of
  * PostgreSQL's sg_schema table, Redis's key sg:schema).  Version 2: ids of
  * passages and documents are unique per collection.  sg_store_open_rw()
- * upgrades a store of version 1 (ids unique across collections) in one
- * transaction; the read-only faces refuse it, naming that command. */
+ * (`sparsegate migrate`) upgrades a store of version 1 (ids unique across
+ * collections): SQLite and PostgreSQL in one transaction, Redis in steps
+ * that resume when interrupted.  Until then SQLite's and Redis's read
+ * faces refuse it, naming that command; PostgreSQL's reads it as it is. */
 #define SG_STORE_SCHEMA      2
 
 /*
