@@ -116,7 +116,7 @@ ngx_http_sparsegate_collections(ngx_http_request_t *r)
                                          "store: %s", err);
     }
 
-    rc = ngx_http_sparsegate_query_wait(&c->query, r->connection->log,
+    rc = ngx_http_sparsegate_query_wait(&c->query, r,
                                         ngx_http_sparsegate_collections_done,
                                         c);
     if (rc == NGX_OK) {

@@ -14,9 +14,9 @@
  *   params.c encode.c           request JSON into options; text into ids
  *   job.c                       one generation's whole life
  *   response.c text.c           OpenAI response shapes; text, stop strings
- *   engine.c store.c offload.c  the worker's engine and store on the
- *                               event loop; nginx's thread pool
- *   errors.c                    OpenAI-shaped errors
+ *   engine.c store.c            the worker's engine and store on the
+ *                               event loop
+ *   errors.c offload.c          OpenAI-shaped errors; nginx's thread pool
  *   send.c counters.c running.c
  *                               bytes out; counters for /metrics; the
  *                               requests running now (/v1/status)
@@ -473,8 +473,9 @@ ngx_http_sparsegate_tokenizer_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* sparsegate_store URI: parsed (and a sqlite file opened) now, so a bad URI
- * fails nginx -t; connections are made by the workers. */
+/* sparsegate_store URI: parsed (and a sqlite file checked to be a store)
+ * now, so a bad URI or file fails nginx -t; connections are made by the
+ * workers. */
 static char *
 ngx_http_sparsegate_store_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)

@@ -293,9 +293,8 @@ ngx_http_sparsegate_rag_query(ngx_http_sparsegate_rag_t *rag,
 {
     ngx_int_t  rc;
 
-    rc = ngx_http_sparsegate_query_wait(&rag->query,
-                                        rag->request->connection->log,
-                                        done, rag);
+    rc = ngx_http_sparsegate_query_wait(&rag->query, rag->request, done,
+                                        rag);
     if (rc == NGX_OK) {
         return ngx_http_sparsegate_rag_result(rag, out);
     }
@@ -667,6 +666,7 @@ ngx_http_sparsegate_rag_options(ngx_http_request_t *r,
     ngx_http_sparsegate_rag_t *rag, ngx_http_sparsegate_fault_t *f)
 {
     int                              n, i;
+    char                             err[256];
     cJSON                           *root, *it, *id;
     const char                     **doc_ids;
     ngx_http_sparsegate_loc_conf_t  *slcf;
@@ -691,6 +691,12 @@ ngx_http_sparsegate_rag_options(ngx_http_request_t *r,
             return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
                        NGX_HTTP_SG_ERR_BAD_REQUEST, "collection",
                        "'collection' must be a string");
+        }
+        /* "" names no collection (leave the field out for every one) */
+        if (sg_collection_check(it->valuestring, err, sizeof(err)) != 0) {
+            return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                       NGX_HTTP_SG_ERR_BAD_REQUEST, "collection",
+                       "'collection': %s", err);
         }
         rag->search.collection = it->valuestring;
     }

@@ -14,8 +14,9 @@ typedef struct sg_store_vt {
         int errlen);
     int  (*search)(sg_store *s, const char *query, const sg_search_opts *o,
         sg_passage_list *out, char *err, int errlen);
-    int  (*get)(sg_store *s, const char *const *ids, size_t n,
-        sg_passage_list *out, char *err, int errlen);
+    int  (*get)(sg_store *s, const char *collection,
+        const char *const *ids, size_t n, sg_passage_list *out, char *err,
+        int errlen);
     long (*count)(sg_store *s, const char *collection, char *err,
         int errlen);
     void (*close)(sg_store *s);
@@ -48,11 +49,20 @@ struct sg_aquery {
     int             code;
     char            err[256];
     sg_passage_list res;
+    /* the blocking work of a query that wants SG_AQ_WORK (in the host's
+     * thread; NULL for none), then a step with SG_AQ_WORK on the loop */
+    void          (*work)(sg_aquery *q);
+    int             worked;
     /* one step of the implementation; sets done/code/err when finishing */
     void          (*step)(sg_aquery *q, int events);
     /* releases the implementation's part (not res, not q itself) */
     void          (*release)(sg_aquery *q);
 };
+
+/* A networked store's query text this long or longer is split into terms
+ * in the host's thread (SG_AQ_WORK); a shorter one inline, in less time
+ * than the hop to a thread takes. */
+#define SG_STORE_INLINE_QUERY  4096
 
 /* Finishes q with a result code and printf-style message. */
 void sg_aquery_finish(sg_aquery *q, int code, const char *fmt, ...)

@@ -37,6 +37,9 @@ if [ ! -f "$run/demo.db" ]; then
     SECTIONS="7" bash tools/make_corpus.sh "$run/demo.jsonl"
     build/sparsegate ingest --store "sqlite:$run/demo.db" --collection man \
         --jsonl "$run/demo.jsonl"
+else
+    # a store from an earlier version: brought to the current schema
+    build/sparsegate migrate --store "sqlite:$run/demo.db"
 fi
 
 step "start nginx with the module on 127.0.0.1:$port"

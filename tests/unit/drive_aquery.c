@@ -15,11 +15,19 @@ drive_aquery(sg_aquery *q, sg_passage_list *out, char *err, int errlen,
         int           ev = 0;
         int64_t       t0;
 
-        pfd.events = (sg_aquery_wants(q) & SG_AQ_READ ? POLLIN : 0)
-                     | (sg_aquery_wants(q) & SG_AQ_WRITE ? POLLOUT : 0);
-        if (poll(&pfd, 1, left > 0 ? (int)left : 0) > 0)
-            ev = (pfd.revents & (POLLIN | POLLHUP | POLLERR) ? SG_AQ_READ : 0)
-                 | (pfd.revents & POLLOUT ? SG_AQ_WRITE : 0);
+        if (sg_aquery_wants(q) == SG_AQ_WORK) {
+            /* a host's thread would run it: inline here, not timed as a
+             * step (steps are what runs on the event loop) */
+            sg_aquery_work(q);
+            ev = SG_AQ_WORK;
+        } else {
+            pfd.events = (sg_aquery_wants(q) & SG_AQ_READ ? POLLIN : 0)
+                         | (sg_aquery_wants(q) & SG_AQ_WRITE ? POLLOUT : 0);
+            if (poll(&pfd, 1, left > 0 ? (int)left : 0) > 0)
+                ev = (pfd.revents & (POLLIN | POLLHUP | POLLERR)
+                      ? SG_AQ_READ : 0)
+                     | (pfd.revents & POLLOUT ? SG_AQ_WRITE : 0);
+        }
         t0 = sg_now_ms();
         sg_aquery_step(q, ev);
         if (sg_now_ms() - t0 > *max_step_ms)
