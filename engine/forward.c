@@ -336,7 +336,11 @@ uses_mha(const fwd_t *f, int it)
     return n > 1 || f->items[it].prompt;
 }
 
-/* Positions [0, mha_positions) of a prompt take the MHA form. */
+/* Positions [0, mha_positions) of a prompt take the MHA form.  With the
+ * indexer on, a row past index_topk attends index_topk keys of a longer
+ * context: the absorbed form reads each of them once for all heads where
+ * the MHA form would expand every key of the context, so it ends there
+ * too (unless the model's mha_max_bytes is set explicitly). */
 static int
 mha_positions(const sg_model *m)
 {
@@ -347,6 +351,9 @@ mha_positions(const sg_model *m)
                                         : m->backend->mha_max_bytes;
     size_t keys = limit / per_key;
 
+    if (!m->num.dense && m->num.mha_max_bytes == 0
+        && keys > (size_t)c->index_topk)
+        keys = c->index_topk;
     return keys > (size_t)m->max_pos ? m->max_pos : (int)keys;
 }
 

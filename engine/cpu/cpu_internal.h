@@ -175,6 +175,13 @@ void cpu_attn_prefill(sg_backend *b, const float *q, const float *kv,
                       const float *pe, int n_keys, const sg_rows *rows,
                       const int32_t *sel, int k, int heads, int nope,
                       int rope, int v, float scale, float *out);
+/* cpu_attn_prefill's rows that attend every key up to their position
+ * (cpu_flash.c: tiled, online softmax): the n rows ridx[0..n) of rows
+ * (ridx NULL: rows 0..n). */
+void cpu_flash_prefill(sg_backend *b, const float *q, const float *kv,
+                       const float *pe, int n_keys, const sg_rows *rows,
+                       const int32_t *ridx, int n, int heads, int nope,
+                       int rope, int v, float scale, float *out);
 void cpu_attn_decode(sg_backend *b, const sg_kv_pool *pool, int layer,
                      const sg_rows *rows, const float *q_lat,
                      const float *q_pe, const int32_t *sel, int k,
