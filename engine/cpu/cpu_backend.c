@@ -219,13 +219,19 @@ static const sg_backend_ops cpu_ops = {
     .moe_route = cpu_moe_route,
 };
 
+int cpu_isa_avx512;
+
 sg_backend *
 sg_backend_cpu_new(int n_threads)
 {
     sg_backend *b = calloc(1, sizeof(*b));
+    const char *isa = getenv("SG_CPU_ISA");
 
     if (b == NULL)
         return NULL;
+    __builtin_cpu_init();
+    cpu_isa_avx512 = __builtin_cpu_supports("avx512f")
+                     && !(isa && strcmp(isa, "avx2") == 0);
     sg_fp8_init();
     /* OpenBLAS's own threads would nest inside ours */
     openblas_set_num_threads(1);

@@ -151,12 +151,7 @@ flash_range(void *c, int64_t t0, int64_t t1)
                                     + h) * qk;
                     sr[u] = sc + (size_t)act[g + u] * FLASH_KT;
                 }
-                if (ng == 4)
-                    scores_tile(qr, 4, kt, FLASH_KT, dk, nk16, sr);
-                else
-                    for (int u = 0; u < ng; u++)
-                        scores_tile(qr + u, 1, kt, FLASH_KT, dk, nk16,
-                                    sr + u);
+                cpu_tile_scores(qr, ng, kt, FLASH_KT, dk, nk16, sr);
             }
             for (int a = 0; a < na; a++) {
                 int r = act[a];
@@ -182,19 +177,19 @@ flash_range(void *c, int64_t t0, int64_t t1)
                     pr[u] = sc + (size_t)r * FLASH_KT;
                     cmin = cnt[r] < cmin ? cnt[r] : cmin;
                 }
-                if (ng == 4) {
-                    values_tile(orow, pr, 4, vb, vstride, cmin, v);
-                } else {
+                if (ng == 4)
+                    cpu_tile_values(orow, pr, 4, vb, vstride, cmin, v);
+                else
                     cmin = 0;
-                }
                 for (int u = 0; u < ng; u++) {
                     int          r = act[g + u];
                     float       *ou = orow[u];
                     const float *pu = pr[u] + cmin;
 
                     if (cnt[r] > cmin)
-                        values_tile(&ou, &pu, 1, vb + (size_t)cmin * vstride,
-                                    vstride, cnt[r] - cmin, v);
+                        cpu_tile_values(&ou, &pu, 1,
+                                        vb + (size_t)cmin * vstride, vstride,
+                                        cnt[r] - cmin, v);
                 }
             }
         }

@@ -12,6 +12,17 @@
 #include "backend.h"
 #include "dtype.h"
 
+/* Whether the kernels that have an AVX-512 form use it: the CPU has
+ * AVX-512F and SG_CPU_ISA is not "avx2" (cpu_backend.c, set when a
+ * backend is created).  Forms give the same bits where a kernel says so. */
+extern int cpu_isa_avx512;
+
+static inline int
+cpu_avx512(void)
+{
+    return cpu_isa_avx512;
+}
+
 /* Threads an op may use (the backend's bound). */
 static inline int
 cpu_threads(const sg_backend *b)

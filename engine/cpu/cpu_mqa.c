@@ -167,19 +167,11 @@ mqa_row(const mqa_ctx *A, int i, int h0, int h1, mqa_scratch *S)
                 orow[u] = out + (size_t)(h + u) * lora;
                 pr[u] = sr[u];
             }
-            if (ng == 4)
-                scores_tile(qr, 4, S->kt, MQA_KT, dk, tn16, sr);
-            else
-                for (int u = 0; u < ng; u++)
-                    scores_tile(qr + u, 1, S->kt, MQA_KT, dk, tn16, sr + u);
+            cpu_tile_scores(qr, ng, S->kt, MQA_KT, dk, tn16, sr);
             for (int u = 0; u < ng; u++)
                 online_softmax(sr[u], tn, A->scale, &S->m[h + u],
                                &S->l[h + u], orow[u], lora);
-            if (ng == 4)
-                values_tile(orow, pr, 4, S->lat, lora, tn, lora);
-            else
-                for (int u = 0; u < ng; u++)
-                    values_tile(orow + u, pr + u, 1, S->lat, lora, tn, lora);
+            cpu_tile_values(orow, pr, ng, S->lat, lora, tn, lora);
         }
     }
     for (int h = h0; h < h1 && nk > 0; h++) {

@@ -4,7 +4,8 @@
  * their online-softmax step, and the probability-weighted sum of the
  * tile's values.  Each output is one FMA chain in a fixed order (over the
  * dimensions for a score, over the keys for a value), so grouping rows
- * four at a time, or the vector width, changes no bit of a row's result.
+ * four at a time, or the vector width (AVX2 or AVX-512, chosen at run
+ * time in cpu_tile.c), changes no bit of a row's result.
  */
 #ifndef SG_CPU_TILE_H
 #define SG_CPU_TILE_H
@@ -14,94 +15,16 @@
 #include "cpu_internal.h"
 #include "cpu_simd.h"
 
-/* s[t][j] = q[t] . key j for j < nk16 (a multiple of 16), nr = 1..4 rows
- * (a constant after inlining), keys packed transposed (kt[d * ld + j]):
- * one FMA chain per (row, key) over d. */
-static inline __attribute__((always_inline)) void
-scores_tile(const float *const *q, const int nr, const float *kt, int ld,
-            int dk, int nk16, float *const *s)
-{
-    for (int j = 0; j < nk16; j += 16) {
-        __m256 acc[4][2];
-
-#pragma GCC unroll 4
-        for (int t = 0; t < nr; t++)
-            acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-        for (int d = 0; d < dk; d++) {
-            __m256 k0 = _mm256_loadu_ps(kt + (size_t)d * ld + j);
-            __m256 k1 = _mm256_loadu_ps(kt + (size_t)d * ld + j + 8);
-#pragma GCC unroll 4
-            for (int t = 0; t < nr; t++) {
-                __m256 qb = _mm256_broadcast_ss(q[t] + d);
-                acc[t][0] = _mm256_fmadd_ps(qb, k0, acc[t][0]);
-                acc[t][1] = _mm256_fmadd_ps(qb, k1, acc[t][1]);
-            }
-        }
-#pragma GCC unroll 4
-        for (int t = 0; t < nr; t++) {
-            _mm256_storeu_ps(s[t] + j, acc[t][0]);
-            _mm256_storeu_ps(s[t] + j + 8, acc[t][1]);
-        }
-    }
-}
+/* s[t][j] = q[t] . key j for j < nk rounded up to 16 (kt zero up to
+ * there), nr = 1..4 rows, keys packed transposed (kt[d * ld + j]): one
+ * FMA chain per (row, key) over d. */
+void cpu_tile_scores(const float *const *q, int nr, const float *kt, int ld,
+                     int dk, int nk, float *const *s);
 
 /* o[t][0..v) += sum_{j < nk} p[t][j] * V[j] in j order (one FMA chain per
  * element), nr = 1..4 rows; V[j] = vb + j * vstride. */
-static inline __attribute__((always_inline)) void
-values_tile(float *const *o, const float *const *p, const int nr,
-            const float *vb, size_t vstride, int nk, int v)
-{
-    int d = 0;
-
-    for (; d + 16 <= v; d += 16) {
-        __m256 acc[4][2];
-
-#pragma GCC unroll 4
-        for (int t = 0; t < nr; t++) {
-            acc[t][0] = _mm256_loadu_ps(o[t] + d);
-            acc[t][1] = _mm256_loadu_ps(o[t] + d + 8);
-        }
-        for (int j = 0; j < nk; j++) {
-            const float *vr = vb + (size_t)j * vstride + d;
-            __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
-#pragma GCC unroll 4
-            for (int t = 0; t < nr; t++) {
-                __m256 pb = _mm256_broadcast_ss(p[t] + j);
-                acc[t][0] = _mm256_fmadd_ps(pb, v0, acc[t][0]);
-                acc[t][1] = _mm256_fmadd_ps(pb, v1, acc[t][1]);
-            }
-        }
-#pragma GCC unroll 4
-        for (int t = 0; t < nr; t++) {
-            _mm256_storeu_ps(o[t] + d, acc[t][0]);
-            _mm256_storeu_ps(o[t] + d + 8, acc[t][1]);
-        }
-    }
-    for (; d + 8 <= v; d += 8) {
-        __m256 acc[4];
-
-#pragma GCC unroll 4
-        for (int t = 0; t < nr; t++)
-            acc[t] = _mm256_loadu_ps(o[t] + d);
-        for (int j = 0; j < nk; j++) {
-            __m256 v0 = _mm256_loadu_ps(vb + (size_t)j * vstride + d);
-#pragma GCC unroll 4
-            for (int t = 0; t < nr; t++)
-                acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(p[t] + j), v0,
-                                         acc[t]);
-        }
-#pragma GCC unroll 4
-        for (int t = 0; t < nr; t++)
-            _mm256_storeu_ps(o[t] + d, acc[t]);
-    }
-    for (; d < v; d++)
-        for (int t = 0; t < nr; t++) {
-            float a = o[t][d];
-            for (int j = 0; j < nk; j++)
-                a = fmaf(p[t][j], vb[(size_t)j * vstride + d], a);
-            o[t][d] = a;
-        }
-}
+void cpu_tile_values(float *const *o, const float *const *p, int nr,
+                     const float *vb, size_t vstride, int nk, int v);
 
 /*
  * One row's softmax step over its c valid scores of the tile (c >= 1):

@@ -558,6 +558,79 @@ test_attn_decode(int fp8, int sparse, int H, int nan)
     free(p);
 }
 
+/*
+ * The AVX-512 and AVX2 forms of the tile kernels give the same bits: dense
+ * prefill (flash) and absorbed attention on a backend of each form.
+ */
+static void
+test_isa_forms_equal(void)
+{
+    enum { N = 70, NK = 130, H = 3, NOPE = 64, R = 32, V = 40, DH = 7 };
+    int32_t  pos[N], seq[N] = { 0 }, dpos[3] = { LEN - 1, 100, 30 };
+    int32_t  dseq[3] = { 0, 1, 0 };
+    float   *q = malloc(sizeof(float) * N * H * (NOPE + R));
+    float   *kv = malloc(sizeof(float) * NK * H * (NOPE + V));
+    float   *pe = malloc(sizeof(float) * NK * R);
+    float   *o[2], *d[2];
+    float   *ql = malloc(sizeof(float) * 3 * DH * LORA);
+    float   *qp = malloc(sizeof(float) * 3 * DH * ROPE);
+    sg_rows  rows = { N, pos, seq, block_table, MAXB };
+    sg_rows  drows = { 3, dpos, dseq, block_table, MAXB };
+    cache    c;
+
+    if (!__builtin_cpu_supports("avx512f")) {
+        printf("# no AVX-512 on this CPU: one kernel form, nothing to "
+               "compare\n");
+        free(q), free(kv), free(pe), free(ql), free(qp);
+        return;
+    }
+    cache_fill(&c, 1, 1);
+    for (int i = 0; i < N; i++)
+        pos[i] = i + 50;
+    for (int i = 0; i < N * H * (NOPE + R); i++)
+        q[i] = check_randn();
+    for (int i = 0; i < NK * H * (NOPE + V); i++)
+        kv[i] = check_randn();
+    for (int i = 0; i < NK * R; i++)
+        pe[i] = check_randn();
+    for (int i = 0; i < 3 * DH * LORA; i++)
+        ql[i] = check_randn();
+    for (int i = 0; i < 3 * DH * ROPE; i++)
+        qp[i] = check_randn();
+    for (int f = 0; f < 2; f++) {
+        sg_backend *b;
+
+        if (f)
+            setenv("SG_CPU_ISA", "avx2", 1);
+        b = sg_backend_cpu_new(2);
+        o[f] = malloc(sizeof(float) * N * H * V);
+        d[f] = malloc(sizeof(float) * 3 * DH * LORA);
+        b->ops->attn_prefill(b, q, kv, pe, NK, &rows, NULL, 0, H, NOPE, R, V,
+                             0.1f, o[f]);
+        b->ops->attn_decode(b, c.pool, 1, &drows, ql, qp, NULL, 0, DH, 0.05f,
+                            d[f]);
+        b->ops->destroy(b);
+    }
+    unsetenv("SG_CPU_ISA");
+    {
+        /* the process-wide choice back to this machine's */
+        sg_backend *r = sg_backend_cpu_new(1);
+        r->ops->destroy(r);
+    }
+    CHECKB(memcmp(o[0], o[1], sizeof(float) * N * H * V) == 0,
+           "attn_prefill dense: AVX-512 and AVX2 forms bitwise equal",
+           "outputs differ");
+    CHECKB(memcmp(d[0], d[1], sizeof(float) * 3 * DH * LORA) == 0,
+           "attn_decode: AVX-512 and AVX2 forms bitwise equal",
+           "outputs differ");
+    cache_free(&c);
+    for (int f = 0; f < 2; f++) {
+        free(o[f]);
+        free(d[f]);
+    }
+    free(q), free(kv), free(pe), free(ql), free(qp);
+}
+
 int
 main(void)
 {
@@ -592,6 +665,7 @@ main(void)
                 test_attn_decode(fp8, sparse, 4, 0);
         test_attn_decode(1, 0, 7, 0);
         test_attn_decode(1, 1, 13, 1);
+        test_isa_forms_equal();
         B->ops->destroy(B);
     }
     unsetenv("SG_CPU_PAR_WORK");
