@@ -271,7 +271,7 @@ indexer_select(fwd_t *f, int l)
 
         while (r0 + n < T) {
             int p = f->pos[r0 + n] > maxpos ? f->pos[r0 + n] : maxpos;
-            if (n > 0 && (size_t)(n + 1) * (p + 1) > (32u << 20))
+            if (n > 0 && (size_t)(n + 1) * (p + 1) > (8u << 20))
                 break;
             maxpos = p;
             n++;
@@ -320,7 +320,7 @@ indexer_select(fwd_t *f, int l)
  * prefill), generated tokens the absorbed form (kv_b folded into the query
  * and the output, as the reference's decode).  Past the position where the
  * context's keys and values would outgrow num.mha_max_bytes (the backend's
- * default: 1 GiB on the CPU, reached at 8K tokens with V3.2's shapes; 0 on
+ * default: 256 MiB on the CPU, reached at 2K tokens with V3.2's shapes; 0 on
  * the GPU, see backend.h), prompt tokens take the absorbed form too: its
  * memory does not grow with the context, and with a long context it also
  * costs less than applying kv_b to the whole context once per chunk.

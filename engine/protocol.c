@@ -9,6 +9,8 @@
 
 #include "protocol.h"
 
+#define PREFILL_CHUNK 2048     /* prompt tokens per forward call */
+
 int32_t
 sg_argmax(const float *x, int n)
 {
@@ -210,11 +212,25 @@ sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *o,
     tr.force_experts = force_experts;
     tr.ctx = &fc;
 
-    /* prefill */
+    /* prefill: without a trace to record or decisions to force (both
+     * indexed by prompt position), in chunks of PREFILL_CHUNK tokens, so
+     * that the working memory stays bounded whatever the prompt's length;
+     * a token's result does not depend on the chunking (test_forward's
+     * chunks/equal) */
     sg_batch_item item = { &seq, p->prompt, P, o->prefill_logits, 1 };
+    int chunked = !p->trace && !p->force_prefill_topk
+                  && !p->force_prefill_experts;
     t0 = now();
-    if (sg_forward(m, pool, &item, 1, &tr, err, errlen) != 0)
-        goto done;
+    for (int r0 = 0; r0 < P; ) {
+        int n = chunked && P - r0 > PREFILL_CHUNK ? PREFILL_CHUNK : P - r0;
+
+        item.tokens = p->prompt + r0;
+        item.n_tokens = n;
+        item.logits = r0 + n == P ? o->prefill_logits : NULL;
+        if (sg_forward(m, pool, &item, 1, &tr, err, errlen) != 0)
+            goto done;
+        r0 += n;
+    }
     o->prefill_seconds = now() - t0;
     o->tokens[0] = p->temperature > 0
                    ? sample(o->prefill_logits, V, p->temperature, &rng)

@@ -238,7 +238,7 @@ sg_backend_cpu_new(int n_threads)
     b->ops = &cpu_ops;
     b->name = "cpu";
     b->n_threads = n_threads > 0 ? n_threads : cpu_online_cpus();
-    b->mha_max_bytes = (size_t)1 << 30;
+    b->mha_max_bytes = (size_t)256 << 20;
     const char *mw = getenv("SG_CPU_PAR_WORK");
     b->impl = cpu_pool_new(b->n_threads, mw ? atof(mw) : CPU_PAR_WORK);
     if (b->impl == NULL) {
