@@ -8,10 +8,11 @@
  */
 
 /*
- * Columns [j0, j1) of nw weight rows against nx input rows (nw = 1..3,
- * nx = 1 or 4, constants after inlining): each weight vector is converted
- * once for all nx inputs, each input vector loaded once for all nw rows
- * (3 x 4: twelve accumulators, seven loads per twelve FMAs).  acc[u * 4 +
+ * Columns [j0, j1) of nw weight rows against nx input rows (nw = 1..3 with
+ * nx = 4, nw = 1..6 with nx = 1; constants after inlining): each weight
+ * vector is converted once for all nx inputs, each input vector loaded
+ * once for all nw rows (3 x 4: twelve accumulators, seven loads per twelve
+ * FMAs; 6 x 1 for a lone input row, six independent chains).  acc[u * 4 +
  * t] += w[u] . x[t], every pair summed in the same order (8 lanes, columns
  * in order) whatever nw and nx are.  The unroll pragmas keep the
  * accumulators in registers (without them GCC -O2 keeps them on the stack
@@ -35,16 +36,16 @@ LK(row_kernel)(const void *const *w, const int nw, const sg_dtype dt,
            const float *const *x, const int nx, int64_t j0, int64_t j1,
            VEC *acc)
 {
-    VEC wv[3];
+    VEC wv[6];
 
     for (int64_t j = j0; j + LANES <= j1; j += LANES) {
-#pragma GCC unroll 3
+#pragma GCC unroll 6
         for (int u = 0; u < nw; u++)
             wv[u] = LK(load_w)(w[u], dt, j);
 #pragma GCC unroll 4
         for (int t = 0; t < nx; t++) {
             VEC xv = VLOAD(x[t] + j);
-#pragma GCC unroll 3
+#pragma GCC unroll 6
             for (int u = 0; u < nw; u++)
                 acc[u * 4 + t] = VFMA(wv[u], xv, acc[u * 4 + t]);
         }
@@ -72,9 +73,9 @@ LK(pairs_tile)(const void *const *wr, sg_dtype kdt, const float *const *srow,
         int64_t jv = bend & ~(int64_t)(LANES - 1);  /* block starts are
                                                       multiples of 16 */
         int64_t j1 = c1 < jv ? c1 : jv;
-        VEC     acc[12];
+        VEC     acc[24];
 
-#pragma GCC unroll 3
+#pragma GCC unroll 6
         for (int u = 0; u < nw; u++)
 #pragma GCC unroll 4
             for (int t = 0; t < nx; t++)
@@ -84,7 +85,7 @@ LK(pairs_tile)(const void *const *wr, sg_dtype kdt, const float *const *srow,
         LK(row_kernel)(wr, nw, kdt, x, nx, j0, j1, acc);
         if (c1 < bend) {
             /* the block goes on in the next tile */
-#pragma GCC unroll 3
+#pragma GCC unroll 6
             for (int u = 0; u < nw; u++)
 #pragma GCC unroll 4
                 for (int t = 0; t < nx; t++)
@@ -122,9 +123,14 @@ LK(tile_any)(const void *const *wr, sg_dtype dt, const float *const *srow,
         else if (nw == 2) TILE(DT, 2, 4);                                   \
         else TILE(DT, 1, 4);                                                \
     } else {                                                                \
-        if (nw == 3) TILE(DT, 3, 1);                                        \
-        else if (nw == 2) TILE(DT, 2, 1);                                   \
-        else TILE(DT, 1, 1);                                                \
+        switch (nw) {                                                       \
+        case 6: TILE(DT, 6, 1); break;                                      \
+        case 5: TILE(DT, 5, 1); break;                                      \
+        case 4: TILE(DT, 4, 1); break;                                      \
+        case 3: TILE(DT, 3, 1); break;                                      \
+        case 2: TILE(DT, 2, 1); break;                                      \
+        default: TILE(DT, 1, 1); break;                                     \
+        }                                                                   \
     }
 
     switch (dt) {
@@ -163,14 +169,18 @@ LK(linear_range)(void *c, int64_t t0, int64_t t1)
         int64_t x1 = x0 + X_TILE < L->n ? x0 + X_TILE : L->n;
         int64_t r1 = r0 + W_TILE < L->rows ? r0 + W_TILE : L->rows;
 
-        memset(st, 0, sizeof(pair_state) * W_TILE * X_TILE);
+        /* a lone input row takes weight rows 6 at a time */
+        int     step = x1 - x0 < 4 ? 6 : 3;
+
+        for (int64_t r = r0; r < r1; r++)
+            memset(st + (r - r0) * X_TILE, 0, sizeof(pair_state) * (x1 - x0));
         for (int64_t c0 = 0; c0 < cols; c0 += C_TILE) {
             int64_t c1 = c0 + C_TILE < cols ? c0 + C_TILE : cols;
 
-            for (int64_t r = r0; r < r1; r += 3) {
-                int          nw = r1 - r < 3 ? (int)(r1 - r) : 3;
-                const void  *wr[3];
-                const float *srow[3] = { NULL, NULL, NULL };
+            for (int64_t r = r0; r < r1; r += step) {
+                int          nw = r1 - r < step ? (int)(r1 - r) : step;
+                const void  *wr[6];
+                const float *srow[6] = { NULL, NULL, NULL, NULL, NULL, NULL };
                 const float *xs[4];
                 int64_t      i = x0;
 
@@ -181,7 +191,7 @@ LK(linear_range)(void *c, int64_t t0, int64_t t1)
                                              * w->scale_cols;
                 }
                 for (; i < x1; ) {
-                    int         nx = i + 4 <= x1 ? 4 : 1;
+                    int         nx = i + 4 <= x1 && step == 3 ? 4 : 1;
                     pair_state *ps = st + (r - r0) * X_TILE + (i - x0);
 
                     for (int k = 0; k < nx; k++)
