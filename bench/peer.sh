@@ -121,21 +121,24 @@ omp=$(node -p "$p_active >= $p_passive ? 'active' : 'passive'")
 echo "peer: llama.cpp decode at 1K: OMP_WAIT_POLICY active $p_active, passive $p_passive tok/s: using $omp"
 
 # ---- timed runs
-declare -A pf dc mem
+declare -A pf dc mem cores
 run_sg() {      # run_sg MODE PROMPT
     local flag=; [ "$1" = dense ] && flag=--dense
-    /usr/bin/time -f 'maxrss %M' build/sparsegate run --model "$model" --prompt-ids "$2" \
+    /usr/bin/time -f 'maxrss %M cpu %U %S %e' build/sparsegate run --model "$model" --prompt-ids "$2" \
         --steps $steps --threads $threads $flag 2>&1
 }
 run_ll() {
     local g=$work/small-dsa-bf16.gguf; [ "$1" = dense ] && g=$work/small-dense-bf16.gguf
-    OMP_WAIT_POLICY=$omp /usr/bin/time -f 'maxrss %M' "$lrun" "$g" "$2" $steps $threads 2>&1
+    OMP_WAIT_POLICY=$omp /usr/bin/time -f 'maxrss %M cpu %U %S %e' "$lrun" "$g" "$2" $steps $threads 2>&1
 }
 record() {      # record KEY OUTPUT
     local line; line=$(echo "$2" | grep '^prefill:')
     pf[$1]=$(echo "$line" | sed -E 's/.*\(([0-9.]+) tok\/s\); decode.*/\1/')
     dc[$1]=$(echo "$line" | sed -E 's/.*steps in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/')
-    mem[$1]=$(( $(echo "$2" | sed -n 's/^maxrss //p') / 1024 ))
+    mem[$1]=$(( $(echo "$2" | sed -n 's/^maxrss \([0-9]*\).*/\1/p') / 1024 ))
+    # CPU time over wall time: how many of the machine's cores the run got
+    cores[$1]=$(echo "$2" | sed -n 's/^maxrss [0-9]* cpu //p' \
+                | awk '{ printf "%.2f", ($1 + $2) / $3 }')
 }
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 cell=0
@@ -152,7 +155,8 @@ for n in $ctxs; do
         fi
         echo "peer: $n $mode: prefill sg ${pf[sg $mode $n]} / llama ${pf[ll $mode $n]} tok/s," \
              "decode sg ${dc[sg $mode $n]} / llama ${dc[ll $mode $n]} tok/s," \
-             "peak sg ${mem[sg $mode $n]} / llama ${mem[ll $mode $n]} MB"
+             "peak sg ${mem[sg $mode $n]} / llama ${mem[ll $mode $n]} MB," \
+             "cores sg ${cores[sg $mode $n]} / llama ${cores[ll $mode $n]}"
         cell=$((cell + 1))
     done
 done
@@ -169,20 +173,21 @@ best() { node -p "Math.max($1, $2)"; }
     echo "the same weights without the indexer). Protocol: prompt of random ids prefilled in"
     echo "one call, then $steps greedy decode steps; $threads threads each; each engine's default KV cache"
     echo "(SparseGate FP8 latents, llama.cpp f16). Engines alternate within each cell."
-    echo "Load average before / after: $load0 / $load1 (a shared machine: compare ratios)."
+    echo "Load average before / after: $load0 / $load1 (a shared machine: compare ratios;"
+    echo "\"cores used\" is each run's CPU time over its wall time, out of $threads)."
     echo "llama.cpp's OpenMP wait policy: $omp (decode at a 1K prompt: active $p_active,"
     echo "passive $p_passive tok/s; its default, active, spins and loses the CPU to other jobs)."
     echo
     echo "Agreement (dense, llama.cpp on an f32 conversion with f32 KV, SparseGate exact KV): $check."
     echo
-    echo "| context | mode | prefill tok/s SG / llama.cpp | ratio | decode tok/s SG / llama.cpp | ratio | peak MB SG / llama.cpp |"
-    echo "|---:|---|---:|---:|---:|---:|---:|"
+    echo "| context | mode | prefill tok/s SG / llama.cpp | ratio | decode tok/s SG / llama.cpp | ratio | peak MB SG / llama.cpp | cores used SG / llama.cpp |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|"
     for n in $ctxs; do
         for mode in dsa dense; do
             k="$mode $n"
             echo "| $n | $mode | ${pf[sg $k]} / ${pf[ll $k]} | **$(ratio "${pf[sg $k]}" "${pf[ll $k]}")x** |" \
                  "${dc[sg $k]} / ${dc[ll $k]} | **$(ratio "${dc[sg $k]}" "${dc[ll $k]}")x** |" \
-                 "${mem[sg $k]} / ${mem[ll $k]} |"
+                 "${mem[sg $k]} / ${mem[ll $k]} | ${cores[sg $k]} / ${cores[ll $k]} |"
         done
     done
     echo
