@@ -340,7 +340,9 @@ uses_mha(const fwd_t *f, int it)
  * indexer on, a row past index_topk attends index_topk keys of a longer
  * context: the absorbed form reads each of them once for all heads where
  * the MHA form would expand every key of the context, so it ends there
- * too (unless the model's mha_max_bytes is set explicitly). */
+ * too (unless the model's mha_max_bytes is set explicitly, or FP8 GEMMs
+ * quantize their inputs: the MHA form's kv_b GEMM then quantizes the
+ * latents as the reference's prefill does, the absorbed form does not). */
 static int
 mha_positions(const sg_model *m)
 {
@@ -352,7 +354,7 @@ mha_positions(const sg_model *m)
     size_t keys = limit / per_key;
 
     if (!m->num.dense && m->num.mha_max_bytes == 0
-        && keys > (size_t)c->index_topk)
+        && !(m->num.act_quant && c->fp8) && keys > (size_t)c->index_topk)
         keys = c->index_topk;
     return keys > (size_t)m->max_pos ? m->max_pos : (int)keys;
 }
