@@ -121,7 +121,7 @@ omp=$(node -p "$p_active >= $p_passive ? 'active' : 'passive'")
 echo "peer: llama.cpp decode at 1K: OMP_WAIT_POLICY active $p_active, passive $p_passive tok/s: using $omp"
 
 # ---- timed runs
-declare -A pf dc mem cores
+declare -A pf dc mem cores pfc dcc
 run_sg() {      # run_sg MODE PROMPT
     local flag=; [ "$1" = dense ] && flag=--dense
     /usr/bin/time -f 'maxrss %M cpu %U %S %e' build/sparsegate run --model "$model" --prompt-ids "$2" \
@@ -136,6 +136,14 @@ record() {      # record KEY OUTPUT
     pf[$1]=$(echo "$line" | sed -E 's/.*\(([0-9.]+) tok\/s\); decode.*/\1/')
     dc[$1]=$(echo "$line" | sed -E 's/.*steps in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/')
     mem[$1]=$(( $(echo "$2" | sed -n 's/^maxrss \([0-9]*\).*/\1/p') / 1024 ))
+    # tok/s over CPU time spread on the run's threads: what the run would
+    # do on its own $threads cores with the CPU time it used
+    local n=$(echo "$line" | sed -E 's/^prefill: ([0-9]+) tokens.*/\1/')
+    local cpu; cpu=$(echo "$2" | grep '^cpu:')
+    pfc[$1]=$(echo "$cpu" | sed -E 's/^cpu: prefill ([0-9.]+) s.*/\1/' \
+              | awk -v n="$n" -v t=$threads '{ printf "%.1f", n * t / $1 }')
+    dcc[$1]=$(echo "$cpu" | sed -E 's/.*decode ([0-9.]+) s.*/\1/' \
+              | awk -v n=$steps -v t=$threads '{ printf "%.2f", n * t / $1 }')
     # CPU time over wall time: how many of the machine's cores the run got
     cores[$1]=$(echo "$2" | sed -n 's/^maxrss [0-9]* cpu //p' \
                 | awk '{ printf "%.2f", ($1 + $2) / $3 }')
@@ -156,7 +164,9 @@ for n in $ctxs; do
         echo "peer: $n $mode: prefill sg ${pf[sg $mode $n]} / llama ${pf[ll $mode $n]} tok/s," \
              "decode sg ${dc[sg $mode $n]} / llama ${dc[ll $mode $n]} tok/s," \
              "peak sg ${mem[sg $mode $n]} / llama ${mem[ll $mode $n]} MB," \
-             "cores sg ${cores[sg $mode $n]} / llama ${cores[ll $mode $n]}"
+             "cores sg ${cores[sg $mode $n]} / llama ${cores[ll $mode $n]};" \
+             "at full CPU: prefill ${pfc[sg $mode $n]} / ${pfc[ll $mode $n]}," \
+             "decode ${dcc[sg $mode $n]} / ${dcc[ll $mode $n]}"
         cell=$((cell + 1))
     done
 done
@@ -180,25 +190,35 @@ best() { node -p "Math.max($1, $2)"; }
     echo
     echo "Agreement (dense, llama.cpp on an f32 conversion with f32 KV, SparseGate exact KV): $check."
     echo
-    echo "| context | mode | prefill tok/s SG / llama.cpp | ratio | decode tok/s SG / llama.cpp | ratio | peak MB SG / llama.cpp | cores used SG / llama.cpp |"
-    echo "|---:|---|---:|---:|---:|---:|---:|---:|"
+    echo "Each cell twice: wall-clock tok/s as measured, and \"at full CPU\": tokens x $threads /"
+    echo "the phase's CPU time (all threads), the rate the run would have on $threads cores of its"
+    echo "own with the CPU time it used (CPU time counts memory stalls, not time spent waiting"
+    echo "for a core, so it moves far less with other jobs than wall time does)."
+    echo
+    echo "| context | mode | prefill tok/s SG / llama.cpp | ratio | at full CPU | ratio | decode tok/s SG / llama.cpp | ratio | at full CPU | ratio | peak MB SG / llama.cpp | cores used SG / llama.cpp |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for n in $ctxs; do
         for mode in dsa dense; do
             k="$mode $n"
             echo "| $n | $mode | ${pf[sg $k]} / ${pf[ll $k]} | **$(ratio "${pf[sg $k]}" "${pf[ll $k]}")x** |" \
+                 "${pfc[sg $k]} / ${pfc[ll $k]} | **$(ratio "${pfc[sg $k]}" "${pfc[ll $k]}")x** |" \
                  "${dc[sg $k]} / ${dc[ll $k]} | **$(ratio "${dc[sg $k]}" "${dc[ll $k]}")x** |" \
+                 "${dcc[sg $k]} / ${dcc[ll $k]} | **$(ratio "${dcc[sg $k]}" "${dcc[ll $k]}")x** |" \
                  "${mem[sg $k]} / ${mem[ll $k]} | ${cores[sg $k]} / ${cores[ll $k]} |"
         done
     done
     echo
     echo "Best mode vs best mode (each engine's faster mode per column):"
     echo
-    echo "| context | prefill SG / llama.cpp | ratio | decode SG / llama.cpp | ratio |"
-    echo "|---:|---:|---:|---:|---:|"
+    echo "| context | prefill SG / llama.cpp | ratio | at full CPU | ratio | decode SG / llama.cpp | ratio | at full CPU | ratio |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for n in $ctxs; do
         sp=$(best "${pf[sg dsa $n]}" "${pf[sg dense $n]}"); lp=$(best "${pf[ll dsa $n]}" "${pf[ll dense $n]}")
         sd=$(best "${dc[sg dsa $n]}" "${dc[sg dense $n]}"); ld=$(best "${dc[ll dsa $n]}" "${dc[ll dense $n]}")
-        echo "| $n | $sp / $lp | **$(ratio "$sp" "$lp")x** | $sd / $ld | **$(ratio "$sd" "$ld")x** |"
+        cp=$(best "${pfc[sg dsa $n]}" "${pfc[sg dense $n]}"); lcp=$(best "${pfc[ll dsa $n]}" "${pfc[ll dense $n]}")
+        scd=$(best "${dcc[sg dsa $n]}" "${dcc[sg dense $n]}"); lcd=$(best "${dcc[ll dsa $n]}" "${dcc[ll dense $n]}")
+        echo "| $n | $sp / $lp | **$(ratio "$sp" "$lp")x** | $cp / $lcp | **$(ratio "$cp" "$lcp")x** |" \
+             "$sd / $ld | **$(ratio "$sd" "$ld")x** | $scd / $lcd | **$(ratio "$scd" "$lcd")x** |"
     done
     echo
     echo "Command: \`bash bench/peer.sh\`; scratch folder $work (llama.cpp source and build,"

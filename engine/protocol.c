@@ -52,6 +52,17 @@ now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* CPU time of the whole process: on a shared machine a run's wall time
+ * also counts the time other jobs held the cores. */
+static double
+cpu_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 /* Which recorded decisions a forward call reads: the prefill's rows, or
  * one decode step (query row step + 1). */
 typedef struct {
@@ -154,7 +165,7 @@ sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *o,
     sg_seq      seq = { 0 };
     sg_trace    tr = { 0 };
     force_ctx   fc = { p, c, -1 };
-    double      t0;
+    double      t0, c0;
     uint64_t    rng = p->seed * 0x9E3779B97F4A7C15ull + 1;
 
     memset(o, 0, sizeof(*o));
@@ -221,6 +232,7 @@ sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *o,
     int chunked = !p->trace && !p->force_prefill_topk
                   && !p->force_prefill_experts;
     t0 = now();
+    c0 = cpu_now();
     for (int r0 = 0; r0 < P; ) {
         int n = chunked && P - r0 > PREFILL_CHUNK ? PREFILL_CHUNK : P - r0;
 
@@ -232,6 +244,7 @@ sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *o,
         r0 += n;
     }
     o->prefill_seconds = now() - t0;
+    o->prefill_cpu_seconds = cpu_now() - c0;
     o->tokens[0] = p->temperature > 0
                    ? sample(o->prefill_logits, V, p->temperature, &rng)
                    : sg_argmax(o->prefill_logits, V);
@@ -250,6 +263,7 @@ sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *o,
 
     /* decode: step i feeds tokens[i] (or the teacher's) at position P + i */
     t0 = now();
+    c0 = cpu_now();
     for (int i = 0; i < N; i++) {
         int32_t tok = p->teacher ? p->teacher[i] : o->tokens[i];
 
@@ -267,6 +281,7 @@ sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *o,
             keep_row(c, &tr, 1, 0, i + 1, N, P, sparse, o);
     }
     o->decode_seconds = now() - t0;
+    o->decode_cpu_seconds = cpu_now() - c0;
     rc = 0;
 
 done:

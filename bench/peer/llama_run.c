@@ -2,7 +2,7 @@
  * The `sparsegate run` protocol on llama.cpp, for bench/peer.sh: prefill a
  * prompt of token ids in one llama_decode call (llama.cpp splits it in its
  * own micro-batches), then greedy decode steps one token at a time, with
- * the same output lines as `sparsegate run`.  Built by peer.sh against the
+ * the same output lines as `sparsegate run` (wall and CPU time per phase).  Built by peer.sh against the
  * llama.cpp it builds; not part of SparseGate's build.
  *
  *   llama_run MODEL.gguf PROMPT.i32.bin STEPS THREADS [LOGITS.f32.bin [exact]]
@@ -19,13 +19,16 @@
 #include "llama.h"
 
 static double
-now(void)
+clock_s(clockid_t id)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+#define now() clock_s(CLOCK_MONOTONIC)
+#define cpu_now() clock_s(CLOCK_PROCESS_CPUTIME_ID)
 
 /* First index of the largest value, as sg_argmax. */
 static llama_token
@@ -102,18 +105,19 @@ main(int argc, char **argv)
     llama_token *tokens = malloc(sizeof(llama_token) * (steps + 1));
     FILE        *lf = logits_path ? fopen(logits_path, "wb") : NULL;
 
-    double t0 = now();
+    double t0 = now(), c0 = cpu_now();
     if (llama_decode(ctx, llama_batch_get_one(prompt, n_prompt)) != 0) {
         fprintf(stderr, "llama_run: prefill failed\n");
         return 1;
     }
     const float *lg = llama_get_logits_ith(ctx, -1);
-    double       t_prefill = now() - t0;
+    double       t_prefill = now() - t0, c_prefill = cpu_now() - c0;
 
     tokens[0] = argmax(lg, n_vocab);
     if (lf)
         fwrite(lg, sizeof(float), n_vocab, lf);
     t0 = now();
+    c0 = cpu_now();
     for (int i = 0; i < steps; i++) {
         if (llama_decode(ctx, llama_batch_get_one(&tokens[i], 1)) != 0) {
             fprintf(stderr, "llama_run: decode step %d failed\n", i);
@@ -124,7 +128,7 @@ main(int argc, char **argv)
         if (lf)
             fwrite(lg, sizeof(float), n_vocab, lf);
     }
-    double t_decode = now() - t0;
+    double t_decode = now() - t0, c_decode = cpu_now() - c0;
 
     printf("tokens:");
     for (int i = 0; i <= steps; i++)
@@ -133,6 +137,7 @@ main(int argc, char **argv)
            "%.3f s (%.2f tok/s)\n", n_prompt, t_prefill,
            n_prompt / t_prefill, steps, t_decode,
            steps / (t_decode > 0 ? t_decode : 1e-9));
+    printf("cpu: prefill %.3f s, decode %.3f s\n", c_prefill, c_decode);
     if (lf)
         fclose(lf);
     llama_free(ctx);
