@@ -1,10 +1,16 @@
 # SparseGate build. Sources are found by directory, so adding a file needs no
 # edit here:
-#   engine/*.c engine/cpu/*.c  -> $(B)/libsparsegate.a   (the engine library)
-#   retrieval/*.c              -> $(B)/libsgretrieval.a  (stores, context builder)
-#   tools/*.c                  -> $(B)/sparsegate        (the command line)
-#   tests/unit/test_*.c        -> $(B)/tests/test_*      (one binary per file)
-#   bench/*.c                  -> $(B)/bench/*           (one binary per file)
+#   engine/*/*.c         -> $(B)/libsparsegate.a   (the runtime engine library:
+#                           model, cpu, serve, tokenizer, util)
+#   retrieval/*.c        -> $(B)/libsgretrieval.a  (stores, context builder)
+#   tools/offline/*.c    -> $(B)/libsgoffline.a    (checkpoint writer, random
+#                           models, reference protocol: for the command line
+#                           and the tests, never in the nginx module)
+#   tools/*.c            -> $(B)/sparsegate        (the command line)
+#   tests/unit/test_*.c  -> $(B)/tests/test_*      (one binary per file)
+#   bench/*.c            -> $(B)/bench/*           (one binary per file)
+# Hosts include engine/include/ (the public headers); the engine's own
+# files and the tools include engine/ parts as "model/kv.h" and the like.
 # `make SAN=1` builds the same tree with ASan + UBSan into build-san/.
 
 SAN ?= 0
@@ -23,12 +29,14 @@ CC      ?= cc
 ARCH    ?= -march=x86-64-v3
 CFLAGS  += $(OPT) $(ARCH) -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
            -Werror=implicit-function-declaration -fPIC -pthread \
-           -Iengine -Iretrieval -I/usr/include/postgresql -MMD -MP
+           -Iengine/include -Iengine -Iretrieval -Itools \
+           -I/usr/include/postgresql -MMD -MP
 LDLIBS  += -lcjson -lpcre2-8 -lopenblas -lsqlite3 -lhiredis -lpq -lm -lpthread \
            -ldl
 LDFLAGS += $(LDSAN) -pthread
 
-ENGINE_SRC := $(wildcard engine/*.c engine/cpu/*.c)
+ENGINE_SRC := $(wildcard engine/*/*.c)
+OFFL_SRC   := $(wildcard tools/offline/*.c)
 RETR_SRC   := $(wildcard retrieval/*.c)
 TOOL_SRC   := $(wildcard tools/*.c)
 TEST_SRC   := $(wildcard tests/unit/test_*.c)
@@ -37,19 +45,22 @@ TEST_LIB   := $(filter-out tests/unit/test_%.c,$(wildcard tests/unit/*.c))
 
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(B)/obj/%.o)
 RETR_OBJ   := $(RETR_SRC:%.c=$(B)/obj/%.o)
+OFFL_OBJ   := $(OFFL_SRC:%.c=$(B)/obj/%.o)
 TOOL_OBJ   := $(TOOL_SRC:%.c=$(B)/obj/%.o)
 TESTLIB_OBJ:= $(TEST_LIB:%.c=$(B)/obj/%.o)
 TESTS      := $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
 BENCHES    := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
 
 LIBS := $(B)/libsgretrieval.a $(B)/libsparsegate.a
+OFFLINE := $(B)/libsgoffline.a
 
 # The CUDA backend's libraries and the GPU benchmark (kernels/kernels.mk).
 CUDA_OUT :=
 -include kernels/kernels.mk
 
 .PHONY: all tests benches test clean module
-all: $(B)/libsparsegate.a $(B)/libsgretrieval.a $(B)/sparsegate tests benches \
+all: $(B)/libsparsegate.a $(B)/libsgretrieval.a $(OFFLINE) $(B)/sparsegate \
+     tests benches \
      $(B)/link-flags.txt $(CUDA_OUT)
 tests: $(TESTS)
 benches: $(BENCHES)
@@ -66,12 +77,16 @@ $(B)/libsgretrieval.a: $(RETR_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(B)/sparsegate: $(TOOL_OBJ) $(LIBS)
-	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(LIBS) $(LDLIBS)
-
-$(B)/tests/%: $(B)/obj/tests/unit/%.o $(TESTLIB_OBJ) $(LIBS)
+$(OFFLINE): $(OFFL_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LIBS) $(LDLIBS)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/sparsegate: $(TOOL_OBJ) $(OFFLINE) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(OFFLINE) $(LIBS) $(LDLIBS)
+
+$(B)/tests/%: $(B)/obj/tests/unit/%.o $(TESTLIB_OBJ) $(OFFLINE) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(OFFLINE) $(LIBS) $(LDLIBS)
 
 $(B)/bench/%: $(B)/obj/bench/%.o $(LIBS)
 	@mkdir -p $(dir $@)

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "model.h"
+#include "model/model.h"
 
 static double
 now(void)

@@ -20,8 +20,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "backend.h"
-#include "dtype.h"
+#include "model/backend.h"
+#include "model/dtype.h"
 
 static double
 now(void)

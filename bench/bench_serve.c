@@ -15,7 +15,8 @@
  * --index-cache measures, instead, what "IndexCache" (index_share 2: odd
  * layers reuse the previous layer's indexer top-k instead of running their
  * own indexer) does to the outputs of one long prefill.  The TTFT runs are
- * also repeated with it on.
+ * also repeated with it on; it runs the model directly (model/model.h),
+ * and the work model reads the whole configuration (model/config.h).
  */
 #include <math.h>
 #include <poll.h>
@@ -26,7 +27,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "kv.h"
+#include "model/model.h"
 #include "serve_work.h"
 #include "sparsegate.h"
 
@@ -300,7 +301,7 @@ static void
 ttft_table(const sg_config *cfg, const sg_engine_opts *o, int n, int prefix,
     const ttft_result *r, const ttft_result *base)
 {
-    int    chunk = o->prefill_chunk, share = o->model.num.index_share;
+    int    chunk = o->prefill_chunk, share = o->index_share;
     prefill_work cold = work_of_prefill(cfg, 0, n, chunk, share);
 
     printf("| prompt | cached prefix | computed | TTFT (wall) | speed-up | "
@@ -400,7 +401,7 @@ main(int argc, char **argv)
 
     sg_engine_opts_default(&o);
     o.model_dir = argv[1];
-    o.model.n_threads = threads;
+    o.n_threads = threads;
     o.kv_bytes = (size_t)512 << 20;
     o.max_running = 16;
     o.step_tokens = 2048;
@@ -410,8 +411,15 @@ main(int argc, char **argv)
         fprintf(stderr, "bench_serve: %s\n", err);
         return 1;
     }
-    sg_config        cfg_copy = *sg_engine_config(e); /* outlives e */
+    /* the whole configuration, for the work model (serve_work.h) */
+    char             path[4096];
+    sg_config        cfg_copy;
     const sg_config *cfg = &cfg_copy;
+    snprintf(path, sizeof(path), "%s/config.json", argv[1]);
+    if (sg_config_load(path, &cfg_copy, err, sizeof(err)) != 0) {
+        fprintf(stderr, "bench_serve: %s\n", err);
+        return 1;
+    }
     int              V = cfg->vocab_size;
     sg_engine_stats  st;
     sg_engine_get_stats(e, &st);
@@ -419,9 +427,9 @@ main(int argc, char **argv)
            "latent cache, %s attention; cache pool %d blocks of 64 tokens; "
            "%s backend, %d threads (0 = all cores); engine start %.1f s.\n\n",
            argv[1], cfg->num_hidden_layers, cfg->hidden_size, V,
-           cfg->index_topk, o.model.num.kv_fp8 ? "FP8" : "exact",
-           o.model.num.dense ? "dense" : "DSA",
-           st.kv_blocks_total, o.model.backend ? o.model.backend : "cpu",
+           cfg->index_topk, o.kv_fp8 ? "FP8" : "exact",
+           o.dense ? "dense" : "DSA",
+           st.kv_blocks_total, o.backend ? o.backend : "cpu",
            threads, now() - t0);
     fflush(stdout);
 
@@ -572,7 +580,7 @@ main(int argc, char **argv)
     sg_engine_stop(e);
 
     /* 4. The same TTFT runs with IndexCache on, in a fresh engine. */
-    o.model.num.index_share = 2;
+    o.index_share = 2;
     if (sg_engine_start(&o, &e, err, sizeof(err)) != 0) {
         fprintf(stderr, "bench_serve: %s\n", err);
         return 1;

@@ -74,7 +74,7 @@ main(int argc, char **argv)
 
     sg_engine_opts_default(&o);
     o.model_dir = argv[1];
-    o.model.n_threads = atoi(argv[4]);
+    o.n_threads = atoi(argv[4]);
     o.kv_bytes = 256u << 20;
     o.prefix_cache = 1;
     if (sg_engine_start(&o, &e, err, sizeof(err)) != 0) {

@@ -660,7 +660,7 @@ typedef struct step_buf {
 } step_buf;
 
 /* One decode token through attention (DSA or dense) and the MoE block,
- * the op sequence of engine/forward.c for a batch of one. */
+ * the op sequence of engine/model/forward.c for a batch of one. */
 static void
 decode_step(layer_w *w, step_buf *s, sg_kv_pool *pool, const sg_rows *rows,
             const sg_rope_table *rt, int dsa, int32_t *sel, float *host_w,

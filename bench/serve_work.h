@@ -17,7 +17,7 @@
 #ifndef SG_BENCH_SERVE_WORK_H
 #define SG_BENCH_SERVE_WORK_H
 
-#include "config.h"
+#include "model/config.h"
 
 typedef struct {
     double proj, kv_b, indexer, attention;

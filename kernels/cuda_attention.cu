@@ -14,22 +14,6 @@ static int smem_optin;          /* the device's per-block shared memory cap */
 /* dynamic shared memory each big kernel may ask for (cap - its static) */
 static int limit_index, limit_decode, limit_prefill;
 
-__device__ __forceinline__ float
-warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float
-warp_max(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
 /* The rows' metadata on the device: pos, seq and the block tables. */
 typedef struct dev_rows {
     const int32_t *pos, *seq, *table;

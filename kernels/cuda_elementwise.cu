@@ -8,24 +8,9 @@
 #include <string.h>
 
 #include "cuda_internal.h"
+#include "model/moe_route.h"
 
 /* ---- reductions --------------------------------------------------------- */
-
-__device__ __forceinline__ float
-warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float
-warp_max(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
 
 /* Sum over the block (blockDim a multiple of 32, at most 1024). */
 __device__ float
@@ -569,13 +554,6 @@ cu_kv_gather(sg_backend *b, const sg_kv_pool *pool, int layer,
 
 /* ---- MoE routing -------------------------------------------------------- */
 
-/* cpu_moe.c's argmax order: larger wins, and any number beats a NaN */
-__device__ __forceinline__ bool
-beats(float v, float best)
-{
-    return v > best || (best != best && v == v);
-}
-
 /*
  * One block per row: sigmoid in parallel, then one thread makes the
  * (small, order-sensitive) selection: group scores = sum of each group's
@@ -628,7 +606,7 @@ k_moe_route(const float *logits, const float *bias, int E, int n_group,
             int best = -1;
             for (int g = 0; g < n_group; g++) {
                 if (!(keep >> g & 1)
-                    && (best < 0 || beats(gsc[g], gsc[best])))
+                    && (best < 0 || sg_moe_beats(gsc[g], gsc[best])))
                     best = g;
             }
             keep |= 1u << best;
@@ -638,20 +616,7 @@ k_moe_route(const float *logits, const float *bias, int E, int n_group,
                 ch[e] = -INFINITY;
     }
     if (forced) {
-        /* ranked by selection score, so the weight sum runs in the order
-         * the reference's topk returns them */
-        for (int j = 0; j < top_k; j++)
-            ex[j] = forced[i * top_k + j];
-        for (int a = 1; a < top_k; a++)
-            for (int c = a; c > 0; c--) {
-                int   x = ex[c - 1], y = ex[c];
-                float sx = x >= 0 && x < E ? ch[x] : -INFINITY;
-                float sy = y >= 0 && y < E ? ch[y] : -INFINITY;
-                if (sy > sx || (sy == sx && y < x)) {
-                    ex[c - 1] = y;
-                    ex[c] = x;
-                }
-            }
+        sg_moe_rank_forced(forced + i * top_k, ch, E, top_k, ex);
     } else {
         for (int j = 0; j < top_k; j++) {
             int best = -1;
@@ -659,31 +624,13 @@ k_moe_route(const float *logits, const float *bias, int E, int n_group,
                 bool taken = false;
                 for (int t = 0; t < j; t++)
                     taken |= ex[t] == e;
-                if (!taken && (best < 0 || beats(ch[e], ch[best])))
+                if (!taken && (best < 0 || sg_moe_beats(ch[e], ch[best])))
                     best = e;
             }
             ex[j] = best;
         }
     }
-    float sum = 0.0f;
-    for (int j = 0; j < top_k; j++) {
-        wt[j] = ex[j] >= 0 && ex[j] < E ? s[ex[j]] : 0.0f;
-        sum += wt[j];
-    }
-    for (int j = 0; j < top_k; j++) {
-        if (norm)
-            wt[j] /= sum;
-        wt[j] *= route_scale;
-    }
-    for (int a = 1; a < top_k; a++)             /* ascending ids */
-        for (int c = a; c > 0 && ex[c - 1] > ex[c]; c--) {
-            int32_t te = ex[c - 1];
-            float   tw = wt[c - 1];
-            ex[c - 1] = ex[c];
-            wt[c - 1] = wt[c];
-            ex[c] = te;
-            wt[c] = tw;
-        }
+    sg_moe_weigh(s, E, top_k, norm, route_scale, ex, wt);
 }
 
 void

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 extern "C" {
-#include "backend.h"
+#include "model/backend.h"
 }
 
 typedef struct cuda_impl {
@@ -153,6 +153,23 @@ void cu_attn_decode(sg_backend *b, const sg_kv_pool *pool, int layer,
 void cu_set_fma_only(int on);
 /* One-time kernel attributes (large shared memory); 0 or -1 recorded. */
 int cu_attention_init(sg_backend *b);
+
+/* Sum and max over a warp's 32 lanes, every lane gets the result. */
+__device__ __forceinline__ float
+warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float
+warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
 
 /* e4m3fn byte -> f32, exact */
 __device__ __forceinline__ float

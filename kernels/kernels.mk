@@ -1,6 +1,6 @@
 # The CUDA backend (kernels/*.cu), built when nvcc is installed, as
 #   $(B)/libsparsegate_cuda.so  what the engine opens at run time when a model
-#                               asks for CUDA (engine/cuda_loader.c), so
+#                               asks for CUDA (engine/model/cuda_loader.c), so
 #                               nothing else maps cuBLAS or needs it installed
 #   $(B)/libsparsegate_cuda.a   linked into the GPU benchmark, which reaches
 #                               into the backend's internals
@@ -21,7 +21,7 @@ NVCC_FLAGS := -std=c++17 -O3 $(NVCC_ARCH) -Xcompiler -fPIC \
 CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
               -lcublas -lcublasLt -lcudart -lstdc++
 CUDA_OUT   := $(B)/libsparsegate_cuda.so $(B)/libsparsegate_cuda.a
-$(B)/obj/engine/cuda_loader.o: CFLAGS += -DSG_HAVE_CUDA
+$(B)/obj/engine/model/cuda_loader.o: CFLAGS += -DSG_HAVE_CUDA
 
 $(B)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
@@ -29,9 +29,9 @@ $(B)/obj/%.o: %.cu
 
 # dtype.o: the two dtype helpers the backend calls; only the entry point
 # is exported, so the library's copies never stand in for the engine's.
-$(B)/libsparsegate_cuda.so: $(CUDA_OBJ) $(B)/obj/engine/dtype.o \
+$(B)/libsparsegate_cuda.so: $(CUDA_OBJ) $(B)/obj/engine/model/dtype.o \
                             kernels/exports.map
-	$(CC) -shared -o $@ $(CUDA_OBJ) $(B)/obj/engine/dtype.o \
+	$(CC) -shared -o $@ $(CUDA_OBJ) $(B)/obj/engine/model/dtype.o \
 	    -Wl,--version-script=kernels/exports.map -Wl,--no-undefined \
 	    $(LDSAN) $(CUDA_LIBS) -lm -lpthread
 

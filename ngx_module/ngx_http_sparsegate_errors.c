@@ -1,42 +1,57 @@
 /*
- * Errors in OpenAI's shape, so that its client libraries raise the right
- * exception class with a readable message:
- *   {"error": {"message": "...", "type": "...", "param": ..., "code": ...}}
- * Every error is also counted by kind for /metrics.
+ * Errors in OpenAI's shape; every one is counted by kind for /metrics.
  */
 
-#include "ngx_http_sparsegate.h"
+#include <cjson/cJSON.h>
+
+#include "ngx_http_sparsegate_errors.h"
+#include "ngx_http_sparsegate_counters.h"
+#include "ngx_http_sparsegate_send.h"
 
 
 static const struct {
-    const char  *name;      /* metrics label */
     const char  *type;      /* OpenAI error type */
     const char  *code;      /* OpenAI error code */
 } ngx_http_sparsegate_errors[NGX_HTTP_SG_ERR_N] = {
-    { "bad_request", "invalid_request_error", NULL },
-    { "auth", "invalid_request_error", "invalid_api_key" },
-    { "not_found", "invalid_request_error", "model_not_found" },
-    { "too_large", "invalid_request_error", "request_too_large" },
-    { "context_length", "invalid_request_error", "context_length_exceeded" },
-    { "queue_full", "rate_limit_error", "rate_limit_exceeded" },
-    { "engine", "server_error", "engine_error" },
-    { "store", "server_error", "store_error" },
-    { "timeout", "server_error", "timeout" },
-    { "client_closed", "server_error", "client_closed" },
+    [NGX_HTTP_SG_ERR_BAD_REQUEST] = { "invalid_request_error", NULL },
+    [NGX_HTTP_SG_ERR_AUTH] = { "invalid_request_error", "invalid_api_key" },
+    [NGX_HTTP_SG_ERR_NOT_FOUND] = { "invalid_request_error",
+                                    "model_not_found" },
+    [NGX_HTTP_SG_ERR_TOO_LARGE] = { "invalid_request_error",
+                                    "request_too_large" },
+    [NGX_HTTP_SG_ERR_CONTEXT_LENGTH] = { "invalid_request_error",
+                                         "context_length_exceeded" },
+    [NGX_HTTP_SG_ERR_QUEUE_FULL] = { "rate_limit_error",
+                                     "rate_limit_exceeded" },
+    [NGX_HTTP_SG_ERR_ENGINE] = { "server_error", "engine_error" },
+    [NGX_HTTP_SG_ERR_STORE] = { "server_error", "store_error" },
+    [NGX_HTTP_SG_ERR_TIMEOUT] = { "server_error", "timeout" },
+    [NGX_HTTP_SG_ERR_CLIENT_CLOSED] = { "server_error", "client_closed" },
 };
 
 
-const char *
-ngx_http_sparsegate_error_name(ngx_http_sparsegate_error_e kind)
+ngx_int_t
+ngx_http_sparsegate_fault(ngx_http_sparsegate_fault_t *f, ngx_uint_t status,
+    ngx_http_sparsegate_error_e kind, const char *param, const char *fmt, ...)
 {
-    return ngx_http_sparsegate_errors[kind].name;
+    u_char   *p;
+    va_list   args;
+
+    f->status = status;
+    f->kind = kind;
+    f->param = param;
+    va_start(args, fmt);
+    p = ngx_vslprintf((u_char *) f->msg, (u_char *) f->msg + sizeof(f->msg)
+                      - 1, fmt, args);
+    va_end(args);
+    *p = '\0';
+    return NGX_ERROR;
 }
 
 
-/* The JSON text (malloc'ed) of one error. */
 u_char *
 ngx_http_sparsegate_error_json(ngx_http_sparsegate_error_e kind,
-    ngx_uint_t status, const char *param, const char *message, size_t *len)
+    const char *param, const char *message, size_t *len)
 {
     char        *text;
     cJSON       *root, *err;
@@ -74,40 +89,40 @@ ngx_http_sparsegate_error_json(ngx_http_sparsegate_error_e kind,
         return NULL;
     }
     *len = ngx_strlen(text);
-    (void) status;
     return (u_char *) text;
 }
 
 
-/* Sends the error as the whole response; returns what the content handler
- * returns (or finalizes with). */
-ngx_int_t
-ngx_http_sparsegate_error(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_sparsegate_error_e kind, const char *param, const char *fmt, ...)
+static ngx_int_t
+ngx_http_sparsegate_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_http_sparsegate_error_e kind, const char *param, const char *msg)
 {
-    u_char    msg[1024], *json, *p;
-    size_t    len;
-    va_list   args;
-    ngx_int_t rc;
-    ngx_uint_t level;
-
-    va_start(args, fmt);
-    p = ngx_vslprintf(msg, msg + sizeof(msg) - 1, fmt, args);
-    va_end(args);
-    *p = '\0';
+    u_char           *json;
+    size_t            len;
+    ngx_int_t         rc;
+    ngx_uint_t        level;
+    ngx_table_elt_t  *h;
 
     ngx_http_sparsegate_count_error(kind);
 
     level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
     ngx_log_error(level, r->connection->log, 0, "sparsegate: %ui %s: %s",
-                  status, ngx_http_sparsegate_errors[kind].name, msg);
+                  status, ngx_http_sparsegate_error_label(kind), msg);
 
     if (r->header_sent) {
         return NGX_ERROR;
     }
 
-    json = ngx_http_sparsegate_error_json(kind, status, param, (char *) msg,
-                                          &len);
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h != NULL) {
+            h->hash = 1;
+            ngx_str_set(&h->key, "Retry-After");
+            ngx_str_set(&h->value, "1");
+        }
+    }
+
+    json = ngx_http_sparsegate_error_json(kind, param, msg, &len);
     if (json == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -116,4 +131,30 @@ ngx_http_sparsegate_error(ngx_http_request_t *r, ngx_uint_t status,
                                        len);
     free(json);
     return rc;
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_error(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_http_sparsegate_error_e kind, const char *param, const char *fmt, ...)
+{
+    u_char   msg[1024], *p;
+    va_list  args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(msg, msg + sizeof(msg) - 1, fmt, args);
+    va_end(args);
+    *p = '\0';
+
+    return ngx_http_sparsegate_send_error(r, status, kind, param,
+                                          (char *) msg);
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_send_fault(ngx_http_request_t *r,
+    ngx_http_sparsegate_fault_t *f)
+{
+    return ngx_http_sparsegate_send_error(r, f->status, f->kind, f->param,
+                                          f->msg);
 }

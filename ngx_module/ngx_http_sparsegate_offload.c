@@ -1,13 +1,11 @@
 /*
- * CPU work that would stall the event loop (tokenizing a long prompt,
- * building a RAG context of tens of thousands of tokens: ~3 ms per
- * thousand tokens) runs in nginx's thread pool ("default", 32 threads
- * unless nginx.conf declares `thread_pool default threads=N;`).  The
- * request is blocked (r->main->blocked) meanwhile, as nginx's own threaded
- * file I/O does, so a client that leaves cannot free it under the thread.
+ * Work in nginx's thread pool.  The request is blocked (r->main->blocked)
+ * meanwhile, as nginx's own threaded file I/O does, so a client that
+ * leaves cannot free it under the thread.
  */
 
-#include "ngx_http_sparsegate.h"
+#include "ngx_http_sparsegate_offload.h"
+#include "ngx_http_sparsegate_conf.h"
 
 #if (NGX_THREADS)
 #include <ngx_thread_pool.h>
@@ -49,14 +47,15 @@ ngx_http_sparsegate_offload_event(ngx_event_t *ev)
         return;
     }
 
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "sparsegate offload: back on the worker");
+
     o->done(r, o->data);
 }
 
 #endif
 
 
-/* NGX_DONE when the work was posted (done() follows on the worker), or
- * NGX_DECLINED when there is no thread pool: run it inline then. */
 ngx_int_t
 ngx_http_sparsegate_offload(ngx_http_request_t *r,
     ngx_http_sparsegate_work_pt work, ngx_http_sparsegate_done_pt done,
@@ -90,6 +89,9 @@ ngx_http_sparsegate_offload(ngx_http_request_t *r,
     if (ngx_thread_task_post(smcf->thread_pool, task) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "sparsegate offload: posted to the thread pool");
 
     r->main->blocked++;
     r->aio = 1;

@@ -21,8 +21,8 @@ void
 sg_ctx_opts_default(sg_ctx_opts *o)
 {
     memset(o, 0, sizeof(*o));
-    o->budget = 32768;
-    o->shared_fraction = 0.92;
+    o->budget = SG_CTX_BUDGET;
+    o->shared_fraction = SG_CTX_SHARED_FRACTION;
 }
 
 static int
@@ -239,6 +239,7 @@ format_split(const sg_ctx_opts *o, const char *content, char **prompt,
         hit = p;
     if (hit == NULL) {
         free(*prompt);
+        *prompt = NULL;
         return -3;
     }
     *head_len = hit - *prompt;
@@ -263,266 +264,330 @@ encode_piece(const sg_ctx_opts *o, const char *s, size_t n, int special,
     return rc;
 }
 
+/* The prompt around the passages: the chat template applied to
+ * "Passages:\n\n" + "Question: " + question, cut where the passages go. */
+typedef struct skeleton {
+    char   *prompt;       /* the formatted text */
+    size_t  plen;
+    size_t  head_len;     /* template head + "Passages:\n\n" */
+    size_t  suffix_len;   /* template after the question */
+    ibuf    head, tail;   /* the encodings of the two sides */
+} skeleton;
+
+static void
+skeleton_free(skeleton *k)
+{
+    free(k->prompt);
+    free(k->head.v);
+    free(k->tail.v);
+}
+
+static int
+skeleton_make(const sg_ctx_opts *o, const char *question, skeleton *k,
+    char *err, int errlen)
+{
+    size_t  slen, head_len, tail_off;
+    char   *skel;
+    int     f;
+
+    slen = strlen(passages_head) + strlen(question_head) + strlen(question);
+    skel = malloc(slen + 1);
+    if (skel == NULL)
+        return ctx_err(err, errlen, "out of memory");
+    snprintf(skel, slen + 1, "%s%s%s", passages_head, question_head,
+             question);
+    f = format_split(o, skel, &k->prompt, &k->plen, &head_len, &tail_off);
+    free(skel);
+    if (f != 0)
+        return ctx_err(err, errlen, f == -3 ? "chat format did not keep the "
+                       "message text verbatim" : "chat format failed");
+    k->suffix_len = k->plen - tail_off;
+    k->head_len = head_len + strlen(passages_head);
+    /* The template's own markers are special tokens; the question is
+     * text (a question that spells "<｜User｜>" gets no new turn). */
+    if (encode_piece(o, k->prompt, k->head_len, 1, &k->head) < 0
+        || encode_piece(o, k->prompt + k->head_len,
+                        k->plen - k->head_len - k->suffix_len, 0,
+                        &k->tail) < 0
+        || encode_piece(o, k->prompt + k->plen - k->suffix_len,
+                        k->suffix_len, 1, &k->tail) < 0)
+        return ctx_err(err, errlen, "encoding the prompt template failed");
+    return 0;
+}
+
+/* The passages chosen so far: S the shared block, R the retrieved one.
+ * ids_seen maps an id's hash to its place (i: S[i], -1 - i: R[i]). */
+typedef struct chooser {
+    const sg_ctx_opts *o;
+    sg_context        *out;
+    hmap               ids_seen, texts_seen;
+    placed            *S, *R;
+    size_t             nS, nR;
+    long               used;      /* tokens of S and R */
+} chooser;
+
+enum { PLACED, DUPLICATE, NO_ROOM, ENCODE_FAILED = -1 };
+
+/*
+ * The step every passage takes: one whose id or text is already in the
+ * prompt is a duplicate (counted); otherwise it is encoded unless its
+ * tokens came cached, and placed when the prompt's passages then still
+ * fit in limit tokens: into the shared block when rank < 0, else into the
+ * retrieved one.
+ */
+static int
+place(chooser *ch, sg_passage *p, int rank, long limit)
+{
+    uint64_t hi = fnv1a(p->id, 0), ht = fnv1a(p->text, 7);
+
+    if (hmap_find(&ch->ids_seen, hi) || hmap_find(&ch->texts_seen, ht)) {
+        ch->out->dropped_dupes++;
+        return DUPLICATE;
+    }
+    if (ensure_tokens(p, ch->o, &ch->out->encoded) < 0)
+        return ENCODE_FAILED;
+    if (ch->used + p->n_tokens > limit)
+        return NO_ROOM;
+    ch->used += p->n_tokens;
+    hmap_put(&ch->texts_seen, ht, 1);
+    if (rank < 0) {
+        hmap_put(&ch->ids_seen, hi, (int)ch->nS);
+        ch->S[ch->nS++] = (placed){ p, -1, 1 };
+    } else {
+        hmap_put(&ch->ids_seen, hi, -1 - (int)ch->nR);
+        ch->R[ch->nR++] = (placed){ p, rank, 0 };
+    }
+    return PLACED;
+}
+
+/*
+ * Chooses the passages: (1) the shared block, a canonical prefix of the
+ * collection within shared_cap; (2) the question's passages, best first,
+ * those not already in, within avail; (3) with room left, the shared block
+ * grows further along the canonical order, and a retrieved passage met on
+ * the way moves into it.  The retrieved block ends in canonical order.
+ * 0, or ENCODE_FAILED.
+ */
+static int
+choose(chooser *ch, sg_passage_list *shared, sg_passage_list *ranked,
+    long shared_cap, long avail)
+{
+    size_t ns = shared ? shared->n : 0, nr = ranked ? ranked->n : 0;
+    size_t next = 0, k = 0;
+    int    rc;
+
+    for (; next < ns; next++) {
+        rc = place(ch, &shared->v[next], -1, shared_cap);
+        if (rc == ENCODE_FAILED)
+            return rc;
+        if (rc == NO_ROOM)
+            break;
+    }
+    for (size_t i = 0; i < nr; i++) {
+        sg_passage *p = &ranked->v[i];
+        int        *at = hmap_find(&ch->ids_seen, fnv1a(p->id, 0));
+
+        if (at && *at >= 0 && ch->S[*at].rank < 0
+            && strcmp(ch->S[*at].p->id, p->id) == 0)
+        {
+            ch->S[*at].rank = (int)i;    /* retrieved, already shared */
+            ch->S[*at].p->score = p->score;
+            continue;
+        }
+        rc = place(ch, p, (int)i, avail);
+        if (rc == ENCODE_FAILED)
+            return rc;
+        if (rc == NO_ROOM)
+            ch->out->dropped_budget++;
+    }
+    for (; next < ns; next++) {
+        sg_passage *p = &shared->v[next];
+        int        *at = hmap_find(&ch->ids_seen, fnv1a(p->id, 0));
+
+        if (at && *at < 0) {
+            size_t r = (size_t)(-1 - *at);
+
+            ch->S[ch->nS] = ch->R[r];
+            ch->S[ch->nS].shared = 1;
+            ch->R[r].p = NULL;           /* removed below */
+            *at = (int)ch->nS++;
+            continue;
+        }
+        rc = place(ch, p, -1, avail);
+        if (rc == ENCODE_FAILED)
+            return rc;
+        if (rc == NO_ROOM)
+            break;
+    }
+    for (size_t i = 0; i < ch->nR; i++)
+        if (ch->R[i].p)
+            ch->R[k++] = ch->R[i];
+    ch->nR = k;
+    qsort(ch->R, ch->nR, sizeof(*ch->R), cmp_canonical);
+    return 0;
+}
+
+static int
+cite(sg_citation *c, const placed *pl)
+{
+    const sg_passage *p = pl->p;
+
+    c->id = strdup(p->id);
+    c->doc_id = strdup(p->doc_id);
+    c->title = strdup(p->title ? p->title : "");
+    c->collection = strdup(p->collection ? p->collection : "");
+    c->score = pl->rank >= 0 ? p->score : 0;
+    c->rank = pl->rank;
+    c->shared = pl->shared;
+    c->n_tokens = p->n_tokens;
+    return c->id && c->doc_id && c->title && c->collection ? 0 : -1;
+}
+
+/* Text and ids: head, shared block, retrieved block, tail; a citation
+ * for each passage.  0, or -1 when out of memory. */
+static int
+assemble(const chooser *ch, const skeleton *k, buf *text, ibuf *ids,
+    sg_context *out)
+{
+    size_t n = ch->nS + ch->nR;
+
+    if (buf_add(text, k->prompt, k->head_len) < 0
+        || ibuf_add(ids, k->head.v, k->head.n) < 0)
+        return -1;
+    out->cites = calloc(n + 1, sizeof(*out->cites));
+    if (out->cites == NULL)
+        return -1;
+    out->prefix_tokens = (int)k->head.n;
+    for (size_t i = 0; i < n; i++) {
+        const placed *pl = i < ch->nS ? &ch->S[i] : &ch->R[i - ch->nS];
+        char         *block;
+        size_t        blen;
+
+        block = sg_ctx_block(pl->p, &blen);
+        if (block == NULL || buf_add(text, block, blen) < 0) {
+            free(block);
+            return -1;
+        }
+        free(block);
+        if (ibuf_add(ids, pl->p->tokens, pl->p->n_tokens) < 0)
+            return -1;
+        out->n_cites++;
+        if (cite(&out->cites[i], pl) < 0)
+            return -1;
+        if (i + 1 == ch->nS)
+            out->prefix_tokens = (int)ids->n;
+    }
+    return buf_add(text, k->prompt + k->head_len, k->plen - k->head_len) < 0
+           || ibuf_add(ids, k->tail.v, k->tail.n) < 0 ? -1 : 0;
+}
+
+/* The assembled text must be what the template makes of the full content
+ * ("Passages:\n\n" + blocks + "Question: " + question): 1 when it is
+ * (cheap next to encoding), 0 when not, -1 when out of memory. */
+static int
+is_template_output(const sg_ctx_opts *o, const skeleton *k, const buf *text)
+{
+    size_t pre = k->head_len - strlen(passages_head);
+    size_t clen = text->n - pre - k->suffix_len;
+    char  *content, *p2 = NULL;
+    size_t p2len, h2, t2;
+    int    same;
+
+    content = malloc(clen + 1);
+    if (content == NULL)
+        return -1;
+    memcpy(content, text->s + pre, clen);
+    content[clen] = '\0';
+    same = format_split(o, content, &p2, &p2len, &h2, &t2) == 0
+           && p2len == text->n && memcmp(p2, text->s, p2len) == 0;
+    free(p2);
+    free(content);
+    return same;
+}
+
 int
 sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
     const char *question, const sg_ctx_opts *o, sg_context *out, char *err,
     int errlen)
 {
-    char     *skel = NULL, *prompt = NULL, *content = NULL;
-    size_t    plen, head_len, tail_off, slen, suffix_len;
-    ibuf      head = { 0 }, tail = { 0 }, ids = { 0 };
+    skeleton  k = { 0 };
+    chooser   ch = { 0 };
     buf       text = { 0 };
-    hmap      ids_seen = { 0 }, texts_seen = { 0 };
-    placed   *S = NULL, *R = NULL;
-    size_t    nS = 0, nR = 0, ns_total, nr_total, next_shared = 0;
-    long      budget, avail, used = 0, shared_cap;
+    ibuf      ids = { 0 };
+    size_t    n = (shared ? shared->n : 0) + (ranked ? ranked->n : 0);
+    long      budget, avail;
     double    frac;
-    int       rc = -1, f;
+    int       rc = -1, same;
 
     memset(out, 0, sizeof(*out));
     if (o == NULL || o->encode == NULL)
         return ctx_err(err, errlen, "no encoder given");
     if (question == NULL)
         question = "";
-    budget = o->budget > 0 ? o->budget : 32768;
+    budget = o->budget > 0 ? o->budget : SG_CTX_BUDGET;
     if (o->model_limit > 0 && o->model_limit < budget)
         budget = o->model_limit;
-    frac = o->shared_fraction <= 0 ? 0.92 : o->shared_fraction;
+    frac = o->shared_fraction <= 0 ? SG_CTX_SHARED_FRACTION
+                                   : o->shared_fraction;
     if (frac > 1)
         frac = 1;
-    ns_total = shared ? shared->n : 0;
-    nr_total = ranked ? ranked->n : 0;
 
-    /* Head and tail around the passages: from an empty passage list. */
-    slen = strlen(passages_head) + strlen(question_head) + strlen(question);
-    skel = malloc(slen + 1);
-    if (skel == NULL)
-        goto oom;
-    snprintf(skel, slen + 1, "%s%s%s", passages_head, question_head,
-             question);
-    f = format_split(o, skel, &prompt, &plen, &head_len, &tail_off);
-    if (f != 0) {
-        ctx_err(err, errlen, f == -3 ? "chat format did not keep the "
-                "message text verbatim" : "chat format failed");
+    if (skeleton_make(o, question, &k, err, errlen) != 0)
         goto fail;
-    }
-    /* head = template head + "Passages:\n\n"; tail = question + rest. */
-    suffix_len = plen - tail_off;   /* template after the content */
-    head_len += strlen(passages_head);
-    tail_off = head_len;
-    /* The template's own markers are special tokens; the question is
-     * text (a question that spells "<｜User｜>" gets no new turn). */
-    if (encode_piece(o, prompt, head_len, 1, &head) < 0
-        || encode_piece(o, prompt + tail_off, plen - tail_off - suffix_len,
-                        0, &tail) < 0
-        || encode_piece(o, prompt + plen - suffix_len, suffix_len, 1,
-                        &tail) < 0)
-    {
-        ctx_err(err, errlen, "encoding the prompt template failed");
-        goto fail;
-    }
-    avail = budget - (long)head.n - (long)tail.n;
+    avail = budget - (long)k.head.n - (long)k.tail.n;
     if (avail < 0) {
         if (err && errlen > 0)
             snprintf(err, errlen, "context: the question and template take "
                      "%zu tokens, over the budget of %ld",
-                     head.n + tail.n, budget);
+                     k.head.n + k.tail.n, budget);
         goto fail;
     }
-    shared_cap = (long)(avail * frac);
 
-    if (hmap_init(&ids_seen, ns_total + nr_total) < 0
-        || hmap_init(&texts_seen, ns_total + nr_total) < 0)
+    ch.o = o;
+    ch.out = out;
+    ch.S = calloc(n + 1, sizeof(*ch.S));
+    ch.R = calloc(n + 1, sizeof(*ch.R));
+    if (hmap_init(&ch.ids_seen, n) < 0 || hmap_init(&ch.texts_seen, n) < 0
+        || ch.S == NULL || ch.R == NULL)
         goto oom;
-    S = calloc(ns_total + 1, sizeof(*S));
-    R = calloc(nr_total + 1, sizeof(*R));
-    if (S == NULL || R == NULL)
+    if (choose(&ch, shared, ranked, (long)(avail * frac), avail) != 0) {
+        ctx_err(err, errlen, "encoding a passage failed");
+        goto fail;
+    }
+    if (assemble(&ch, &k, &text, &ids, out) != 0)
         goto oom;
-
-    /* 1. The shared block: a canonical prefix of the collection. */
-    for (; next_shared < ns_total; next_shared++) {
-        sg_passage *p = &shared->v[next_shared];
-        uint64_t    hi = fnv1a(p->id, 0), ht = fnv1a(p->text, 7);
-
-        if (hmap_find(&ids_seen, hi) || hmap_find(&texts_seen, ht)) {
-            out->dropped_dupes++;
-            continue;
-        }
-        if (ensure_tokens(p, o, &out->encoded) < 0)
-            goto enc;
-        if (used + p->n_tokens > shared_cap)
-            break;
-        used += p->n_tokens;
-        hmap_put(&ids_seen, hi, (int)nS);
-        hmap_put(&texts_seen, ht, 1);
-        S[nS++] = (placed){ p, -1, 1 };
-    }
-
-    /* 2. The question's passages, best first, those not already in. */
-    for (size_t i = 0; i < nr_total; i++) {
-        sg_passage *p = &ranked->v[i];
-        uint64_t    hi = fnv1a(p->id, 0), ht = fnv1a(p->text, 7);
-        int        *at = hmap_find(&ids_seen, hi);
-
-        if (at && *at >= 0 && S[*at].rank < 0
-            && strcmp(S[*at].p->id, p->id) == 0)
-        {
-            S[*at].rank = (int)i;        /* retrieved, already shared */
-            S[*at].p->score = p->score;
-            continue;
-        }
-        if (at || hmap_find(&texts_seen, ht)) {
-            out->dropped_dupes++;
-            continue;
-        }
-        if (ensure_tokens(p, o, &out->encoded) < 0)
-            goto enc;
-        if (used + p->n_tokens > avail) {
-            out->dropped_budget++;
-            continue;
-        }
-        used += p->n_tokens;
-        hmap_put(&ids_seen, hi, -1 - (int)nR);
-        hmap_put(&texts_seen, ht, 1);
-        R[nR++] = (placed){ p, (int)i, 0 };
-    }
-
-    /* 3. Room left: grow the shared block further along the canonical
-     * order; a retrieved passage met on the way moves into it. */
-    for (; next_shared < ns_total; next_shared++) {
-        sg_passage *p = &shared->v[next_shared];
-        uint64_t    hi = fnv1a(p->id, 0), ht = fnv1a(p->text, 7);
-        int        *at = hmap_find(&ids_seen, hi);
-
-        if (at && *at < 0) {
-            size_t r = (size_t)(-1 - *at);
-
-            S[nS] = R[r];
-            S[nS].shared = 1;
-            R[r].p = NULL;              /* removed below */
-            *at = (int)nS++;
-            continue;
-        }
-        if (at || hmap_find(&texts_seen, ht)) {
-            out->dropped_dupes++;
-            continue;
-        }
-        if (ensure_tokens(p, o, &out->encoded) < 0)
-            goto enc;
-        if (used + p->n_tokens > avail)
-            break;
-        used += p->n_tokens;
-        hmap_put(&ids_seen, hi, (int)nS);
-        hmap_put(&texts_seen, ht, 1);
-        S[nS++] = (placed){ p, -1, 1 };
-    }
-    {
-        size_t k = 0;
-
-        for (size_t i = 0; i < nR; i++)
-            if (R[i].p)
-                R[k++] = R[i];
-        nR = k;
-    }
-    qsort(R, nR, sizeof(*R), cmp_canonical);
-
-    /* 4. Assemble text and ids: head, shared, retrieved, tail. */
-    if (buf_add(&text, prompt, head_len) < 0
-        || ibuf_add(&ids, head.v, head.n) < 0)
+    same = is_template_output(o, &k, &text);
+    if (same < 0)
         goto oom;
-    out->cites = calloc(nS + nR + 1, sizeof(*out->cites));
-    if (out->cites == NULL)
-        goto oom;
-    for (size_t i = 0; i < nS + nR; i++) {
-        placed      *pl = i < nS ? &S[i] : &R[i - nS];
-        sg_passage  *p = pl->p;
-        sg_citation *c = &out->cites[out->n_cites];
-        char        *block;
-        size_t       blen;
-
-        block = sg_ctx_block(p, &blen);
-        if (block == NULL || buf_add(&text, block, blen) < 0) {
-            free(block);
-            goto oom;
-        }
-        free(block);
-        if (ibuf_add(&ids, p->tokens, p->n_tokens) < 0)
-            goto oom;
-        c->id = strdup(p->id);
-        c->doc_id = strdup(p->doc_id);
-        c->title = strdup(p->title ? p->title : "");
-        c->collection = strdup(p->collection ? p->collection : "");
-        out->n_cites++;
-        if (!c->id || !c->doc_id || !c->title || !c->collection)
-            goto oom;
-        c->score = pl->rank >= 0 ? p->score : 0;
-        c->rank = pl->rank;
-        c->shared = pl->shared;
-        c->n_tokens = p->n_tokens;
-        if (i + 1 == nS)
-            out->prefix_tokens = (int)ids.n;
-    }
-    if (nS == 0)
-        out->prefix_tokens = (int)head.n;
-    if (buf_add(&text, prompt + tail_off, plen - tail_off) < 0
-        || ibuf_add(&ids, tail.v, tail.n) < 0)
-        goto oom;
-
-    /* The assembled text must be what the template makes of the full
-     * content: check it (cheap next to encoding). */
-    {
-        size_t clen = text.n - head_len + strlen(passages_head)
-                      - suffix_len;
-        char  *p2 = NULL;
-        size_t p2len, h2, t2;
-
-        content = malloc(clen + 1);
-        if (content == NULL)
-            goto oom;
-        memcpy(content, text.s + head_len - strlen(passages_head), clen);
-        content[clen] = '\0';
-        /* content = "Passages:\n\n" + blocks + "Question: " + question */
-        if (format_split(o, content, &p2, &p2len, &h2, &t2) != 0
-            || p2len != text.n || memcmp(p2, text.s, p2len) != 0)
-        {
-            free(p2);
-            ctx_err(err, errlen, "chat format is not a plain "
-                    "concatenation; cannot split the prompt");
-            goto fail;
-        }
-        free(p2);
+    if (!same) {
+        ctx_err(err, errlen, "chat format is not a plain concatenation; "
+                "cannot split the prompt");
+        goto fail;
     }
 
     out->prompt = text.s;
     out->prompt_len = text.n;
     out->ids = ids.v;
     out->n_tokens = (int)ids.n;
-    out->n_shared = (int)nS;
-    out->n_retrieved = (int)nR;
+    out->n_shared = (int)ch.nS;
+    out->n_retrieved = (int)ch.nR;
     text.s = NULL;
     ids.v = NULL;
     rc = 0;
     goto done;
 
-enc:
-    ctx_err(err, errlen, "encoding a passage failed");
-    goto fail;
 oom:
     ctx_err(err, errlen, "out of memory");
 fail:
     sg_context_free(out);
 done:
-    free(skel);
-    free(prompt);
-    free(content);
-    free(head.v);
-    free(tail.v);
+    skeleton_free(&k);
     free(ids.v);
     free(text.s);
-    free(S);
-    free(R);
-    hmap_free(&ids_seen);
-    hmap_free(&texts_seen);
+    free(ch.S);
+    free(ch.R);
+    hmap_free(&ch.ids_seen);
+    hmap_free(&ch.texts_seen);
     return rc;
 }
 

@@ -3,7 +3,7 @@
  * chat prompt that fits a token budget, lays it out for prefix-cache reuse,
  * and keeps citations.
  *
- * Layout (the chat format of engine/tokenizer.h):
+ * Layout (the chat format of engine/include/tokenizer.h):
  *   system:  a fixed instruction (same bytes for every request)
  *   user:    "Passages:\n\n"
  *            SHARED block:    passages of the collection in canonical order
@@ -51,8 +51,14 @@ int sg_ctx_tokenizer_encode(void *ud, const char *text, size_t len,
 typedef int (*sg_ctx_format_fn)(const sg_chat_msg *msgs, int n, int thinking,
     char **out, size_t *len);
 
+/* The defaults, written once (sg_ctx_opts_default, the nginx module's
+ * sparsegate_context_budget): a prompt budget of 32768 tokens, 92% of the
+ * passage budget for the shared block. */
+#define SG_CTX_BUDGET           32768
+#define SG_CTX_SHARED_FRACTION  0.92
+
 typedef struct sg_ctx_opts {
-    int               budget;          /* prompt tokens; 0 = 32768 */
+    int               budget;          /* prompt tokens; 0 = SG_CTX_BUDGET */
     int               model_limit;     /* hard cap (context - max_tokens);
                                           0 = none; budget = min of both */
     double            shared_fraction; /* (0, 1]: share of the passage budget

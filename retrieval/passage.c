@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "store_impl.h"
+#include "util/err.h"
 
 static char *
 dup_or_null(const char *s)
@@ -117,11 +118,9 @@ sg_store_err(char *err, int errlen, int code, const char *fmt, ...)
 {
     va_list ap;
 
-    if (err && errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
+    va_start(ap, fmt);
+    sg_verr(err, errlen, fmt, ap);
+    va_end(ap);
     return code;
 }
 
@@ -138,7 +137,7 @@ sg_search_timeout(const sg_search_opts *o, int dflt)
 {
     if (o && o->timeout_ms > 0)
         return o->timeout_ms;
-    return dflt > 0 ? dflt : 5000;
+    return dflt > 0 ? dflt : SG_STORE_TIMEOUT_MS;
 }
 
 int64_t

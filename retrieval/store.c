@@ -1,6 +1,9 @@
 /*
- * The store front door: picks the implementation from the URI scheme and
- * drives the generic part of async queries.
+ * The store front door, above the implementations: picks one from the URI
+ * scheme (store_kinds.h) and checks what every store needs before calling
+ * through its vtable.  Nothing below calls back up here: the
+ * implementations use only store_impl.h (the query object of aquery.c,
+ * the helpers of passage.c).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,6 +11,7 @@
 #include <string.h>
 
 #include "store_impl.h"
+#include "store_kinds.h"
 
 static int
 has_prefix(const char *s, const char *p)
@@ -122,8 +126,10 @@ sg_astore_open(const char *uri, const sg_astore_opts *o, sg_astore **out,
                             "store URI '%s': expected sqlite:PATH, "
                             "postgres:CONNINFO or redis:HOST:PORT", uri);
     if (rc == SG_STORE_OK) {
-        (*out)->pool_size = o && o->pool_size > 0 ? o->pool_size : 4;
-        (*out)->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : 5000;
+        (*out)->pool_size = o && o->pool_size > 0 ? o->pool_size
+                                                  : SG_STORE_POOL_SIZE;
+        (*out)->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms
+                                                    : SG_STORE_TIMEOUT_MS;
     }
     return rc;
 }
@@ -149,103 +155,4 @@ sg_astore_search(sg_astore *as, const char *query, const sg_search_opts *o,
 
     *q = NULL;
     return rc ? rc : as->vt->search(as, query, o, q, err, errlen);
-}
-
-void
-sg_aquery_finish(sg_aquery *q, int code, const char *fmt, ...)
-{
-    va_list ap;
-
-    q->done = 1;
-    q->code = code;
-    q->fd = -1;
-    q->wants = 0;
-    q->err[0] = '\0';
-    if (fmt) {
-        va_start(ap, fmt);
-        vsnprintf(q->err, sizeof(q->err), fmt, ap);
-        va_end(ap);
-    }
-}
-
-int
-sg_aquery_fd(const sg_aquery *q)
-{
-    return q->done ? -1 : q->fd;
-}
-
-int
-sg_aquery_wants(const sg_aquery *q)
-{
-    return q->done ? 0 : q->wants;
-}
-
-int64_t
-sg_aquery_deadline(const sg_aquery *q)
-{
-    return q->deadline;
-}
-
-int
-sg_aquery_done(const sg_aquery *q)
-{
-    return q->done;
-}
-
-int
-sg_aquery_step(sg_aquery *q, int events)
-{
-    if (q->done)
-        return SG_AQ_DONE;
-    if (events == 0 && sg_now_ms() >= q->deadline) {
-        /* The implementation drops the connection in release(). */
-        sg_aquery_finish(q, SG_STORE_ETIMEOUT,
-                         "store query timed out after the deadline");
-        return SG_AQ_DONE;
-    }
-    q->step(q, events);
-    if (!q->done && sg_now_ms() >= q->deadline)
-        sg_aquery_finish(q, SG_STORE_ETIMEOUT,
-                         "store query timed out after the deadline");
-    return q->done ? SG_AQ_DONE : SG_AQ_AGAIN;
-}
-
-int
-sg_aquery_result(sg_aquery *q, sg_passage_list *out, char *err, int errlen)
-{
-    if (!q->done)
-        return sg_store_err(err, errlen, SG_STORE_EINVAL,
-                            "query still running");
-    if (q->code != SG_STORE_OK)
-        return sg_store_err(err, errlen, q->code, "%s", q->err);
-    for (size_t i = 0; i < q->res.n; i++) {
-        if (out->n == out->cap) {
-            size_t      cap = out->cap ? out->cap * 2 : 16;
-            sg_passage *v;
-
-            while (cap < out->n + q->res.n - i)
-                cap *= 2;
-            v = realloc(out->v, cap * sizeof(*v));
-            if (v == NULL)
-                return sg_store_err(err, errlen, SG_STORE_ENOMEM,
-                                    "out of memory");
-            out->v = v;
-            out->cap = cap;
-        }
-        out->v[out->n++] = q->res.v[i];     /* moved, not copied */
-    }
-    free(q->res.v);
-    memset(&q->res, 0, sizeof(q->res));
-    return SG_STORE_OK;
-}
-
-void
-sg_aquery_free(sg_aquery *q)
-{
-    if (q == NULL)
-        return;
-    if (q->release)
-        q->release(q);
-    sg_passage_list_free(&q->res);
-    free(q);
 }

@@ -83,6 +83,11 @@ typedef struct sg_search_opts {
     int                 timeout_ms;   /* sync calls too; 0 = 5000 */
 } sg_search_opts;
 
+/* The defaults, written once: a query's (and a connection's) time limit,
+ * and the connections an async store keeps per worker. */
+#define SG_STORE_TIMEOUT_MS  5000
+#define SG_STORE_POOL_SIZE   4
+
 /*
  * Search semantics, every store alike:
  *   - query non-empty: full-text search, best first (score descending,

@@ -60,7 +60,8 @@ void sg_aquery_finish(sg_aquery *q, int code, const char *fmt, ...)
 int sg_store_err(char *err, int errlen, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Effective limit and timeout of search options (NULL = defaults). */
+/* Effective limit and timeout of search options (NULL = defaults; a
+ * timeout dflt of 0 = SG_STORE_TIMEOUT_MS). */
 int sg_search_limit(const sg_search_opts *o);
 int sg_search_timeout(const sg_search_opts *o, int dflt);
 
@@ -71,18 +72,6 @@ int sg_passage_validate(const sg_passage *p, char *err, int errlen);
 int sg_meta_is_object(const char *meta);
 /* 1 when meta matches the filter (see sg_search_opts.meta_filter). */
 int sg_meta_matches(const char *meta, const char *filter);
-
-/* Implementations. */
-int sg_sqlite_open(const char *path, sg_store **out, char *err, int errlen);
-int sg_pg_open(const char *conninfo, sg_store **out, char *err, int errlen);
-int sg_redis_open(const char *hostport, sg_store **out, char *err,
-    int errlen);
-int sg_sqlite_aopen(const char *path, sg_astore **out, char *err,
-    int errlen);
-int sg_pg_aopen(const char *conninfo, sg_astore **out, char *err,
-    int errlen);
-int sg_redis_aopen(const char *hostport, sg_astore **out, char *err,
-    int errlen);
 
 /* "host:port" -> host (caller's buffer) and port; 0 or -1. */
 int sg_parse_hostport(const char *s, char *host, size_t hostcap, int *port);

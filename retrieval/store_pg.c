@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "store_pg.h"
+#include "store_kinds.h"
 #include "terms.h"
 
 /* Same statements as conf/schema.sql. */
@@ -389,7 +390,7 @@ pg_sync_search(sg_store *st, const char *query, const sg_search_opts *o,
     if (rc != SG_STORE_OK)
         return rc;
     snprintf(set, sizeof(set), "SET statement_timeout = %d",
-             sg_search_timeout(o, 5000));
+             sg_search_timeout(o, 0));
     rc = exec_ok(s, set, err, errlen);
     if (rc == SG_STORE_OK) {
         r = PQexecParams(s->conn, ps.sql, ps.n_values, NULL, ps.values, NULL,
@@ -469,7 +470,7 @@ sg_pg_open(const char *conninfo, sg_store **out, char *err, int errlen)
         return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
     }
     s->base.vt = &pg_vt;
-    s->conn = sg_pg_connect(conninfo, 5000, 0);
+    s->conn = sg_pg_connect(conninfo, SG_STORE_TIMEOUT_MS, 0);
     if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK) {
         int rc = s->conn ? conn_err(s, err, errlen, "cannot connect")
                          : sg_store_err(err, errlen, SG_STORE_ENOMEM,

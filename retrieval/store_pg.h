@@ -30,7 +30,7 @@ void sg_pg_search_free(pg_search *ps);
 int sg_pg_take_result(PGresult *r, sg_passage_list *out, char *err,
     int errlen);
 
-/* Connects with our session settings (statement_timeout as a server-side
+/* Connects with our connection settings (statement_timeout as a server-side
  * backstop, dead-client checks, no notices on stderr).  Non-blocking
  * start when async; NULL only when out of memory. */
 PGconn *sg_pg_connect(const char *conninfo, int timeout_ms, int async);

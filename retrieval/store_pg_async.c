@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "store_pg.h"
+#include "store_kinds.h"
 
 typedef struct pg_conn {
     PGconn *c;

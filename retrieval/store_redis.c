@@ -10,6 +10,7 @@
 #include <sys/time.h>
 
 #include "store_redis.h"
+#include "store_kinds.h"
 #include "terms.h"
 
 /* ARGV: mode ("q" search / "l" listing), limit, collection or "",
@@ -590,7 +591,7 @@ redis_search(sg_store *st, const char *query, const sg_search_opts *o,
 
     if (sg_redis_search_cmd(query, o, &c) < 0)
         return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
-    r = command(s, &c, sg_search_timeout(o, 5000), "search", err, errlen,
+    r = command(s, &c, sg_search_timeout(o, 0), "search", err, errlen,
                 &rc);
     rcmd_free(&c);
     if (r == NULL)
@@ -620,7 +621,7 @@ redis_get(sg_store *st, const char *const *ids, size_t n,
             return sg_store_err(err, errlen, SG_STORE_ENOMEM,
                                 "out of memory");
         }
-        r = command(s, &c, 5000, "get", err, errlen, &rc);
+        r = command(s, &c, SG_STORE_TIMEOUT_MS, "get", err, errlen, &rc);
         rcmd_free(&c);
         if (r == NULL)
             return rc;
@@ -674,7 +675,7 @@ redis_count(sg_store *st, const char *collection, char *err, int errlen)
                 " 'sg:coll:' .. c) end return n");
         add_str(&c, "0");
     }
-    r = command(s, &c, 5000, "count", err, errlen, &rc);
+    r = command(s, &c, SG_STORE_TIMEOUT_MS, "count", err, errlen, &rc);
     rcmd_free(&c);
     if (r == NULL)
         return -1;

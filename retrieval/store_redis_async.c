@@ -18,6 +18,7 @@
 #include <hiredis/async.h>
 
 #include "store_redis.h"
+#include "store_kinds.h"
 
 typedef struct rconn rconn;
 

@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 
 #include "store_impl.h"
+#include "store_kinds.h"
 #include "terms.h"
 
 typedef struct sqlite_store {
@@ -271,7 +272,7 @@ sqlite_search(sg_store *st, const char *query, const sg_search_opts *o,
         free(b.s);
         return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
     }
-    s->deadline = sg_now_ms() + sg_search_timeout(o, 5000);
+    s->deadline = sg_now_ms() + sg_search_timeout(o, 0);
     if (sqlite3_prepare_v2(s->db, b.s, -1, &stmt, NULL) != SQLITE_OK) {
         rc = db_err(s, err, errlen, "prepare search");
         goto done;
@@ -397,7 +398,7 @@ sg_sqlite_open(const char *path, sg_store **out, char *err, int errlen)
         sqlite_close(&s->base);
         return rc;
     }
-    sqlite3_busy_timeout(s->db, 5000);
+    sqlite3_busy_timeout(s->db, SG_STORE_TIMEOUT_MS);
     sqlite3_progress_handler(s->db, 1000, progress, s);
     if (sqlite3_exec(s->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
         int code = sqlite3_errcode(s->db);
@@ -450,7 +451,7 @@ sqlite_aclose(sg_astore *as)
 {
     sqlite_astore *a = (sqlite_astore *)as;
 
-    sg_store_close(a->store);
+    sqlite_close(a->store);
     free(a);
 }
 

@@ -30,7 +30,7 @@ mkdir -p "$out"
 # module sources and headers changes (configure writes them into the
 # Makefile, dependencies included).
 stamp=$out/configured
-files=$(ls ngx_module/*.[ch] engine/*.h retrieval/*.h | md5sum | cut -c1-32)
+files=$(ls ngx_module/*.[ch] engine/include/*.h retrieval/*.h | md5sum | cut -c1-32)
 want="$(dpkg-query -W -f='${Version}' nginx-dev 2>/dev/null) $(md5sum config | cut -c1-32) $files ${SAN:-0}"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -f "$out/objs/Makefile" ]; then
     rm -rf "$out/src" "$out/objs"

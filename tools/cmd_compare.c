@@ -3,6 +3,7 @@
  * reference run in the fixtures' format, with the tolerances its manifest
  * recommends.  Prints one "PASS name" / "FAIL name: why" line per check.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,8 +12,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "protocol.h"
+#include "offline/protocol.h"
 #include "tool_io.h"
+#include "util/file.h"
 
 typedef struct {
     const char *label;
@@ -125,24 +127,11 @@ sg_cmd_compare(int argc, char **argv)
     forced = strcmp(mode, "forced") == 0;
     rep.label = label ? label : run_name;
 
-    {
-        FILE *f = fopen(manifest, "rb");
-        long  n;
-        if (f == NULL) {
-            fprintf(stderr, "compare: cannot open %s\n", manifest);
-            return 2;
-        }
-        fseek(f, 0, SEEK_END);
-        n = ftell(f);
-        rewind(f);
-        text = calloc(1, n + 1);
-        if (text == NULL || fread(text, 1, n, f) != (size_t)n) {
-            fclose(f);
-            fprintf(stderr, "compare: cannot read %s\n", manifest);
-            free(text);
-            return 2;
-        }
-        fclose(f);
+    text = sg_read_file(manifest, 0, NULL);
+    if (text == NULL) {
+        fprintf(stderr, "compare: cannot read %s: %s\n", manifest,
+                strerror(errno));
+        return 2;
     }
     root = cJSON_Parse(text);
     free(text);

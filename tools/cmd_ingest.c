@@ -28,6 +28,7 @@
 
 #include "chunk.h"
 #include "store.h"
+#include "util/file.h"
 
 typedef struct ingest {
     sg_store        *store;
@@ -194,25 +195,6 @@ load_jsonl(ingest *g, const char *path)
     return rc;
 }
 
-static char *
-read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *s = NULL;
-    long  n;
-
-    if (f == NULL)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0
-        && fseek(f, 0, SEEK_SET) == 0 && (s = malloc(n + 1)) != NULL)
-    {
-        *len = fread(s, 1, n, f);
-        s[*len] = '\0';
-    }
-    fclose(f);
-    return s;
-}
-
 static int
 cmp_names(const void *a, const void *b)
 {
@@ -275,7 +257,7 @@ load_dir(ingest *g, const char *top, const char *rel, int depth)
             rc = load_dir(g, top, sub, depth + 1);
         } else if (S_ISREG(st.st_mode) && has_ext(names[i])) {
             size_t len;
-            char  *text = read_all(full, &len);
+            char  *text = sg_read_file(full, 0, &len);
             char   title[256];
             char  *h;
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mkmodel.h"
+#include "offline/mkmodel.h"
 
 static void
 usage(FILE *f)

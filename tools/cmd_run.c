@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "protocol.h"
+#include "offline/protocol.h"
 #include "tool_io.h"
 
 static void

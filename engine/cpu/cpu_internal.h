@@ -9,8 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend.h"
-#include "dtype.h"
+#include "model/backend.h"
+#include "model/dtype.h"
 
 /* Whether the kernels that have an AVX-512 form use it: the CPU has
  * AVX-512F and SG_CPU_ISA is not "avx2" (cpu_backend.c, set when a

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "cpu_internal.h"
+#include "model/moe_route.h"
 
 /* Index of the largest v[j] among j < n with !used[j]; ties -> lower j. */
 static int
@@ -14,8 +15,7 @@ argmax_unused(const float *v, const char *used, int n)
     int best = -1;
 
     for (int j = 0; j < n; j++)
-        if (!used[j] && (best < 0 || v[j] > v[best]
-                         || (v[best] != v[best] && v[j] == v[j])))
+        if (!used[j] && (best < 0 || sg_moe_beats(v[j], v[best])))
             best = j;
     return best;
 }
@@ -26,7 +26,7 @@ route_row(const float *logits, const float *bias, int E, int n_group,
           const int32_t *forced, int32_t *experts, float *weights,
           float *orig, float *sel, char *used)
 {
-    int chosen[top_k > 0 ? top_k : 1];
+    int32_t *chosen = experts;
 
     for (int e = 0; e < E; e++) {
         orig[e] = 1.0f / (1.0f + expf(-logits[e]));
@@ -63,20 +63,7 @@ route_row(const float *logits, const float *bias, int E, int n_group,
     for (int e = 0; e < E; e++)
         used[e] = 0;
     if (forced) {
-        /* the given experts, ranked by their selection score so the sum
-         * below runs in the order the reference's topk returns them */
-        for (int j = 0; j < top_k; j++)
-            chosen[j] = forced[j];
-        for (int a = 1; a < top_k; a++)
-            for (int c = a; c > 0; c--) {
-                int x = chosen[c - 1], y = chosen[c];
-                float sx = x >= 0 && x < E ? sel[x] : -INFINITY;
-                float sy = y >= 0 && y < E ? sel[y] : -INFINITY;
-                if (sy > sx || (sy == sx && y < x)) {
-                    chosen[c - 1] = y;
-                    chosen[c] = x;
-                }
-            }
+        sg_moe_rank_forced(forced, sel, E, top_k, chosen);
     } else {
         for (int j = 0; j < top_k; j++) {
             chosen[j] = argmax_unused(sel, used, E);
@@ -84,31 +71,7 @@ route_row(const float *logits, const float *bias, int E, int n_group,
                 used[chosen[j]] = 1;
         }
     }
-    float sum = 0.0f, w[top_k > 0 ? top_k : 1];
-    for (int j = 0; j < top_k; j++) {
-        int e = chosen[j];
-        w[j] = e >= 0 && e < E ? orig[e] : 0.0f;
-        sum += w[j];
-    }
-    for (int j = 0; j < top_k; j++) {
-        if (norm)
-            w[j] /= sum;
-        w[j] *= route_scale;
-    }
-    /* ascending expert ids, weights alongside */
-    for (int a = 1; a < top_k; a++)
-        for (int c = a; c > 0 && chosen[c - 1] > chosen[c]; c--) {
-            int   te = chosen[c - 1];
-            float tw = w[c - 1];
-            chosen[c - 1] = chosen[c];
-            w[c - 1] = w[c];
-            chosen[c] = te;
-            w[c] = tw;
-        }
-    for (int j = 0; j < top_k; j++) {
-        experts[j] = chosen[j];
-        weights[j] = w[j];
-    }
+    sg_moe_weigh(orig, E, top_k, norm, route_scale, experts, weights);
 }
 
 typedef struct {

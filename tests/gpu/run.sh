@@ -10,19 +10,19 @@
 #   SG_GPU_SANITIZE=1 bash ...       # also the tests under compute-sanitizer
 #   SG_GPU_PREBUILT=1 bash ...       # use build/ as it is (carried binaries)
 #
-# Logs and results go to $OUT when set (the device tool's folder), else to
+# Logs and results go to $OUT when set (a runner's output folder), else to
 # build/gpu/.  Exit status: 0 when every test passed and the bench ran.
 #
-# The device tool kills a command after 600 s, and then nothing after the
-# kill point prints: every phase's timeout comes out of SG_GPU_BUDGET
-# (seconds, default 560) so the summary always comes last.
+# A runner that kills the job at a time limit would cut the summary off:
+# every phase's timeout comes out of SG_GPU_BUDGET (seconds, default 560,
+# for a 600 s limit) so the summary always comes last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 out=${OUT:-$root/build/gpu}
 mkdir -p "$out"
-# what needs no keeping stays out of $out: the device tool returns at most
-# 8 files from it (the logs, ptxas.txt and RESULTS.md are 7)
+# what needs no keeping stays out of $out, which holds only the logs,
+# ptxas.txt and RESULTS.md (7 files)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 status=0

@@ -68,6 +68,16 @@ gw_model() {
     fi
 }
 
+# gw_setup: the module and the model built, a free port: sets port,
+# prefix ($gw_dir/nginx) and url.
+gw_setup() {
+    gw_build
+    gw_model
+    port=$(gw_free_port)
+    prefix=$gw_dir/nginx
+    url=http://127.0.0.1:$port
+}
+
 gw_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -81,9 +91,39 @@ gw_user_line() {
     fi
 }
 
-# gw_conf PREFIX PORT EXTRA_HTTP EXTRA_SERVER: writes PREFIX/conf/nginx.conf.
+# gw_api PATH [DIRECTIVES]: the API's endpoints under PATH (/v1, ...), one
+# location each, bound by "sparsegate_api ENDPOINT", each with DIRECTIVES.
+gw_api() {
+    local p=$1 d=${2:-}
+    cat <<EOF
+        location = $p/chat/completions { sparsegate_api chat_completions; $d }
+        location = $p/completions { sparsegate_api completions; $d }
+        location = $p/rag { sparsegate_api rag; $d }
+        location = $p/models { sparsegate_api models; $d }
+        location ^~ $p/models/ { sparsegate_api model; $d }
+EOF
+}
+
+# The test server's locations: the API under /v1 (open) and /secure/v1
+# (two keys), /health, /metrics, an OpenAI-shaped 404 elsewhere, and a
+# plain nginx location.
+gw_locations() {
+    gw_api /v1
+    gw_api /secure/v1 "sparsegate_api_key sk-test-1; sparsegate_api_key sk-test-2;"
+    cat <<'EOF'
+        location = /health { sparsegate_api health; }
+        location = /metrics { sparsegate_api metrics; }
+        location / { sparsegate_api error; }
+        location = /plain { return 200 "ok\n"; }
+EOF
+}
+
+# gw_conf PREFIX PORT EXTRA_HTTP EXTRA_SERVER [LOCATIONS]: writes
+# PREFIX/conf/nginx.conf; LOCATIONS replaces gw_locations' set.
+# GW_LOG_LEVEL sets the error_log level (info).
 gw_conf() {
     local prefix=$1 port=$2 extra_http=${3:-} extra_server=${4:-}
+    local locations=${5:-$(gw_locations)}
     mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp"
     chmod 777 "$prefix/tmp"
     cat >"$prefix/conf/nginx.conf" <<EOF
@@ -91,7 +131,7 @@ $(gw_user_line)
 load_module $gw_so;
 worker_processes 1;
 pid $prefix/logs/nginx.pid;
-error_log $prefix/logs/error.log info;
+error_log $prefix/logs/error.log ${GW_LOG_LEVEL:-info};
 events { worker_connections 1024; }
 http {
     access_log off;
@@ -113,14 +153,8 @@ http {
         client_max_body_size 8m;
         client_body_buffer_size 16k;
         error_page 413 @sparsegate_error;
-        location @sparsegate_error { sparsegate_api; }
-        location / { sparsegate_api; }
-        location /secure/ {
-            sparsegate_api;
-            sparsegate_api_key sk-test-1;
-            sparsegate_api_key sk-test-2;
-        }
-        location = /plain { return 200 "ok\n"; }
+        location @sparsegate_error { sparsegate_api error; }
+$locations
         $extra_server
     }
 }

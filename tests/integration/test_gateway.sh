@@ -9,6 +9,7 @@
 #   - a client killed mid-stream frees its sequence (seen in /metrics)
 #   - reload and quit while requests run lose nothing, leave no socket
 #   - /v1/rag over a SQLite store: answer + citations
+#   - error_log debug traces one /v1/rag request from accept to last byte
 # Prints PASS/FAIL lines; SKIP when the engine pieces are not built yet.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,12 +19,7 @@ rm -rf "$gw_dir"
 mkdir -p "$gw_dir"
 . tests/integration/gateway_lib.sh
 
-gw_build
-gw_model
-
-port=$(gw_free_port)
-prefix=$gw_dir/nginx
-url=http://127.0.0.1:$port
+gw_setup
 mkdir -p "$gw_dir/store"
 gw_conf "$prefix" "$port" "sparsegate_store sqlite:$gw_dir/store/passages.db;"
 
@@ -98,6 +94,15 @@ s=$(status POST /v1/completions -d "{\"prompt\":[${ids// /,}],\"max_tokens\":8,\
 gw_text=$(j "d['choices'][0]['text']")
 gw_check greedy_matches_cli "$([ "$s" = 200 ] && [ -n "$cli_ids" ] && [ "$gw_text" = "$cli_text" ]; echo $?)" \
     "gateway '$gw_text' vs cli '$cli_text' (ids $cli_ids)"
+
+# A stop string and a first token that decodes to no bytes (seed 259: the
+# tiny model samples a lone UTF-8 lead byte first): the stop check must not
+# read the still-empty text (it crashed the worker with SIGSEGV).
+s=$(status POST /v1/chat/completions -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":1,"ignore_eos":true,"seed":259}')
+first_len=$(j "len(d['choices'][0]['message']['content'])")
+s=$(status POST /v1/chat/completions -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":3,"ignore_eos":true,"seed":259,"stop":["zz"]}')
+gw_check stop_after_empty_first_token "$([ "$first_len" = 0 ] && [ "$s" = 200 ]; echo $?)" \
+    "first token's text length '$first_len' (0 is the case covered), status $s"
 
 # Error statuses and OpenAI's error shape.
 err_ok() {   # err_ok NAME WANT_STATUS GOT_STATUS [code]
@@ -249,6 +254,45 @@ gw_check no_open_socket_left "$(grep -q 'open socket' "$prefix/logs/error.log" &
 gw_check no_alerts "$(grep -Eq '\[(alert|emerg|crit)\]' "$prefix/logs/error.log" && echo 1 || echo 0)" \
     "$(grep -E '\[(alert|emerg|crit)\]' "$prefix/logs/error.log" | head -n 3)"
 
+# -------------------------------------------------------- debug trace
+# With "error_log ... debug" one /v1/rag request can be followed from
+# accept to its last byte: every step logs under the connection's number.
+GW_LOG_LEVEL=debug gw_conf "$prefix" "$port" "sparsegate_store sqlite:$gw_dir/store/passages.db;"
+gw_start "$prefix" "$port" || exit 1
+s=$(status POST /v1/rag -d '{"question":"How does epoll report readiness?","collection":"man","max_tokens":2,"temperature":0}')
+gw_stop
+python3 - "$prefix/logs/error.log" "$s" <<'PY'
+import re, sys
+log, status = open(sys.argv[1], errors="replace").read().splitlines(), sys.argv[2]
+conn = None
+for line in log:
+    m = re.search(r'\*(\d+) sparsegate: POST "/v1/rag": endpoint rag', line)
+    if m:
+        conn = m.group(1)
+mine = [l for l in log if conn and re.search(r'\*%s ' % conn, l)]
+steps = ["accept: 127.0.0.1", "sparsegate: POST \"/v1/rag\": endpoint rag",
+         "sparsegate params: body of", "sparsegate rag: phase 0 \"shared block\"",
+         "sparsegate rag: phase 1 \"search\"", "sparsegate rag: query done",
+         "sparsegate rag: phase 4 \"context build\"", "sparsegate rag: context of",
+         "sparsegate rag: phase 7 \"generate\"", "sparsegate job rag-",
+         "prompt tokens, max_tokens 2", "sparsegate job rag-.*: token",
+         "sparsegate job rag-.*: done, finish", "sparsegate response: rag-.* ends",
+         "sparsegate send: 200", "http finalize request: 0",
+         "sparsegate job rag-.*: request gone", "close http connection"]
+at, missing = 0, []
+for s in steps:
+    for i in range(at, len(mine)):
+        if re.search(s, mine[i]):
+            at = i + 1
+            break
+    else:
+        missing.append(s)
+ok = status == "200" and conn and not missing
+print("PASS debug_trace_one_request" if ok else
+      "FAIL debug_trace_one_request: status %s, connection %s, not in order: %s"
+      % (status, conn, missing))
+PY
+
 # ------------------------------------------------------- queue full
 # One running sequence and a queue of one: a burst is refused with 429.
 gw_conf "$prefix" "$port" "sparsegate_max_running 1; sparsegate_max_queue 1;"
@@ -269,7 +313,7 @@ gw_stop
 
 # ------------------------- CUDA asked for on a machine without a GPU
 # The worker stays up without an engine and answers 503 with the reason
-# (the CUDA backend is a library opened at run time: engine/cuda_loader.c).
+# (the CUDA backend is a library opened at run time: engine/model/cuda_loader.c).
 if nvidia-smi -L >/dev/null 2>&1; then
     echo "SKIP gateway_cuda_unavailable: this machine has a GPU"
 else

@@ -13,12 +13,7 @@ mkdir -p "$gw_dir"
 . tests/integration/gateway_lib.sh
 
 export SAN=1
-gw_build
-gw_model
-
-port=$(gw_free_port)
-prefix=$gw_dir/nginx
-url=http://127.0.0.1:$port
+gw_setup
 mkdir -p "$gw_dir/store"
 python3 - "$gw_dir/corpus.jsonl" <<'PY'
 import json, sys

@@ -169,7 +169,7 @@ for s in sqlite postgres redis; do
             -a "${partial:-0}" -lt "$full" -a "$full" = "$want"
 done
 
-# Slow store: postgres waits on a lock held by a session in pg_sleep.
+# Slow store: postgres waits on a lock held by another connection in pg_sleep.
 sg_psql -c "BEGIN; LOCK TABLE passages IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;" >/dev/null 2>&1 &
 bgpid=$!
 sleep 0.5

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Writes engine/tok_unicode_extra.c: for \\p{L} \\p{M} \\p{N} \\p{P} \\p{S},
+"""Writes engine/tokenizer/tok_unicode_extra.c: for \\p{L} \\p{M} \\p{N} \\p{P} \\p{S},
 the code points that Node's regexes (Unicode 17 in Node 20.20) put in the
 class but this machine's PCRE2 does not (10.42 has Unicode 14 tables: they
 are unassigned there).  The pre-tokenizer adds them to those classes so that
 the pieces agree with the JS reference on new characters too.
 
-    python3 tests/tokenizer/gen_unicode_extra.py > engine/tok_unicode_extra.c
+    python3 tests/tokenizer/gen_unicode_extra.py > engine/tokenizer/tok_unicode_extra.c
 
 Needs node and libpcre2-8 (through ctypes).
 """

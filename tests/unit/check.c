@@ -1,5 +1,6 @@
 #define _GNU_SOURCE             /* nftw's FTW_PHYS */
 #include "check.h"
+#include "util/file.h"
 
 #include <ftw.h>
 #include <stdarg.h>
@@ -120,26 +121,7 @@ check_fixtures_dir(void)
 void *
 check_read_file(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long n;
-
-    if (f == NULL)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0) {
-        fclose(f);
-        return NULL;
-    }
-    rewind(f);
-    buf = malloc(n ? n : 1);
-    if (buf && fread(buf, 1, n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf && len)
-        *len = n;
-    return buf;
+    return sg_read_file(path, 0, len);
 }
 
 const char *

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "protocol.h"
+#include "offline/protocol.h"
 
 void *
 fixture_file(const char *variant, const char *run, const char *file,

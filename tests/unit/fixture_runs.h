@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "model.h"
+#include "model/model.h"
 
 /* tiny-v32/VARIANT/expected/[RUN/]FILE, malloc'ed (NULL when missing);
  * *n gets its length in 4-byte values. */

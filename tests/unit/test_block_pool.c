@@ -5,7 +5,7 @@
  */
 #include <string.h>
 
-#include "block_pool.h"
+#include "serve/block_pool.h"
 #include "check.h"
 
 static int

@@ -12,8 +12,8 @@
 #include <cjson/cJSON.h>
 
 #include "check.h"
-#include "config.h"
-#include "mkmodel.h"
+#include "model/config.h"
+#include "offline/mkmodel.h"
 
 static char tmp_root[] = "/tmp/sg_config.XXXXXX";
 static char cfg_path[600];

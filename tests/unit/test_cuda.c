@@ -34,12 +34,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend.h"
+#include "model/backend.h"
 #include "check.h"
 #include "fixture_runs.h"
-#include "dtype.h"
-#include "mkmodel.h"
-#include "protocol.h"
+#include "model/dtype.h"
+#include "offline/mkmodel.h"
+#include "offline/protocol.h"
 
 static sg_backend *cpu, *gpu;
 

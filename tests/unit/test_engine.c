@@ -19,8 +19,8 @@
 #include <time.h>
 
 #include "check.h"
-#include "kv.h"
-#include "scheduler.h"
+#include "model/kv.h"
+#include "serve/scheduler.h"
 #include "sparsegate.h"
 
 static char model_dir[1024];
@@ -500,8 +500,9 @@ test_engine_api(model_ctx *mc)
 
     sg_engine_opts_default(&o);
     o.model_dir = model_dir;
-    o.model.n_threads = 1;
-    o.model.num = mc->m->num;
+    o.n_threads = 1;
+    o.dense = mc->m->num.dense;
+    o.kv_fp8 = mc->m->num.kv_fp8;
     o.kv_bytes = 200 * 64 * 3 * 1000;       /* a few hundred blocks */
     o.max_running = 8;
     o.prefill_chunk = 64;
@@ -509,7 +510,7 @@ test_engine_api(model_ctx *mc)
         CHECK(0, "api_start", "%s", err);
         return;
     }
-    int V = sg_engine_config(e)->vocab_size;
+    int V = sg_engine_model_info(e)->vocab_size;
     CHECK(engine_thread_blocks_signals(), "api_engine_thread_blocks_signals",
           "the sg-engine thread would take the host's signals");
     CHECK(!wait_readable(sg_engine_fd(e), 0), "api_fd_idle_not_readable",
@@ -659,8 +660,8 @@ test_engine_api(model_ctx *mc)
                (unsigned long long)st.requests_done,
                (unsigned long long)st.requests_refused);
         CHECK(st.kv_block_bytes == (size_t)SG_KV_BLOCK
-                  * sg_engine_config(e)->num_hidden_layers
-                  * sg_kv_bytes_per_token_layer(sg_engine_config(e),
+                  * sg_engine_model_info(e)->num_hidden_layers
+                  * sg_kv_bytes_per_token_layer(&mc->m->cfg,
                                                 mc->m->num.kv_fp8)
               && st.requests_refused == 2 && st.requests_done == (uint64_t)(3 * N + 1)
               && st.cached_tokens > 0 && st.generated_tokens >= (uint64_t)(3 * GEN * N),

@@ -13,7 +13,7 @@
 
 #include "check.h"
 #include "fixture_runs.h"
-#include "protocol.h"
+#include "offline/protocol.h"
 
 static char dir[1024];
 

@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "model/backend.h"
 #include "check.h"
 #include "ref_fp8.h"
-#include "dtype.h"
+#include "model/dtype.h"
 
 /* Every check runs twice: on the default backend, and on one with three
  * threads that splits even the smallest loop (SG_CPU_PAR_WORK=0). */

@@ -14,10 +14,10 @@
 #include <cjson/cJSON.h>
 
 #include "check.h"
-#include "checkpoint.h"
-#include "config.h"
-#include "mkmodel.h"
-#include "st_writer.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "offline/mkmodel.h"
+#include "offline/st_writer.h"
 
 static char tmp_root[] = "/tmp/sg_loader.XXXXXX";
 static char err[1024];

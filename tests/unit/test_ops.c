@@ -13,10 +13,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "backend.h"
+#include "model/backend.h"
 #include "check.h"
 #include "ref_fp8.h"
-#include "dtype.h"
+#include "model/dtype.h"
 
 /* Every check runs twice: on the default backend, and on one with three
  * threads that splits even the smallest loop (SG_CPU_PAR_WORK=0). */

@@ -4,8 +4,8 @@
  * it this program only reports SKIP).  Sync and async search against a
  * brute-force reference, a pool of concurrent async queries, and faults:
  * server down, a query past its deadline (table locked by another
- * session) while the event loop never blocks, a backend killed mid-query,
- * a malformed row, recovery after each.
+ * connection) while the event loop never blocks, a backend killed
+ * mid-query, a malformed row, recovery after each.
  */
 #include <poll.h>
 #include <stdio.h>
@@ -207,7 +207,7 @@ main(void)
         }
     }
 
-    /* slow: another session locks the table; the query times out at its
+    /* slow: another connection locks the table; the query times out at its
      * deadline and no step of the event loop blocks */
     {
         PGconn         *locker = PQconnectdb(ci);

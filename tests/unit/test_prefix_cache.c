@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "block_pool.h"
+#include "serve/block_pool.h"
 #include "check.h"
-#include "kv.h"
-#include "prefix_cache.h"
+#include "model/kv.h"
+#include "serve/prefix_cache.h"
 
 #define B SG_KV_BLOCK
 

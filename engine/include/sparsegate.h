@@ -1,0 +1,151 @@
+/*
+ * libsparsegate's serving API: an engine that owns a model and a cache
+ * pool on its own thread.  A host (the nginx module, the CLI, tests) submits
+ * requests from its thread, waits for the engine's file descriptor to become
+ * readable (an eventfd) and drains events.  No callback ever runs on a
+ * foreign thread: the shape of hiredis's or libcurl-multi's host interface.
+ *
+ * This header is the whole of what a host may use of the engine: it
+ * includes no other engine header, and the engine itself is an opaque
+ * handle.  (The tokenizer a host needs is in tokenizer.h, beside it.)
+ */
+#ifndef SPARSEGATE_H
+#define SPARSEGATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sg_engine sg_engine;
+
+/* The defaults, in the one place they are written: sg_engine_opts_default,
+ * the engine's scheduler (for fields left 0) and the nginx module's
+ * directives take them from here. */
+#define SG_DEFAULT_KV_BYTES       ((size_t)1 << 30)   /* cache pool, 1 GiB */
+#define SG_DEFAULT_MAX_RUNNING    64
+#define SG_DEFAULT_MAX_QUEUE      256
+#define SG_DEFAULT_STEP_TOKENS    2048
+#define SG_DEFAULT_PREFILL_CHUNK  512
+
+typedef struct sg_engine_opts {
+    const char    *model_dir;        /* config.json + safetensors */
+
+    /* how the model runs */
+    const char    *backend;          /* "cpu" (default) or "cuda" */
+    int            device;           /* CUDA device */
+    int            n_threads;        /* CPU threads; 0 = all cores */
+    int            dense;            /* 1: indexer off, every causal key
+                                        attended (DSA off) */
+    int            kv_fp8;           /* 1 (default): latent cached as e4m3 +
+                                        scales; 0: exact cache */
+    int            index_share;      /* IndexCache: >= 2 runs the indexer on
+                                        every index_share-th layer only;
+                                        0 or 1: every layer */
+
+    /* serving */
+    size_t         kv_bytes;         /* cache pool budget; 0 = 1 GiB */
+    int            max_running;      /* sequences decoding at once; 0 = 64 */
+    int            max_queue;        /* waiting requests; 0 = 256 */
+    int            max_context;      /* prompt + generation; 0 = config max */
+    int            step_tokens;      /* token budget per step; 0 = 2048 */
+    int            prefill_chunk;    /* prefill chunk; 0 = 512 */
+    int            prefix_cache;     /* 1: reuse cached prefixes */
+} sg_engine_opts;
+
+void sg_engine_opts_default(sg_engine_opts *o);
+
+/* The facts of a model a host needs (from its config.json). */
+typedef struct sg_model_info {
+    int vocab_size;
+    int max_position_embeddings;     /* the longest context it takes */
+    int num_hidden_layers;
+    int hidden_size;
+    int index_topk;                  /* keys each query attends (DSA) */
+    int bos_token_id;
+    int eos_token_id;
+} sg_model_info;
+
+/* Reads them from model_dir/config.json without loading the model (a host
+ * checks its configuration with them before any engine starts); -1 with a
+ * message naming the file and field. */
+int sg_model_info_load(const char *model_dir, sg_model_info *info,
+    char *err, int errlen);
+
+typedef struct sg_request {
+    const int32_t *prompt;           /* copied by submit */
+    int            n_prompt;
+    int            max_tokens;
+    float          temperature;      /* 0 = greedy */
+    float          top_p;            /* 1 = off */
+    uint64_t       seed;
+    int            ignore_eos;
+    const int32_t *stop_ids;         /* extra stop tokens (copied) */
+    int            n_stop_ids;
+    void          *user;             /* returned in every event */
+} sg_request;
+
+typedef enum {
+    SG_EV_TOKEN = 1,                 /* one generated token */
+    SG_EV_DONE,                      /* finished; usage filled */
+    SG_EV_ERROR                      /* failed; message filled */
+} sg_event_kind;
+
+typedef enum {
+    SG_FINISH_STOP = 1,              /* EOS or a stop token */
+    SG_FINISH_LENGTH,                /* max_tokens or context limit */
+    SG_FINISH_CANCELLED
+} sg_finish_reason;
+
+typedef struct sg_event {
+    sg_event_kind kind;
+    uint64_t      id;
+    void         *user;
+    int32_t       token;
+    int           finish;            /* sg_finish_reason, on DONE */
+    int           prompt_tokens;
+    int           cached_tokens;     /* prompt tokens served by the prefix cache */
+    int           completion_tokens;
+    char          message[160];
+} sg_event;
+
+/* Submit results. */
+#define SG_OK          0
+#define SG_EINVAL     -1             /* bad request (message says why) */
+#define SG_EBUSY      -2             /* queue full: retry later */
+#define SG_ETOOLONG   -3             /* prompt + max_tokens over the limit */
+
+/* Loads the model and starts the engine thread. */
+int sg_engine_start(const sg_engine_opts *o, sg_engine **out, char *err,
+    int errlen);
+/* Readable when events wait; never blocks the caller. */
+int sg_engine_fd(const sg_engine *e);
+/* The loaded model's facts (valid until sg_engine_stop). */
+const sg_model_info *sg_engine_model_info(const sg_engine *e);
+int sg_engine_submit(sg_engine *e, const sg_request *r, uint64_t *id,
+    char *err, int errlen);
+/* Stops a request and frees its cache at the next step; a DONE event with
+ * SG_FINISH_CANCELLED follows. */
+void sg_engine_cancel(sg_engine *e, uint64_t id);
+/* Moves up to max events out; returns how many (0 when none). */
+int sg_engine_drain(sg_engine *e, sg_event *ev, int max);
+
+typedef struct sg_engine_stats {
+    int      queued;
+    int      running;
+    int      kv_blocks_total;
+    int      kv_blocks_used;
+    int      kv_blocks_cached;       /* held only by the prefix cache */
+    uint64_t prompt_tokens;
+    uint64_t cached_tokens;
+    uint64_t generated_tokens;
+    uint64_t requests_done;
+    uint64_t requests_cancelled;
+    uint64_t requests_refused;
+    size_t   kv_block_bytes;         /* one block of 64 tokens, all layers */
+    uint64_t kv_blocks_evicted;      /* cached blocks evicted for room */
+} sg_engine_stats;
+
+void sg_engine_get_stats(sg_engine *e, sg_engine_stats *st);
+/* Cancels everything, joins the thread, frees the model. */
+void sg_engine_stop(sg_engine *e);
+
+#endif

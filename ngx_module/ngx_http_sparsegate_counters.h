@@ -1,0 +1,82 @@
+/*
+ * Counters and histograms in a shared memory zone, so that any worker
+ * answers /metrics for all of them (and they survive a reload); engine
+ * gauges are per worker (each worker owns an engine) and summed when
+ * printed.
+ */
+#ifndef NGX_HTTP_SPARSEGATE_COUNTERS_H
+#define NGX_HTTP_SPARSEGATE_COUNTERS_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+/* The kinds of error: each is counted under its label, and answered with
+ * its OpenAI type and code (errors.c). */
+typedef enum {
+    NGX_HTTP_SG_ERR_BAD_REQUEST = 0,
+    NGX_HTTP_SG_ERR_AUTH,
+    NGX_HTTP_SG_ERR_NOT_FOUND,
+    NGX_HTTP_SG_ERR_TOO_LARGE,
+    NGX_HTTP_SG_ERR_CONTEXT_LENGTH,
+    NGX_HTTP_SG_ERR_QUEUE_FULL,
+    NGX_HTTP_SG_ERR_ENGINE,
+    NGX_HTTP_SG_ERR_STORE,
+    NGX_HTTP_SG_ERR_TIMEOUT,
+    NGX_HTTP_SG_ERR_CLIENT_CLOSED,
+    NGX_HTTP_SG_ERR_N
+} ngx_http_sparsegate_error_e;
+
+
+/* Requests are counted by endpoint under these labels. */
+typedef enum {
+    NGX_HTTP_SG_COUNT_CHAT = 0,
+    NGX_HTTP_SG_COUNT_COMPLETIONS,
+    NGX_HTTP_SG_COUNT_RAG,
+    NGX_HTTP_SG_COUNT_MODELS,
+    NGX_HTTP_SG_COUNT_HEALTH,
+    NGX_HTTP_SG_COUNT_METRICS,
+    NGX_HTTP_SG_COUNT_OTHER,
+    NGX_HTTP_SG_COUNT_N
+} ngx_http_sparsegate_count_e;
+
+
+/* What a worker's engine reports (sg_engine_stats, in nginx's types). */
+typedef struct {
+    ngx_uint_t  queued;
+    ngx_uint_t  running;
+    ngx_uint_t  kv_total;
+    ngx_uint_t  kv_used;
+    ngx_uint_t  kv_cached;
+    ngx_uint_t  done;
+    ngx_uint_t  cancelled;
+    ngx_uint_t  refused;
+} ngx_http_sparsegate_engine_gauges_t;
+
+
+/* configuration and worker life */
+size_t ngx_http_sparsegate_counters_size(void);
+ngx_int_t ngx_http_sparsegate_counters_init_zone(ngx_shm_zone_t *zone,
+    void *data);
+void ngx_http_sparsegate_counters_attach(ngx_shm_zone_t *zone);
+void ngx_http_sparsegate_counters_worker_exit(void);
+
+/* counting */
+void ngx_http_sparsegate_count_request(ngx_http_sparsegate_count_e ep);
+void ngx_http_sparsegate_count_error(ngx_http_sparsegate_error_e kind);
+void ngx_http_sparsegate_count_tokens(ngx_int_t prompt, ngx_int_t cached,
+    ngx_int_t completion);
+void ngx_http_sparsegate_observe_ttft(double seconds);
+void ngx_http_sparsegate_observe_itl(double seconds);
+void ngx_http_sparsegate_gauge_jobs(ngx_uint_t jobs);
+void ngx_http_sparsegate_gauge_engine(
+    const ngx_http_sparsegate_engine_gauges_t *g);
+
+/* the metrics label of an error kind */
+const char *ngx_http_sparsegate_error_label(ngx_http_sparsegate_error_e kind);
+
+/* All of it in Prometheus text format, in pool memory; NULL without the
+ * zone or memory. */
+u_char *ngx_http_sparsegate_counters_text(ngx_pool_t *pool, size_t *len);
+
+#endif /* NGX_HTTP_SPARSEGATE_COUNTERS_H */

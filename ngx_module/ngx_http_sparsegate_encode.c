@@ -1,0 +1,146 @@
+/*
+ * Prompt text to token ids, inline or in nginx's thread pool.
+ */
+
+#include "ngx_http_sparsegate_encode.h"
+#include "ngx_http_sparsegate_conf.h"
+#include "ngx_http_sparsegate_errors.h"
+#include "ngx_http_sparsegate_offload.h"
+
+
+typedef struct {
+    char                            *text;       /* malloc'ed */
+    size_t                           len;
+    int32_t                         *ids;        /* malloc'ed */
+    size_t                           n_ids;
+    int                              failed;     /* out of memory */
+    const sg_tokenizer              *tokenizer;
+    ngx_http_sparsegate_encoded_pt   done;
+    void                            *data;
+} ngx_http_sparsegate_encoding_t;
+
+
+static void
+ngx_http_sparsegate_encoding_cleanup(void *data)
+{
+    ngx_http_sparsegate_encoding_t *enc = data;
+
+    free(enc->text);
+    free(enc->ids);
+    enc->text = NULL;
+    enc->ids = NULL;
+}
+
+
+/* in a thread, or inline */
+static void
+ngx_http_sparsegate_encoding_work(void *data)
+{
+    ngx_http_sparsegate_encoding_t *enc = data;
+
+    enc->failed = sg_tokenizer_encode(enc->tokenizer, enc->text, enc->len, 1,
+                                      &enc->ids, &enc->n_ids) != 0;
+}
+
+
+static ngx_int_t
+ngx_http_sparsegate_encoded(ngx_http_request_t *r,
+    ngx_http_sparsegate_encoding_t *enc)
+{
+    ngx_int_t  rc;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "sparsegate encode: %uz bytes, %uz tokens", enc->len,
+                   enc->n_ids);
+
+    free(enc->text);
+    enc->text = NULL;
+
+    if (enc->failed) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    } else if (enc->n_ids == 0) {
+        rc = ngx_http_sparsegate_error(r, NGX_HTTP_BAD_REQUEST,
+                 NGX_HTTP_SG_ERR_BAD_REQUEST, "prompt",
+                 "the prompt encodes to no tokens");
+
+    } else {
+        rc = enc->done(r, enc->data, enc->ids, enc->n_ids);
+    }
+
+    free(enc->ids);
+    enc->ids = NULL;
+    return rc;
+}
+
+
+static void
+ngx_http_sparsegate_encoding_done(ngx_http_request_t *r, void *data)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_sparsegate_encoded(r, data);
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_encode(ngx_http_request_t *r, char *text, size_t len,
+    ngx_http_sparsegate_encoded_pt done, void *data)
+{
+    ngx_int_t                         rc;
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_sparsegate_encoding_t   *enc;
+    ngx_http_sparsegate_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_sparsegate_module);
+
+    cln = ngx_pool_cleanup_add(r->pool,
+                               sizeof(ngx_http_sparsegate_encoding_t));
+    if (cln == NULL) {
+        free(text);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    enc = cln->data;
+    ngx_memzero(enc, sizeof(ngx_http_sparsegate_encoding_t));
+    enc->text = text;
+    enc->len = len;
+    enc->tokenizer = smcf->tokenizer;
+    enc->done = done;
+    enc->data = data;
+    cln->handler = ngx_http_sparsegate_encoding_cleanup;
+
+    if (len >= NGX_HTTP_SG_OFFLOAD_BYTES) {
+        rc = ngx_http_sparsegate_offload(r, ngx_http_sparsegate_encoding_work,
+                                         ngx_http_sparsegate_encoding_done,
+                                         enc);
+        if (rc == NGX_DONE) {
+            /* notice a client that leaves meanwhile */
+            r->read_event_handler = ngx_http_test_reading;
+            return NGX_DONE;
+        }
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    ngx_http_sparsegate_encoding_work(enc);
+    return ngx_http_sparsegate_encoded(r, enc);
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_encode_chat(ngx_http_request_t *r,
+    const sg_chat_msg *msgs, ngx_uint_t n, ngx_uint_t thinking,
+    ngx_http_sparsegate_encoded_pt done, void *data)
+{
+    char    *prompt;
+    size_t   len;
+
+    if (sg_chat_format(msgs, (int) n, (int) thinking, &prompt, &len) != 0) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return ngx_http_sparsegate_encode(r, prompt, len, done, data);
+}

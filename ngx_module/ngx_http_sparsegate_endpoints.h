@@ -1,0 +1,28 @@
+/*
+ * The endpoints, each a content phase in its own right: the handler
+ * (handler.c) has checked access and the method and, for a POST, read the
+ * body.  Each returns NGX_DONE when it answers later, else what to finalize
+ * the request with.
+ */
+#ifndef NGX_HTTP_SPARSEGATE_ENDPOINTS_H
+#define NGX_HTTP_SPARSEGATE_ENDPOINTS_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+/* openai.c */
+ngx_int_t ngx_http_sparsegate_chat(ngx_http_request_t *r);
+ngx_int_t ngx_http_sparsegate_completions(ngx_http_request_t *r);
+
+/* rag.c */
+ngx_int_t ngx_http_sparsegate_rag(ngx_http_request_t *r);
+
+/* info.c */
+ngx_int_t ngx_http_sparsegate_models(ngx_http_request_t *r);
+ngx_int_t ngx_http_sparsegate_model(ngx_http_request_t *r);
+ngx_int_t ngx_http_sparsegate_health(ngx_http_request_t *r);
+ngx_int_t ngx_http_sparsegate_metrics(ngx_http_request_t *r);
+
+#endif /* NGX_HTTP_SPARSEGATE_ENDPOINTS_H */

@@ -1,0 +1,358 @@
+/*
+ * The engine bridge: the engine's API is spoken here and nowhere else in
+ * the module.
+ */
+
+#include "ngx_http_sparsegate_engine.h"
+#include "ngx_http_sparsegate_counters.h"
+
+#include "sparsegate.h"
+
+
+/* Events moved out per drain call, and drain calls per wake-up: bounded,
+ * the level-triggered eventfd brings the worker back for the rest. */
+#define NGX_HTTP_SG_DRAIN_BATCH   64
+#define NGX_HTTP_SG_DRAIN_ROUNDS  64
+
+
+static void ngx_http_sparsegate_engine_readable(ngx_event_t *ev);
+static void ngx_http_sparsegate_tokenizer_cleanup(void *data);
+
+
+/* Per worker process: one engine and its eventfd's connection. */
+static sg_engine         *ngx_http_sparsegate_the_engine;
+static ngx_connection_t  *ngx_http_sparsegate_engine_conn;
+static char               ngx_http_sparsegate_engine_err[256];
+
+
+/* ------------------------------------------------- configuration time */
+
+void
+ngx_http_sparsegate_engine_conf_defaults(ngx_http_sparsegate_main_conf_t *smcf)
+{
+    if (smcf->kv_cache_size == NGX_CONF_UNSET) {
+        smcf->kv_cache_size = (off_t) SG_DEFAULT_KV_BYTES;
+    }
+
+    ngx_conf_init_value(smcf->max_queue, SG_DEFAULT_MAX_QUEUE);
+    ngx_conf_init_value(smcf->max_running, SG_DEFAULT_MAX_RUNNING);
+}
+
+
+/* config.json read now, so nginx -t reports a bad checkpoint with
+ * file:line; the weights load in each worker. */
+char *
+ngx_http_sparsegate_engine_conf_model(ngx_conf_t *cf,
+    ngx_http_sparsegate_main_conf_t *smcf)
+{
+    char            err[256];
+    sg_model_info   info;
+
+    /* smcf->model is NUL-terminated: directive arguments are */
+    if (sg_model_info_load((char *) smcf->model.data, &info, err,
+                           sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "sparsegate_model \"%V\": %s", &smcf->model, err);
+        return NGX_CONF_ERROR;
+    }
+
+    smcf->model_context = info.max_position_embeddings;
+    smcf->vocab_size = info.vocab_size;
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_sparsegate_engine_conf_tokenizer(ngx_conf_t *cf,
+    ngx_http_sparsegate_main_conf_t *smcf, ngx_str_t *path)
+{
+    char                 err[256];
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (sg_tokenizer_load((char *) path->data, &smcf->tokenizer, err,
+                          sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "sparsegate: cannot load tokenizer: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_sparsegate_tokenizer_cleanup;
+    cln->data = smcf->tokenizer;
+    smcf->tokenizer_hash = sg_tokenizer_hash(smcf->tokenizer);
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_sparsegate_tokenizer_cleanup(void *data)
+{
+    sg_tokenizer_free(data);
+}
+
+
+/* -------------------------------------------------------- worker life */
+
+void
+ngx_http_sparsegate_engine_start(ngx_cycle_t *cycle,
+    ngx_http_sparsegate_main_conf_t *smcf)
+{
+    ngx_int_t          fd;
+    sg_engine_opts     o;
+    ngx_connection_t  *c;
+
+    sg_engine_opts_default(&o);
+    o.model_dir = (char *) smcf->model.data;
+    o.backend = smcf->backend == 1 ? "cuda" : "cpu";
+    o.device = (int) smcf->device;
+    o.n_threads = (int) smcf->threads;
+    o.dense = (int) smcf->dense;
+    o.index_share = (int) smcf->index_share;
+    o.kv_bytes = (size_t) smcf->kv_cache_size;
+    o.max_queue = (int) smcf->max_queue;
+    o.max_running = (int) smcf->max_running;
+    o.max_context = (int) smcf->max_context;
+    o.prefix_cache = 1;
+
+    if (sg_engine_start(&o, &ngx_http_sparsegate_the_engine,
+                        ngx_http_sparsegate_engine_err,
+                        sizeof(ngx_http_sparsegate_engine_err))
+        != 0)
+    {
+        ngx_http_sparsegate_the_engine = NULL;
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "sparsegate: engine for \"%V\" did not start: %s",
+                      &smcf->model, ngx_http_sparsegate_engine_err);
+        return;
+    }
+
+    fd = sg_engine_fd(ngx_http_sparsegate_the_engine);
+    c = ngx_get_connection(fd, cycle->log);
+    if (c == NULL) {
+        ngx_snprintf((u_char *) ngx_http_sparsegate_engine_err,
+                     sizeof(ngx_http_sparsegate_engine_err),
+                     "no free connection for the engine's eventfd%Z");
+        sg_engine_stop(ngx_http_sparsegate_the_engine);
+        ngx_http_sparsegate_the_engine = NULL;
+        return;
+    }
+
+    c->read->handler = ngx_http_sparsegate_engine_readable;
+    c->read->log = cycle->log;
+    c->write->log = cycle->log;
+    c->log = cycle->log;
+    c->data = NULL;
+
+    /* level-triggered: the handler is called again while events wait */
+    if (ngx_add_event(c->read, NGX_READ_EVENT, 0) != NGX_OK) {
+        ngx_free_connection(c);
+        sg_engine_stop(ngx_http_sparsegate_the_engine);
+        ngx_http_sparsegate_the_engine = NULL;
+        ngx_snprintf((u_char *) ngx_http_sparsegate_engine_err,
+                     sizeof(ngx_http_sparsegate_engine_err),
+                     "cannot watch the engine's eventfd%Z");
+        return;
+    }
+    ngx_http_sparsegate_engine_conn = c;
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "sparsegate: engine started for \"%V\"", &smcf->model);
+}
+
+
+void
+ngx_http_sparsegate_engine_stop(void)
+{
+    ngx_connection_t  *c;
+
+    c = ngx_http_sparsegate_engine_conn;
+    if (c != NULL) {
+        /* the engine owns and closes the fd: only forget it here, else a
+         * graceful stop reports "open socket left" */
+        ngx_del_event(c->read, NGX_READ_EVENT, 0);
+        ngx_free_connection(c);
+        c->fd = (ngx_socket_t) -1;
+        ngx_http_sparsegate_engine_conn = NULL;
+    }
+
+    if (ngx_http_sparsegate_the_engine != NULL) {
+        sg_engine_stop(ngx_http_sparsegate_the_engine);
+        ngx_http_sparsegate_the_engine = NULL;
+    }
+}
+
+
+const char *
+ngx_http_sparsegate_engine_unavailable(void)
+{
+    if (ngx_http_sparsegate_the_engine != NULL) {
+        return NULL;
+    }
+    return ngx_http_sparsegate_engine_err[0]
+           ? ngx_http_sparsegate_engine_err : "no sparsegate_model configured";
+}
+
+
+/* ------------------------------------------------------- generations */
+
+ngx_int_t
+ngx_http_sparsegate_engine_submit(ngx_http_sparsegate_engine_client_t *c,
+    const int32_t *ids, size_t n_ids, const ngx_http_sparsegate_sampling_t *s,
+    ngx_http_sparsegate_fault_t *f)
+{
+    int         rc;
+    char        err[160];
+    sg_request  req;
+
+    if (ngx_http_sparsegate_the_engine == NULL) {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_ENGINE, NULL, "engine unavailable: %s",
+                   ngx_http_sparsegate_engine_unavailable());
+    }
+
+    ngx_memzero(&req, sizeof(sg_request));
+    req.prompt = ids;
+    req.n_prompt = (int) n_ids;
+    req.max_tokens = (int) s->max_tokens;
+    req.temperature = s->temperature;
+    req.top_p = s->top_p;
+    req.seed = s->seed;
+    req.ignore_eos = (int) s->ignore_eos;
+    req.user = c;
+
+    rc = sg_engine_submit(ngx_http_sparsegate_the_engine, &req, &c->id, err,
+                          sizeof(err));
+    switch (rc) {
+
+    case SG_OK:
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "sparsegate engine: submitted #%uL, %uz prompt "
+                       "tokens, max_tokens %i", c->id, n_ids, s->max_tokens);
+        return NGX_OK;
+
+    case SG_EBUSY:
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_TOO_MANY_REQUESTS,
+                   NGX_HTTP_SG_ERR_QUEUE_FULL, NULL,
+                   "the engine's queue is full: %s", err);
+
+    case SG_ETOOLONG:
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_CONTEXT_LENGTH, "messages", "%s", err);
+
+    case SG_EINVAL:
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, NULL, "%s", err);
+
+    default:
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                   NGX_HTTP_SG_ERR_ENGINE, NULL, "engine error: %s", err);
+    }
+}
+
+
+void
+ngx_http_sparsegate_engine_cancel(ngx_http_sparsegate_engine_client_t *c)
+{
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "sparsegate engine: cancel #%uL", c->id);
+
+    if (ngx_http_sparsegate_the_engine != NULL) {
+        sg_engine_cancel(ngx_http_sparsegate_the_engine, c->id);
+    }
+}
+
+
+/* The eventfd is readable: hand every waiting event to its client.  A
+ * callback may end its request and free its client: nothing of it is
+ * touched after the call. */
+static void
+ngx_http_sparsegate_engine_readable(ngx_event_t *ev)
+{
+    int                                   n, i, rounds;
+    sg_event                              evs[NGX_HTTP_SG_DRAIN_BATCH], *e;
+    ngx_http_sparsegate_engine_done_t     done;
+    ngx_http_sparsegate_engine_client_t  *c;
+
+    if (ngx_http_sparsegate_the_engine == NULL) {
+        return;
+    }
+
+    for (rounds = 0; rounds < NGX_HTTP_SG_DRAIN_ROUNDS; rounds++) {
+        n = sg_engine_drain(ngx_http_sparsegate_the_engine, evs,
+                            NGX_HTTP_SG_DRAIN_BATCH);
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                       "sparsegate engine: %d events", n);
+        if (n <= 0) {
+            break;
+        }
+
+        for (i = 0; i < n; i++) {
+            e = &evs[i];
+            c = e->user;
+            if (c == NULL) {
+                continue;
+            }
+
+            switch (e->kind) {
+
+            case SG_EV_TOKEN:
+                c->token(c, e->token);
+                break;
+
+            case SG_EV_DONE:
+                done.finish = e->finish == SG_FINISH_LENGTH
+                              ? NGX_HTTP_SG_FINISH_LENGTH
+                              : e->finish == SG_FINISH_CANCELLED
+                              ? NGX_HTTP_SG_FINISH_CANCELLED
+                              : NGX_HTTP_SG_FINISH_STOP;
+                done.prompt_tokens = e->prompt_tokens;
+                done.cached_tokens = e->cached_tokens;
+                done.completion_tokens = e->completion_tokens;
+                c->done(c, &done);
+                break;
+
+            case SG_EV_ERROR:
+                c->error(c, e->message);
+                break;
+            }
+        }
+
+        if (n < NGX_HTTP_SG_DRAIN_BATCH) {
+            break;
+        }
+    }
+
+    ngx_http_sparsegate_engine_publish();
+}
+
+
+void
+ngx_http_sparsegate_engine_publish(void)
+{
+    sg_engine_stats                      st;
+    ngx_http_sparsegate_engine_gauges_t  g;
+
+    if (ngx_http_sparsegate_the_engine == NULL) {
+        return;
+    }
+
+    sg_engine_get_stats(ngx_http_sparsegate_the_engine, &st);
+    g.queued = st.queued;
+    g.running = st.running;
+    g.kv_total = st.kv_blocks_total;
+    g.kv_used = st.kv_blocks_used;
+    g.kv_cached = st.kv_blocks_cached;
+    g.done = st.requests_done;
+    g.cancelled = st.requests_cancelled;
+    g.refused = st.requests_refused;
+    ngx_http_sparsegate_gauge_engine(&g);
+}

@@ -1,0 +1,361 @@
+/*
+ * Request bodies and the options every generating endpoint shares.
+ */
+
+#include "ngx_http_sparsegate_params.h"
+#include "ngx_http_sparsegate_conf.h"
+
+
+/* The whole body in one buffer (pool memory, NUL-terminated), from memory
+ * or from the temp file nginx spooled a large body into. */
+static ngx_int_t
+ngx_http_sparsegate_read_body(ngx_http_request_t *r, u_char **data,
+    size_t *len)
+{
+    off_t         size;
+    u_char       *p;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    *data = NULL;
+    *len = 0;
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    size = 0;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        size += ngx_buf_size(cl->buf);
+    }
+
+    p = ngx_pnalloc(r->pool, (size_t) size + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+    *data = p;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        if (ngx_buf_in_memory(b)) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+        if (b->in_file) {
+            /* a local temp file: a short read, as nginx's own modules do */
+            n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
+                              b->file_pos);
+            if (n != b->file_last - b->file_pos) {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "sparsegate: short read of the request body "
+                              "temp file");
+                return NGX_ERROR;
+            }
+            p += n;
+        }
+    }
+
+    *p = '\0';
+    *len = p - *data;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "sparsegate params: body of %uz bytes", *len);
+    return NGX_OK;
+}
+
+
+cJSON *
+ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
+    ngx_http_sparsegate_fault_t *f)
+{
+    u_char       *data;
+    size_t        len;
+    cJSON        *root;
+    const char   *where;
+
+    if (ngx_http_sparsegate_read_body(r, &data, &len) != NGX_OK) {
+        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, NULL,
+                   "cannot read the request body");
+        return NULL;
+    }
+    if (len == 0) {
+        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, NULL,
+                   "the request body is empty: send a JSON object");
+        return NULL;
+    }
+
+    root = cJSON_ParseWithLengthOpts((char *) data, len, &where, 0);
+    if (root == NULL || !cJSON_IsObject(root)) {
+        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, NULL,
+                   "the request body is not a JSON object (error near "
+                   "byte %uz)", root ? (size_t) 0
+                                     : (size_t) (where - (char *) data));
+        cJSON_Delete(root);
+        return NULL;
+    }
+
+    return root;
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_parse_model(ngx_http_request_t *r, cJSON *root,
+    ngx_http_sparsegate_fault_t *f)
+{
+    cJSON                            *model;
+    ngx_str_t                        *name;
+    ngx_http_sparsegate_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_sparsegate_module);
+    name = &smcf->model_name;
+
+    model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (model == NULL || cJSON_IsNull(model)) {
+        return NGX_OK;        /* the only model */
+    }
+    if (!cJSON_IsString(model)) {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, "model",
+                   "'model' must be a string");
+    }
+    if (ngx_strlen(model->valuestring) != name->len
+        || ngx_strncmp(model->valuestring, name->data, name->len) != 0)
+    {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_NOT_FOUND,
+                   NGX_HTTP_SG_ERR_NOT_FOUND, "model",
+                   "The model '%s' does not exist: this server serves "
+                   "'%V'", model->valuestring, name);
+    }
+    return NGX_OK;
+}
+
+
+/* A number field within [lo, hi]; *present = 0 when absent or null. */
+static ngx_int_t
+ngx_http_sparsegate_parse_number(cJSON *root, const char *name, double lo,
+    double hi, ngx_uint_t integer, double *out, ngx_uint_t *present,
+    ngx_http_sparsegate_fault_t *f)
+{
+    cJSON  *it;
+
+    *present = 0;
+    it = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (it == NULL || cJSON_IsNull(it)) {
+        return NGX_OK;
+    }
+    if (!cJSON_IsNumber(it)) {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, name,
+                   "'%s' must be a number", name);
+    }
+    if (it->valuedouble < lo || it->valuedouble > hi
+        || (integer && it->valuedouble != (double) (int64_t) it->valuedouble))
+    {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, name,
+                   "'%s' must be %s from %.2f to %.2f", name,
+                   integer ? "an integer" : "a number", lo, hi);
+    }
+    *out = it->valuedouble;
+    *present = 1;
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_parse_bool(cJSON *root, const char *name,
+    ngx_uint_t *out, ngx_http_sparsegate_fault_t *f)
+{
+    cJSON  *it;
+
+    it = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (it == NULL || cJSON_IsNull(it)) {
+        return NGX_OK;
+    }
+    if (!cJSON_IsBool(it)) {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, name,
+                   "'%s' must be true or false", name);
+    }
+    *out = cJSON_IsTrue(it) ? 1 : 0;
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_sparsegate_parse_stop(ngx_http_request_t *r, cJSON *it,
+    ngx_http_sparsegate_job_opts_t *o, ngx_http_sparsegate_fault_t *f)
+{
+    ngx_str_t  *s;
+
+    if (!cJSON_IsString(it) || it->valuestring[0] == '\0') {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, "stop",
+                   "every 'stop' entry must be a non-empty string");
+    }
+
+    s = &o->stops[o->n_stops];
+    s->len = ngx_strlen(it->valuestring);
+    s->data = ngx_pnalloc(r->pool, s->len);
+    if (s->data == NULL) {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                   NGX_HTTP_SG_ERR_ENGINE, NULL, "out of memory");
+    }
+    ngx_memcpy(s->data, it->valuestring, s->len);
+    o->n_stops++;
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_sparsegate_parse_stops(ngx_http_request_t *r, cJSON *root,
+    ngx_http_sparsegate_job_opts_t *o, ngx_http_sparsegate_fault_t *f)
+{
+    cJSON  *stop, *it;
+
+    stop = cJSON_GetObjectItemCaseSensitive(root, "stop");
+    if (stop == NULL || cJSON_IsNull(stop)) {
+        return NGX_OK;
+    }
+    if (cJSON_IsString(stop)) {
+        return ngx_http_sparsegate_parse_stop(r, stop, o, f);
+    }
+    if (!cJSON_IsArray(stop)
+        || cJSON_GetArraySize(stop) > NGX_HTTP_SG_MAX_STOPS)
+    {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, "stop",
+                   "'stop' must be a string or an array of up to %d "
+                   "strings", NGX_HTTP_SG_MAX_STOPS);
+    }
+    cJSON_ArrayForEach(it, stop) {
+        if (ngx_http_sparsegate_parse_stop(r, it, o, f) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_parse_job_opts(ngx_http_request_t *r, cJSON *root,
+    ngx_http_sparsegate_format_e format, ngx_http_sparsegate_job_opts_t *o,
+    ngx_http_sparsegate_fault_t *f)
+{
+    double                           v;
+    cJSON                           *so;
+    ngx_uint_t                       present, flag;
+    ngx_http_sparsegate_loc_conf_t  *slcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_sparsegate_module);
+
+    ngx_memzero(o, sizeof(ngx_http_sparsegate_job_opts_t));
+    o->format = format;
+    o->sampling.temperature = 1.0f;
+    o->sampling.top_p = 1.0f;
+    o->sampling.seed = ((uint64_t) ngx_random() << 32)
+                       ^ (uint64_t) ngx_random();
+    o->sampling.max_tokens = -1;
+
+    if (ngx_http_sparsegate_parse_number(root, "temperature", 0, 2, 0, &v,
+                                         &present, f) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    if (present) {
+        o->sampling.temperature = (float) v;
+    }
+
+    if (ngx_http_sparsegate_parse_number(root, "top_p", 0, 1, 0, &v,
+                                         &present, f) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    if (present) {
+        if (v <= 0) {
+            return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                       NGX_HTTP_SG_ERR_BAD_REQUEST, "top_p",
+                       "'top_p' must be greater than 0");
+        }
+        o->sampling.top_p = (float) v;
+    }
+
+    if (ngx_http_sparsegate_parse_number(root, "seed", -9.2e18, 9.2e18, 1,
+                                         &v, &present, f) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    if (present) {
+        o->sampling.seed = (uint64_t) (int64_t) v;
+    }
+
+    if (ngx_http_sparsegate_parse_number(root, "n", 1, 1, 1, &v, &present,
+                                         f) != NGX_OK)
+    {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, "n",
+                   "only 'n': 1 is supported");
+    }
+
+    if (ngx_http_sparsegate_parse_number(root, "max_completion_tokens", 1,
+                                         1e9, 1, &v, &present, f) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    if (!present
+        && ngx_http_sparsegate_parse_number(root, "max_tokens", 1, 1e9, 1,
+                                            &v, &present, f) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    if (present) {
+        if (v > slcf->max_tokens) {
+            return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                       NGX_HTTP_SG_ERR_BAD_REQUEST, "max_tokens",
+                       "max_tokens %.0f is over this server's limit of %i "
+                       "(sparsegate_max_tokens)", v, slcf->max_tokens);
+        }
+        o->sampling.max_tokens = (ngx_int_t) v;
+    }
+
+    flag = 0;
+    if (ngx_http_sparsegate_parse_bool(root, "stream", &flag, f) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    o->stream = flag;
+
+    so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (so != NULL && cJSON_IsObject(so)) {
+        flag = 0;
+        if (ngx_http_sparsegate_parse_bool(so, "include_usage", &flag, f)
+            != NGX_OK)
+        {
+            f->param = "stream_options.include_usage";
+            return NGX_ERROR;
+        }
+        o->include_usage = flag;
+    }
+
+    flag = 0;
+    if (ngx_http_sparsegate_parse_bool(root, "ignore_eos", &flag, f)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    o->sampling.ignore_eos = flag;
+
+    if (ngx_http_sparsegate_parse_stops(r, root, o, f) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "sparsegate params: max_tokens %i, temperature %.2f, "
+                   "stream %ui, %ui stop strings, seed %uL",
+                   o->sampling.max_tokens, (double) o->sampling.temperature,
+                   (ngx_uint_t) o->stream, o->n_stops, o->sampling.seed);
+
+    return NGX_OK;
+}

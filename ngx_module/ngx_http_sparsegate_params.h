@@ -1,0 +1,39 @@
+/*
+ * A request's JSON body and the fields every generating endpoint shares
+ * (model, sampling, stream, stop): parsed into options, never written back.
+ */
+#ifndef NGX_HTTP_SPARSEGATE_PARAMS_H
+#define NGX_HTTP_SPARSEGATE_PARAMS_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <cjson/cJSON.h>
+
+#include "ngx_http_sparsegate_errors.h"
+#include "ngx_http_sparsegate_job.h"
+
+
+/* The body (read by the handler) as a JSON object the caller deletes, or
+ * NULL with f filled. */
+cJSON *ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
+    ngx_http_sparsegate_fault_t *f);
+
+/* "model" names the served model or is absent: NGX_OK, else NGX_ERROR and
+ * f (404, as OpenAI answers). */
+ngx_int_t ngx_http_sparsegate_parse_model(ngx_http_request_t *r,
+    cJSON *root, ngx_http_sparsegate_fault_t *f);
+
+/* The generation's options: temperature, top_p, seed, n, max_tokens (or
+ * max_completion_tokens), stream, stream_options, ignore_eos, stop (copied
+ * into the request's pool).  NGX_OK, or NGX_ERROR and f. */
+ngx_int_t ngx_http_sparsegate_parse_job_opts(ngx_http_request_t *r,
+    cJSON *root, ngx_http_sparsegate_format_e format,
+    ngx_http_sparsegate_job_opts_t *o, ngx_http_sparsegate_fault_t *f);
+
+/* A boolean field; *out untouched when absent or null. */
+ngx_int_t ngx_http_sparsegate_parse_bool(cJSON *root, const char *name,
+    ngx_uint_t *out, ngx_http_sparsegate_fault_t *f);
+
+#endif /* NGX_HTTP_SPARSEGATE_PARAMS_H */

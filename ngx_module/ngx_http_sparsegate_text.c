@@ -1,0 +1,170 @@
+/*
+ * A generation's text and its stop strings.  Memory is malloc'ed: the text
+ * belongs to a job, which may outlive its request.
+ */
+
+#include "ngx_http_sparsegate_text.h"
+
+
+static ngx_int_t
+ngx_http_sparsegate_text_append(ngx_http_sparsegate_text_t *t, const char *s,
+    size_t n)
+{
+    u_char  *p;
+    size_t   cap;
+
+    if (t->len + n + 1 > t->cap) {
+        cap = ngx_max(t->cap * 2, t->len + n + 256);
+        p = realloc(t->data, cap);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+        t->data = p;
+        t->cap = cap;
+    }
+    ngx_memcpy(t->data + t->len, s, n);
+    t->len += n;
+    t->data[t->len] = '\0';
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_text_init(ngx_http_sparsegate_text_t *t,
+    const sg_tokenizer *tokenizer, const ngx_str_t *stops, ngx_uint_t n)
+{
+    ngx_uint_t  i;
+
+    ngx_memzero(t, sizeof(ngx_http_sparsegate_text_t));
+    sg_detok_init(&t->detok, tokenizer);
+
+    for (i = 0; i < n && i < NGX_HTTP_SG_MAX_STOPS; i++) {
+        t->stops[i] = malloc(stops[i].len + 1);
+        if (t->stops[i] == NULL) {
+            return NGX_ERROR;
+        }
+        ngx_memcpy(t->stops[i], stops[i].data, stops[i].len);
+        t->stops[i][stops[i].len] = '\0';
+        t->n_stops++;
+        t->max_stop_len = ngx_max(t->max_stop_len, stops[i].len);
+    }
+
+    /* an empty text, so that data is never NULL */
+    return ngx_http_sparsegate_text_append(t, "", 0);
+}
+
+
+/* The first stop string in the text added since old_len (and the bytes
+ * before it that could have begun one): the text is cut there. */
+static ngx_int_t
+ngx_http_sparsegate_text_match(ngx_http_sparsegate_text_t *t, size_t old_len)
+{
+    size_t       from, slen, best;
+    u_char      *hit, *end;
+    ngx_uint_t   i;
+
+    from = old_len > t->max_stop_len ? old_len - t->max_stop_len : 0;
+    end = t->data + t->len;
+    best = (size_t) -1;
+
+    for (i = 0; i < t->n_stops; i++) {
+        slen = ngx_strlen(t->stops[i]);
+        hit = ngx_strlcasestrn(t->data + from, end, (u_char *) t->stops[i],
+                               slen - 1);
+        /* ngx_strlcasestrn ignores case: confirm the exact bytes */
+        while (hit != NULL && ngx_strncmp(hit, t->stops[i], slen) != 0) {
+            hit = ngx_strlcasestrn(hit + 1, end, (u_char *) t->stops[i],
+                                   slen - 1);
+        }
+        if (hit != NULL && (size_t) (hit - t->data) < best) {
+            best = hit - t->data;
+        }
+    }
+
+    if (best == (size_t) -1) {
+        return NGX_OK;
+    }
+
+    t->len = best;
+    t->data[best] = '\0';
+    t->stopped = 1;
+    if (t->taken > best) {
+        t->taken = best;
+    }
+    return NGX_DONE;
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_text_push(ngx_http_sparsegate_text_t *t, int32_t token)
+{
+    char    buf[1024];
+    size_t  n, old_len;
+
+    n = sg_detok_push(&t->detok, token, buf, sizeof(buf));
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    old_len = t->len;
+    if (ngx_http_sparsegate_text_append(t, buf, n) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    if (t->n_stops == 0) {
+        return NGX_OK;
+    }
+    return ngx_http_sparsegate_text_match(t, old_len);
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_text_finish(ngx_http_sparsegate_text_t *t)
+{
+    char    buf[64];
+    size_t  n;
+
+    if (t->stopped) {
+        return NGX_OK;
+    }
+    n = sg_detok_finish(&t->detok, buf, sizeof(buf));
+    if (n == 0) {
+        return NGX_OK;
+    }
+    return ngx_http_sparsegate_text_append(t, buf, n);
+}
+
+
+void
+ngx_http_sparsegate_text_next(ngx_http_sparsegate_text_t *t, ngx_uint_t all,
+    u_char **text, size_t *len)
+{
+    size_t  safe;
+
+    safe = t->len;
+    if (!all && !t->stopped && t->max_stop_len > 1) {
+        safe = (t->len > t->max_stop_len - 1)
+               ? t->len - (t->max_stop_len - 1) : 0;
+        /* never split a UTF-8 character */
+        while (safe > t->taken && (t->data[safe] & 0xc0) == 0x80) {
+            safe--;
+        }
+    }
+
+    *text = t->data + t->taken;
+    *len = safe > t->taken ? safe - t->taken : 0;
+    t->taken += *len;
+}
+
+
+void
+ngx_http_sparsegate_text_free(ngx_http_sparsegate_text_t *t)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < t->n_stops; i++) {
+        free(t->stops[i]);
+    }
+    free(t->data);
+    t->data = NULL;
+    t->n_stops = 0;
+}
