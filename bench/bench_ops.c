@@ -264,6 +264,9 @@ free_weight(sg_tensor *t)
     free((void *)t->scale);
 }
 
+/* The vector width the linear kernel and the attention tiles run in. */
+static int wide;
+
 static void
 bench_linear(sg_backend *b)
 {
@@ -296,7 +299,8 @@ bench_linear(sg_backend *b)
                 "memory read");
         else
             row(name, shape, t, 2.0 * c[k].n * c[k].rows * c[k].cols / t
-                / 1e9, "GFLOP/s", peak256, "AVX2 peak");
+                / 1e9, "GFLOP/s", wide ? peak512 : peak256,
+                wide ? "AVX-512 peak" : "AVX2 peak");
         free_weight(&w);
         free(x);
         free(y);
@@ -418,7 +422,7 @@ bench_cache_ops(sg_backend *b, double peak, const char *pname)
         snprintf(shape, sizeof(shape), "%d rows x %dK keys, %d heads x 128",
                  n, ctx / 1024, IH);
         row(name, shape, t, 2.0 * span * IH * 128 / t / 1e9, "GFLOP/s",
-            peak256, "AVX2 peak");
+            peak512, "peak of the widest unit (OpenBLAS)");
         t = TIME(b->ops->topk(b, sc, n, ctx, len, K, sel));
         snprintf(name, sizeof(name), "topk (%s)", c[k].what);
         snprintf(shape, sizeof(shape), "%d rows, %d of %dK", n, K,
@@ -452,8 +456,11 @@ main(int argc, char **argv)
                  && !(getenv("SG_CPU_ISA")
                       && strcmp(getenv("SG_CPU_ISA"), "avx2") == 0);
 
-    printf("CPU backend, %d threads, %.2f s per kernel; attention tiles use "
-           "%s.\n\n", n_threads, budget, avx512 ? "AVX-512" : "AVX2");
+    wide = avx512;
+
+    printf("CPU backend, %d threads, %.2f s per kernel; linear and attention "
+           "kernels use %s.\n\n", n_threads, budget,
+           avx512 ? "AVX-512" : "AVX2");
     printf("| kernel | shape | ms per call | rate | vs ceiling | cores |\n");
     printf("|---|---|---:|---:|---:|---:|\n");
     ceilings();
