@@ -221,6 +221,25 @@ best() { node -p "Math.max($1, $2)"; }
              "$sd / $ld | **$(ratio "$sd" "$ld")x** | $scd / $lcd | **$(ratio "$scd" "$lcd")x** |"
     done
     echo
+    cat <<'TXT'
+What bounds the cells (rates of each kernel against this machine's ceilings: the
+kernels section). Prefill: SparseGate runs dense prompt rows, and DSA rows before
+index_topk, in the MHA form with the flash kernel: 160 multiply-adds per key and head
+at this model's shapes (64 + 32 for the score, 64 for the value), plus one kv_b
+expansion of the context per 2048-token chunk; llama.cpp runs MLA in the absorbed
+form, 544 per key and head (256 + 32 for the score, 256 for the value). DSA rows
+past index_topk take the absorbed form over their 2048 keys in both engines, and
+both score every earlier key with the indexer (4 heads x 128) and keep the top
+2048, so DSA prefill grows with the square of the context in both. Decode at these
+contexts is bound by memory: the lm_head GEMV reads 129280 x 512 bf16 (132 MB) per
+token in both engines, and SparseGate's runs at the memory-read ceiling measured
+beside it; per CPU-second SparseGate decodes faster ("at full CPU"). Its wall-clock
+decode falls behind on this shared machine because llama.cpp runs every graph node
+on both threads and so holds two run-queue slots through a step, while SparseGate
+runs loops under 2M multiply-adds (most decode projections) on the calling thread:
+with other jobs competing it gets fewer CPU-seconds per second ("cores used").
+TXT
+    echo
     echo "Command: \`bash bench/peer.sh\`; scratch folder $work (llama.cpp source and build,"
     echo "the checkpoint and its GGUF conversions)."
 } >"$out"
