@@ -249,6 +249,8 @@ sg_cmd_run(int argc, char **argv)
            p.n_prompt / (out.prefill_seconds > 0 ? out.prefill_seconds : 1e-9),
            p.steps, out.decode_seconds,
            p.steps / (out.decode_seconds > 0 ? out.decode_seconds : 1e-9));
+    printf("cpu: prefill %.3f s, decode %.3f s\n", out.prefill_cpu_seconds,
+           out.decode_cpu_seconds);
 
     if (dump && sg_dump_protocol(dump, &m->cfg, &p, &out, !mo.num.dense, err,
                                  sizeof(err)) != 0)

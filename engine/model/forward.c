@@ -272,7 +272,7 @@ indexer_select(fwd_t *f, int l)
 
         while (r0 + n < T) {
             int p = f->pos[r0 + n] > maxpos ? f->pos[r0 + n] : maxpos;
-            if (n > 0 && (size_t)(n + 1) * (p + 1) > (32u << 20))
+            if (n > 0 && (size_t)(n + 1) * (p + 1) > (8u << 20))
                 break;
             maxpos = p;
             n++;
@@ -321,7 +321,7 @@ indexer_select(fwd_t *f, int l)
  * prefill), generated tokens the absorbed form (kv_b folded into the query
  * and the output, as the reference's decode).  Past the position where the
  * context's keys and values would outgrow num.mha_max_bytes (the backend's
- * default: 1 GiB on the CPU, reached at 8K tokens with V3.2's shapes; 0 on
+ * default: 256 MiB on the CPU, reached at 2K tokens with V3.2's shapes; 0 on
  * the GPU, see backend.h), prompt tokens take the absorbed form too: its
  * memory does not grow with the context, and with a long context it also
  * costs less than applying kv_b to the whole context once per chunk.
@@ -337,7 +337,13 @@ uses_mha(const fwd_t *f, int it)
     return n > 1 || f->items[it].prompt;
 }
 
-/* Positions [0, mha_positions) of a prompt take the MHA form. */
+/* Positions [0, mha_positions) of a prompt take the MHA form.  With the
+ * indexer on, a row past index_topk attends index_topk keys of a longer
+ * context: the absorbed form reads each of them once for all heads where
+ * the MHA form would expand every key of the context, so it ends there
+ * too (unless the model's mha_max_bytes is set explicitly, or FP8 GEMMs
+ * quantize their inputs: the MHA form's kv_b GEMM then quantizes the
+ * latents as the reference's prefill does, the absorbed form does not). */
 static int
 mha_positions(const sg_model *m)
 {
@@ -348,6 +354,9 @@ mha_positions(const sg_model *m)
                                         : m->backend->mha_max_bytes;
     size_t keys = limit / per_key;
 
+    if (!m->num.dense && m->num.mha_max_bytes == 0
+        && !(m->num.act_quant && c->fp8) && keys > (size_t)c->index_topk)
+        keys = c->index_topk;
     return keys > (size_t)m->max_pos ? m->max_pos : (int)keys;
 }
 

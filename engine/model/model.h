@@ -33,7 +33,7 @@ typedef struct sg_numerics {
                               context's keys and values (S x heads x
                               (nope + v) floats) fit in this many bytes,
                               the absorbed form after; 0 = the
-                              backend's default (CPU 1 GiB, CUDA none) */
+                              backend's default (CPU 256 MiB, CUDA none) */
 } sg_numerics;
 
 typedef struct sg_model {

@@ -345,6 +345,9 @@ test_mha_limit(void)
     float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
     float *d = malloc(sizeof(float) * V);
 
+    /* set explicitly: every prompt token in the MHA form (the default
+     * turns to the absorbed form past index_topk) */
+    all->num.mha_max_bytes = (size_t)1 << 40;
     lim->num.mha_max_bytes = (size_t)100 * c->num_attention_heads
                              * (c->qk_nope_head_dim + c->v_head_dim)
                              * sizeof(float);
