@@ -1,0 +1,154 @@
+"""PyTorch reference logits of a checkpoint, in the fixtures' file layout,
+and the comparison with the engine's `sparsegate run --dump`.
+
+  reference.py write MODEL_DIR OUT_DIR --prompt-ids P.i32.bin --teacher T.i32.bin
+  reference.py selftest [--build build]      random model: export, engine, compare
+
+The reference follows the engine: FP8 latent cache simulated, the indexer's
+q/k in e4m3 with ue8m0 scales (index_fp8), top-k per row over causal keys.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import export  # noqa: E402
+from model import Model  # noqa: E402
+
+
+def run_reference(model, prompt, teacher, mode="sparse", kv_fp8=True,
+                  index_fp8=True):
+    """Logits at the last prompt position and at each teacher step, and the
+    per-layer top-k sets of every row (ascending, -1 padded)."""
+    seq = torch.tensor(list(prompt) + list(teacher), dtype=torch.long)[None]
+    P, N = len(prompt), len(teacher)
+    sets = []
+    with torch.no_grad():
+        logits = model(seq, mode=mode, kv_fp8=kv_fp8, index_fp8=index_fp8,
+                       topk_out=sets)[0]
+    return (logits[P - 1].numpy(), logits[P:P + N].numpy(),
+            [s[0] for s in sets])
+
+
+def write(model_dir, out_dir, prompt, teacher, mode="sparse"):
+    torch.set_num_threads(2)
+    model = export.load(model_dir)
+    model.eval()
+    pre, dec, sets = run_reference(model, prompt, teacher, mode)
+    os.makedirs(out_dir, exist_ok=True)
+    np.asarray(prompt, dtype="<i4").tofile(os.path.join(out_dir, "prompt.i32.bin"))
+    np.asarray(teacher, dtype="<i4").tofile(os.path.join(out_dir, "teacher.i32.bin"))
+    pre.astype("<f4").tofile(os.path.join(out_dir, "prefill_logits.f32.bin"))
+    dec.astype("<f4").tofile(os.path.join(out_dir, "decode_logits.f32.bin"))
+    if sets:
+        K = model.cfg["index_topk"]
+        P = len(prompt)
+        allrows = np.stack([s.numpy() for s in sets])        # [L, T, K]
+        allrows[:, :, :] = np.sort(allrows, axis=-1)
+        out = np.full_like(allrows, -1)
+        for l in range(allrows.shape[0]):
+            for t in range(allrows.shape[1]):
+                row = allrows[l, t][allrows[l, t] >= 0]
+                row = np.unique(row)
+                out[l, t, :len(row)] = row
+        out[:, :P].astype("<i4").tofile(
+            os.path.join(out_dir, "prefill_topk_all.i32.bin"))
+        out[:, P - 1:].astype("<i4").tofile(os.path.join(out_dir, "topk.i32.bin"))
+    return pre, dec
+
+
+def engine_run(sg, model_dir, ref_dir, out_dir, extra=()):
+    n = os.path.getsize(os.path.join(ref_dir, "teacher.i32.bin")) // 4
+    cmd = [sg, "run", "--model", model_dir, "--prompt-ids",
+           os.path.join(ref_dir, "prompt.i32.bin"), "--steps", str(n),
+           "--teacher", os.path.join(ref_dir, "teacher.i32.bin"),
+           "--dump", out_dir] + list(extra)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def compare(ref_dir, out_dir, V, K):
+    def rd(d, f):
+        return np.fromfile(os.path.join(d, f), dtype="<f4")
+    res = {}
+    for f in ("prefill_logits.f32.bin", "decode_logits.f32.bin"):
+        a, b = rd(ref_dir, f).reshape(-1, V), rd(out_dir, f).reshape(-1, V)
+        res[f] = (float(np.abs(a - b).max()),
+                  int((a.argmax(-1) == b.argmax(-1)).sum()), len(a))
+    p = os.path.join(ref_dir, "prefill_topk_all.i32.bin")
+    if os.path.exists(p):
+        r = np.fromfile(p, dtype="<i4")
+        o = np.fromfile(os.path.join(out_dir, "prefill_topk_all.i32.bin"),
+                        dtype="<i4")
+        if r.size == o.size:
+            res["topk_sets_differing"] = topk_diff(r, o, K)
+    return res
+
+
+def topk_diff(r, o, K):
+    """[rows whose set differs, rows] over every layer and prompt row."""
+    rows, orows = r.reshape(-1, K), o.reshape(-1, K)
+    diff = sum(set(a[a >= 0].tolist()) != set(b[b >= 0].tolist())
+               for a, b in zip(rows, orows))
+    return [int(diff), len(rows)]
+
+
+def random_model(cfg, seed=1):
+    torch.manual_seed(seed)
+    m = Model(cfg, std=0.08)
+    with torch.no_grad():
+        for name, t, _ in export.named_tensors(m):
+            if t.dim() == 1:
+                t.add_(torch.randn_like(t) * 0.1)
+    export.round_bf16_(m)
+    return m
+
+
+SELFTEST_CFG = {
+    "vocab_size": 512, "hidden_size": 128, "intermediate_size": 256,
+    "moe_intermediate_size": 64, "num_hidden_layers": 3,
+    "first_k_dense_replace": 1, "num_attention_heads": 4, "q_lora_rank": 96,
+    "kv_lora_rank": 128, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
+    "v_head_dim": 32, "n_routed_experts": 4, "n_shared_experts": 1,
+    "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1,
+    "routed_scaling_factor": 1.0, "norm_topk_prob": True,
+    "index_n_heads": 4, "index_head_dim": 128, "index_topk": 16,
+    "rope_theta": 1000.0, "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-6, "bos_token_id": 0, "eos_token_id": 1,
+    "rope_scaling": {"type": "yarn", "factor": 8.0,
+                     "original_max_position_embeddings": 512,
+                     "beta_fast": 32, "beta_slow": 1, "mscale": 1.0,
+                     "mscale_all_dim": 1.0},
+}
+
+
+def selftest(build):
+    sg = os.path.join(build, "sparsegate")
+    with tempfile.TemporaryDirectory() as tmp:
+        m = random_model(SELFTEST_CFG)
+        md = os.path.join(tmp, "model")
+        export.export(m, md, None)
+        g = torch.Generator().manual_seed(3)
+        prompt = torch.randint(3, 512, (100,), generator=g).tolist()
+        teacher = torch.randint(3, 512, (6,), generator=g).tolist()
+        for mode, extra in (("dense", ["--dense"]), ("sparse", [])):
+            ref = os.path.join(tmp, "ref_" + mode)
+            out = os.path.join(tmp, "out_" + mode)
+            write(md, ref, prompt, teacher, mode)
+            engine_run(sg, md, ref, out, extra)
+            print(mode, json.dumps(compare(ref, out, 512, SELFTEST_CFG["index_topk"])))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd")
+    ap.add_argument("args", nargs="*")
+    ap.add_argument("--build", default="build")
+    a = ap.parse_args()
+    if a.cmd == "selftest":
+        selftest(a.build)
