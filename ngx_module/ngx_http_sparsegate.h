@@ -47,6 +47,7 @@ typedef struct {
     ngx_str_t            store;
     ngx_msec_t           store_timeout;
     ngx_int_t            dense;
+    ngx_int_t            window;
 
     /* loaded at configuration time (read-only, shared after fork) */
     sg_tokenizer        *tokenizer;

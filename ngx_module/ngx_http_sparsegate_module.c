@@ -121,6 +121,13 @@ static ngx_command_t  ngx_http_sparsegate_commands[] = {
       offsetof(ngx_http_sparsegate_main_conf_t, dense),
       NULL },
 
+    { ngx_string("sparsegate_window_attention"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_main_conf_t, window),
+      NULL },
+
     { ngx_string("sparsegate_index_share"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -250,6 +257,7 @@ ngx_http_sparsegate_create_main_conf(ngx_conf_t *cf)
     smcf->max_running = NGX_CONF_UNSET;
     smcf->store_timeout = NGX_CONF_UNSET_MSEC;
     smcf->dense = NGX_CONF_UNSET;
+    smcf->window = NGX_CONF_UNSET;
     smcf->index_share = NGX_CONF_UNSET;
 
     return smcf;
@@ -312,6 +320,15 @@ ngx_http_sparsegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(smcf->max_running, 64);
     ngx_conf_init_msec_value(smcf->store_timeout, 5000);
     ngx_conf_init_value(smcf->dense, 0);
+    ngx_conf_init_value(smcf->window, 0);
+
+    if (smcf->dense && smcf->window) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "sparsegate: \"sparsegate_dense_attention\" and "
+                           "\"sparsegate_window_attention\" exclude each "
+                           "other");
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_value(smcf->index_share, 1);
 
     if (smcf->configured && smcf->tokenizer == NULL) {
@@ -612,6 +629,7 @@ ngx_http_sparsegate_init_process(ngx_cycle_t *cycle)
     o.model.device = (int) smcf->device;
     o.model.n_threads = (int) smcf->threads;
     o.model.num.dense = (int) smcf->dense;
+    o.model.num.window = (int) smcf->window;
     o.model.num.index_share = (int) smcf->index_share;
     o.kv_bytes = (size_t) smcf->kv_cache_size;
     o.max_queue = (int) smcf->max_queue;

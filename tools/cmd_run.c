@@ -19,13 +19,15 @@ usage(FILE *f)
     fprintf(f,
 "usage: sparsegate run --model DIR (--prompt-ids FILE.i32.bin | --prompt 'ID ID ...')\n"
 "                      [--steps N] [--teacher FILE.i32.bin] [--force-decisions RUNDIR]\n"
-"                      [--dense] [--kv fp8|exact] [--act-quant on|off]\n"
+"                      [--dense | --window] [--kv fp8|exact] [--act-quant on|off]\n"
 "                      [--indexer-rope half|interleaved] [--index-share N]\n"
 "                      [--temperature T] [--seed S]\n"
 "                      [--threads N] [--backend cpu|cuda] [--dump DIR]\n"
 "  --teacher        feed these tokens at the decode steps (teacher forcing)\n"
 "  --force-decisions read indexer top-k sets and expert routing from RUNDIR\n"
 "                   (prefill_topk_all, topk, prefill_experts_all, experts .i32.bin)\n"
+"  --window         attend each token's index_topk most recent keys instead\n"
+"                   of the indexer's choice (a sliding-window baseline)\n"
 "  --index-share N  IndexCache: the indexer runs on every N-th layer, the\n"
 "                   layers between reuse its top-k sets (0 or 1: off)\n"
 "  --dump           write prefill_logits.f32.bin, decode_logits.f32.bin,\n"
@@ -68,7 +70,7 @@ sg_cmd_run(int argc, char **argv)
         { "model", 1, 0, 'm' }, { "prompt-ids", 1, 0, 'p' },
         { "prompt", 1, 0, 'P' }, { "steps", 1, 0, 'n' },
         { "teacher", 1, 0, 't' }, { "force-decisions", 1, 0, 'f' },
-        { "dense", 0, 0, 'd' }, { "kv", 1, 0, 'k' },
+        { "dense", 0, 0, 'd' }, { "window", 0, 0, 'w' }, { "kv", 1, 0, 'k' },
         { "act-quant", 1, 0, 'a' }, { "indexer-rope", 1, 0, 'r' },
         { "index-share", 1, 0, 'x' },
         { "temperature", 1, 0, 'T' }, { "seed", 1, 0, 's' },
@@ -100,6 +102,7 @@ sg_cmd_run(int argc, char **argv)
         case 't': teacher_file = optarg; break;
         case 'f': force_dir = optarg; break;
         case 'd': mo.num.dense = 1; break;
+        case 'w': mo.num.window = 1; break;
         case 'k':
             if (strcmp(optarg, "fp8") && strcmp(optarg, "exact")) {
                 fprintf(stderr, "run: --kv must be fp8 or exact\n");
@@ -146,6 +149,10 @@ sg_cmd_run(int argc, char **argv)
         || p.steps < 0)
     {
         usage(stderr);
+        return 2;
+    }
+    if (mo.num.dense && mo.num.window) {
+        fprintf(stderr, "run: --dense and --window exclude each other\n");
         return 2;
     }
 

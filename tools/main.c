@@ -17,6 +17,7 @@ SG_CMD(tokenize);
 SG_CMD(ingest);
 SG_CMD(search);
 SG_CMD(context);
+SG_CMD(prompts);
 SG_CMD(bench);
 SG_CMD(compare);
 
@@ -30,6 +31,7 @@ static const struct {
     { "ingest", "load a corpus into a passage store" },
     { "search", "query a passage store" },
     { "context", "build a RAG prompt for a question" },
+    { "prompts", "build many RAG prompts as token ids (training data)" },
     { "bench", "engine micro-benchmarks" },
     { "compare", "compare dumped outputs with reference fixtures" },
 };
@@ -43,6 +45,7 @@ lookup(const char *name)
     if (strcmp(name, "ingest") == 0) return sg_cmd_ingest;
     if (strcmp(name, "search") == 0) return sg_cmd_search;
     if (strcmp(name, "context") == 0) return sg_cmd_context;
+    if (strcmp(name, "prompts") == 0) return sg_cmd_prompts;
     if (strcmp(name, "bench") == 0) return sg_cmd_bench;
     if (strcmp(name, "compare") == 0) return sg_cmd_compare;
     return NULL;
