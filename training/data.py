@@ -290,7 +290,7 @@ class Gen:
             text = text[a:b if b > a else a + chars]
         return {"title": doc.get("title") or doc["id"], "text": text.strip()}
 
-    def context(self, n_tokens, fact_share=0.5, chars_per_token=3.3,
+    def context(self, n_tokens, fact_share=0.5, chars_per_token=2.0,
                 collection="c"):
         """Passages for about n_tokens, the facts in them, ids shuffled so
         that canonical (id) order mixes facts and filler."""
@@ -312,8 +312,9 @@ class Gen:
             passages.append(p)
         nums = r.sample(range(1000, 10000), len(passages))
         for p, n in zip(passages, nums):
-            p["id"] = "p%d" % n
-            p["doc_id"] = "d%d" % (n // 3)
+            # as `sparsegate ingest` names a one-passage document's passage
+            p["doc_id"] = "p%d" % n
+            p["id"] = "p%d:0000" % n
             p["collection"] = collection
             for f in p["facts"]:
                 f["passage"] = p["id"]

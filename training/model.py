@@ -277,8 +277,10 @@ class Model(nn.Module):
         k_pe = rope_interleaved(kv[..., a.lora:], cos, sin)       # [B,T,r]
         kvf = F.linear(lat, a.kv_b_proj).view(B, T, H, nope + v)
         k_nope, val = kvf[..., :nope], kvf[..., nope:]
-        sc = (torch.einsum("bthd,bshd->bhts", q_nope, k_nope)
-              + torch.einsum("bthd,bsd->bhts", q_pe, k_pe)) * a.scale
+        qf = torch.cat((q_nope, q_pe), -1).transpose(1, 2)       # [B,H,T,qk]
+        kf = torch.cat((k_nope, k_pe[:, :, None, :].expand(B, T, H, rope)),
+                       -1).permute(0, 2, 3, 1)                  # [B,H,qk,S]
+        sc = torch.matmul(qf * a.scale, kf)
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         allow = causal[None]
         iscores = None
@@ -297,9 +299,11 @@ class Model(nn.Module):
         elif mode == "window":
             idx = torch.arange(T, device=x.device)
             allow = (causal & (idx[:, None] - idx[None, :] < self.topk))[None]
-        sc = sc.masked_fill(~allow[:, None], float("-inf"))
-        p = torch.softmax(sc, dim=-1)
-        out = torch.einsum("bhts,bshd->bthd", p, val).reshape(B, T, H * v)
+        bias = torch.zeros(allow.shape, dtype=sc.dtype).masked_fill_(
+            ~allow, float("-inf"))
+        p = torch.softmax(sc + bias[:, None], dim=-1)
+        out = torch.matmul(p, val.transpose(1, 2)).transpose(1, 2)
+        out = out.reshape(B, T, H * v)
         if aux is not None:
             aux.append(self.indexer_kl(p.detach(), iscores, causal,
                                        allow if mode == "sparse" else None))

@@ -3,6 +3,9 @@ and the comparison with the engine's `sparsegate run --dump`.
 
   reference.py write MODEL_DIR OUT_DIR --prompt-ids P.i32.bin --teacher T.i32.bin
   reference.py selftest [--build build]      random model: export, engine, compare
+  reference.py fixtures MODEL_DIR OUT_DIR    the trained model's parity data
+      (three held-out RAG prompts built by `sparsegate prompts`, their
+      answers as teacher tokens; sparse with the FP8 indexer and dense)
 
 The reference follows the engine: FP8 latent cache simulated, the indexer's
 q/k in e4m3 with ue8m0 scales (index_fp8), top-k per row over causal keys.
@@ -36,7 +39,7 @@ def run_reference(model, prompt, teacher, mode="sparse", kv_fp8=True,
             [s[0] for s in sets])
 
 
-def write(model_dir, out_dir, prompt, teacher, mode="sparse"):
+def write(model_dir, out_dir, prompt, teacher, mode="sparse", prefix=""):
     torch.set_num_threads(2)
     model = export.load(model_dir)
     model.eval()
@@ -44,8 +47,8 @@ def write(model_dir, out_dir, prompt, teacher, mode="sparse"):
     os.makedirs(out_dir, exist_ok=True)
     np.asarray(prompt, dtype="<i4").tofile(os.path.join(out_dir, "prompt.i32.bin"))
     np.asarray(teacher, dtype="<i4").tofile(os.path.join(out_dir, "teacher.i32.bin"))
-    pre.astype("<f4").tofile(os.path.join(out_dir, "prefill_logits.f32.bin"))
-    dec.astype("<f4").tofile(os.path.join(out_dir, "decode_logits.f32.bin"))
+    pre.astype("<f4").tofile(os.path.join(out_dir, prefix + "prefill_logits.f32.bin"))
+    dec.astype("<f4").tofile(os.path.join(out_dir, prefix + "decode_logits.f32.bin"))
     if sets:
         K = model.cfg["index_topk"]
         P = len(prompt)
@@ -144,6 +147,31 @@ def selftest(build):
             print(mode, json.dumps(compare(ref, out, 512, SELFTEST_CFG["index_topk"])))
 
 
+def fixtures(model_dir, out_dir, build):
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE_DIR), "bench"))
+    import data
+    import train
+    sg = os.path.join(build, "sparsegate")
+    tok = os.path.join(model_dir, "tokenizer.json")
+    filler = os.path.join(os.path.dirname(HERE_DIR), "build", "train",
+                          "filler.jsonl")
+    gen = data.Gen(424242, data.load_filler(filler), heldout=True)
+    os.makedirs(out_dir, exist_ok=True)
+    for i, n in enumerate((200, 450, 800)):
+        s = train.qa_samples(gen, 1, n)
+        (ids, n_prompt, ok), = train.build_prompts(sg, tok, s, out_dir, "tmp")
+        prompt, teacher = ids[:n_prompt].tolist(), ids[n_prompt:].tolist()
+        d = os.path.join(out_dir, "p%d" % i)
+        write(model_dir, d, prompt, teacher, "sparse")
+        write(model_dir, d, prompt, teacher, "dense", prefix="dense_")
+        print("fixtures: %s: %d prompt + %d answer tokens" % (d, len(prompt),
+                                                              len(teacher)))
+    for f in ("tmp.jsonl", "tmp.bin"):
+        os.remove(os.path.join(out_dir, f))
+
+
+HERE_DIR = os.path.dirname(os.path.abspath(__file__))
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("cmd")
@@ -152,3 +180,5 @@ if __name__ == "__main__":
     a = ap.parse_args()
     if a.cmd == "selftest":
         selftest(a.build)
+    elif a.cmd == "fixtures":
+        fixtures(a.args[0], a.args[1], a.build)
