@@ -56,7 +56,7 @@ def prepare(work, model, lengths, per_length, filler, seed=EVAL_SEED,
         got, c = 0, 0
         while got < per_length:
             name = "%s%dk-%d" % (prefix, L // 1024, c)
-            passages, facts = gen.context(int(L * 0.9), collection=name)
+            passages, facts = gen.context(int(L * 1.6), collection=name)
             keep = [{k: p[k] for k in ("id", "doc_id", "title", "text",
                                          "collection")} for p in passages]
             # trim until the prompt fits, with room for the question
@@ -144,7 +144,7 @@ def ask_one(url, q, max_tokens=48):
     ttft, text, usage = None, [], {}
     with urllib.request.urlopen(req, timeout=1800) as r:
         for line in r:
-            line = line.decode().strip()
+            line = line.decode("utf-8", "replace").strip()
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             ev = json.loads(line[6:])

@@ -14,10 +14,10 @@
 # others find its shared block in the prefix cache.
 # Writes the "quality" section of bench/RESULTS.md.
 #
-#   bench/quality.sh                 (SG_QUALITY_LENGTHS=4096,16384,32768
-#                                     SG_QUALITY_QUESTIONS=200
-#                                     SG_QUALITY_CONDITIONS="sparse dense
-#                                     random window")
+#   bench/quality.sh     (SG_QUALITY_LENGTHS=4096,16384,32768
+#                         SG_QUALITY_QUESTIONS=100 per length for (a), (b)
+#                         SG_QUALITY_BASELINE_QUESTIONS=50 for (c), (d)
+#                         SG_QUALITY_CONDITIONS="sparse dense random window")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -25,7 +25,8 @@ gw_dir=$root/build/bench-quality
 work=$gw_dir/work
 model=$root/models/sparsegate-rag-tiny
 lengths=${SG_QUALITY_LENGTHS:-4096,16384,32768}
-nq=${SG_QUALITY_QUESTIONS:-200}
+nq=${SG_QUALITY_QUESTIONS:-100}            # per context length
+nb=${SG_QUALITY_BASELINE_QUESTIONS:-50}    # per length for (c) and (d)
 conds=${SG_QUALITY_CONDITIONS:-sparse dense random window}
 mkdir -p "$work"
 . tests/integration/gateway_lib.sh
@@ -55,8 +56,6 @@ trap 'gw_stop' EXIT
 for cond in $conds; do
     gw_model_dir=$model
     extra="sparsegate_store sqlite:$work/eval.db;
-    sparsegate_threads 0;
-    sparsegate_kv_cache_size 1g;
     sparsegate_max_context $((max_len + 128));
     sparsegate_context_budget $max_len;
     sparsegate_timeout 30m;"
@@ -69,7 +68,10 @@ for cond in $conds; do
     gw_conf "$gw_dir/nginx-$cond" "$port" "$extra"
     gw_start "$gw_dir/nginx-$cond" "$port"
     echo "quality: $cond on port $port (load $(cut -d' ' -f1 /proc/loadavg))"
-    /usr/bin/python3 bench/quality.py ask "$work" "http://127.0.0.1:$port" "$cond"
+    limit=$nq
+    case $cond in random|window) limit=$nb ;; esac
+    /usr/bin/python3 bench/quality.py ask "$work" "http://127.0.0.1:$port" \
+        "$cond" "$limit"
     gw_stop
 done
 

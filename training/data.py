@@ -220,6 +220,7 @@ class Gen:
         self.r = random.Random(seed)
         self.heldout = heldout
         self.filler = filler_docs
+        self.ids_used = set()
         if heldout:
             self.kinds = list(KINDS)          # all kinds, all shapes
         else:
@@ -310,7 +311,11 @@ class Gen:
                 p["facts"] = []
             size += len(p["text"]) + len(p["title"]) + 30
             passages.append(p)
-        nums = r.sample(range(1000, 10000), len(passages))
+        # passage ids are unique in a store, across collections: a Gen
+        # never hands one out twice
+        free = sorted(set(range(1000, 10000)) - self.ids_used)
+        nums = r.sample(free, len(passages))
+        self.ids_used.update(nums)
         for p, n in zip(passages, nums):
             # as `sparsegate ingest` names a one-passage document's passage
             p["doc_id"] = "p%d" % n
