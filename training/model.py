@@ -293,7 +293,7 @@ class Model(nn.Module):
                 iscores = a.indexer.scores(hi, qi, cos, sin)
         if mode == "sparse":
             allow, idx = self.topk_mask(iscores.detach(), causal,
-                                        stable=index_fp8)
+                                        stable=not self.training)
             if topk_out is not None:
                 topk_out.append(idx)
         elif mode == "window":

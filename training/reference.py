@@ -39,11 +39,13 @@ def run_reference(model, prompt, teacher, mode="sparse", kv_fp8=True,
             [s[0] for s in sets])
 
 
-def write(model_dir, out_dir, prompt, teacher, mode="sparse", prefix=""):
+def write(model_dir, out_dir, prompt, teacher, mode="sparse", prefix="",
+          index_fp8=True):
     torch.set_num_threads(2)
     model = export.load(model_dir)
     model.eval()
-    pre, dec, sets = run_reference(model, prompt, teacher, mode)
+    pre, dec, sets = run_reference(model, prompt, teacher, mode,
+                                   index_fp8=index_fp8)
     os.makedirs(out_dir, exist_ok=True)
     np.asarray(prompt, dtype="<i4").tofile(os.path.join(out_dir, "prompt.i32.bin"))
     np.asarray(teacher, dtype="<i4").tofile(os.path.join(out_dir, "teacher.i32.bin"))
@@ -162,7 +164,8 @@ def fixtures(model_dir, out_dir, build):
         (ids, n_prompt, ok), = train.build_prompts(sg, tok, s, out_dir, "tmp")
         prompt, teacher = ids[:n_prompt].tolist(), ids[n_prompt:].tolist()
         d = os.path.join(out_dir, "p%d" % i)
-        write(model_dir, d, prompt, teacher, "sparse")
+        # the indexer unquantized: how often the engine's FP8 one differs
+        write(model_dir, d, prompt, teacher, "sparse", index_fp8=False)
         write(model_dir, d, prompt, teacher, "dense", prefix="dense_")
         print("fixtures: %s: %d prompt + %d answer tokens" % (d, len(prompt),
                                                               len(teacher)))

@@ -174,6 +174,8 @@ def run_stage(name, model, params, seconds, lr, batch_fn, mode, kl=False,
               lm=True, eval_fn=None, n_evals=0, curve=None):
     """Trains for `seconds` of wall time (the schedule follows the time, so
     a busy machine trains fewer steps, never longer)."""
+    if seconds <= 0:
+        return
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95),
                             weight_decay=0.0)
     load = []
@@ -238,6 +240,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--minutes", type=float, default=65,
                     help="wall time of the training stages")
+    ap.add_argument("--resume", default=None,
+                    help="continue from this exported model (its tokenizer "
+                    "and weights; no copy warm-up)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 beats 2 on a busy 2-core machine)")
     a = ap.parse_args()
@@ -270,9 +275,16 @@ def main():
             text.append("[passage %s | doc %s | %s]\n%s" % (
                 p["id"], p["doc_id"], p["title"], p["text"]))
         text.append("Question: " + s["question"] + "\n\n" + s["answer"])
-    vocab, merges = bpe.train("\n\n".join(text), CONFIG["vocab_size"])
-    with open(tok, "w", encoding="utf-8") as f:
-        json.dump(bpe.tokenizer_json(vocab, merges), f, ensure_ascii=False)
+    if a.resume:
+        with open(os.path.join(a.resume, "tokenizer.json"), encoding="utf-8") as f:
+            tj = json.load(f)
+        vocab = [None] * len(tj["model"]["vocab"])
+        with open(tok, "w", encoding="utf-8") as f:
+            json.dump(tj, f, ensure_ascii=False)
+    else:
+        vocab, merges = bpe.train("\n\n".join(text), CONFIG["vocab_size"])
+        with open(tok, "w", encoding="utf-8") as f:
+            json.dump(bpe.tokenizer_json(vocab, merges), f, ensure_ascii=False)
     log("tokenizer: %d tokens" % len(vocab))
     cfg = dict(CONFIG, vocab_size=len(vocab))
     n_special = len(bpe.SPECIALS)
@@ -294,7 +306,9 @@ def main():
             np.mean([len(p[0]) for p in mid]), len(long_),
             np.mean([len(p[0]) for p in long_]), len(ev), len(evl)))
 
-    model = Model(cfg)
+    model = export.load(a.resume) if a.resume else Model(cfg)
+    if a.resume:
+        log("resumed from %s" % a.resume)
     log("model: %.2f M parameters" % (sum(p.numel() for p in model.parameters()) / 1e6))
     curve, evals = [], []
 
@@ -312,8 +326,8 @@ def main():
     idx_params = [p for n, p in model.named_parameters() if ".indexer." in n]
 
     M = a.minutes * 60     # wall-time budget of the training stages
-    # 3. copy warm-up
-    run_stage("copy", model, main_params, 0.08 * M, 2e-3,
+    # 3. copy warm-up (not when resuming)
+    run_stage("copy", model, main_params, 0 if a.resume else 0.08 * M, 2e-3,
               lambda: (copy_batch(rng, 8, 256, cfg["vocab_size"], n_special),
                        torch.ones(8, 256)), "dense", curve=curve)
     # 4. dense RAG training, short then longer contexts
