@@ -56,7 +56,8 @@ def prepare(work, model, lengths, per_length, filler, seed=EVAL_SEED,
         got, c = 0, 0
         while got < per_length:
             name = "%s%dk-%d" % (prefix, L // 1024, c)
-            passages, facts = gen.context(int(L * 1.6), collection=name)
+            passages, facts = gen.context(int(L * 1.6), collection=name,
+                                          unique_ids=True)
             keep = [{k: p[k] for k in ("id", "doc_id", "title", "text",
                                          "collection")} for p in passages]
             # trim until the prompt fits, with room for the question
@@ -264,6 +265,28 @@ def table(work, topk):
     return "\n".join(out) + "\n"
 
 
+def curves(model):
+    """Training summary from the model's curves.json and TRAINING.md."""
+    cv = json.load(open(os.path.join(model, "curves.json")))
+    stages = []
+    for r in cv:
+        if not stages or stages[-1][0] != r["stage"]:
+            stages.append((r["stage"], []))
+        stages[-1][1].append(r)
+    out = ["| stage | steps | loss at start -> end (mean of 10 steps) |",
+           "|---|---|---|"]
+    for name, rs in stages:
+        parts = []
+        for k in ("lm", "answer", "kl"):
+            v = [r[k] for r in rs if k in r]
+            if len(v) >= 2:
+                a, b = v[:10], v[-10:]
+                parts.append("%s %.2f -> %.2f" % (k, sum(a) / len(a),
+                                                  sum(b) / len(b)))
+        out.append("| %s | %d | %s |" % (name, len(rs), ", ".join(parts)))
+    return "\n".join(out) + "\n"
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "prepare":
@@ -285,6 +308,8 @@ def main():
     elif cmd == "ask":
         ask(sys.argv[2], sys.argv[3], sys.argv[4],
             int(sys.argv[5]) if len(sys.argv) > 5 else None)
+    elif cmd == "curves":
+        sys.stdout.write(curves(sys.argv[2]))
     elif cmd == "table":
         sys.stdout.write(table(sys.argv[2], int(sys.argv[3])))
     else:

@@ -79,6 +79,20 @@ out=$(mktemp)
 {
     /usr/bin/python3 bench/quality.py table "$work" "$topk"
     echo
+    echo "Training (\`models/sparsegate-rag-tiny/TRAINING.md\`, per-step losses in"
+    echo "its curves.json; 'answer' is the loss on the answer tokens alone):"
+    echo
+    /usr/bin/python3 bench/quality.py curves "$model"
+    echo
+    echo "Parity, engine vs PyTorch on the exported checkpoint (fp32; three held-out"
+    echo "RAG prompts, the answer teacher-forced; \`tests/unit/test_trained_model.c\`"
+    echo "against \`training/reference.py fixtures\`):"
+    echo
+    echo '```'
+    make -s build/tests/test_trained_model
+    build/tests/test_trained_model | grep -E '^#|passed'
+    echo '```'
+    echo
     echo "Model: \`models/sparsegate-rag-tiny\` (see its TRAINING.md). Collections:"
     echo "generated with seed 20260611 (training used others), half of the facts"
     echo "in sentence shapes held out of training, four kinds of entity never"

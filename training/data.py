@@ -292,7 +292,7 @@ class Gen:
         return {"title": doc.get("title") or doc["id"], "text": text.strip()}
 
     def context(self, n_tokens, fact_share=0.5, chars_per_token=2.0,
-                collection="c"):
+                collection="c", unique_ids=False):
         """Passages for about n_tokens, the facts in them, ids shuffled so
         that canonical (id) order mixes facts and filler."""
         r = self.r
@@ -311,11 +311,13 @@ class Gen:
                 p["facts"] = []
             size += len(p["text"]) + len(p["title"]) + 30
             passages.append(p)
-        # passage ids are unique in a store, across collections: a Gen
-        # never hands one out twice
-        free = sorted(set(range(1000, 10000)) - self.ids_used)
-        nums = r.sample(free, len(passages))
-        self.ids_used.update(nums)
+        if unique_ids:
+            # ids are unique in a store, across its collections
+            free = sorted(set(range(1000, 10000)) - self.ids_used)
+            nums = r.sample(free, len(passages))
+            self.ids_used.update(nums)
+        else:
+            nums = r.sample(range(1000, 10000), len(passages))
         for p, n in zip(passages, nums):
             # as `sparsegate ingest` names a one-passage document's passage
             p["doc_id"] = "p%d" % n

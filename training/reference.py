@@ -103,6 +103,11 @@ def topk_diff(r, o, K):
     return [int(diff), len(rows)]
 
 
+def train_config():
+    import train
+    return train.CONFIG
+
+
 def random_model(cfg, seed=1):
     torch.manual_seed(seed)
     m = Model(cfg, std=0.08)
@@ -114,22 +119,12 @@ def random_model(cfg, seed=1):
     return m
 
 
-SELFTEST_CFG = {
-    "vocab_size": 512, "hidden_size": 128, "intermediate_size": 256,
-    "moe_intermediate_size": 64, "num_hidden_layers": 3,
-    "first_k_dense_replace": 1, "num_attention_heads": 4, "q_lora_rank": 96,
-    "kv_lora_rank": 128, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
-    "v_head_dim": 32, "n_routed_experts": 4, "n_shared_experts": 1,
-    "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1,
-    "routed_scaling_factor": 1.0, "norm_topk_prob": True,
-    "index_n_heads": 4, "index_head_dim": 128, "index_topk": 16,
-    "rope_theta": 1000.0, "max_position_embeddings": 4096,
-    "rms_norm_eps": 1e-6, "bos_token_id": 0, "eos_token_id": 1,
-    "rope_scaling": {"type": "yarn", "factor": 8.0,
-                     "original_max_position_embeddings": 512,
-                     "beta_fast": 32, "beta_slow": 1, "mscale": 1.0,
-                     "mscale_all_dim": 1.0},
-}
+# the demo model's configuration, smaller: a random model for the self-test
+SELFTEST_CFG = dict(train_config(), vocab_size=512, q_lora_rank=96,
+                    index_n_heads=4, index_topk=16, rope_theta=1000.0,
+                    max_position_embeddings=4096)
+SELFTEST_CFG["rope_scaling"] = dict(SELFTEST_CFG["rope_scaling"], factor=8.0,
+                                    original_max_position_embeddings=512)
 
 
 def selftest(build):

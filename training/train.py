@@ -106,19 +106,17 @@ def qa_samples(gen, n, tokens, fact_share=0.5):
     return out
 
 
-def copy_batch(rng, B, T, V, n_special):
-    """Random token strings, each repeated: only induction predicts the
-    second copy."""
+def copy_batch(rng, B, T, lo, hi):
+    """Random strings of ids in [lo, hi), each followed by itself: only
+    induction (find the earlier copy, read what came next) predicts the
+    second half, where the loss is."""
     x = torch.empty(B, T, dtype=torch.long)
     for b in range(B):
-        seq = [0]
-        while len(seq) < T:
-            L = rng.randint(8, 48)
-            s = [rng.randrange(n_special, V) for _ in range(L)]
-            gap = [rng.randrange(n_special, V) for _ in range(rng.randint(0, 64))]
-            seq += s + gap + s
-        x[b] = torch.tensor(seq[:T])
-    return x
+        half = [rng.randrange(lo, hi) for _ in range(T // 2)]
+        x[b] = torch.tensor(half + half)
+    w = torch.zeros(B, T)
+    w[:, T // 2 - 1:] = 1.0
+    return x, w
 
 
 def qa_batch(pool, rng, B):
@@ -326,15 +324,21 @@ def main():
     idx_params = [p for n, p in model.named_parameters() if ".indexer." in n]
 
     M = a.minutes * 60     # wall-time budget of the training stages
-    # 3. copy warm-up (not when resuming)
-    run_stage("copy", model, main_params, 0 if a.resume else 0.08 * M, 2e-3,
-              lambda: (copy_batch(rng, 8, 256, cfg["vocab_size"], n_special),
-                       torch.ones(8, 256)), "dense", curve=curve)
+    # 3. copy warm-up (not when resuming): induction heads form within a
+    # few hundred steps on short strings of a small alphabet, then the
+    # alphabet grows to the whole vocabulary
+    cw = 0 if a.resume else M
+    run_stage("copy-64", model, main_params, 0.08 * cw, 2e-3,
+              lambda: copy_batch(rng, 32, 64, n_special, n_special + 64),
+              "dense", curve=curve)
+    run_stage("copy-all", model, main_params, 0.06 * cw, 2e-3,
+              lambda: copy_batch(rng, 16, 128, n_special, cfg["vocab_size"]),
+              "dense", curve=curve)
     # 4. dense RAG training, short then longer contexts
-    run_stage("dense-short", model, main_params, 0.48 * M, 2e-3,
+    run_stage("dense-short", model, main_params, 0.40 * M, 2e-3,
               lambda: qa_batch(short, rng, 8), "dense",
               eval_fn=ev_fn("dense-short"), n_evals=2, curve=curve)
-    run_stage("dense-mid", model, main_params, 0.22 * M, 1e-3,
+    run_stage("dense-mid", model, main_params, 0.18 * M, 1e-3,
               lambda: qa_batch(mid, rng, 4), "dense",
               eval_fn=ev_fn("dense-mid", which=evl), n_evals=1, curve=curve)
     # 5. indexer warm-up (rest frozen)
@@ -346,7 +350,7 @@ def main():
     for p in main_params:
         p.requires_grad_(True)
     # 6. sparse training
-    run_stage("sparse", model, main_params + idx_params, 0.15 * M, 3e-4,
+    run_stage("sparse", model, main_params + idx_params, 0.13 * M, 3e-4,
               lambda: qa_batch(long_ if rng.random() < 0.3 else mid, rng, 2),
               "sparse", kl=True, eval_fn=ev_fn("sparse", "sparse", evl),
               n_evals=1, curve=curve)
@@ -365,7 +369,7 @@ def main():
                                              os.cpu_count(),
                                              platform.platform()),
             "torch": torch.__version__, "final": final, "evals": evals}
-    md = TRAINING_MD.format(cmd="/usr/bin/python3 training/train.py --seed %d"
+    md = TRAINING_MD.format(cmd="bash training/train.sh --seed %d"
                             " --minutes %g" % (a.seed, a.minutes),
                             minutes=secs / 60, info=json.dumps(info, indent=1),
                             log="\n".join(LOG))
