@@ -190,6 +190,31 @@ trace_shared_selection(fwd_t *f, int l)
 }
 
 /*
+ * The sliding-window switch: instead of the indexer's choice, each row's
+ * set is its index_topk most recent positions (itself included), -1
+ * padded, in the layout indexer_select writes.
+ */
+static void
+window_select(fwd_t *f, int l)
+{
+    const sg_trace *tr = f->trace;
+    int             K = f->m->cfg.index_topk;
+
+    for (int r = 0; r < f->T; r++) {
+        int32_t *row = f->sel + (size_t)r * K;
+        int      first = f->pos[r] + 1 - K, c = 0;
+
+        for (int s = first > 0 ? first : 0; s <= f->pos[r]; s++)
+            row[c++] = s;
+        for (; c < K; c++)
+            row[c] = -1;
+    }
+    if (tr && tr->out_topk)
+        memcpy(tr->out_topk + (size_t)l * f->T * K, f->sel,
+               sizeof(int32_t) * f->T * K);
+}
+
+/*
  * The lightning indexer's projections: every row's key (cached for later
  * rows) and, when this layer selects, its queries and head weights.
  */
@@ -222,7 +247,7 @@ indexer(fwd_t *f, int l, const float *h, const float *qr)
     b->ops->rope(b, ikn, T, 1, ID, ID, 0, f->pos, &m->rope, inter);
     b->ops->hadamard(b, ikn, T, ID);
     b->ops->fp8_quant(b, ikn, T, ID, ik8, iks, f->ue8m0);
-    if (m->num.dense || shares_selection(m, l))
+    if (m->num.dense || m->num.window || shares_selection(m, l))
         return 0;
 
     /* queries from the q latent */
@@ -472,7 +497,9 @@ attention(fwd_t *f, int l, float *x)
     b->ops->kv_store(b, f->pool, l, &f->rows, lat, pe, s->p[S_IK8],
                      s->p[S_IKS], f->ue8m0);
     if (!m->num.dense) {
-        if (shares_selection(m, l))
+        if (m->num.window)
+            window_select(f, l);
+        else if (shares_selection(m, l))
             trace_shared_selection(f, l);
         else if (indexer_select(f, l) != 0)
             return -1;
