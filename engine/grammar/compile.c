@@ -111,6 +111,31 @@ sort_lits(lit *l, int *n, int drop_dups)
     return 0;
 }
 
+/* The fewest tokens spelling s from each offset on (n + 1 entries, the
+ * last 0): from the end backwards, each offset takes the best of the
+ * tokens that begin there.  Beyond 256 bytes a literal costs its bytes. */
+uint16_t *
+g_cover(sg_grammar *g, const char *s, int n)
+{
+    uint16_t *c = g_alloc(g, sizeof(uint16_t) * (n + 1));
+
+    if (c == NULL)
+        return NULL;
+    c[n] = 0;
+    for (int off = n - 1; off >= 0; off--) {
+        int best = 1 + c[off + 1];
+        if (n <= 256) {
+            for (int k = 2; k <= n - off && k <= 128; k++) {
+                if (1 + c[off + k] < best
+                    && g_vocab_has(g->v, s + off, k))
+                    best = 1 + c[off + k];
+            }
+        }
+        c[off] = (uint16_t)best;
+    }
+    return c;
+}
+
 int
 g_add_set(sg_grammar *g, int role, const char *const *s,
     const uint16_t *len, int n, char *err, int errlen)
@@ -133,7 +158,10 @@ g_add_set(sg_grammar *g, int role, const char *const *s,
     set->len = g_alloc(g, sizeof(uint16_t) * (n + 1));
     if (set->s == NULL || set->len == NULL)
         return sg_err(err, errlen, "out of memory");
-    set->min_len = n > 0 ? UINT16_MAX : 0;
+    set->cover = g_alloc(g, sizeof(uint16_t *) * (n + 1));
+    if (set->cover == NULL)
+        return sg_err(err, errlen, "out of memory");
+    set->min_cost = n > 0 ? UINT16_MAX : 0;
     for (int i = 0; i < n; i++) {
         char *c = g_alloc(g, len[i] + 1);
         if (c == NULL)
@@ -141,8 +169,11 @@ g_add_set(sg_grammar *g, int role, const char *const *s,
         memcpy(c, s[i], len[i]);
         set->s[i] = c;
         set->len[i] = len[i];
-        if (len[i] < set->min_len)
-            set->min_len = len[i];
+        set->cover[i] = g_cover(g, c, len[i]);
+        if (set->cover[i] == NULL)
+            return sg_err(err, errlen, "out of memory");
+        if (set->cover[i][0] < set->min_cost)
+            set->min_cost = set->cover[i][0];
     }
     return g->n_sets++;
 }
@@ -230,8 +261,10 @@ min_of_types(const sg_grammar *g, const gnode *n)
         best = 1;
     if ((n->types & T_STR) && 2 < best)
         best = 2;
-    if ((n->types & (T_NULL | T_BOOL)) && 4 < best)
-        best = 4;
+    if ((n->types & T_NULL) && g->sets[g->s_null].min_cost < best)
+        best = g->sets[g->s_null].min_cost;
+    if ((n->types & T_BOOL) && g->sets[g->s_bool].min_cost < best)
+        best = g->sets[g->s_bool].min_cost;
     if (n->types & T_ARR) {
         c = 2;
         if (n->min_items > 0)
@@ -409,7 +442,7 @@ compile_enum(ctx *c, int id, const cJSON *values, int is_const)
                                                  c->err, c->errlen)) < 0)
             goto out;
     }
-    g->nodes[id].minlen = g->sets[g->nodes[id].lits].min_len;
+    g->nodes[id].minlen = g->sets[g->nodes[id].lits].min_cost;
     if (n_ns == n) {
         g->nodes[id].nonstr = id;
     } else if (n_ns > 0) {
@@ -425,7 +458,7 @@ compile_enum(ctx *c, int id, const cJSON *values, int is_const)
         if ((g->nodes[k].lits = add_lits(g, R_VALUE, ns, n_ns, c->err,
                                          c->errlen)) < 0)
             goto out;
-        g->nodes[k].minlen = g->sets[g->nodes[k].lits].min_len;
+        g->nodes[k].minlen = g->sets[g->nodes[k].lits].min_cost;
         g->nodes[id].nonstr = k;
     }
     rc = 0;
@@ -547,7 +580,7 @@ compile_object(ctx *c, int id, const cJSON *s, int depth)
         }
         for (int i = 0; i < n; i++) {
             node->prop_node[i] = l[i].payload;
-            node->prop_cost[i] = sat_add(l[i].len + 1,
+            node->prop_cost[i] = sat_add(g->sets[set].cover[i][0] + 1,
                                          g->nodes[l[i].payload].minlen);
         }
     }
@@ -819,15 +852,17 @@ compile_params(ctx *c, gfunc *fn, const cJSON *params)
 
         fn->param_node[i] = n->prop_node[src];
         if (pn->raw_lits != -2)
-            t = 6 + (pn->raw_lits >= 0 ? g->sets[pn->raw_lits].min_len : 0);
+            t = g->c_true + (pn->raw_lits >= 0
+                             ? g->sets[pn->raw_lits].min_cost : 0);
         if (pn->nonstr >= 0)
-            f = 7 + g->nodes[pn->nonstr].minlen;
+            f = g->c_false + g->nodes[pn->nonstr].minlen;
         if (t >= UINT32_MAX / 8 && f >= UINT32_MAX / 8) {
             fail(c, "a parameter that no value can satisfy", NULL);
             goto out;
         }
-        fn->param_cost[i] = sat_add(sizeof(PSTART) - 1 + l[i].len
-                                    + sizeof(PEND) - 1, t < f ? t : f);
+        fn->param_cost[i] = sat_add(g->c_pstart
+                                    + g->sets[fn->params].cover[i][0]
+                                    + g->c_pend, t < f ? t : f);
         if (n->required >> src & 1) {
             fn->required |= (uint64_t)1 << i;
             fn->req_cost = sat_add(fn->req_cost, fn->param_cost[i]);
@@ -886,6 +921,13 @@ sg_grammar_tool_calls(const sg_vocab *v, const char *tools, size_t len,
         || (g->s_keyrest = add_fixed(g, R_PKEYREST, keyrest, 1, err,
                                      errlen)) < 0)
         goto fail;
+    g->c_invoke_end = g_cover(g, INVOKE_END, sizeof(INVOKE_END) - 1)[0];
+    g->c_calls_end = g_cover(g, CALLS_END, sizeof(CALLS_END) - 1)[0];
+    g->c_pstart = g_cover(g, PSTART, sizeof(PSTART) - 1)[0];
+    g->c_pend = g->sets[g->s_pend].min_cost;
+    g->c_true = g_cover(g, "true\">", 6)[0];
+    g->c_false = g_cover(g, "false\">", 7)[0];
+    g->c_keyrest = g->sets[g->s_keyrest].min_cost;
 
     arr = cJSON_ParseWithLength(tools, len);
     if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0) {
@@ -957,16 +999,18 @@ sg_grammar_tool_calls(const sg_vocab *v, const char *tools, size_t len,
         for (int i = 0; i < n; i++) {
             sorted[i] = g->funcs[l[i].payload];
             sorted[i].min_body = sat_add(sorted[i].req_cost,
-                                         sizeof(INVOKE_END) - 1);
-            if (sat_add(l[i].len, sorted[i].min_body) < best)
-                best = sat_add(l[i].len, sorted[i].min_body);
+                                         g->c_invoke_end);
+            if (sat_add(g->sets[g->s_names].cover[i][0], sorted[i].min_body)
+                < best)
+                best = sat_add(g->sets[g->s_names].cover[i][0],
+                               sorted[i].min_body);
         }
         free(g->funcs);
         g->funcs = sorted;
         g->n_funcs = n;
     }
-    g->first_cost = sat_add(g->sets[g->s_invoke].min_len
-                            + sizeof(CALLS_END) - 1, best);
+    g->first_cost = sat_add(g->sets[g->s_invoke].min_cost
+                            + g->c_calls_end, best);
     {
         gstate st;
         g_state_init(g, &st);

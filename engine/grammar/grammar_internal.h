@@ -28,7 +28,9 @@
                                    one function (a bit each) */
 #define G_MAX_FUNCS    128
 #define G_MAX_NODES    4096
-#define G_CACHE_MAX    64       /* states whose mask is kept */
+#define G_CACHE_BYTES  ((size_t)32 << 20)  /* the mask tables kept */
+#define G_SPARSE_MAX   4096     /* a state allowing at most this many
+                                   tokens keeps a list, not a table */
 
 /* JSON types, as bits */
 enum {
@@ -52,13 +54,18 @@ enum {
     R_PEND          /* "</｜DSML｜parameter>\n" */
 };
 
-/* A sorted set of byte strings. */
+/* A sorted set of byte strings.  Costs are in tokens: cover[i][off] is
+ * the fewest tokens of the vocabulary that spell literal i from off on
+ * (every byte is a token, so a byte never lowers it by more than one, and
+ * the first token of a fewest cover lowers it by exactly one: the budget
+ * rule needs no more). */
 typedef struct glits {
     int        n;
     int        role;
     char     **s;
     uint16_t  *len;
-    uint16_t   min_len;
+    uint16_t **cover;
+    uint16_t   min_cost;        /* the cheapest literal's cover[0] */
 } glits;
 
 /* A JSON Schema, compiled. */
@@ -107,10 +114,15 @@ typedef struct gentry {
     uint32_t        key_len;
     uint64_t        hash;
     int32_t         need;       /* g_need of the state */
-    uint8_t        *delta;      /* per token id: need after it - need +
-                                   128; 254: see big; 255: not allowed */
+    uint8_t        *delta;      /* a table, per token id: need after it -
+                                   need + 128; 254: see big; 255: not
+                                   allowed; or NULL: */
+    int32_t        *list;       /* (id, need after - need) of the tokens
+                                   allowed, when few are */
+    int             n_list;
     int32_t        *big;        /* (id, exact delta) pairs, delta >= 126 */
     int             n_big;
+    size_t          bytes;
     struct gentry  *lru_prev, *lru_next, *chain;
 } gentry;
 
@@ -131,12 +143,16 @@ struct sg_grammar {
     int             s_open, s_invoke, s_next, s_names, s_param, s_type,
                     s_pend, s_keyrest;
     uint32_t        first_cost; /* an invoke + the end, after the open */
+    /* the costs of DSML's fixed strings, in tokens */
+    uint32_t        c_invoke_end, c_calls_end, c_pstart, c_pend, c_true,
+                    c_false, c_keyrest;
 
     /* both */
     int             s_bool, s_null;
     char           *gate;
     int             gate_len;
     int            *gate_fail;  /* KMP */
+    uint16_t       *gate_cover; /* tokens to write the gate from k on */
     int             d_fail[16]; /* KMP of "｜DSML｜" in raw values */
     int             min_bytes;
 
@@ -145,6 +161,8 @@ struct sg_grammar {
     int             table_mask;
     gentry         *lru_head, *lru_tail;   /* head: most recent */
     int             n_entries;
+    size_t          cache_bytes;
+    float          *saved;      /* scratch: a list's logits */
     uint64_t        n_masks, n_misses;
 };
 
@@ -223,7 +241,11 @@ int g_step(const sg_grammar *g, gstate *s, uint8_t b);  /* 1 or 0 */
 int32_t g_need(const sg_grammar *g, const gstate *s);
 int g_done(const sg_grammar *g, const gstate *s);
 
+/* vocab.c */
+int g_vocab_has(const sg_vocab *v, const char *s, int n);
+
 /* compile.c */
+uint16_t *g_cover(sg_grammar *g, const char *s, int n);
 int g_add_set(sg_grammar *g, int role, const char *const *s,
     const uint16_t *len, int n, char *err, int errlen);
 void g_free_parts(sg_grammar *g);

@@ -33,6 +33,9 @@
 static const int pend_len = sizeof(PEND_TEXT) - 1;
 static const int dsml_len = sizeof(DSML_TEXT) - 1;
 
+/* Costs are in tokens (grammar_internal.h): literals at their fewest
+ * tokens, the rest of JSON at a byte each. */
+
 static inline gframe *
 top(gstate *s)
 {
@@ -97,9 +100,9 @@ arr_rest(const sg_grammar *g, const gframe *f, int need_one)
 /* A function's parameters left: the required ones and the invoke's
  * end. */
 static uint32_t
-invoke_rest(const gframe *f)
+invoke_rest(const sg_grammar *g, const gframe *f)
 {
-    return f->req_cost + (uint32_t)(sizeof("</｜DSML｜invoke>\n") - 1);
+    return f->req_cost + g->c_invoke_end;
 }
 
 /* A parameter's node: its schema's, or node 0 (any value) for a function
@@ -116,7 +119,7 @@ param_value_min(const sg_grammar *g, const gfunc *fn, int key, int string)
     const gnode *n = &g->nodes[param_node(fn, key)];
 
     if (string)
-        return n->raw_lits >= 0 ? g->sets[n->raw_lits].min_len : 0;
+        return n->raw_lits >= 0 ? g->sets[n->raw_lits].min_cost : 0;
     return n->nonstr >= 0 ? g->nodes[n->nonstr].minlen : UINT32_MAX / 4;
 }
 
@@ -128,9 +131,9 @@ param_type_min(const sg_grammar *g, const gfunc *fn, int key)
     uint32_t     t = UINT32_MAX / 4, f = UINT32_MAX / 4;
 
     if (n->raw_lits != -2)
-        t = 6 + param_value_min(g, fn, key, 1);      /* true"> */
+        t = g->c_true + param_value_min(g, fn, key, 1);
     if (n->nonstr >= 0)
-        f = 7 + param_value_min(g, fn, key, 0);      /* false"> */
+        f = g->c_false + param_value_min(g, fn, key, 0);
     return t < f ? t : f;
 }
 
@@ -178,13 +181,13 @@ frame_need(const sg_grammar *g, const gframe *f)
     case F_BLOCK:
         switch (f->pos) {
         case B_OPEN:
-            return g->sets[g->s_open].min_len + g->first_cost;
+            return g->sets[g->s_open].min_cost + g->first_cost;
         case B_FIRST:
             return g->first_cost;
         case B_NAME:
-            return g->first_cost - g->sets[g->s_invoke].min_len;
+            return g->first_cost - g->sets[g->s_invoke].min_cost;
         case B_NEXT:
-            return sizeof("</｜DSML｜function_calls>") - 1;
+            return g->c_calls_end;
         default:
             return 0;
         }
@@ -193,35 +196,34 @@ frame_need(const sg_grammar *g, const gframe *f)
         fn = &g->funcs[f->node];
         switch (f->pos) {
         case I_PARAMS:
-            return invoke_rest(f);
+            return invoke_rest(g, f);
         case I_PKEY:
             if (fn->params < 0)
-                return 1 + 10 + param_type_min(g, fn, -1) + pend_len
-                       + invoke_rest(f);
+                return 1 + 1 + g->c_keyrest + param_type_min(g, fn, -1)
+                       + g->c_pend + invoke_rest(g, f);
             best = UINT32_MAX / 4;
             for (int i = 0; i < fn->n_params; i++) {
                 uint32_t c;
                 if (f->seen >> i & 1)
                     continue;
-                c = fn->param_cost[i] - (sizeof(PSTART) - 1)
-                                                /* is written */
+                c = fn->param_cost[i] - g->c_pstart     /* written */
                     + f->req_cost - (fn->required >> i & 1
                                      ? fn->param_cost[i] : 0);
                 if (c < best)
                     best = c;
             }
-            return best + (uint32_t)(sizeof("</｜DSML｜invoke>\n") - 1);
+            return best + g->c_invoke_end;
         case I_PTYPE:
-            return param_type_min(g, fn, f->key) + pend_len
-                   + invoke_rest(f);
+            return param_type_min(g, fn, f->key) + g->c_pend
+                   + invoke_rest(g, f);
         case I_PVALUE:
-            return param_value_min(g, fn, f->key, 0) + pend_len
-                   + invoke_rest(f);
+            return param_value_min(g, fn, f->key, 0) + g->c_pend
+                   + invoke_rest(g, f);
         case I_PEND:
-            return pend_len + invoke_rest(f);
+            return g->c_pend + invoke_rest(g, f);
         default:                         /* I_FKEY: the name's end */
-            return 10 + param_type_min(g, fn, -1) + pend_len
-                   + invoke_rest(f);
+            return 1 + g->c_keyrest + param_type_min(g, fn, -1)
+                   + g->c_pend + invoke_rest(g, f);
         }
     }
     return 0;
@@ -250,13 +252,12 @@ lit_after(const sg_grammar *g, const gstate *s, const glits *set, int i)
     case R_OPEN:
         return g->first_cost;
     case R_INVOKE:
-        return g->first_cost - set->min_len;
+        return g->first_cost - set->min_cost;
     case R_NEXT:
         return set->s[i][1] == '/' ? 0
-               : g->first_cost - g->sets[g->s_invoke].min_len;
+               : g->first_cost - g->sets[g->s_invoke].min_cost;
     case R_NAME:
-        return g->funcs[i].min_body
-               + (uint32_t)(sizeof("</｜DSML｜function_calls>") - 1);
+        return g->funcs[i].min_body + g->c_calls_end;
     case R_PARAM:
         if (set->s[i][0] == '<' && set->s[i][1] != '/') {
             t = *f;
@@ -271,17 +272,17 @@ lit_after(const sg_grammar *g, const gstate *s, const glits *set, int i)
         t = *f;
         t.req_cost -= req ? fn->param_cost[i] : 0;
         t.key = (int16_t)i;
-        return param_type_min(g, fn, i) + pend_len + invoke_rest(&t);
+        return param_type_min(g, fn, i) + g->c_pend + invoke_rest(g, &t);
     }
     case R_PKEYREST:
         fn = &g->funcs[f->node];
-        return param_type_min(g, fn, -1) + pend_len + invoke_rest(f);
+        return param_type_min(g, fn, -1) + g->c_pend + invoke_rest(g, f);
     case R_PTYPE:
         fn = &g->funcs[f->node];
         return param_value_min(g, fn, f->key, set->s[i][0] == 't')
-               + pend_len + invoke_rest(f);
+               + g->c_pend + invoke_rest(g, f);
     case R_PEND:
-        return invoke_rest(f);
+        return invoke_rest(g, f);
     }
     return 0;
 }
@@ -306,7 +307,7 @@ lit_need(const sg_grammar *g, const gstate *s)
     for (int i = lx->lo; i < lx->hi; i++) {
         if (!lit_allowed(g, s, set, i))
             continue;
-        c = set->len[i] - lx->off;
+        c = set->cover[i][lx->off];
         if (structural(set->role))
             c += lit_after(g, s, set, i);
         if (c < best)
@@ -324,7 +325,7 @@ g_need(const sg_grammar *g, const gstate *s)
 
     switch (lx->mode) {
     case M_GATE:
-        n = (uint32_t)(g->gate_len - lx->a);
+        n = g->gate_cover[lx->a];
         break;
     case M_STR:
         n = 1 + lx->ulen + (lx->esc == 1 ? 1 : lx->esc >= 2 ? 6 - lx->esc
@@ -343,7 +344,8 @@ g_need(const sg_grammar *g, const gstate *s)
         break;
     case M_RAW:
         /* a character begun inside the terminator is the terminator's */
-        n = (lx->a > 0 ? 0 : lx->ulen) + (uint32_t)(pend_len - lx->a);
+        n = (lx->a > 0 ? 0 : lx->ulen)
+            + g->sets[g->s_pend].cover[0][lx->a];
         break;
     case M_FREEKEY:
         n = lx->ulen + (lx->a == 0);

@@ -70,6 +70,9 @@ g_new(const sg_vocab *v, int kind, const sg_grammar_opts *o, char *err,
         if (g->gate == NULL || g->gate_fail == NULL)
             goto oom;
         g_kmp(g->gate, g->gate_len, g->gate_fail);
+        g->gate_cover = g_cover(g, g->gate, g->gate_len);
+        if (g->gate_cover == NULL)
+            goto oom;
     }
     return g;
 oom:
@@ -83,6 +86,7 @@ entry_free(gentry *e)
 {
     free(e->key);
     free(e->delta);
+    free(e->list);
     free(e->big);
     free(e);
 }
@@ -107,6 +111,7 @@ sg_grammar_unref(sg_grammar *g)
         entry_free(e);
     }
     g_free_parts(g);
+    free(g->saved);
     free(g->table);
     free(g->gate);
     free(g->gate_fail);
@@ -143,6 +148,70 @@ add_big(gentry *e, int *cap, int32_t id, int32_t delta)
     e->big[2 * e->n_big] = id;
     e->big[2 * e->n_big + 1] = delta;
     e->n_big++;
+    return 0;
+}
+
+/* The first token after i (sorted) that does not begin with p[0, n),
+ * token i's first n bytes: those that do follow i in one run (a shorter
+ * token that begins p sorts before it). */
+static int
+subtree_end(const sg_vocab *v, int i, const uint8_t *p, int n)
+{
+    int lo = i + 1, hi = v->n;
+
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+
+        if (v->len[mid] >= n && memcmp(v->bytes + v->off[mid], p, n) == 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* A table that allows few tokens becomes a list of them (and of their
+ * exact deltas): states in the middle of DSML's markup or of a property
+ * name are many and allow a handful, and lists let the cache hold them
+ * all. */
+static int
+by_id(const void *a, const void *b)
+{
+    const int32_t *x = a, *y = b;
+
+    return (x[0] > y[0]) - (x[0] < y[0]);
+}
+
+static int
+to_list(gentry *e, int n_vocab)
+{
+    int n = 0, k = 0, b = 0;
+
+    /* the big deltas in id order, as the table is read */
+    qsort(e->big, e->n_big, 2 * sizeof(int32_t), by_id);
+    for (int t = 0; t < n_vocab; t++)
+        n += e->delta[t] != 255;
+    e->bytes = (size_t)n_vocab + 8 * (size_t)e->n_big;
+    if (n > G_SPARSE_MAX)
+        return 0;
+    e->list = malloc(sizeof(int32_t) * 2 * (n + 1));
+    if (e->list == NULL)
+        return -1;
+    for (int t = 0; t < n_vocab; t++) {
+        int d = e->delta[t];
+        if (d == 255)
+            continue;
+        e->list[2 * k] = t;
+        e->list[2 * k + 1] = d != 254 ? d - 128 : e->big[2 * b++ + 1];
+        k++;
+    }
+    e->n_list = n;
+    free(e->delta);
+    free(e->big);
+    e->delta = NULL;
+    e->big = NULL;
+    e->n_big = 0;
+    e->bytes = 8 * (size_t)n;
     return 0;
 }
 
@@ -188,9 +257,9 @@ walk(const sg_grammar *g, const gstate *start, gentry *e)
             level++;
         }
         if (!ok) {
-            /* every token sharing the refused byte's prefix */
-            while (i + 1 < v->n && v->lcp[i + 1] > level)
-                i++;
+            /* every token sharing the refused byte's prefix: the sorted
+             * run of them ends where a binary search finds */
+            i = subtree_end(v, i, b, level + 1) - 1;
             continue;
         }
         delta = g_need(g, &st) - need0;
@@ -208,7 +277,7 @@ walk(const sg_grammar *g, const gstate *start, gentry *e)
         e->delta[v->eos] = need0 == 0 ? 128 : 255;
     if (snaps != sn)
         free(snaps);
-    return 0;
+    return to_list(e, v->n_vocab);
 oom:
     if (snaps != sn)
         free(snaps);
@@ -263,8 +332,9 @@ evict(sg_grammar *g)
             break;
         }
     }
-    entry_free(e);
     g->n_entries--;
+    g->cache_bytes -= e->bytes + e->key_len;
+    entry_free(e);
 }
 
 /* The state's table, from the cache or walked now; NULL when out of
@@ -296,8 +366,10 @@ lookup(sg_grammar *g, const gstate *st)
     memcpy(e->key, st, n);
     e->key_len = n;
     e->hash = h;
-    if (g->n_entries >= G_CACHE_MAX)
+    while (g->n_entries > 0
+           && g->cache_bytes + e->bytes + n > G_CACHE_BYTES)
         evict(g);
+    g->cache_bytes += e->bytes + n;
     e->chain = g->table[h & g->table_mask];
     g->table[h & g->table_mask] = e;
     lru_front(g, e);
@@ -332,30 +404,57 @@ int
 sg_grammar_mask(sg_grammar_state *s, int tokens_left, float *logits,
     int n_vocab)
 {
-    gentry  *e = lookup(s->g, &s->st);
-    int      n = n_vocab < s->g->v->n_vocab ? n_vocab : s->g->v->n_vocab;
-    int      allowed = 0, thr, lim;
+    sg_grammar *g = s->g;
+    gentry     *e = lookup(g, &s->st);
+    int         n = n_vocab < g->v->n_vocab ? n_vocab : g->v->n_vocab;
+    int         allowed = 0, thr, lim;
 
     if (e == NULL) {
         for (int t = 0; t < n_vocab; t++)
             logits[t] = -INFINITY;
         return 0;
     }
+    /* allowed: what a token leaves to write fits in the tokens after it */
     thr = tokens_left - 1 - e->need;
-    lim = thr + 128;
-    for (int t = 0; t < n; t++) {
-        int d = e->delta[t];
-        if (d == 255 || (d != 254 && d > lim))
+
+    if (e->delta == NULL) {
+        if (g->saved == NULL
+            && (g->saved = malloc(sizeof(float) * G_SPARSE_MAX)) == NULL)
+            return 0;
+        for (int k = 0; k < e->n_list; k++)
+            g->saved[k] = e->list[2 * k] < n ? logits[e->list[2 * k]]
+                                             : -INFINITY;
+        for (int t = 0; t < n_vocab; t++)
             logits[t] = -INFINITY;
-        else
-            allowed++;
+        for (int k = 0; k < e->n_list; k++) {
+            if (e->list[2 * k + 1] <= thr && e->list[2 * k] < n) {
+                logits[e->list[2 * k]] = g->saved[k];
+                allowed++;
+            }
+        }
+        return allowed;
+    }
+
+    /* the table: 254 (a big delta) is refused here and its tokens put
+     * back below when they fit */
+    lim = thr + 128 < 253 ? thr + 128 : 253;
+    for (int k = 0; k < e->n_big && k < G_SPARSE_MAX; k++) {
+        if (g->saved == NULL
+            && (g->saved = malloc(sizeof(float) * G_SPARSE_MAX)) == NULL)
+            return 0;
+        g->saved[k] = logits[e->big[2 * k]];
+    }
+    for (int t = 0; t < n; t++) {
+        int keep = e->delta[t] <= lim;
+        logits[t] = keep ? logits[t] : -INFINITY;
+        allowed += keep;
     }
     for (int t = n; t < n_vocab; t++)
         logits[t] = -INFINITY;
-    for (int k = 0; k < e->n_big; k++) {
-        if (e->big[2 * k + 1] > thr && e->big[2 * k] < n) {
-            logits[e->big[2 * k]] = -INFINITY;
-            allowed--;
+    for (int k = 0; k < e->n_big && k < G_SPARSE_MAX; k++) {
+        if (e->big[2 * k + 1] <= thr && e->big[2 * k] < n) {
+            logits[e->big[2 * k]] = g->saved[k];
+            allowed++;
         }
     }
     return allowed;

@@ -139,3 +139,26 @@ sg_vocab_new(const sg_tokenizer *t, int n_vocab, char *err, int errlen)
     free(toks);
     return v;
 }
+
+
+/* 1 when the bytes s[0, n) are a token of the walk. */
+int
+g_vocab_has(const sg_vocab *v, const char *s, int n)
+{
+    int lo = 0, hi = v->n - 1;
+
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, m = v->len[mid] < n ? v->len[mid] : n;
+        int c = memcmp(v->bytes + v->off[mid], s, m);
+
+        if (c == 0)
+            c = (v->len[mid] > n) - (v->len[mid] < n);
+        if (c == 0)
+            return 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return 0;
+}

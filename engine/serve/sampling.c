@@ -126,7 +126,9 @@ sg_sample(sg_sampler *s, const float *logits, int vocab, float *p,
     u = sg_sampler_uniform(s);
     inv_t = 1.0f / s->temperature;
     for (int i = 0; i < vocab; i++) {
-        float e = isnan(logits[i]) ? 0.0f : expf((logits[i] - mx) * inv_t);
+        /* a masked token (-inf: a grammar's) costs no exp */
+        float e = !(logits[i] > -INFINITY) ? 0.0f
+                  : expf((logits[i] - mx) * inv_t);
         p[i] = e;
         sum += e;
         if (e > 0)
