@@ -36,6 +36,7 @@ typedef enum {
     NGX_HTTP_SG_COUNT_MODELS,
     NGX_HTTP_SG_COUNT_HEALTH,
     NGX_HTTP_SG_COUNT_METRICS,
+    NGX_HTTP_SG_COUNT_TOKENIZE,         /* tokenize and detokenize */
     NGX_HTTP_SG_COUNT_OTHER,
     NGX_HTTP_SG_COUNT_N
 } ngx_http_sparsegate_count_e;

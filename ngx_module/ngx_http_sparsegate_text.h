@@ -43,4 +43,9 @@ void ngx_http_sparsegate_text_next(ngx_http_sparsegate_text_t *t,
     ngx_uint_t all, u_char **text, size_t *len);
 void ngx_http_sparsegate_text_free(ngx_http_sparsegate_text_t *t);
 
+/* s with U+FFFD for each byte that begins no whole UTF-8 character (so
+ * that it can be a JSON string): malloc'ed, NUL-terminated. */
+u_char *ngx_http_sparsegate_text_sanitize(const u_char *s, size_t n,
+    size_t *len);
+
 #endif /* NGX_HTTP_SPARSEGATE_TEXT_H */
