@@ -188,7 +188,8 @@ to_list(gentry *e, int n_vocab)
     int n = 0, k = 0, b = 0;
 
     /* the big deltas in id order, as the table is read */
-    qsort(e->big, e->n_big, 2 * sizeof(int32_t), by_id);
+    if (e->n_big > 1)
+        qsort(e->big, e->n_big, 2 * sizeof(int32_t), by_id);
     for (int t = 0; t < n_vocab; t++)
         n += e->delta[t] != 255;
     e->bytes = (size_t)n_vocab + 8 * (size_t)e->n_big;

@@ -1,7 +1,10 @@
 // DeepSeek-V3.2's own API features through the gateway, with the official
 // `openai` npm client:
 //   GW_URL=http://127.0.0.1:PORT GW_MODEL=name GW_VOCAB=v3|v32 \
-//     node gateway_api.mjs [all|core]
+//     node gateway_api.mjs [all|core|san]
+// all: everything; core: the prompt, thinking and tool-call checks (the
+// second tokenizer's run); san: everything, smaller (under the
+// sanitizers: the DSML split at every 9th byte, 48 JSON generations).
 // The model has random weights: what it says is scripted where the test
 // needs a given output (the server runs with sparsegate_test_hooks on and
 // a request's "sparsegate_script" is what the engine emits, token by
@@ -300,7 +303,7 @@ const dsmlBlock = (calls) => `\n\n<${'｜DSML｜'}function_calls>\n`
         + '</｜DSML｜invoke>\n').join('')
     + '</｜DSML｜function_calls>';
 
-async function toolCalls() {
+async function toolCalls(splitStep = 1) {
     const text = 'Checking.' + dsmlBlock([
         ['get_weather', [['city', 'San "Francisco"\nCA', 'true'],
                          ['days', '3', 'false']]],
@@ -349,7 +352,7 @@ async function toolCalls() {
                                                ['n', '[1]', 'false']]]]);
         const bytes = Buffer.from(block);
         const cuts = [];
-        for (let k = 1; k < bytes.length; k++) {
+        for (let k = 1; k < bytes.length; k += splitStep) {
             // a cut inside a character: the two pieces as bytes
             cuts.push(k);
         }
@@ -410,7 +413,8 @@ async function toolCalls() {
     const validate = ajv.compile(cleanWeather.function.parameters);
     const freeTools = [cleanWeather, timeTool];
     await test('tool_choice_required', async () => {
-        const runs = await Promise.all(Array.from({ length: 8 }, (_, i) =>
+        const runs = await Promise.all(Array.from({ length: part === 'san'
+                                                         ? 4 : 8 }, (_, i) =>
             client.chat.completions.create({ model, tools: freeTools,
                 tool_choice: 'required', max_tokens: 120, temperature: 1,
                 seed: 100 + i, thinking: i % 2 === 1,
@@ -425,7 +429,7 @@ async function toolCalls() {
                 });
         });
         check('tool_choice_required', bad.length === 0,
-              `${bad.length} of 8: ${show(bad[0])}`);
+              `${bad.length} of ${runs.length}: ${show(bad[0])}`);
     });
     await test('tool_choice_named', async () => {
         const runs = await Promise.all(Array.from({ length: 4 }, (_, i) =>
@@ -689,14 +693,15 @@ async function jsonMode(total) {
         await Promise.all(jobs.slice(i, i + 48).map(one));
     const ms = Date.now() - t0;
     console.log(`# ${total} JSON generations, ${tokens} tokens, in ${ms} ms`);
-    check(`json_${total}_generations_parse_and_validate`, bad.length === 0,
+    check(`json_generations_parse_and_validate (${total})`, bad.length === 0,
           `${bad.length} bad, e.g. ${bad[0]}`);
 }
 
 async function rag() {
     await test('rag_fields', async () => {
         const r = await post('/v1/rag', { question: 'What is epoll?',
-            collection: 'man', max_tokens: 40, thinking: true,
+            collection: process.env.GW_COLLECTION ?? 'man', max_tokens: 40,
+            thinking: true,
             logprobs: true, top_logprobs: 1, seed: 3,
             response_format: { type: 'json_object' } });
         const m = r.body.choices?.[0]?.message;
@@ -720,13 +725,13 @@ async function timed(name, fn) {
 
 await timed('prompts', promptExactness);
 await timed('thinking', thinking);
-await timed('tool calls', toolCalls);
-if (part === 'all') {
+await timed('tool calls', () => toolCalls(part === 'san' ? 19 : 1));
+if (part === 'all' || part === 'san') {
     await timed('logprobs', logprobs);
     await timed('sampling', sampling);
     await timed('refused fields', refused);
-    await timed('json', () => jsonMode(Number(process.env.GW_JSON_RUNS
-                                              ?? 1000)));
+    await timed('json', () => jsonMode(part === 'san' ? 48
+        : Number(process.env.GW_JSON_RUNS ?? 1000)));
     if (process.env.GW_RAG) await timed('rag', rag);
 }
 process.exit(failed ? 1 : 0);

