@@ -27,6 +27,8 @@ typedef struct {
     ngx_int_t            max_queue;
     ngx_int_t            max_running;
     ngx_int_t            index_share;
+    ngx_str_t            devices;      /* sparsegate_devices, "" = one */
+    off_t                device_memory; /* one device's, for nginx -t */
     ngx_flag_t           dense;
     ngx_str_t            model_name;       /* NUL-terminated */
     ngx_str_t            store;

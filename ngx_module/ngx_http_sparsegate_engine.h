@@ -103,6 +103,11 @@ char *ngx_http_sparsegate_engine_conf_model(ngx_conf_t *cf,
 char *ngx_http_sparsegate_engine_conf_tokenizer(ngx_conf_t *cf,
     ngx_http_sparsegate_main_conf_t *smcf, ngx_str_t *path);
 
+/* configuration time: the device group's memory plan must fit (nginx -t
+ * refuses it with the numbers otherwise) */
+char *ngx_http_sparsegate_engine_conf_plan(ngx_conf_t *cf,
+    ngx_http_sparsegate_main_conf_t *smcf);
+
 /* worker life: a worker without an engine stays up and answers 503 */
 void ngx_http_sparsegate_engine_start(ngx_cycle_t *cycle,
     ngx_http_sparsegate_main_conf_t *smcf);

@@ -8,6 +8,7 @@
  *   module.c                    directives, configuration, worker life
  *   handler.c                   endpoints bound by configuration, access,
  *                               method, body, dispatch
+ *   prefix_key.c                $sparsegate_prefix_key, an upstream's hash
  *   openai.c rag.c info.c tokenize.c   the endpoints (endpoints.h)
  *   messages.c constrain.c encode.c    chats for the V3.2 encoding; output
  *                               formats into grammars; text into ids
@@ -29,6 +30,7 @@
 #include "ngx_http_sparsegate_engine.h"
 #include "ngx_http_sparsegate_handler.h"
 #include "ngx_http_sparsegate_job.h"
+#include "ngx_http_sparsegate_prefix_key.h"
 #include "ngx_http_sparsegate_store.h"
 
 #include "context.h"          /* SG_CTX_BUDGET */
@@ -149,6 +151,20 @@ static ngx_command_t  ngx_http_sparsegate_commands[] = {
       offsetof(ngx_http_sparsegate_main_conf_t, index_share),
       &ngx_http_sparsegate_positive },
 
+    { ngx_string("sparsegate_devices"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_main_conf_t, devices),
+      NULL },
+
+    { ngx_string("sparsegate_device_memory"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_off_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_main_conf_t, device_memory),
+      NULL },
+
     { ngx_string("sparsegate_model_name"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -219,7 +235,7 @@ static ngx_command_t  ngx_http_sparsegate_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_sparsegate_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_sparsegate_prefix_key_add,    /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
     ngx_http_sparsegate_create_main_conf,  /* create main configuration */
@@ -269,6 +285,7 @@ ngx_http_sparsegate_create_main_conf(ngx_conf_t *cf)
     smcf->store_timeout = NGX_CONF_UNSET_MSEC;
     smcf->dense = NGX_CONF_UNSET;
     smcf->index_share = NGX_CONF_UNSET;
+    smcf->device_memory = NGX_CONF_UNSET;
 
     return smcf;
 }
@@ -318,6 +335,17 @@ ngx_http_sparsegate_init_main_conf(ngx_conf_t *cf, void *conf)
     }
     smcf->context_limit = smcf->max_context > 0 ? smcf->max_context
                                                 : smcf->model_context;
+
+    if (smcf->configured) {
+        if (ngx_http_sparsegate_engine_conf_plan(cf, smcf) != NGX_CONF_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+    } else if (smcf->devices.len) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "sparsegate_devices without sparsegate_model");
+        return NGX_CONF_ERROR;
+    }
 
     if (smcf->model_name.len == 0 && smcf->model.len > 0) {
         /* the checkpoint directory's base name (NUL-terminated with it) */

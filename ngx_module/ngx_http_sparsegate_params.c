@@ -10,7 +10,7 @@
 
 /* The whole body in one buffer (pool memory, NUL-terminated), from memory
  * or from the temp file nginx spooled a large body into. */
-static ngx_int_t
+ngx_int_t
 ngx_http_sparsegate_read_body(ngx_http_request_t *r, u_char **data,
     size_t *len)
 {

@@ -15,6 +15,11 @@
 #include "ngx_http_sparsegate_job.h"
 
 
+/* The whole body in one buffer (pool memory, NUL-terminated), from memory
+ * or from nginx's temp file; NGX_OK with *len 0 when there is none. */
+ngx_int_t ngx_http_sparsegate_read_body(ngx_http_request_t *r, u_char **data,
+    size_t *len);
+
 /* The body (read by the handler) as a JSON object the caller deletes, or
  * NULL with f filled. */
 cJSON *ngx_http_sparsegate_parse_body(ngx_http_request_t *r,

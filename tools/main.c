@@ -19,6 +19,7 @@ SG_CMD(search);
 SG_CMD(context);
 SG_CMD(bench);
 SG_CMD(compare);
+SG_CMD(plan);
 
 static const struct {
     const char *name;
@@ -32,6 +33,7 @@ static const struct {
     { "context", "build a RAG prompt for a question" },
     { "bench", "engine micro-benchmarks" },
     { "compare", "compare dumped outputs with reference fixtures" },
+    { "plan", "what a model needs per device of a group, and if it fits" },
 };
 
 static sg_cmd_fn
@@ -45,6 +47,7 @@ lookup(const char *name)
     if (strcmp(name, "context") == 0) return sg_cmd_context;
     if (strcmp(name, "bench") == 0) return sg_cmd_bench;
     if (strcmp(name, "compare") == 0) return sg_cmd_compare;
+    if (strcmp(name, "plan") == 0) return sg_cmd_plan;
     return NULL;
 }
 

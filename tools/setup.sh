@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 debs=(build-essential pkg-config curl ca-certificates
       libcjson-dev libpcre2-dev libopenblas-dev libsqlite3-dev
-      libhiredis-dev libpq-dev libssl-dev
+      libhiredis-dev libpq-dev libssl-dev libnuma-dev
       nginx nginx-dev redis-server postgresql wrk)
 command -v node >/dev/null && command -v npm >/dev/null || debs+=(nodejs npm)
 command -v python3 >/dev/null || debs+=(python3)

@@ -18,6 +18,7 @@
 #ifndef SG_GRAMMAR_INTERNAL_H
 #define SG_GRAMMAR_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -157,6 +158,9 @@ struct sg_grammar {
     int             min_bytes;
 
     void           *parts;      /* compile.c's allocations, a list */
+    /* the cache, under lock: a device group's ranks sample on their own
+     * threads, and requests on several ranks may share a grammar */
+    pthread_mutex_t lock;
     gentry        **table;      /* hash chains */
     int             table_mask;
     gentry         *lru_head, *lru_tail;   /* head: most recent */

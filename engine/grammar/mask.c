@@ -51,6 +51,7 @@ g_new(const sg_vocab *v, int kind, const sg_grammar_opts *o, char *err,
         return NULL;
     }
     atomic_init(&g->refs, 1);
+    pthread_mutex_init(&g->lock, NULL);
     g->v = v;
     g->kind = kind;
     g->table_mask = 255;
@@ -111,6 +112,7 @@ sg_grammar_unref(sg_grammar *g)
         entry_free(e);
     }
     g_free_parts(g);
+    pthread_mutex_destroy(&g->lock);
     free(g->saved);
     free(g->table);
     free(g->gate);
@@ -127,9 +129,11 @@ sg_grammar_min_bytes(const sg_grammar *g)
 void
 sg_grammar_get_stats(const sg_grammar *g, sg_grammar_stats *st)
 {
+    pthread_mutex_lock((pthread_mutex_t *)&g->lock);
     st->masks = g->n_masks;
     st->misses = g->n_misses;
     st->cached = g->n_entries;
+    pthread_mutex_unlock((pthread_mutex_t *)&g->lock);
 }
 
 /* ---------------------------------------------------------- the walk */
@@ -401,8 +405,23 @@ sg_grammar_state_free(sg_grammar_state *s)
     free(s);
 }
 
+static int mask_locked(sg_grammar_state *s, int tokens_left, float *logits,
+    int n_vocab);
+
 int
 sg_grammar_mask(sg_grammar_state *s, int tokens_left, float *logits,
+    int n_vocab)
+{
+    int n;
+
+    pthread_mutex_lock(&s->g->lock);
+    n = mask_locked(s, tokens_left, logits, n_vocab);
+    pthread_mutex_unlock(&s->g->lock);
+    return n;
+}
+
+static int
+mask_locked(sg_grammar_state *s, int tokens_left, float *logits,
     int n_vocab)
 {
     sg_grammar *g = s->g;

@@ -9,9 +9,10 @@
  *
  * A host compiles a grammar from a tokenizer's vocabulary (sg_vocab) and
  * hands it to the engine in sg_request.grammar; the engine keeps each
- * request's own state and runs the token masks on its thread.  A grammar
+ * request's own state and runs the token masks on its threads.  A grammar
  * is reference-counted (atomically): the host may keep one for many
- * requests.  Its mask cache is used by the engine's thread only.
+ * requests.  Its mask cache is used under a lock (a device group's ranks
+ * sample on their own threads).
  *
  * The budget: every allowed token leaves a completion that fits in the
  * tokens still allowed (max_tokens), so a generation that runs out of

@@ -35,6 +35,12 @@ typedef struct sg_engine_opts {
     /* how the model runs */
     const char    *backend;          /* "cpu" (default) or "cuda" */
     int            device;           /* CUDA device */
+    const char    *devices;          /* a device group, "0-7" or "0,2,4":
+                                        one rank per device, attention
+                                        data-parallel, experts spread; with
+                                        the CPU backend host ranks (NUMA
+                                        nodes when there are several);
+                                        NULL = the one device above */
     int            n_threads;        /* CPU threads; 0 = all cores */
     int            dense;            /* 1: indexer off, every causal key
                                         attended (DSA off) */
@@ -44,7 +50,7 @@ typedef struct sg_engine_opts {
                                         every index_share-th layer only;
                                         0 or 1: every layer */
 
-    /* serving */
+    /* serving (kv_bytes, max_running and step_tokens per rank) */
     size_t         kv_bytes;         /* cache pool budget; 0 = 1 GiB */
     int            max_running;      /* sequences decoding at once; 0 = 64 */
     int            max_queue;        /* waiting requests; 0 = 256 */
@@ -72,6 +78,31 @@ typedef struct sg_model_info {
  * message naming the file and field. */
 int sg_model_info_load(const char *model_dir, sg_model_info *info,
     char *err, int errlen);
+
+/*
+ * What an engine started with o needs on each of its devices, from
+ * config.json and the checkpoint's headers (or, without its files, the
+ * shapes the config implies), without loading a weight: a host checks its
+ * configuration with it (nginx -t).  device_bytes: one device's memory,
+ * for min_devices (0: not computed).  -1 with a message naming the file,
+ * field or device list.
+ */
+typedef struct sg_engine_plan {
+    int     n_ranks;                 /* devices in o->devices (1 without) */
+    size_t  rank_weight_bytes;       /* the largest rank's weights */
+    size_t  weight_bytes;            /* every weight once (what host ranks
+                                        share through one file mapping) */
+    size_t  work_bytes;              /* per rank: the forward pass's working
+                                        memory + the runtime's reserve */
+    size_t  kv_bytes_per_token;
+    int     max_context;             /* the longest request's tokens */
+    int     min_devices;             /* fewest devices of device_bytes that
+                                        hold weights, work and one longest
+                                        request's cache; 0: none */
+} sg_engine_plan;
+
+int sg_engine_plan_make(const sg_engine_opts *o, size_t device_bytes,
+    sg_engine_plan *p, char *err, int errlen);
 
 typedef struct sg_request {
     const int32_t *prompt;           /* copied by submit */

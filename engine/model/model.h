@@ -16,6 +16,7 @@
 
 #include "backend.h"
 #include "checkpoint.h"
+#include "collective.h"
 #include "config.h"
 #include "kv.h"
 
@@ -44,6 +45,16 @@ typedef struct sg_model {
     sg_rope_table    rope;          /* qk_rope_head_dim, YaRN */
     int              max_pos;
     void            *scratch;       /* forward.c's buffers (one caller at a time) */
+
+    /* Its place in a device group (model/group.h): this rank holds the
+     * routed experts [expert_begin, expert_end) of every MoE layer (the
+     * others' tensors are unbound) and reaches the rest through coll.  A
+     * model alone is rank 0 of 1 with every expert and no coll. */
+    int              rank;
+    int              n_ranks;
+    int              expert_begin, expert_end;
+    sg_coll         *coll;
+    size_t           prepared_bytes; /* weight bytes given to prepare_weight */
 } sg_model;
 
 typedef struct sg_model_opts {
@@ -52,6 +63,8 @@ typedef struct sg_model_opts {
     int         n_threads;          /* CPU threads, 0 = all cores */
     int         max_pos;            /* RoPE table length, 0 = from config */
     sg_numerics num;
+    int         rank;               /* in a device group of n_ranks (0: */
+    int         n_ranks;            /* alone): which routed experts it holds */
 } sg_model_opts;
 
 void sg_model_opts_default(sg_model_opts *o);
@@ -105,6 +118,11 @@ typedef struct sg_batch_item {
  * seq->n_tokens.. and their KV goes into the item's blocks (the caller
  * ensures enough blocks: ceil((n_tokens + new) / SG_KV_BLOCK)); on success
  * seq->n_tokens grows.  Returns 0, or -1 with a message (backend error).
+ *
+ * In a device group every rank calls it at the same step, each with its
+ * own batch (n_items 0: an empty step, which still serves the MoE layers'
+ * exchanges for the other ranks' tokens); a token's result is the same
+ * bits whichever rank runs it and with whatever company.
  */
 int sg_forward(sg_model *m, sg_kv_pool *pool, sg_batch_item *items,
     int n_items, const sg_trace *trace, char *err, int errlen);

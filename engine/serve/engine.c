@@ -19,8 +19,9 @@
 
 #include "engine_opts.h"
 #include "grammar.h"
+#include "model/group.h"
 #include "model/kv.h"
-#include "scheduler.h"
+#include "ranks.h"
 #include "sparsegate.h"
 #include "util/mem.h"
 
@@ -31,14 +32,23 @@ typedef struct inbox_req {
     struct inbox_req *next;
 } inbox_req;
 
+/* One rank's model and cache pool, its step function's context. */
+typedef struct rank_model {
+    sg_model        *m;
+    sg_kv_pool      *pool;
+} rank_model;
+
 struct sg_engine {
     sg_engine_opts   o;
     char            *model_dir;
-    sg_model        *m;
+    char            *devices;
+    sg_group        *group;       /* the model on its devices (1 or more) */
+    rank_model      *rank;        /* [n_ranks] */
+    int              n_ranks;
     sg_model_info    info;
-    sg_kv_pool      *pool;
-    sg_sched        *sched;
+    sg_ranks        *ranks;       /* a scheduler per rank */
     sg_sched_opts    so;
+    size_t           kv_block_bytes;
 
     pthread_t        thread;
     pthread_mutex_t  mu;
@@ -143,9 +153,43 @@ free_inbox_req(inbox_req *q)
 static int
 step_model(void *ctx, sg_batch_item *items, int n, char *err, int errlen)
 {
-    sg_engine *e = ctx;
+    rank_model *rm = ctx;
 
-    return sg_forward(e->m, e->pool, items, n, NULL, err, errlen);
+    return sg_forward(rm->m, rm->pool, items, n, NULL, err, errlen);
+}
+
+/* The ranks' steps on the group's rank threads (the MoE exchanges need
+ * them all at once). */
+static void
+run_on_group(void *group, sg_rank_fn fn, void *ctx)
+{
+    sg_group_run(group, fn, ctx);
+}
+
+typedef struct {
+    sg_engine *e;
+    int        n_blocks;
+} pool_ctx;
+
+/* Each rank's pool is allocated on its own thread (a NUMA rank's memory
+ * lands on its node). */
+static void
+alloc_pool(void *p, int r)
+{
+    pool_ctx   *pc = p;
+    rank_model *rm = &pc->e->rank[r];
+
+    rm->pool = sg_kv_pool_new(rm->m->backend, &rm->m->cfg, pc->n_blocks,
+                              rm->m->num.kv_fp8);
+}
+
+static void
+free_pool(void *p, int r)
+{
+    sg_engine *e = p;
+
+    sg_kv_pool_free(e->rank[r].pool);
+    e->rank[r].pool = NULL;
 }
 
 static int
@@ -155,13 +199,35 @@ load(sg_engine *e, char *err, int errlen)
     sg_model_opts    mo;
     size_t           per_block;
     size_t           n_blocks;
+    int              dev[SG_MAX_RANKS], n = 1;
+    void            *ctx[SG_MAX_RANKS];
+    pool_ctx         pc;
+    sg_model        *m0;
 
     sg_engine_model_opts(&e->o, &mo);
-    if (sg_model_load(e->model_dir, &mo, &e->m, err, errlen) != 0)
+    dev[0] = e->o.device;
+    if (e->devices
+        && (n = sg_devices_parse(e->devices, dev, SG_MAX_RANKS, err,
+                                 errlen)) < 0)
+    {
         return -1;
-    cfg = &e->m->cfg;
+    }
+    if (sg_group_load(e->model_dir, &mo, dev, n, &e->group, err, errlen) != 0)
+        return -1;
+    e->n_ranks = n;
+    e->rank = calloc(n, sizeof(*e->rank));
+    if (e->rank == NULL) {
+        snprintf(err, errlen, "engine: out of memory");
+        return -1;
+    }
+    for (int r = 0; r < n; r++) {
+        e->rank[r].m = sg_group_model(e->group, r);
+        ctx[r] = &e->rank[r];
+    }
+    m0 = e->rank[0].m;
+    cfg = &m0->cfg;
     sg_model_info_of(cfg, &e->info);
-    per_block = sg_kv_bytes_per_token_layer(cfg, e->m->num.kv_fp8)
+    per_block = sg_kv_bytes_per_token_layer(cfg, m0->num.kv_fp8)
                 * (size_t)cfg->num_hidden_layers * SG_KV_BLOCK;
     n_blocks = e->o.kv_bytes / per_block;
     if (n_blocks < 1) {
@@ -172,20 +238,25 @@ load(sg_engine *e, char *err, int errlen)
     }
     if (n_blocks > (1u << 30))
         n_blocks = 1u << 30;
-    e->pool = sg_kv_pool_new(e->m->backend, cfg, (int)n_blocks,
-                             e->m->num.kv_fp8);
-    if (e->pool == NULL) {
-        snprintf(err, errlen, "kv cache: cannot allocate %zu blocks (%zu "
-                 "bytes) on the %s backend", n_blocks, n_blocks * per_block,
-                 e->m->backend->name);
-        return -1;
+    pc.e = e;
+    pc.n_blocks = (int)n_blocks;
+    sg_group_run(e->group, alloc_pool, &pc);
+    for (int r = 0; r < n; r++) {
+        if (e->rank[r].pool == NULL) {
+            snprintf(err, errlen, "kv cache: cannot allocate %zu blocks (%zu "
+                     "bytes) on the %s backend%s", n_blocks,
+                     n_blocks * per_block, m0->backend->name,
+                     n > 1 ? " of every rank" : "");
+            return -1;
+        }
     }
+    e->kv_block_bytes = e->rank[0].pool->bytes_per_token * SG_KV_BLOCK;
 
     memset(&e->so, 0, sizeof(e->so));
     e->so.n_blocks = (int)n_blocks;
     e->so.max_running = e->o.max_running;
     e->so.max_queue = e->o.max_queue;
-    e->so.max_context = e->m->max_pos;
+    e->so.max_context = m0->max_pos;
     if (e->o.max_context > 0 && e->o.max_context < e->so.max_context)
         e->so.max_context = e->o.max_context;
     e->so.step_tokens = e->o.step_tokens;
@@ -194,17 +265,17 @@ load(sg_engine *e, char *err, int errlen)
     e->so.vocab = cfg->vocab_size;
     e->so.eos_id = cfg->eos_token_id;
     sg_sched_opts_normalize(&e->so);
-    e->sched = sg_sched_new(&e->so, step_model, e, collect_event, e, err,
-                            errlen);
-    return e->sched ? 0 : -1;
+    e->ranks = sg_ranks_new(n, &e->so, step_model, ctx, collect_event, e,
+                            err, errlen);
+    return e->ranks ? 0 : -1;
 }
 
 static void
 update_snapshot(sg_engine *e)
 {
-    sg_sched_stats(e->sched, &e->snap);
-    e->snap.kv_block_bytes = e->pool->bytes_per_token * SG_KV_BLOCK;
-    e->sched_busy = !sg_sched_idle(e->sched);
+    sg_ranks_stats(e->ranks, &e->snap);
+    e->snap.kv_block_bytes = e->kv_block_bytes;
+    e->sched_busy = !sg_ranks_idle(e->ranks);
 }
 
 static void *
@@ -251,7 +322,7 @@ engine_main(void *arg)
 
         while (in) {
             inbox_req *next = in->next;
-            if (sg_sched_submit(e->sched, &in->r, in->id, err,
+            if (sg_ranks_submit(e->ranks, &in->r, in->id, NULL, err,
                                 sizeof(err)) != SG_OK)
             {
                 sg_event ev;
@@ -269,10 +340,10 @@ engine_main(void *arg)
             in = next;
         }
         for (int i = 0; i < n_cancels; i++)
-            sg_sched_cancel(e->sched, cancels[i]);
+            sg_ranks_cancel(e->ranks, cancels[i]);
         free(cancels);
 
-        ran = sg_sched_step(e->sched);
+        ran = sg_ranks_step(e->ranks, run_on_group, e->group);
 
         pthread_mutex_lock(&e->mu);
         publish(e);
@@ -296,7 +367,7 @@ engine_main(void *arg)
     }
     pthread_mutex_unlock(&e->mu);
 
-    sg_sched_cancel_all(e->sched);
+    sg_ranks_cancel_all(e->ranks);
     pthread_mutex_lock(&e->mu);
     publish(e);
     update_snapshot(e);
@@ -309,9 +380,11 @@ engine_free(sg_engine *e)
 {
     inbox_req *q;
 
-    sg_sched_free(e->sched);
-    sg_kv_pool_free(e->pool);
-    sg_model_free(e->m);
+    sg_ranks_free(e->ranks);
+    if (e->group && e->rank)
+        sg_group_run(e->group, free_pool, e);
+    free(e->rank);
+    sg_group_free(e->group);
     while ((q = e->in_head) != NULL) {
         e->in_head = q->next;
         free_inbox_req(q);
@@ -325,6 +398,7 @@ engine_free(sg_engine *e)
     free(e->out);
     free(e->pending);
     free(e->model_dir);
+    free(e->devices);
     free(e);
 }
 
@@ -351,6 +425,8 @@ sg_engine_start(const sg_engine_opts *o, sg_engine **out, char *err,
         e->o.kv_bytes = SG_DEFAULT_KV_BYTES;
     e->model_dir = strdup(o->model_dir);
     e->o.model_dir = e->model_dir;
+    e->devices = o->devices ? strdup(o->devices) : NULL;
+    e->o.devices = e->devices;
     e->next_id = 1;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->wake, NULL);

@@ -177,12 +177,15 @@ sg_prefix_cache_match(sg_prefix_cache *pc, const int32_t *tokens,
 
         if (i == NONE)
             break;
-        blocks[n++] = pc->nodes[i].block;
-        sg_block_ref(pc->pool, pc->nodes[i].block);
+        if (blocks) {
+            blocks[n] = pc->nodes[i].block;
+            sg_block_ref(pc->pool, pc->nodes[i].block);
+        }
+        n++;
         parent = i;
         key = k;
     }
-    if (parent != NONE)
+    if (parent != NONE && blocks)
         touch_chain(pc, parent);
     return n;
 }

@@ -28,7 +28,8 @@ void sg_prefix_cache_free(sg_prefix_cache *pc);
 /*
  * The longest cached prefix of tokens[0..n_tokens) in full blocks, at most
  * max_blocks of them: writes their block ids to blocks[] with one new
- * reference each (the caller's) and returns how many.
+ * reference each (the caller's) and returns how many.  blocks NULL: only
+ * counts them (no reference taken, recency untouched).
  */
 int sg_prefix_cache_match(sg_prefix_cache *pc, const int32_t *tokens,
     int n_tokens, int max_blocks, int32_t *blocks);

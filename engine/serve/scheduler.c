@@ -456,6 +456,24 @@ available_blocks(const sg_sched *s)
     return s->pool.n_free + sg_prefix_cache_evictable(s->cache);
 }
 
+/* Leading full blocks tokens shares with the prompt of r. */
+static int
+shared_blocks(const sreq *r, const int32_t *tokens, int max)
+{
+    int k = 0, lim = r->n_prompt / SG_KV_BLOCK;
+
+    if (lim > max)
+        lim = max;
+    while (k < lim
+           && memcmp(r->tokens + (size_t)k * SG_KV_BLOCK,
+                     tokens + (size_t)k * SG_KV_BLOCK,
+                     sizeof(int32_t) * SG_KV_BLOCK) == 0)
+    {
+        k++;
+    }
+    return k;
+}
+
 /*
  * 1 when a running request is prefilling a prompt that shares with r a
  * prefix beyond r's hits, long enough that r had better wait for those
@@ -470,18 +488,10 @@ worth_waiting(const sg_sched *s, const sreq *r, int hits)
     int max_hit = (r->n_prompt - 1) / SG_KV_BLOCK;
 
     for (const sreq *o = s->running.head; o; o = o->next) {
-        int k = hits, lim = o->n_prompt / SG_KV_BLOCK;
+        int k;
         if (o->seq.n_tokens >= o->n_prompt)
             continue;                    /* not prefilling */
-        if (lim > max_hit)
-            lim = max_hit;
-        while (k < lim
-               && memcmp(r->tokens + (size_t)k * SG_KV_BLOCK,
-                         o->tokens + (size_t)k * SG_KV_BLOCK,
-                         sizeof(int32_t) * SG_KV_BLOCK) == 0)
-        {
-            k++;
-        }
+        k = shared_blocks(o, r->tokens, max_hit);
         /* Wait while o still has shared blocks to compute, if what is
          * shared in all is worth it. */
         int shared = k * SG_KV_BLOCK;
@@ -672,7 +682,7 @@ sg_sched_step(sg_sched *s)
         if (add_item(s, &n, r, chunk, chunk == left) == 0)
             budget -= chunk;
     }
-    if (n == 0)
+    if (n == 0 && !s->o.lockstep)
         return 0;
 
     for (int i = 0; i < n; i++)
@@ -721,6 +731,65 @@ sg_sched_step(sg_sched *s)
             finish(s, r, 1, SG_EV_DONE, SG_FINISH_LENGTH, NULL);
     }
     return ran;
+}
+
+int
+sg_sched_prefix_blocks(sg_sched *s, const int32_t *tokens, int n_tokens)
+{
+    int max = (n_tokens - 1) / SG_KV_BLOCK, best = 0;
+
+    if (!s->o.prefix_cache || max <= 0)
+        return 0;
+    best = sg_prefix_cache_match(s->cache, tokens, n_tokens, max, NULL);
+    for (int l = 0; l < 2; l++) {
+        for (const sreq *r = (l ? s->running : s->waiting).head; r;
+             r = r->next)
+        {
+            int k = shared_blocks(r, tokens, max);
+            if (k > best)
+                best = k;
+        }
+    }
+    return best;
+}
+
+int64_t
+sg_sched_backlog(const sg_sched *s)
+{
+    int64_t n = 0;
+
+    for (int l = 0; l < 2; l++) {
+        for (const sreq *r = (l ? s->running : s->waiting).head; r;
+             r = r->next)
+        {
+            int left = r->n_prompt - r->seq.n_tokens;
+            n += (left > 0 ? left : 0) + r->max_tokens
+                 - (r->n_tokens - r->n_prompt);
+        }
+    }
+    return n;
+}
+
+int
+sg_sched_queue_full(const sg_sched *s)
+{
+    return s->waiting.n >= s->o.max_queue;
+}
+
+int
+sg_sched_ids(const sg_sched *s, uint64_t *ids, int max)
+{
+    int n = 0;
+
+    for (int l = 0; l < 2; l++) {
+        for (const sreq *r = (l ? s->running : s->waiting).head; r;
+             r = r->next, n++)
+        {
+            if (n < max)
+                ids[n] = r->id;
+        }
+    }
+    return n;
 }
 
 int

@@ -49,4 +49,8 @@ const char *check_named(const char *prefix, const char *what);
 /* Removes a directory tree (a test's temp dir), links not followed. */
 void check_rm_rf(const char *dir);
 
+/* Runs fn(ctx, i) on n threads of its own (n <= 64) and joins them: the
+ * ranks of a collective under test. */
+void check_on_threads(int n, void (*fn)(void *ctx, int i), void *ctx);
+
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "model/group.h"
 #include "protocol.h"
 
 int32_t
@@ -264,4 +265,45 @@ done:
     if (rc != 0)
         sg_protocol_out_free(o);
     return rc;
+}
+
+typedef struct {
+    struct sg_group   *g;
+    int                rank;
+    const sg_protocol *p;
+    sg_protocol_out   *out;
+    int                rc;
+    char              *err;
+    int                errlen;
+} group_run;
+
+static void
+run_rank(void *ctx, int r)
+{
+    group_run *gr = ctx;
+    sg_model  *m = sg_group_model(gr->g, r);
+    char       err[256];
+
+    if (r == gr->rank) {
+        gr->rc = sg_protocol_run(m, gr->p, gr->out, gr->err, gr->errlen);
+        /* failed outside a step: the others must not wait for it */
+        if (gr->rc != 0 && m->coll)
+            m->coll->ops->abort(m->coll, gr->err);
+        return;
+    }
+    /* the prefill, then one step per decode */
+    for (int s = 0; s <= gr->p->steps; s++) {
+        if (sg_forward(m, NULL, NULL, 0, NULL, err, sizeof(err)) != 0)
+            return;              /* the protocol's rank reports the error */
+    }
+}
+
+int
+sg_protocol_run_group(struct sg_group *g, int rank, const sg_protocol *p,
+    sg_protocol_out *out, char *err, int errlen)
+{
+    group_run gr = { g, rank, p, out, -1, err, errlen };
+
+    sg_group_run(g, run_rank, &gr);
+    return gr.rc;
 }
