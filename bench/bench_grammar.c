@@ -21,20 +21,12 @@
 #include <time.h>
 #include <poll.h>
 
+#include "bench_clock.h"
 #include "grammar.h"
 #include "sparsegate.h"
 #include "tokenizer.h"
 
 #define VOCAB 129280
-
-static double
-now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static unsigned rng = 12345;
 

@@ -11,22 +11,7 @@ static ngx_int_t
 ngx_http_sparsegate_buf_add(ngx_http_sparsegate_buf_t *b, const void *s,
     size_t n)
 {
-    u_char  *p;
-    size_t   cap;
-
-    if (b->len + n + 1 > b->cap) {
-        cap = ngx_max(b->cap * 2, b->len + n + 256);
-        p = realloc(b->data, cap);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        b->data = p;
-        b->cap = cap;
-    }
-    ngx_memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return NGX_OK;
+    return ngx_http_sparsegate_text_grow(&b->data, &b->len, &b->cap, s, n);
 }
 
 

@@ -556,6 +556,31 @@ ngx_http_sparsegate_job_answer(ngx_http_sparsegate_job_t *job)
 }
 
 
+/* A choice's generation is over (done or failed): its job, or NULL when
+ * the request has gone (the last one frees the job). */
+static ngx_http_sparsegate_job_t *
+ngx_http_sparsegate_job_ended(ngx_http_sparsegate_engine_client_t *c,
+    ngx_http_sparsegate_choice_t **choice)
+{
+    ngx_http_sparsegate_job_t     *job;
+    ngx_http_sparsegate_choice_t  *ch;
+
+    ch = ngx_http_sparsegate_choice_of(c);
+    job = ch->owner;
+    ch->engine_done = 1;
+    job->n_done++;
+    *choice = ch;
+
+    if (job->request == NULL) {
+        if (job->n_done == job->n_submitted) {
+            ngx_http_sparsegate_job_free(job);
+        }
+        return NULL;
+    }
+    return job;
+}
+
+
 static void
 ngx_http_sparsegate_job_done(ngx_http_sparsegate_engine_client_t *c,
     const ngx_http_sparsegate_engine_done_t *d)
@@ -564,18 +589,11 @@ ngx_http_sparsegate_job_done(ngx_http_sparsegate_engine_client_t *c,
     ngx_http_sparsegate_job_t     *job;
     ngx_http_sparsegate_choice_t  *ch;
 
-    ch = ngx_http_sparsegate_choice_of(c);
-    job = ch->owner;
-    ch->engine_done = 1;
-    job->n_done++;
-
-    r = job->request;
-    if (r == NULL) {
-        if (job->n_done == job->n_submitted) {
-            ngx_http_sparsegate_job_free(job);
-        }
+    job = ngx_http_sparsegate_job_ended(c, &ch);
+    if (job == NULL) {
         return;
     }
+    r = job->request;
 
     ch->finish = d->finish;
     job->usage.prompt_tokens = d->prompt_tokens;
@@ -620,15 +638,8 @@ ngx_http_sparsegate_job_error(ngx_http_sparsegate_engine_client_t *c,
     ngx_http_sparsegate_job_t     *job;
     ngx_http_sparsegate_choice_t  *ch;
 
-    ch = ngx_http_sparsegate_choice_of(c);
-    job = ch->owner;
-    ch->engine_done = 1;
-    job->n_done++;
-
-    if (job->request == NULL) {
-        if (job->n_done == job->n_submitted) {
-            ngx_http_sparsegate_job_free(job);
-        }
+    job = ngx_http_sparsegate_job_ended(c, &ch);
+    if (job == NULL) {
         return;
     }
 

@@ -6,26 +6,34 @@
 #include "ngx_http_sparsegate_text.h"
 
 
+ngx_int_t
+ngx_http_sparsegate_text_grow(u_char **data, size_t *len, size_t *cap,
+    const void *s, size_t n)
+{
+    u_char  *p;
+    size_t   c;
+
+    if (*len + n + 1 > *cap) {
+        c = ngx_max(*cap * 2, *len + n + 256);
+        p = realloc(*data, c);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+        *data = p;
+        *cap = c;
+    }
+    ngx_memcpy(*data + *len, s, n);
+    *len += n;
+    (*data)[*len] = '\0';
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_sparsegate_text_append(ngx_http_sparsegate_text_t *t, const char *s,
     size_t n)
 {
-    u_char  *p;
-    size_t   cap;
-
-    if (t->len + n + 1 > t->cap) {
-        cap = ngx_max(t->cap * 2, t->len + n + 256);
-        p = realloc(t->data, cap);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        t->data = p;
-        t->cap = cap;
-    }
-    ngx_memcpy(t->data + t->len, s, n);
-    t->len += n;
-    t->data[t->len] = '\0';
-    return NGX_OK;
+    return ngx_http_sparsegate_text_grow(&t->data, &t->len, &t->cap, s, n);
 }
 
 

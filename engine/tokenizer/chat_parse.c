@@ -322,13 +322,32 @@ parse_block(sg_chat_parser *p, emitter *e)
     }
 }
 
+/* Gives the text before marker as part; 1 when the marker is there (at
+ * the buffer's start now), 0 when all that can be given was (the end
+ * that may begin the marker held back, unless last). */
+static int
+until_marker(sg_chat_parser *p, emitter *e, sg_chat_part part,
+    const char *marker, int last)
+{
+    const char *hit = find(p->buf, p->len, marker);
+    size_t      hold;
+
+    if (hit != NULL) {
+        give(e, part, p->buf, hit - p->buf);
+        consume(p, hit - p->buf);
+        return 1;
+    }
+    hold = last ? 0 : partial_end(p->buf, p->len, marker);
+    give(e, part, p->buf, p->len - hold);
+    consume(p, p->len - hold);
+    return 0;
+}
+
 int
 sg_chat_parser_push(sg_chat_parser *p, const char *s, size_t n, int last,
     sg_chat_emit_fn fn, void *ctx)
 {
     emitter     e = { fn, ctx };
-    const char *hit;
-    size_t      hold;
 
     if (p->len + n + 1 > p->cap) {
         size_t cap = p->cap ? p->cap : 256;
@@ -348,17 +367,11 @@ sg_chat_parser_push(sg_chat_parser *p, const char *s, size_t n, int last,
         switch (p->mode) {
 
         case REASONING:
-            hit = find(p->buf, p->len, END_THINK);
-            if (hit != NULL) {
-                give(&e, SG_CHAT_REASONING, p->buf, hit - p->buf);
-                consume(p, hit - p->buf + strlen(END_THINK));
-                p->mode = CONTENT;
-                continue;
-            }
-            hold = last ? 0 : partial_end(p->buf, p->len, END_THINK);
-            give(&e, SG_CHAT_REASONING, p->buf, p->len - hold);
-            consume(p, p->len - hold);
-            return 0;
+            if (!until_marker(p, &e, SG_CHAT_REASONING, END_THINK, last))
+                return 0;
+            consume(p, strlen(END_THINK));
+            p->mode = CONTENT;
+            continue;
 
         case CONTENT:
             if (!p->tools) {
@@ -366,18 +379,11 @@ sg_chat_parser_push(sg_chat_parser *p, const char *s, size_t n, int last,
                 p->len = 0;
                 return 0;
             }
-            hit = find(p->buf, p->len, CALLS_OPEN);
-            if (hit != NULL) {
-                give(&e, SG_CHAT_CONTENT, p->buf, hit - p->buf);
-                consume(p, hit - p->buf);
-                p->pos = strlen(CALLS_OPEN);
-                p->mode = BLOCK;
-                continue;
-            }
-            hold = last ? 0 : partial_end(p->buf, p->len, CALLS_OPEN);
-            give(&e, SG_CHAT_CONTENT, p->buf, p->len - hold);
-            consume(p, p->len - hold);
-            return 0;
+            if (!until_marker(p, &e, SG_CHAT_CONTENT, CALLS_OPEN, last))
+                return 0;
+            p->pos = strlen(CALLS_OPEN);
+            p->mode = BLOCK;
+            continue;
 
         case BLOCK:
             switch (parse_block(p, &e)) {

