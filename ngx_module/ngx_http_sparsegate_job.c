@@ -31,6 +31,9 @@ struct ngx_http_sparsegate_job_s {
     ngx_uint_t                            n_submitted;
     ngx_uint_t                            n_done;   /* the engine's done or
                                                        error came */
+    ngx_int_t                             prompt_all;   /* every choice's,
+                                                           for /metrics */
+    ngx_int_t                             cached_all;
     char                                  call_prefix[24];
 
     unsigned                              failed:1;    /* error answered */
@@ -535,8 +538,9 @@ ngx_http_sparsegate_job_answer(ngx_http_sparsegate_job_t *job)
         job->usage.reasoning_tokens +=
             ngx_http_sparsegate_choice_reasoning_tokens(&job->choices[i]);
     }
-    ngx_http_sparsegate_count_tokens(job->usage.prompt_tokens,
-                                     job->usage.cached_tokens,
+    /* the engine's work: each choice's prompt, and what of it the prefix
+     * cache served (the first choice's, in the response's usage) */
+    ngx_http_sparsegate_count_tokens(job->prompt_all, job->cached_all,
                                      job->usage.completion_tokens);
 
     if (job->reply.stream) {
@@ -597,6 +601,8 @@ ngx_http_sparsegate_job_done(ngx_http_sparsegate_engine_client_t *c,
 
     ch->finish = d->finish;
     job->usage.prompt_tokens = d->prompt_tokens;
+    job->prompt_all += d->prompt_tokens;
+    job->cached_all += d->cached_tokens;
     if (ch->index == 0) {
         job->usage.cached_tokens = d->cached_tokens;
     }

@@ -553,6 +553,21 @@ async function sampling() {
               && fin.every((f) => f === 'length'),
               `${show(got)} vs ${show(texts)}`);
     });
+    // n choices of a long prompt: one prefill, the others from the cache
+    await test('n_choices_one_prefill', async () => {
+        const hits = async () => Number(/^sparsegate_prefix_cache_hit_tokens_total (\d+)/m
+            .exec(await (await fetch(`${base}/metrics`)).text())[1]);
+        const words = Array.from({ length: 700 }, (_, i) => `w${i}`);
+        const before = await hits();
+        const r = await client.completions.create({ model, n: 4,
+            prompt: words.join(' '), max_tokens: 2, temperature: 1, seed: 8 });
+        const got = (await hits()) - before;
+        const full = Math.floor((r.usage.prompt_tokens - 1) / 64) * 64;
+        check('n_choices_one_prefill', r.choices.length === 4
+              && got >= 3 * full && full >= 640,
+              `${got} tokens from the cache for 4 choices of a `
+              + `${r.usage.prompt_tokens}-token prompt`);
+    });
     await test('logit_bias_and_truncations', async () => {
         const [id] = await tokenize(' banana');
         const r = await client.completions.create({ model, prompt: 'x',
