@@ -21,6 +21,7 @@ static void ngx_http_sparsegate_grammar_cleanup(void *data);
 
 
 static sg_vocab                    *ngx_http_sparsegate_vocab;
+static char                         ngx_http_sparsegate_vocab_err[256];
 static ngx_http_sparsegate_kept_t   ngx_http_sparsegate_kept[
                                         NGX_HTTP_SG_GRAMMARS];
 static ngx_uint_t                   ngx_http_sparsegate_uses;
@@ -103,29 +104,36 @@ ngx_http_sparsegate_parse_response_format(ngx_http_request_t *r, cJSON *root,
 }
 
 
-/* The worker's vocabulary, sorted at the first use (about 0.1 s, once). */
-static const sg_vocab *
-ngx_http_sparsegate_the_vocab(ngx_http_request_t *r,
-    ngx_http_sparsegate_fault_t *f)
+void
+ngx_http_sparsegate_constrain_init_process(ngx_cycle_t *cycle,
+    ngx_http_sparsegate_main_conf_t *smcf)
 {
-    char                              err[256];
-    ngx_http_sparsegate_main_conf_t  *smcf;
+    char  err[256];
 
-    if (ngx_http_sparsegate_vocab != NULL) {
-        return ngx_http_sparsegate_vocab;
-    }
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_sparsegate_module);
     ngx_http_sparsegate_vocab = sg_vocab_new(smcf->tokenizer,
                                              (int) smcf->vocab_size, err,
                                              sizeof(err));
     if (ngx_http_sparsegate_vocab == NULL) {
+        ngx_snprintf((u_char *) ngx_http_sparsegate_vocab_err,
+                     sizeof(ngx_http_sparsegate_vocab_err), "%s%Z", err);
+        ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                      "sparsegate: no constrained decoding: %s", err);
+    }
+}
+
+
+/* The worker's vocabulary (sorted when it started). */
+static const sg_vocab *
+ngx_http_sparsegate_the_vocab(ngx_http_sparsegate_fault_t *f)
+{
+    if (ngx_http_sparsegate_vocab == NULL) {
         ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                   NGX_HTTP_SG_ERR_ENGINE, NULL,
-                                  "constrained decoding: %s", err);
-        return NULL;
+                                  "constrained decoding: %s",
+                                  ngx_http_sparsegate_vocab_err[0]
+                                  ? ngx_http_sparsegate_vocab_err
+                                  : "no tokenizer");
     }
-    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
-                  "sparsegate: vocabulary sorted for constrained decoding");
     return ngx_http_sparsegate_vocab;
 }
 
@@ -156,7 +164,7 @@ ngx_http_sparsegate_kept_grammar(ngx_http_request_t *r, const char *key,
         }
     }
 
-    v = ngx_http_sparsegate_the_vocab(r, f);
+    v = ngx_http_sparsegate_the_vocab(f);
     if (v == NULL) {
         return NULL;
     }

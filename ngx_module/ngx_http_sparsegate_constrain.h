@@ -3,9 +3,9 @@
  * ({"type": "text"}, {"type": "json_object"}, {"type": "json_schema",
  * "json_schema": {"name", "schema", "strict", "description"}}) and a
  * tool_choice that must call ("required", or a named function): compiled
- * into a grammar (grammar.h) for the engine.  The vocabulary is sorted once
- * per worker; compiled grammars are kept (the last 16 used), so a schema
- * sent again reuses its cached masks.
+ * into a grammar (grammar.h) for the engine.  The vocabulary is sorted
+ * when a worker starts; compiled grammars are kept (the last 16 used), so a
+ * schema sent again reuses its cached masks.
  */
 #ifndef NGX_HTTP_SPARSEGATE_CONSTRAIN_H
 #define NGX_HTTP_SPARSEGATE_CONSTRAIN_H
@@ -16,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "ngx_http_sparsegate_conf.h"
 #include "ngx_http_sparsegate_errors.h"
 #include "grammar.h"
 
@@ -41,6 +42,10 @@ ngx_int_t ngx_http_sparsegate_grammar(ngx_http_request_t *r,
     ngx_uint_t must_call, const char *named, ngx_uint_t parallel,
     ngx_uint_t thinking, sg_grammar **out, ngx_http_sparsegate_fault_t *f);
 
+/* The worker starts: the vocabulary sorted for the masks' walks (about
+ * 0.1 s, before any request waits on it). */
+void ngx_http_sparsegate_constrain_init_process(ngx_cycle_t *cycle,
+    ngx_http_sparsegate_main_conf_t *smcf);
 /* The worker is exiting: the vocabulary and the grammars kept. */
 void ngx_http_sparsegate_constrain_exit_process(void);
 

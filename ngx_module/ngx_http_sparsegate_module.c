@@ -550,6 +550,9 @@ ngx_http_sparsegate_init_process(ngx_cycle_t *cycle)
     if (smcf->configured) {
         ngx_http_sparsegate_engine_start(cycle, smcf);
     }
+    if (smcf->tokenizer != NULL) {
+        ngx_http_sparsegate_constrain_init_process(cycle, smcf);
+    }
 
     return NGX_OK;
 }

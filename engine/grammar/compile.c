@@ -113,22 +113,26 @@ sort_lits(lit *l, int *n, int drop_dups)
 
 /* The fewest tokens spelling s from each offset on (n + 1 entries, the
  * last 0): from the end backwards, each offset takes the best of the
- * tokens that begin there.  Beyond 256 bytes a literal costs its bytes. */
+ * tokens that begin there.  Beyond 256 bytes a literal costs its bytes
+ * (an upper bound, which the budget rule allows). */
 uint16_t *
 g_cover(sg_grammar *g, const char *s, int n)
 {
     uint16_t *c = g_alloc(g, sizeof(uint16_t) * (n + 1));
+    int       lens[128];
 
     if (c == NULL)
         return NULL;
     c[n] = 0;
     for (int off = n - 1; off >= 0; off--) {
-        int best = 1 + c[off + 1];
+        int best = 1 + c[off + 1], k;
+
         if (n <= 256) {
-            for (int k = 2; k <= n - off && k <= 128; k++) {
-                if (1 + c[off + k] < best
-                    && g_vocab_has(g->v, s + off, k))
-                    best = 1 + c[off + k];
+            k = g_vocab_prefixes(g->v, s + off, n - off < 128 ? n - off : 128,
+                                 lens);
+            while (k-- > 0) {
+                if (1 + c[off + lens[k]] < best)
+                    best = 1 + c[off + lens[k]];
             }
         }
         c[off] = (uint16_t)best;
@@ -383,8 +387,9 @@ compile_enum(ctx *c, int id, const cJSON *values, int is_const)
     char       **texts;
 
     cap = is_const ? 1 : cJSON_GetArraySize(values);
-    if (!is_const && (!cJSON_IsArray(values) || cap == 0))
-        return fail(c, "\"enum\" must be a non-empty array", NULL);
+    if (!is_const && (!cJSON_IsArray(values) || cap == 0 || cap > 1024))
+        return fail(c, "\"enum\" must be an array of 1 to 1024 values",
+                    NULL);
     l = calloc(cap + 1, sizeof(lit));
     raw = calloc(cap + 1, sizeof(lit));
     ns = calloc(cap + 1, sizeof(lit));

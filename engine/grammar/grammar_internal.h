@@ -246,7 +246,7 @@ int32_t g_need(const sg_grammar *g, const gstate *s);
 int g_done(const sg_grammar *g, const gstate *s);
 
 /* vocab.c */
-int g_vocab_has(const sg_vocab *v, const char *s, int n);
+int g_vocab_prefixes(const sg_vocab *v, const char *s, int max, int *lens);
 
 /* compile.c */
 uint16_t *g_cover(sg_grammar *g, const char *s, int n);

@@ -141,24 +141,40 @@ sg_vocab_new(const sg_tokenizer *t, int n_vocab, char *err, int errlen)
 }
 
 
-/* 1 when the bytes s[0, n) are a token of the walk. */
+/* The lengths k (2 <= k <= max) for which s[0, k) is a token of the
+ * walk, in lens (returns how many): the sorted run of tokens that begin
+ * with s[0, k) narrows byte by byte (a binary search each) and ends the
+ * search when it is empty. */
 int
-g_vocab_has(const sg_vocab *v, const char *s, int n)
+g_vocab_prefixes(const sg_vocab *v, const char *s, int max, int *lens)
 {
-    int lo = 0, hi = v->n - 1;
+    int lo = 0, hi = v->n, found = 0;
 
-    while (lo <= hi) {
-        int mid = lo + (hi - lo) / 2, m = v->len[mid] < n ? v->len[mid] : n;
-        int c = memcmp(v->bytes + v->off[mid], s, m);
+    for (int k = 1; k <= max && lo < hi; k++) {
+        uint8_t b = (uint8_t)s[k - 1];
+        int     a = lo, z = hi;
 
-        if (c == 0)
-            c = (v->len[mid] > n) - (v->len[mid] < n);
-        if (c == 0)
-            return 1;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid - 1;
+        /* in [lo, hi) every token begins with s[0, k - 1): those of
+         * length k - 1 first, then by their byte k - 1 */
+        while (a < z) {
+            int m = a + (z - a) / 2;
+            if (v->len[m] < k || (uint8_t)v->bytes[v->off[m] + k - 1] < b)
+                a = m + 1;
+            else
+                z = m;
+        }
+        lo = a;
+        z = hi;
+        while (a < z) {
+            int m = a + (z - a) / 2;
+            if ((uint8_t)v->bytes[v->off[m] + k - 1] == b)
+                a = m + 1;
+            else
+                z = m;
+        }
+        hi = a;
+        if (lo < hi && v->len[lo] == k && k >= 2)
+            lens[found++] = k;
     }
-    return 0;
+    return found;
 }
