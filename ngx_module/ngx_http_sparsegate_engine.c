@@ -448,7 +448,8 @@ ngx_http_sparsegate_engine_readable(ngx_event_t *ev)
             switch (e->kind) {
 
             case SG_EV_TOKEN:
-                /* filled only for a request that asked for them */
+                /* logprobs filled only for a request that asked */
+                c->cached_tokens = e->cached_tokens;
                 lp.logprob = e->logprob;
                 lp.n_top = (ngx_uint_t) e->n_top;
                 ngx_memcpy(lp.top_ids, e->top_ids,
@@ -485,24 +486,39 @@ ngx_http_sparsegate_engine_readable(ngx_event_t *ev)
 }
 
 
-void
-ngx_http_sparsegate_engine_publish(void)
+ngx_int_t
+ngx_http_sparsegate_engine_read(ngx_http_sparsegate_engine_gauges_t *g)
 {
-    sg_engine_stats                      st;
-    ngx_http_sparsegate_engine_gauges_t  g;
+    sg_engine_stats  st;
 
     if (ngx_http_sparsegate_the_engine == NULL) {
-        return;
+        return NGX_DECLINED;
     }
 
     sg_engine_get_stats(ngx_http_sparsegate_the_engine, &st);
-    g.queued = st.queued;
-    g.running = st.running;
-    g.kv_total = st.kv_blocks_total;
-    g.kv_used = st.kv_blocks_used;
-    g.kv_cached = st.kv_blocks_cached;
-    g.done = st.requests_done;
-    g.cancelled = st.requests_cancelled;
-    g.refused = st.requests_refused;
-    ngx_http_sparsegate_gauge_engine(&g);
+    g->queued = st.queued;
+    g->running = st.running;
+    g->kv_total = st.kv_blocks_total;
+    g->kv_used = st.kv_blocks_used;
+    g->kv_cached = st.kv_blocks_cached;
+    g->done = st.requests_done;
+    g->cancelled = st.requests_cancelled;
+    g->refused = st.requests_refused;
+    g->kv_block_bytes = st.kv_block_bytes;
+    g->kv_evicted = st.kv_blocks_evicted;
+    g->prompt_tokens = st.prompt_tokens;
+    g->cached_tokens = st.cached_tokens;
+    g->generated_tokens = st.generated_tokens;
+    return NGX_OK;
+}
+
+
+void
+ngx_http_sparsegate_engine_publish(void)
+{
+    ngx_http_sparsegate_engine_gauges_t  g;
+
+    if (ngx_http_sparsegate_engine_read(&g) == NGX_OK) {
+        ngx_http_sparsegate_gauge_engine(&g);
+    }
 }

@@ -89,6 +89,9 @@ struct ngx_http_sparsegate_engine_client_s {
     void       (*error)(ngx_http_sparsegate_engine_client_t *c,
                         const char *message);
     uint64_t     id;                         /* set by submit */
+    ngx_int_t    cached_tokens;              /* the prompt tokens the
+                                                prefix cache served, as
+                                                the last token reported */
 };
 
 
@@ -123,5 +126,8 @@ void ngx_http_sparsegate_engine_cancel(ngx_http_sparsegate_engine_client_t *c);
 
 /* the engine's gauges into the counters */
 void ngx_http_sparsegate_engine_publish(void);
+/* the engine's numbers now; NGX_DECLINED without an engine */
+ngx_int_t ngx_http_sparsegate_engine_read(
+    ngx_http_sparsegate_engine_gauges_t *g);
 
 #endif /* NGX_HTTP_SPARSEGATE_ENGINE_H */

@@ -14,6 +14,7 @@
 #include "ngx_http_sparsegate_job.h"
 #include "ngx_http_sparsegate_choice.h"
 #include "ngx_http_sparsegate_counters.h"
+#include "ngx_http_sparsegate_running.h"
 
 
 typedef struct ngx_http_sparsegate_job_s  ngx_http_sparsegate_job_t;
@@ -38,6 +39,8 @@ struct ngx_http_sparsegate_job_s {
 
     unsigned                              failed:1;    /* error answered */
     unsigned                              got_token:1;
+
+    ngx_http_sparsegate_running_t         running;  /* for /v1/status */
 
     struct timeval                        tv_submit;
     struct timeval                        tv_last;     /* last token */
@@ -140,6 +143,11 @@ ngx_http_sparsegate_job_run(ngx_http_request_t *r,
         job->choices[i].submitted = 1;
         job->n_submitted++;
     }
+
+    ngx_http_sparsegate_running_tokens(&job->running, (ngx_int_t) n_ids, -1,
+                                       0);
+    /* in the engine's queue or prefilling: /v1/status tells which */
+    ngx_http_sparsegate_running_phase(&job->running, "prefill");
 
     ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "sparsegate job %s: engine #%uL, %ui choices, %uz prompt "
@@ -263,6 +271,13 @@ ngx_http_sparsegate_job_create(ngx_http_request_t *r,
     cln->handler = ngx_http_sparsegate_job_request_gone;
     cln->data = job;
 
+    job->running.id = job->reply.id;
+    job->running.stream = o->stream;
+    ngx_http_sparsegate_running_add(&job->running, r,
+        o->format == NGX_HTTP_SG_FMT_CHAT ? "chat_completions"
+        : o->format == NGX_HTTP_SG_FMT_RAG ? "rag" : "completions",
+        "submit");
+
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "sparsegate job %s: created, %s", job->reply.id,
                    o->stream ? "streamed" : "one response");
@@ -293,6 +308,7 @@ ngx_http_sparsegate_job_free(ngx_http_sparsegate_job_t *job)
     }
     ngx_http_sparsegate_n_jobs--;
     ngx_http_sparsegate_gauge_jobs(ngx_http_sparsegate_n_jobs);
+    ngx_http_sparsegate_running_remove(&job->running);
 
     for (i = 0; i < job->n; i++) {
         ngx_http_sparsegate_choice_free(&job->choices[i]);
@@ -355,6 +371,7 @@ ngx_http_sparsegate_job_request_gone(void *data)
         if (!job->failed) {
             ngx_http_sparsegate_count_error(NGX_HTTP_SG_ERR_CLIENT_CLOSED);
         }
+        ngx_http_sparsegate_running_phase(&job->running, "cancelling");
         ngx_http_sparsegate_job_cancel_all(job);
         return;
     }
@@ -468,6 +485,14 @@ ngx_http_sparsegate_job_token(ngx_http_sparsegate_engine_client_t *c,
     }
     job->tv_last = tv;
     job->usage.completion_tokens++;
+
+    if (job->usage.completion_tokens == 1) {
+        ngx_http_sparsegate_running_phase(&job->running, "decode");
+    }
+    ngx_http_sparsegate_running_tokens(&job->running,
+                                       job->usage.prompt_tokens,
+                                       ch->client.cached_tokens,
+                                       job->usage.completion_tokens);
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "sparsegate job %s: token %i (choice %ui, #%ui)",

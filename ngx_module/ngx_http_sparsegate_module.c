@@ -9,7 +9,8 @@
  *   handler.c                   endpoints bound by configuration, access,
  *                               method, body, dispatch
  *   prefix_key.c                $sparsegate_prefix_key, an upstream's hash
- *   openai.c rag.c info.c tokenize.c   the endpoints (endpoints.h)
+ *   openai.c rag.c info.c status.c collections.c ui.c tokenize.c
+ *                               the endpoints (endpoints.h)
  *   messages.c constrain.c encode.c    chats for the V3.2 encoding; output
  *                               formats into grammars; text into ids
  *   params.c                    request JSON: its fields, the generation's
@@ -18,10 +19,12 @@
  *   choice.c                    one choice: reasoning, content, tool
  *                               calls, logprobs
  *   response.c text.c           OpenAI response shapes; text, stop strings
- *   engine.c store.c offload.c  the worker's engine and store on the
- *                               event loop; nginx's thread pool
- *   errors.c                    OpenAI-shaped errors
- *   send.c counters.c           bytes out; counters for /metrics
+ *   engine.c store.c            the worker's engine and store on the
+ *                               event loop
+ *   errors.c offload.c          OpenAI-shaped errors; nginx's thread pool
+ *   send.c counters.c running.c
+ *                               bytes out; counters for /metrics; the
+ *                               requests running now (/v1/status)
  */
 
 #include "ngx_http_sparsegate_conf.h"
@@ -230,6 +233,13 @@ static ngx_command_t  ngx_http_sparsegate_commands[] = {
       offsetof(ngx_http_sparsegate_loc_conf_t, test_hooks),
       NULL },
 
+    { ngx_string("sparsegate_ui_root"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_loc_conf_t, ui_root),
+      NULL },
+
       ngx_null_command
 };
 
@@ -417,8 +427,9 @@ ngx_http_sparsegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                          SG_CTX_BUDGET);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 600000);
     ngx_conf_merge_value(conf->test_hooks, prev->test_hooks, 0);
+    ngx_conf_merge_str_value(conf->ui_root, prev->ui_root, "");
 
-    return NGX_CONF_OK;
+    return ngx_http_sparsegate_endpoint_merge(cf, prev, conf);
 }
 
 
@@ -481,8 +492,9 @@ ngx_http_sparsegate_tokenizer_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* sparsegate_store URI: parsed (and a sqlite file opened) now, so a bad URI
- * fails nginx -t; connections are made by the workers. */
+/* sparsegate_store URI: parsed (and a sqlite file checked to be a store)
+ * now, so a bad URI or file fails nginx -t; connections are made by the
+ * workers. */
 static char *
 ngx_http_sparsegate_store_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)

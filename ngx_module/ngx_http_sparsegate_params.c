@@ -66,13 +66,78 @@ ngx_http_sparsegate_read_body(ngx_http_request_t *r, u_char **data,
 }
 
 
+/* 1 when a string of the JSON text holds a NUL ("\u0000", or a raw 0
+ * byte), which a C string would cut short; *key gets the top-level key it
+ * is under (the text parsed as an object already). */
+static ngx_uint_t
+ngx_http_sparsegate_json_nul(u_char *p, size_t len, ngx_str_t *key)
+{
+    u_char      *end, *start;
+    ngx_uint_t   depth, want_key, is_key, nul;
+
+    end = p + len;
+    depth = 0;
+    want_key = 0;
+    ngx_str_null(key);
+
+    for ( /* void */ ; p < end; p++) {
+
+        switch (*p) {
+
+        case '"':
+            is_key = (depth == 1 && want_key);
+            start = ++p;
+            nul = 0;
+            for ( /* void */ ; p < end && *p != '"'; p++) {
+                if (*p == '\\') {
+                    nul |= (end - p > 5
+                            && ngx_strncmp(p + 1, "u0000", 5) == 0);
+                    p++;
+                    continue;
+                }
+                nul |= (*p == '\0');
+            }
+            if (is_key) {
+                key->data = start;
+                key->len = p - start;
+                want_key = 0;
+            }
+            if (nul) {
+                return 1;
+            }
+            break;
+
+        case '{':
+            want_key = (++depth == 1);
+            break;
+
+        case '[':
+            depth++;
+            break;
+
+        case '}':
+        case ']':
+            depth--;
+            break;
+
+        case ',':
+            want_key = (depth == 1);
+            break;
+        }
+    }
+
+    return 0;
+}
+
+
 cJSON *
 ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
     ngx_http_sparsegate_fault_t *f)
 {
-    u_char       *data;
+    u_char       *data, *param;
     size_t        len;
     cJSON        *root;
+    ngx_str_t     key;
     const char   *where;
 
     if (ngx_http_sparsegate_read_body(r, &data, &len) != NGX_OK) {
@@ -96,6 +161,19 @@ ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
                    "byte %uz)", root ? (size_t) 0
                                      : (size_t) (where - (char *) data));
         cJSON_Delete(root);
+        return NULL;
+    }
+
+    if (ngx_http_sparsegate_json_nul(data, len, &key)) {
+        cJSON_Delete(root);
+        param = ngx_pnalloc(r->pool, key.len + 1);
+        if (param != NULL) {
+            ngx_cpystrn(param, key.data, key.len + 1);
+        }
+        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, (char *) param,
+                   "'%V' holds a NUL character (\\u0000): no string of a "
+                   "request may", &key);
         return NULL;
     }
 

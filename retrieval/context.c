@@ -74,6 +74,21 @@ fnv1a(const char *s, uint64_t salt)
     return h ? h : 1;
 }
 
+/* A passage's identity: its id within its collection. */
+static uint64_t
+passage_hash(const sg_passage *p)
+{
+    return fnv1a(p->id, fnv1a(p->collection ? p->collection : "", 3));
+}
+
+static int
+same_passage(const sg_passage *a, const sg_passage *b)
+{
+    return strcmp(a->id, b->id) == 0
+           && strcmp(a->collection ? a->collection : "",
+                     b->collection ? b->collection : "") == 0;
+}
+
 /* An open-addressing map from 64-bit hashes to small ints. */
 typedef struct hmap {
     uint64_t *key;
@@ -316,7 +331,8 @@ skeleton_make(const sg_ctx_opts *o, const char *question, skeleton *k,
 }
 
 /* The passages chosen so far: S the shared block, R the retrieved one.
- * ids_seen maps an id's hash to its place (i: S[i], -1 - i: R[i]). */
+ * ids_seen maps a passage's hash (collection, id) to its place (i: S[i],
+ * -1 - i: R[i]). */
 typedef struct chooser {
     const sg_ctx_opts *o;
     sg_context        *out;
@@ -329,16 +345,16 @@ typedef struct chooser {
 enum { PLACED, DUPLICATE, NO_ROOM, ENCODE_FAILED = -1 };
 
 /*
- * The step every passage takes: one whose id or text is already in the
- * prompt is a duplicate (counted); otherwise it is encoded unless its
- * tokens came cached, and placed when the prompt's passages then still
- * fit in limit tokens: into the shared block when rank < 0, else into the
- * retrieved one.
+ * The step every passage takes: one whose id (in its collection) or text
+ * is already in the prompt is a duplicate (counted); otherwise it is
+ * encoded unless its tokens came cached, and placed when the prompt's
+ * passages then still fit in limit tokens: into the shared block when
+ * rank < 0, else into the retrieved one.
  */
 static int
 place(chooser *ch, sg_passage *p, int rank, long limit)
 {
-    uint64_t hi = fnv1a(p->id, 0), ht = fnv1a(p->text, 7);
+    uint64_t hi = passage_hash(p), ht = fnv1a(p->text, 7);
 
     if (hmap_find(&ch->ids_seen, hi) || hmap_find(&ch->texts_seen, ht)) {
         ch->out->dropped_dupes++;
@@ -385,10 +401,10 @@ choose(chooser *ch, sg_passage_list *shared, sg_passage_list *ranked,
     }
     for (size_t i = 0; i < nr; i++) {
         sg_passage *p = &ranked->v[i];
-        int        *at = hmap_find(&ch->ids_seen, fnv1a(p->id, 0));
+        int        *at = hmap_find(&ch->ids_seen, passage_hash(p));
 
         if (at && *at >= 0 && ch->S[*at].rank < 0
-            && strcmp(ch->S[*at].p->id, p->id) == 0)
+            && same_passage(ch->S[*at].p, p))
         {
             ch->S[*at].rank = (int)i;    /* retrieved, already shared */
             ch->S[*at].p->score = p->score;
@@ -402,7 +418,7 @@ choose(chooser *ch, sg_passage_list *shared, sg_passage_list *ranked,
     }
     for (; next < ns; next++) {
         sg_passage *p = &shared->v[next];
-        int        *at = hmap_find(&ch->ids_seen, fnv1a(p->id, 0));
+        int        *at = hmap_find(&ch->ids_seen, passage_hash(p));
 
         if (at && *at < 0) {
             size_t r = (size_t)(-1 - *at);

@@ -3,8 +3,8 @@
 # builds SparseGate and its nginx module, makes a demo model (random
 # weights, DeepSeek's real tokenizer) and a demo corpus in a SQLite store,
 # starts nginx with the module on 127.0.0.1:8080, asks one question through
-# /v1/rag, prints the answer and its citations, and leaves the gateway
-# running.
+# /v1/rag, prints the answer and its citations and the page's address
+# (/ui/), and leaves the gateway running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -37,6 +37,9 @@ if [ ! -f "$run/demo.db" ]; then
     SECTIONS="7" bash tools/make_corpus.sh "$run/demo.jsonl"
     build/sparsegate ingest --store "sqlite:$run/demo.db" --collection man \
         --jsonl "$run/demo.jsonl"
+else
+    # a store from an earlier version: brought to the current schema
+    build/sparsegate migrate --store "sqlite:$run/demo.db"
 fi
 
 step "start nginx with the module on 127.0.0.1:$port"
@@ -101,8 +104,10 @@ print("\nusage: %d prompt tokens (%d from the prefix cache), %d completion token
 cat <<MSG
 
 The gateway is running at $url
+  the page:    $url/ui/   (ask a collection; the engine live)
   OpenAI API:  $url/v1/chat/completions  $url/v1/completions  $url/v1/models
   RAG:         $url/v1/rag      health: $url/health   metrics: $url/metrics
+  status:      $url/v1/status   collections: $url/v1/collections
   logs:        $prefix/logs/
 Stop it with:  nginx -p $prefix -c $prefix/conf/nginx.conf -s quit
 MSG

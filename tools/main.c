@@ -15,6 +15,7 @@ SG_CMD(run);
 SG_CMD(mkmodel);
 SG_CMD(tokenize);
 SG_CMD(ingest);
+SG_CMD(migrate);
 SG_CMD(search);
 SG_CMD(context);
 SG_CMD(bench);
@@ -29,6 +30,7 @@ static const struct {
     { "mkmodel", "write a random-weight DeepSeek-V3.2 checkpoint" },
     { "tokenize", "encode text to ids / decode ids to text" },
     { "ingest", "load a corpus into a passage store" },
+    { "migrate", "upgrade a passage store to the current schema" },
     { "search", "query a passage store" },
     { "context", "build a RAG prompt for a question" },
     { "bench", "engine micro-benchmarks" },
@@ -43,6 +45,7 @@ lookup(const char *name)
     if (strcmp(name, "mkmodel") == 0) return sg_cmd_mkmodel;
     if (strcmp(name, "tokenize") == 0) return sg_cmd_tokenize;
     if (strcmp(name, "ingest") == 0) return sg_cmd_ingest;
+    if (strcmp(name, "migrate") == 0) return sg_cmd_migrate;
     if (strcmp(name, "search") == 0) return sg_cmd_search;
     if (strcmp(name, "context") == 0) return sg_cmd_context;
     if (strcmp(name, "bench") == 0) return sg_cmd_bench;

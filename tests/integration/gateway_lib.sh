@@ -97,6 +97,26 @@ gw_setup() {
     url=http://127.0.0.1:$port
 }
 
+# gw_corpus FILE: four short passages (epoll, eventfd, nginx, timerfd) as
+# the JSONL that "sparsegate ingest" reads.
+gw_corpus() {
+    python3 - "$1" <<'PY'
+import json, sys
+docs = {
+    "epoll": "The epoll API monitors many file descriptors for readiness; "
+             "edge-triggered and level-triggered modes differ.",
+    "eventfd": "eventfd makes a 64-bit counter usable as a wait/notify "
+               "mechanism: readable when nonzero.",
+    "nginx": "nginx worker processes run an event loop and never block.",
+    "timerfd": "timerfd delivers timer expirations through a file "
+               "descriptor that becomes readable.",
+}
+with open(sys.argv[1], "w") as f:
+    for i, t in docs.items():
+        f.write(json.dumps({"id": i, "title": i, "text": t}) + "\n")
+PY
+}
+
 gw_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

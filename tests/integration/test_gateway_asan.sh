@@ -29,9 +29,12 @@ PY
     || { echo "FAIL asan_ingest: $(tail -n 3 "$gw_dir/ingest.log")"; exit 1; }
 chmod -R a+rwX "$gw_dir"
 gw_conf "$prefix" "$port" "sparsegate_store sqlite:$gw_dir/store/p.db;
-    sparsegate_test_hooks on;" "" "$(gw_locations)
+    sparsegate_test_hooks on;" '
+        location = /v1/status { sparsegate_api status; }
+        location = /v1/collections { sparsegate_api collections; }
+        location ^~ /ui/ { sparsegate_api ui; }
         location = /tokenize { sparsegate_api tokenize; }
-        location = /detokenize { sparsegate_api detokenize; }"
+        location = /detokenize { sparsegate_api detokenize; }'
 
 libasan=$(gcc -print-file-name=libasan.so)
 cat >"$gw_dir/lsan.supp" <<'EOF'
@@ -73,11 +76,17 @@ curl -s -N -m 60 -o "$gw_dir/killed" "$url/v1/completions" \
     -d '{"prompt":"long","max_tokens":500,"ignore_eos":true,"stream":true}' &
 cpid=$!
 for _ in $(seq 1 100); do [ -s "$gw_dir/killed" ] && break; sleep 0.1; done
+# the page's endpoints, /v1/status with a request running
+req "$url/v1/status"
+req "$url/v1/collections"
+req "$url/ui/"
+req "$url/ui/app.js"
+req "$url/ui/nothing.js"
 kill -9 "$cpid"; wait "$cpid" 2>/dev/null
 sleep 1
 req "$url/health"
 
-want=" 200 200 400 404 400 401 200 200 200 200 200 200"
+want=" 200 200 400 404 400 401 200 200 200 200 200 200 200 200 200 404 200"
 gw_check asan_requests "$([ "$codes" = "$want" ]; echo $?)" "statuses$codes, want$want"
 
 # the openai client's walk (streams, stop strings, errors, prefix cache),

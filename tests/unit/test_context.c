@@ -275,6 +275,28 @@ test_dedupe(void)
         sg_context_free(&c);
     }
     sg_passage_list_free(&ranked);
+
+    /* ids are per collection: the same id in another collection, with
+     * its own text, is another passage */
+    make_passages(&ranked, "d", 6, 1);
+    dup = ranked.v[1];
+    dup.collection = "e";
+    dup.text = "a text of its own in collection e";
+    sg_passage_list_push(&ranked, &dup);
+    if (sg_context_build(NULL, &ranked, "q", &o, &c, err, sizeof(err))) {
+        CHECK(0, "context_same_id_other_collection", "%s", err);
+    } else {
+        int in_e = 0;
+
+        for (size_t i = 0; i < c.n_cites; i++)
+            in_e += strcmp(c.cites[i].collection, "e") == 0
+                    && strcmp(c.cites[i].id, dup.id) == 0;
+        CHECK(c.dropped_dupes == 0 && c.n_cites == 7 && in_e == 1,
+              "context_same_id_other_collection", "dupes %d, passages %zu",
+              c.dropped_dupes, c.n_cites);
+        sg_context_free(&c);
+    }
+    sg_passage_list_free(&ranked);
 }
 
 /* Two questions, one collection: the prompts share system + shared block. */
