@@ -30,6 +30,7 @@ typedef struct {
     ngx_str_t            devices;      /* sparsegate_devices, "" = one */
     off_t                device_memory; /* one device's, for nginx -t */
     ngx_flag_t           dense;
+    ngx_flag_t           window;       /* sliding-window baseline */
     ngx_str_t            model_name;       /* NUL-terminated */
     ngx_str_t            store;
     ngx_msec_t           store_timeout;

@@ -245,6 +245,7 @@ ngx_http_sparsegate_engine_start(ngx_cycle_t *cycle,
     o.devices = smcf->devices.len ? (char *) smcf->devices.data : NULL;
     o.n_threads = (int) smcf->threads;
     o.dense = (int) smcf->dense;
+    o.window = (int) smcf->window;
     o.index_share = (int) smcf->index_share;
     o.kv_bytes = (size_t) smcf->kv_cache_size;
     o.max_queue = (int) smcf->max_queue;

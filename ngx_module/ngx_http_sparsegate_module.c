@@ -147,6 +147,13 @@ static ngx_command_t  ngx_http_sparsegate_commands[] = {
       offsetof(ngx_http_sparsegate_main_conf_t, dense),
       NULL },
 
+    { ngx_string("sparsegate_window_attention"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_main_conf_t, window),
+      NULL },
+
     { ngx_string("sparsegate_index_share"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -294,6 +301,7 @@ ngx_http_sparsegate_create_main_conf(ngx_conf_t *cf)
     smcf->max_running = NGX_CONF_UNSET;
     smcf->store_timeout = NGX_CONF_UNSET_MSEC;
     smcf->dense = NGX_CONF_UNSET;
+    smcf->window = NGX_CONF_UNSET;
     smcf->index_share = NGX_CONF_UNSET;
     smcf->device_memory = NGX_CONF_UNSET;
 
@@ -316,7 +324,16 @@ ngx_http_sparsegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_sparsegate_engine_conf_defaults(smcf);
     ngx_conf_init_msec_value(smcf->store_timeout, SG_STORE_TIMEOUT_MS);
     ngx_conf_init_value(smcf->dense, 0);
+    ngx_conf_init_value(smcf->window, 0);
     ngx_conf_init_value(smcf->index_share, 1);
+
+    if (smcf->dense && smcf->window) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "sparsegate: \"sparsegate_dense_attention\" and "
+                           "\"sparsegate_window_attention\" exclude each "
+                           "other");
+        return NGX_CONF_ERROR;
+    }
 
     if (smcf->configured && smcf->tokenizer == NULL) {
         /* the checkpoint's own tokenizer.json */

@@ -20,7 +20,7 @@ usage(FILE *f)
     fprintf(f,
 "usage: sparsegate run --model DIR (--prompt-ids FILE.i32.bin | --prompt 'ID ID ...')\n"
 "                      [--steps N] [--teacher FILE.i32.bin] [--force-decisions RUNDIR]\n"
-"                      [--dense] [--kv fp8|exact] [--act-quant on|off]\n"
+"                      [--dense | --window] [--kv fp8|exact] [--act-quant on|off]\n"
 "                      [--indexer-rope half|interleaved] [--index-share N]\n"
 "                      [--temperature T] [--seed S]\n"
 "                      [--threads N] [--backend cpu|cuda] [--devices LIST]\n"
@@ -31,6 +31,8 @@ usage(FILE *f)
 "  --devices LIST   one model over a device group (0-7, 0,2,4-5): the run on\n"
 "                   rank 0, the routed experts spread over the ranks (with\n"
 "                   --backend cpu, host ranks in this process)\n"
+"  --window         attend each token's index_topk most recent keys instead\n"
+"                   of the indexer's choice (a sliding-window baseline)\n"
 "  --index-share N  IndexCache: the indexer runs on every N-th layer, the\n"
 "                   layers between reuse its top-k sets (0 or 1: off)\n"
 "  --dump           write prefill_logits.f32.bin, decode_logits.f32.bin,\n"
@@ -73,7 +75,7 @@ sg_cmd_run(int argc, char **argv)
         { "model", 1, 0, 'm' }, { "prompt-ids", 1, 0, 'p' },
         { "prompt", 1, 0, 'P' }, { "steps", 1, 0, 'n' },
         { "teacher", 1, 0, 't' }, { "force-decisions", 1, 0, 'f' },
-        { "dense", 0, 0, 'd' }, { "kv", 1, 0, 'k' },
+        { "dense", 0, 0, 'd' }, { "window", 0, 0, 'w' }, { "kv", 1, 0, 'k' },
         { "act-quant", 1, 0, 'a' }, { "indexer-rope", 1, 0, 'r' },
         { "index-share", 1, 0, 'x' },
         { "temperature", 1, 0, 'T' }, { "seed", 1, 0, 's' },
@@ -108,6 +110,7 @@ sg_cmd_run(int argc, char **argv)
         case 't': teacher_file = optarg; break;
         case 'f': force_dir = optarg; break;
         case 'd': mo.num.dense = 1; break;
+        case 'w': mo.num.window = 1; break;
         case 'k':
             if (strcmp(optarg, "fp8") && strcmp(optarg, "exact")) {
                 fprintf(stderr, "run: --kv must be fp8 or exact\n");
@@ -155,6 +158,10 @@ sg_cmd_run(int argc, char **argv)
         || p.steps < 0)
     {
         usage(stderr);
+        return 2;
+    }
+    if (mo.num.dense && mo.num.window) {
+        fprintf(stderr, "run: --dense and --window exclude each other\n");
         return 2;
     }
 
@@ -249,6 +256,8 @@ sg_cmd_run(int argc, char **argv)
            p.n_prompt / (out.prefill_seconds > 0 ? out.prefill_seconds : 1e-9),
            p.steps, out.decode_seconds,
            p.steps / (out.decode_seconds > 0 ? out.decode_seconds : 1e-9));
+    printf("cpu: prefill %.3f s, decode %.3f s\n", out.prefill_cpu_seconds,
+           out.decode_cpu_seconds);
 
     if (dump && sg_dump_protocol(dump, &m->cfg, &p, &out, !mo.num.dense, err,
                                  sizeof(err)) != 0)

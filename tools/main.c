@@ -18,6 +18,7 @@ SG_CMD(ingest);
 SG_CMD(migrate);
 SG_CMD(search);
 SG_CMD(context);
+SG_CMD(prompts);
 SG_CMD(bench);
 SG_CMD(compare);
 SG_CMD(plan);
@@ -33,6 +34,7 @@ static const struct {
     { "migrate", "upgrade a passage store to the current schema" },
     { "search", "query a passage store" },
     { "context", "build a RAG prompt for a question" },
+    { "prompts", "build many RAG prompts as token ids (training data)" },
     { "bench", "engine micro-benchmarks" },
     { "compare", "compare dumped outputs with reference fixtures" },
     { "plan", "what a model needs per device of a group, and if it fits" },
@@ -48,6 +50,7 @@ lookup(const char *name)
     if (strcmp(name, "migrate") == 0) return sg_cmd_migrate;
     if (strcmp(name, "search") == 0) return sg_cmd_search;
     if (strcmp(name, "context") == 0) return sg_cmd_context;
+    if (strcmp(name, "prompts") == 0) return sg_cmd_prompts;
     if (strcmp(name, "bench") == 0) return sg_cmd_bench;
     if (strcmp(name, "compare") == 0) return sg_cmd_compare;
     if (strcmp(name, "plan") == 0) return sg_cmd_plan;

@@ -46,6 +46,10 @@ typedef struct sg_engine_opts {
                                         attended (DSA off) */
     int            kv_fp8;           /* 1 (default): latent cached as e4m3 +
                                         scales; 0: exact cache */
+    int            window;           /* 1: each token attends its
+                                        index_topk most recent keys (a
+                                        baseline for what DSA keeps);
+                                        excludes dense */
     int            index_share;      /* IndexCache: >= 2 runs the indexer on
                                         every index_share-th layer only;
                                         0 or 1: every layer */

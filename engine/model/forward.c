@@ -190,6 +190,31 @@ trace_shared_selection(fwd_t *f, int l)
 }
 
 /*
+ * The sliding-window switch: instead of the indexer's choice, each row's
+ * set is its index_topk most recent positions (itself included), -1
+ * padded, in the layout indexer_select writes.
+ */
+static void
+window_select(fwd_t *f, int l)
+{
+    const sg_trace *tr = f->trace;
+    int             K = f->m->cfg.index_topk;
+
+    for (int r = 0; r < f->T; r++) {
+        int32_t *row = f->sel + (size_t)r * K;
+        int      first = f->pos[r] + 1 - K, c = 0;
+
+        for (int s = first > 0 ? first : 0; s <= f->pos[r]; s++)
+            row[c++] = s;
+        for (; c < K; c++)
+            row[c] = -1;
+    }
+    if (tr && tr->out_topk)
+        memcpy(tr->out_topk + (size_t)l * f->T * K, f->sel,
+               sizeof(int32_t) * f->T * K);
+}
+
+/*
  * The lightning indexer's projections: every row's key (cached for later
  * rows) and, when this layer selects, its queries and head weights.
  */
@@ -222,7 +247,7 @@ indexer(fwd_t *f, int l, const float *h, const float *qr)
     b->ops->rope(b, ikn, T, 1, ID, ID, 0, f->pos, &m->rope, inter);
     b->ops->hadamard(b, ikn, T, ID);
     b->ops->fp8_quant(b, ikn, T, ID, ik8, iks, f->ue8m0);
-    if (m->num.dense || shares_selection(m, l))
+    if (m->num.dense || m->num.window || shares_selection(m, l))
         return 0;
 
     /* queries from the q latent */
@@ -272,7 +297,7 @@ indexer_select(fwd_t *f, int l)
 
         while (r0 + n < T) {
             int p = f->pos[r0 + n] > maxpos ? f->pos[r0 + n] : maxpos;
-            if (n > 0 && (size_t)(n + 1) * (p + 1) > (32u << 20))
+            if (n > 0 && (size_t)(n + 1) * (p + 1) > (8u << 20))
                 break;
             maxpos = p;
             n++;
@@ -321,7 +346,7 @@ indexer_select(fwd_t *f, int l)
  * prefill), generated tokens the absorbed form (kv_b folded into the query
  * and the output, as the reference's decode).  Past the position where the
  * context's keys and values would outgrow num.mha_max_bytes (the backend's
- * default: 1 GiB on the CPU, reached at 8K tokens with V3.2's shapes; 0 on
+ * default: 256 MiB on the CPU, reached at 2K tokens with V3.2's shapes; 0 on
  * the GPU, see backend.h), prompt tokens take the absorbed form too: its
  * memory does not grow with the context, and with a long context it also
  * costs less than applying kv_b to the whole context once per chunk.
@@ -337,7 +362,13 @@ uses_mha(const fwd_t *f, int it)
     return n > 1 || f->items[it].prompt;
 }
 
-/* Positions [0, mha_positions) of a prompt take the MHA form. */
+/* Positions [0, mha_positions) of a prompt take the MHA form.  With the
+ * indexer on, a row past index_topk attends index_topk keys of a longer
+ * context: the absorbed form reads each of them once for all heads where
+ * the MHA form would expand every key of the context, so it ends there
+ * too (unless the model's mha_max_bytes is set explicitly, or FP8 GEMMs
+ * quantize their inputs: the MHA form's kv_b GEMM then quantizes the
+ * latents as the reference's prefill does, the absorbed form does not). */
 static int
 mha_positions(const sg_model *m)
 {
@@ -348,6 +379,9 @@ mha_positions(const sg_model *m)
                                         : m->backend->mha_max_bytes;
     size_t keys = limit / per_key;
 
+    if (!m->num.dense && m->num.mha_max_bytes == 0
+        && !(m->num.act_quant && c->fp8) && keys > (size_t)c->index_topk)
+        keys = c->index_topk;
     return keys > (size_t)m->max_pos ? m->max_pos : (int)keys;
 }
 
@@ -463,7 +497,9 @@ attention(fwd_t *f, int l, float *x)
     b->ops->kv_store(b, f->pool, l, &f->rows, lat, pe, s->p[S_IK8],
                      s->p[S_IKS], f->ue8m0);
     if (!m->num.dense) {
-        if (shares_selection(m, l))
+        if (m->num.window)
+            window_select(f, l);
+        else if (shares_selection(m, l))
             trace_shared_selection(f, l);
         else if (indexer_select(f, l) != 0)
             return -1;

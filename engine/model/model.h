@@ -26,6 +26,9 @@ typedef struct sg_numerics {
     int kv_fp8;            /* 1: latent cached as e4m3 + scales (FP8 KV) */
     int act_quant;         /* 1: fp8 GEMMs quantize activations (fp8 ckpt) */
     int indexer_rope_interleaved; /* 1: first release's (mirror) layout */
+    int window;            /* 1: no indexer, each row attends its
+                              index_topk most recent keys (a sliding-window
+                              baseline for what DSA's selection keeps) */
     int index_share;       /* IndexCache: >= 2 runs the indexer on every
                               index_share-th layer only, the layers between
                               reuse its top-k sets; 0 or 1: every layer */
@@ -33,7 +36,7 @@ typedef struct sg_numerics {
                               context's keys and values (S x heads x
                               (nope + v) floats) fit in this many bytes,
                               the absorbed form after; 0 = the
-                              backend's default (CPU 1 GiB, CUDA none) */
+                              backend's default (CPU 256 MiB, CUDA none) */
 } sg_numerics;
 
 typedef struct sg_model {

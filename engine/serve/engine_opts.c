@@ -35,6 +35,7 @@ sg_engine_model_opts(const sg_engine_opts *o, sg_model_opts *mo)
     mo->device = o->device;
     mo->n_threads = o->n_threads;
     mo->num.dense = o->dense;
+    mo->num.window = o->window;
     mo->num.kv_fp8 = o->kv_fp8;
     mo->num.index_share = o->index_share;
 }

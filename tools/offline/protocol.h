@@ -42,6 +42,8 @@ typedef struct sg_protocol_out {
     int32_t *prefill_topk_all;     /* [L][P][K] (sparse only) */
     double   prefill_seconds;
     double   decode_seconds;
+    double   prefill_cpu_seconds;   /* the process's CPU time (all threads) */
+    double   decode_cpu_seconds;
 } sg_protocol_out;
 
 int sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *out,
