@@ -54,6 +54,7 @@ typedef struct {
     ngx_int_t            max_tokens;
     ngx_int_t            context_budget;
     ngx_msec_t           timeout;
+    ngx_flag_t           test_hooks;       /* sparsegate_script accepted */
     ngx_str_t            ui_root;          /* sparsegate_ui_root */
     ngx_array_t         *ui_files;         /* the page's, in memory */
 } ngx_http_sparsegate_loc_conf_t;

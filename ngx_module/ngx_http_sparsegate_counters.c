@@ -31,6 +31,7 @@ static const char  *ngx_http_sparsegate_count_labels[NGX_HTTP_SG_COUNT_N] = {
     [NGX_HTTP_SG_COUNT_MODELS] = "models",
     [NGX_HTTP_SG_COUNT_HEALTH] = "health",
     [NGX_HTTP_SG_COUNT_METRICS] = "metrics",
+    [NGX_HTTP_SG_COUNT_TOKENIZE] = "tokenize",
     [NGX_HTTP_SG_COUNT_STATUS] = "status",
     [NGX_HTTP_SG_COUNT_COLLECTIONS] = "collections",
     [NGX_HTTP_SG_COUNT_UI] = "ui",

@@ -11,6 +11,9 @@
 typedef struct {
     char                            *text;       /* malloc'ed */
     size_t                           len;
+    size_t                          *spans;      /* malloc'ed: a chat's
+                                                    markup, or NULL */
+    int                              n_spans;
     int32_t                         *ids;        /* malloc'ed */
     size_t                           n_ids;
     int                              failed;     /* out of memory */
@@ -26,8 +29,10 @@ ngx_http_sparsegate_encoding_cleanup(void *data)
     ngx_http_sparsegate_encoding_t *enc = data;
 
     free(enc->text);
+    free(enc->spans);
     free(enc->ids);
     enc->text = NULL;
+    enc->spans = NULL;
     enc->ids = NULL;
 }
 
@@ -38,6 +43,13 @@ ngx_http_sparsegate_encoding_work(void *data)
 {
     ngx_http_sparsegate_encoding_t *enc = data;
 
+    if (enc->spans != NULL) {
+        enc->failed = sg_tokenizer_encode_spans(enc->tokenizer, enc->text,
+                                                enc->len, enc->spans,
+                                                enc->n_spans, &enc->ids,
+                                                &enc->n_ids) != 0;
+        return;
+    }
     enc->failed = sg_tokenizer_encode(enc->tokenizer, enc->text, enc->len, 1,
                                       &enc->ids, &enc->n_ids) != 0;
 }
@@ -53,9 +65,6 @@ ngx_http_sparsegate_encoded(ngx_http_request_t *r,
                    "sparsegate encode: %uz bytes, %uz tokens", enc->len,
                    enc->n_ids);
 
-    free(enc->text);
-    enc->text = NULL;
-
     if (enc->failed) {
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
 
@@ -65,11 +74,11 @@ ngx_http_sparsegate_encoded(ngx_http_request_t *r,
                  "the prompt encodes to no tokens");
 
     } else {
-        rc = enc->done(r, enc->data, enc->ids, enc->n_ids);
+        rc = enc->done(r, enc->data, enc->text, enc->len, enc->ids,
+                       enc->n_ids);
     }
 
-    free(enc->ids);
-    enc->ids = NULL;
+    ngx_http_sparsegate_encoding_cleanup(enc);
     return rc;
 }
 
@@ -86,8 +95,9 @@ ngx_http_sparsegate_encoding_done(ngx_http_request_t *r, void *data)
 }
 
 
-ngx_int_t
-ngx_http_sparsegate_encode(ngx_http_request_t *r, char *text, size_t len,
+static ngx_int_t
+ngx_http_sparsegate_encode_spans(ngx_http_request_t *r, char *text,
+    size_t len, size_t *spans, int n_spans,
     ngx_http_sparsegate_encoded_pt done, void *data)
 {
     ngx_int_t                         rc;
@@ -101,12 +111,15 @@ ngx_http_sparsegate_encode(ngx_http_request_t *r, char *text, size_t len,
                                sizeof(ngx_http_sparsegate_encoding_t));
     if (cln == NULL) {
         free(text);
+        free(spans);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
     enc = cln->data;
     ngx_memzero(enc, sizeof(ngx_http_sparsegate_encoding_t));
     enc->text = text;
     enc->len = len;
+    enc->spans = spans;
+    enc->n_spans = n_spans;
     enc->tokenizer = smcf->tokenizer;
     enc->done = done;
     enc->data = data;
@@ -132,15 +145,32 @@ ngx_http_sparsegate_encode(ngx_http_request_t *r, char *text, size_t len,
 
 
 ngx_int_t
-ngx_http_sparsegate_encode_chat(ngx_http_request_t *r,
-    const sg_chat_msg *msgs, ngx_uint_t n, ngx_uint_t thinking,
+ngx_http_sparsegate_encode(ngx_http_request_t *r, char *text, size_t len,
     ngx_http_sparsegate_encoded_pt done, void *data)
 {
-    char    *prompt;
-    size_t   len;
+    return ngx_http_sparsegate_encode_spans(r, text, len, NULL, 0, done,
+                                            data);
+}
 
-    if (sg_chat_format(msgs, (int) n, (int) thinking, &prompt, &len) != 0) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+ngx_int_t
+ngx_http_sparsegate_encode_chat(ngx_http_request_t *r,
+    const sg_chat_message *msgs, ngx_uint_t n, ngx_uint_t thinking,
+    ngx_http_sparsegate_encoded_pt done, void *data)
+{
+    char            err[512];
+    sg_chat_prompt  p;
+
+    if (sg_chat_render(msgs, (int) n, (int) thinking, &p, err, sizeof(err))
+        != 0)
+    {
+        return ngx_http_sparsegate_error(r, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, "messages", "%s", err);
     }
-    return ngx_http_sparsegate_encode(r, prompt, len, done, data);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "sparsegate encode: a chat of %ui messages, %uz bytes, "
+                   "thinking %ui", n, p.len, thinking);
+    /* the prompt's markup always has spans: BOS is one */
+    return ngx_http_sparsegate_encode_spans(r, p.text, p.len, p.spans,
+                                            p.n_spans, done, data);
 }

@@ -18,6 +18,10 @@
 ngx_int_t ngx_http_sparsegate_chat(ngx_http_request_t *r);
 ngx_int_t ngx_http_sparsegate_completions(ngx_http_request_t *r);
 
+/* tokenize.c */
+ngx_int_t ngx_http_sparsegate_tokenize(ngx_http_request_t *r);
+ngx_int_t ngx_http_sparsegate_detokenize(ngx_http_request_t *r);
+
 /* rag.c */
 ngx_int_t ngx_http_sparsegate_rag(ngx_http_request_t *r);
 

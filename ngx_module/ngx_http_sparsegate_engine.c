@@ -11,6 +11,11 @@
 #include "sparsegate.h"
 
 
+#if (NGX_HTTP_SG_MAX_TOP_LOGPROBS != SG_MAX_TOP_LOGPROBS)
+#error "NGX_HTTP_SG_MAX_TOP_LOGPROBS differs from the engine's"
+#endif
+
+
 /* Events moved out per drain call, and drain calls per wake-up: bounded,
  * the level-triggered eventfd brings the worker back for the rest. */
 #define NGX_HTTP_SG_DRAIN_BATCH   64
@@ -352,6 +357,19 @@ ngx_http_sparsegate_engine_submit(ngx_http_sparsegate_engine_client_t *c,
     req.top_p = s->top_p;
     req.seed = s->seed;
     req.ignore_eos = (int) s->ignore_eos;
+    req.top_k = (int) s->top_k;
+    req.min_p = s->min_p;
+    req.presence_penalty = s->presence_penalty;
+    req.frequency_penalty = s->frequency_penalty;
+    req.repetition_penalty = s->repetition_penalty;
+    req.bias_ids = s->bias_ids;
+    req.bias_values = s->bias_values;
+    req.n_bias = (int) s->n_bias;
+    req.logprobs = (int) s->logprobs;
+    req.top_logprobs = (int) s->top_logprobs;
+    req.grammar = s->grammar;
+    req.script = s->script;
+    req.n_script = (int) s->n_script;
     req.user = c;
 
     rc = sg_engine_submit(ngx_http_sparsegate_the_engine, &req, &c->id, err,
@@ -404,6 +422,7 @@ ngx_http_sparsegate_engine_readable(ngx_event_t *ev)
 {
     int                                   n, i, rounds;
     sg_event                              evs[NGX_HTTP_SG_DRAIN_BATCH], *e;
+    ngx_http_sparsegate_token_lp_t        lp;
     ngx_http_sparsegate_engine_done_t     done;
     ngx_http_sparsegate_engine_client_t  *c;
 
@@ -430,8 +449,15 @@ ngx_http_sparsegate_engine_readable(ngx_event_t *ev)
             switch (e->kind) {
 
             case SG_EV_TOKEN:
+                /* logprobs filled only for a request that asked */
                 c->cached_tokens = e->cached_tokens;
-                c->token(c, e->token);
+                lp.logprob = e->logprob;
+                lp.n_top = (ngx_uint_t) e->n_top;
+                ngx_memcpy(lp.top_ids, e->top_ids,
+                           e->n_top * sizeof(int32_t));
+                ngx_memcpy(lp.top_logprobs, e->top_logprobs,
+                           e->n_top * sizeof(float));
+                c->token(c, e->token, &lp);
                 break;
 
             case SG_EV_DONE:

@@ -49,6 +49,13 @@ static ngx_http_sparsegate_endpoint_t  ngx_http_sparsegate_endpoints[] = {
     { ngx_string("rag"), NGX_HTTP_POST,
       NGX_HTTP_SG_COUNT_RAG, 1, 1, 0, ngx_http_sparsegate_rag },
 
+    /* the tokenizer only: they answer without an engine */
+    { ngx_string("tokenize"), NGX_HTTP_POST,
+      NGX_HTTP_SG_COUNT_TOKENIZE, 1, 0, 0, ngx_http_sparsegate_tokenize },
+
+    { ngx_string("detokenize"), NGX_HTTP_POST,
+      NGX_HTTP_SG_COUNT_TOKENIZE, 1, 0, 0, ngx_http_sparsegate_detokenize },
+
     { ngx_string("models"), NGX_HTTP_SG_READ,
       NGX_HTTP_SG_COUNT_MODELS, 0, 0, 0, ngx_http_sparsegate_models },
 
@@ -102,8 +109,9 @@ ngx_http_sparsegate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"sparsegate_api\" needs the endpoint this "
                            "location serves: chat_completions, "
-                           "completions, rag, models, model, health, "
-                           "metrics, status, collections, ui or error");
+                           "completions, rag, tokenize, detokenize, models, "
+                           "model, health, metrics, status, collections, ui "
+                           "or error");
         return NGX_CONF_ERROR;
     }
 
@@ -117,9 +125,9 @@ ngx_http_sparsegate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ep->name.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown endpoint \"%V\": chat_completions, "
-                           "completions, rag, models, model, health, "
-                           "metrics, status, collections, ui or error",
-                           &value[1]);
+                           "completions, rag, tokenize, detokenize, models, "
+                           "model, health, metrics, status, collections, ui "
+                           "or error", &value[1]);
         return NGX_CONF_ERROR;
     }
 

@@ -9,10 +9,15 @@
  *   handler.c                   endpoints bound by configuration, access,
  *                               method, body, dispatch
  *   prefix_key.c                $sparsegate_prefix_key, an upstream's hash
- *   openai.c rag.c info.c status.c collections.c ui.c
+ *   openai.c rag.c info.c status.c collections.c ui.c tokenize.c
  *                               the endpoints (endpoints.h)
- *   params.c encode.c           request JSON into options; text into ids
+ *   messages.c constrain.c encode.c    chats for the V3.2 encoding; output
+ *                               formats into grammars; text into ids
+ *   params.c                    request JSON: its fields, the generation's
+ *                               options
  *   job.c                       one generation's whole life
+ *   choice.c                    one choice: reasoning, content, tool
+ *                               calls, logprobs
  *   response.c text.c           OpenAI response shapes; text, stop strings
  *   engine.c store.c            the worker's engine and store on the
  *                               event loop
@@ -23,6 +28,7 @@
  */
 
 #include "ngx_http_sparsegate_conf.h"
+#include "ngx_http_sparsegate_constrain.h"
 #include "ngx_http_sparsegate_counters.h"
 #include "ngx_http_sparsegate_engine.h"
 #include "ngx_http_sparsegate_handler.h"
@@ -47,6 +53,8 @@ static char *ngx_http_sparsegate_model_slot(ngx_conf_t *cf,
 static char *ngx_http_sparsegate_tokenizer_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_sparsegate_store_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_sparsegate_test_hooks_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_sparsegate_init_process(ngx_cycle_t *cycle);
 static void ngx_http_sparsegate_exit_process(ngx_cycle_t *cycle);
@@ -221,6 +229,15 @@ static ngx_command_t  ngx_http_sparsegate_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_sparsegate_loc_conf_t, timeout),
+      NULL },
+
+    /* tests only: a request's "sparsegate_script" says what the engine
+     * emits (nginx -t warns) */
+    { ngx_string("sparsegate_test_hooks"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_http_sparsegate_test_hooks_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_loc_conf_t, test_hooks),
       NULL },
 
     { ngx_string("sparsegate_ui_root"),
@@ -408,6 +425,7 @@ ngx_http_sparsegate_create_loc_conf(ngx_conf_t *cf)
     slcf->max_tokens = NGX_CONF_UNSET;
     slcf->context_budget = NGX_CONF_UNSET;
     slcf->timeout = NGX_CONF_UNSET_MSEC;
+    slcf->test_hooks = NGX_CONF_UNSET;
 
     return slcf;
 }
@@ -425,6 +443,7 @@ ngx_http_sparsegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->context_budget, prev->context_budget,
                          SG_CTX_BUDGET);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 600000);
+    ngx_conf_merge_value(conf->test_hooks, prev->test_hooks, 0);
     ngx_conf_merge_str_value(conf->ui_root, prev->ui_root, "");
 
     return ngx_http_sparsegate_endpoint_merge(cf, prev, conf);
@@ -512,6 +531,26 @@ ngx_http_sparsegate_store_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* sparsegate_test_hooks on | off: on lets a request script the model's
+ * output, which no production server should allow: nginx -t says so. */
+static char *
+ngx_http_sparsegate_test_hooks_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char                            *rv;
+    ngx_http_sparsegate_loc_conf_t  *slcf = conf;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if (rv == NGX_CONF_OK && slcf->test_hooks) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "sparsegate_test_hooks is on: requests may script "
+                           "the model's output (\"sparsegate_script\"); for "
+                           "tests only");
+    }
+    return rv;
+}
+
+
 static ngx_int_t
 ngx_http_sparsegate_init_process(ngx_cycle_t *cycle)
 {
@@ -540,6 +579,9 @@ ngx_http_sparsegate_init_process(ngx_cycle_t *cycle)
     if (smcf->configured) {
         ngx_http_sparsegate_engine_start(cycle, smcf);
     }
+    if (smcf->tokenizer != NULL) {
+        ngx_http_sparsegate_constrain_init_process(cycle, smcf);
+    }
 
     return NGX_OK;
 }
@@ -550,6 +592,7 @@ ngx_http_sparsegate_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_sparsegate_engine_stop();
     ngx_http_sparsegate_job_exit_process();
+    ngx_http_sparsegate_constrain_exit_process();
     ngx_http_sparsegate_store_close();
     ngx_http_sparsegate_counters_worker_exit();
 }

@@ -30,7 +30,9 @@
 
 #include "ngx_http_sparsegate_endpoints.h"
 #include "ngx_http_sparsegate_conf.h"
+#include "ngx_http_sparsegate_constrain.h"
 #include "ngx_http_sparsegate_job.h"
+#include "ngx_http_sparsegate_messages.h"
 #include "ngx_http_sparsegate_offload.h"
 #include "ngx_http_sparsegate_params.h"
 #include "ngx_http_sparsegate_running.h"
@@ -95,6 +97,18 @@ typedef struct {
     ngx_http_sparsegate_rag_phase_pt   run;
     ngx_uint_t                         list;      /* NGX_HTTP_SG_RAG_* */
 } ngx_http_sparsegate_rag_phase_t;
+
+
+/* RAG's own fields, and the generation's of /v1/chat/completions that
+ * apply ("top_k" is the search's). */
+static const char *const  ngx_http_sparsegate_rag_fields[] = {
+    "model", "question", "query", "collection", "doc_ids", "filter", "top_k",
+    "shared", "context_budget", "max_tokens", "max_completion_tokens",
+    "temperature", "top_p", "min_p", "n", "stream", "stream_options", "stop",
+    "seed", "presence_penalty", "frequency_penalty", "repetition_penalty",
+    "logit_bias", "logprobs", "top_logprobs", "response_format", "thinking",
+    "chat_template_kwargs", "ignore_eos", "citation_text", NULL
+};
 
 
 static ngx_int_t ngx_http_sparsegate_rag_search(
@@ -511,6 +525,7 @@ ngx_http_sparsegate_rag_build(ngx_http_sparsegate_rag_t *rag,
                                        - rag->job.sampling.max_tokens);
     rag->ctx_opts.encode = sg_ctx_tokenizer_encode;
     rag->ctx_opts.encode_ud = smcf->tokenizer;
+    rag->ctx_opts.thinking = (int) rag->job.thinking;
 
     rc = ngx_http_sparsegate_offload(rag->request,
                                      ngx_http_sparsegate_rag_build_work,
@@ -790,6 +805,8 @@ ngx_int_t
 ngx_http_sparsegate_rag(ngx_http_request_t *r)
 {
     ngx_int_t                         limit;
+    ngx_uint_t                        thinking;
+    ngx_http_sparsegate_rformat_t     rf;
     ngx_pool_cleanup_t               *cln;
     ngx_http_sparsegate_rag_t        *rag;
     ngx_http_sparsegate_fault_t      *f;
@@ -817,15 +834,26 @@ ngx_http_sparsegate_rag(ngx_http_request_t *r)
 
     rag->root = ngx_http_sparsegate_parse_body(r, f);
     if (rag->root == NULL
+        || ngx_http_sparsegate_check_fields(r, rag->root,
+                                            ngx_http_sparsegate_rag_fields,
+                                            "", f) != NGX_OK
         || ngx_http_sparsegate_parse_model(r, rag->root, f) != NGX_OK
         || ngx_http_sparsegate_rag_options(r, rag, f) != NGX_OK
         || ngx_http_sparsegate_parse_job_opts(r, rag->root,
                                               NGX_HTTP_SG_FMT_RAG, &rag->job,
                                               f)
+           != NGX_OK
+        || ngx_http_sparsegate_parse_thinking(rag->root, &thinking, f)
+           != NGX_OK
+        || ngx_http_sparsegate_parse_response_format(r, rag->root, &rf, f)
+           != NGX_OK
+        || ngx_http_sparsegate_grammar(r, &rf, NULL, 0, NULL, 1, thinking,
+                                       &rag->job.sampling.grammar, f)
            != NGX_OK)
     {
         return ngx_http_sparsegate_send_fault(r, f);
     }
+    rag->job.thinking = thinking;
 
     /* the prompt must leave room for the answer: max_tokens is known now */
     limit = smcf->context_limit;

@@ -6,26 +6,34 @@
 #include "ngx_http_sparsegate_text.h"
 
 
+ngx_int_t
+ngx_http_sparsegate_text_grow(u_char **data, size_t *len, size_t *cap,
+    const void *s, size_t n)
+{
+    u_char  *p;
+    size_t   c;
+
+    if (*len + n + 1 > *cap) {
+        c = ngx_max(*cap * 2, *len + n + 256);
+        p = realloc(*data, c);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+        *data = p;
+        *cap = c;
+    }
+    ngx_memcpy(*data + *len, s, n);
+    *len += n;
+    (*data)[*len] = '\0';
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_sparsegate_text_append(ngx_http_sparsegate_text_t *t, const char *s,
     size_t n)
 {
-    u_char  *p;
-    size_t   cap;
-
-    if (t->len + n + 1 > t->cap) {
-        cap = ngx_max(t->cap * 2, t->len + n + 256);
-        p = realloc(t->data, cap);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        t->data = p;
-        t->cap = cap;
-    }
-    ngx_memcpy(t->data + t->len, s, n);
-    t->len += n;
-    t->data[t->len] = '\0';
-    return NGX_OK;
+    return ngx_http_sparsegate_text_grow(&t->data, &t->len, &t->cap, s, n);
 }
 
 
@@ -167,4 +175,66 @@ ngx_http_sparsegate_text_free(ngx_http_sparsegate_text_t *t)
     free(t->data);
     t->data = NULL;
     t->n_stops = 0;
+}
+
+
+/* The length of the whole UTF-8 character at s (RFC 3629: no overlong
+ * forms, no surrogates), or 0. */
+static size_t
+ngx_http_sparsegate_utf8_char(const u_char *s, size_t n)
+{
+    size_t  k, i;
+    u_char  lo = 0x80, hi = 0xBF;
+
+    if (s[0] < 0x80) {
+        return 1;
+    }
+    if (s[0] >= 0xC2 && s[0] <= 0xDF) {
+        k = 2;
+    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+        k = 3;
+        lo = s[0] == 0xE0 ? 0xA0 : 0x80;
+        hi = s[0] == 0xED ? 0x9F : 0xBF;
+    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+        k = 4;
+        lo = s[0] == 0xF0 ? 0x90 : 0x80;
+        hi = s[0] == 0xF4 ? 0x8F : 0xBF;
+    } else {
+        return 0;
+    }
+    if (n < k || s[1] < lo || s[1] > hi) {
+        return 0;
+    }
+    for (i = 2; i < k; i++) {
+        if (s[i] < 0x80 || s[i] > 0xBF) {
+            return 0;
+        }
+    }
+    return k;
+}
+
+
+u_char *
+ngx_http_sparsegate_text_sanitize(const u_char *s, size_t n, size_t *len)
+{
+    u_char  *out, *p;
+    size_t   i, k;
+
+    out = malloc(3 * n + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+    p = out;
+    for (i = 0; i < n; i += k) {
+        k = ngx_http_sparsegate_utf8_char(s + i, n - i);
+        if (k > 0) {
+            p = ngx_cpymem(p, s + i, k);
+        } else {
+            k = 1;
+            p = ngx_cpymem(p, "\xEF\xBF\xBD", 3);
+        }
+    }
+    *p = '\0';
+    *len = p - out;
+    return out;
 }

@@ -16,6 +16,9 @@
 #include <stdint.h>
 
 typedef struct sg_engine sg_engine;
+/* A constrained-decoding grammar (grammar.h makes them; the engine only
+ * takes references). */
+typedef struct sg_grammar sg_grammar;
 
 /* The defaults, in the one place they are written: sg_engine_opts_default,
  * the engine's scheduler (for fields left 0) and the nginx module's
@@ -116,7 +119,37 @@ typedef struct sg_request {
     const int32_t *stop_ids;         /* extra stop tokens (copied) */
     int            n_stop_ids;
     void          *user;             /* returned in every event */
+
+    /*
+     * The logits' transforms, in this order (every field 0 = off):
+     * repetition_penalty (prompt and generated tokens: a positive logit
+     * divided by it, a negative one multiplied), frequency_penalty x count
+     * and presence_penalty (generated tokens), logit_bias added, the
+     * grammar's mask; then the temperature.  Logprobs are those of this
+     * processed distribution; the draw then keeps the top_k likeliest,
+     * those at least min_p x the likeliest's probability, and the top_p
+     * nucleus, in this order.
+     */
+    int            top_k;            /* 0: off */
+    float          min_p;            /* 0: off; 0..1 */
+    float          presence_penalty;
+    float          frequency_penalty;
+    float          repetition_penalty;   /* 0 or 1: off; else > 0 */
+    const int32_t *bias_ids;         /* logit_bias (copied) */
+    const float   *bias_values;
+    int            n_bias;
+    int            logprobs;         /* 1: token events carry logprobs */
+    int            top_logprobs;     /* 0..SG_MAX_TOP_LOGPROBS likeliest */
+    sg_grammar    *grammar;          /* constrained decoding: the tokens
+                                        allowed at each step, the end
+                                        (submit takes a reference) */
+    /* Tokens emitted instead of sampled, one per step, while they last:
+     * a test hook (a host offers it only when configured to); copied. */
+    const int32_t *script;
+    int            n_script;
 } sg_request;
+
+#define SG_MAX_TOP_LOGPROBS  20
 
 typedef enum {
     SG_EV_TOKEN = 1,                 /* one generated token */
@@ -125,7 +158,8 @@ typedef enum {
 } sg_event_kind;
 
 typedef enum {
-    SG_FINISH_STOP = 1,              /* EOS or a stop token */
+    SG_FINISH_STOP = 1,              /* EOS, a stop token, or the
+                                        grammar's end */
     SG_FINISH_LENGTH,                /* max_tokens or context limit */
     SG_FINISH_CANCELLED
 } sg_finish_reason;
@@ -140,6 +174,14 @@ typedef struct sg_event {
     int           cached_tokens;     /* prompt tokens served by the prefix cache */
     int           completion_tokens;
     char          message[160];
+
+    /* SG_EV_TOKEN of a request that asked for logprobs: the token's
+     * log-probability and the n_top likeliest (largest first, ties by
+     * id), under the processed distribution (sg_request). */
+    float         logprob;
+    int           n_top;
+    int32_t       top_ids[SG_MAX_TOP_LOGPROBS];
+    float         top_logprobs[SG_MAX_TOP_LOGPROBS];
 } sg_event;
 
 /* Submit results. */

@@ -18,13 +18,16 @@
 #include <unistd.h>
 
 #include "engine_opts.h"
+#include "grammar.h"
 #include "model/group.h"
 #include "model/kv.h"
 #include "ranks.h"
 #include "sparsegate.h"
+#include "util/mem.h"
 
 typedef struct inbox_req {
-    sg_request        r;          /* prompt and stop ids owned here */
+    sg_request        r;          /* its arrays owned here, and a
+                                     reference to its grammar */
     uint64_t          id;
     struct inbox_req *next;
 } inbox_req;
@@ -140,6 +143,10 @@ free_inbox_req(inbox_req *q)
 {
     free((void *)q->r.prompt);
     free((void *)q->r.stop_ids);
+    free((void *)q->r.bias_ids);
+    free((void *)q->r.bias_values);
+    free((void *)q->r.script);
+    sg_grammar_unref(q->r.grammar);
     free(q);
 }
 
@@ -491,15 +498,18 @@ sg_engine_submit(sg_engine *e, const sg_request *r, uint64_t *id, char *err,
     if (q == NULL)
         goto oom;
     q->r = *r;
-    q->r.prompt = malloc(sizeof(int32_t) * r->n_prompt);
-    q->r.stop_ids = r->n_stop_ids > 0
-                    ? malloc(sizeof(int32_t) * r->n_stop_ids) : NULL;
-    if (q->r.prompt == NULL || (r->n_stop_ids > 0 && q->r.stop_ids == NULL))
+    q->r.grammar = sg_grammar_ref(r->grammar);
+    if (sg_memdup(&q->r.prompt, r->prompt, r->n_prompt,
+                   sizeof(int32_t))
+        || sg_memdup(&q->r.stop_ids, r->stop_ids,
+                      r->n_stop_ids, sizeof(int32_t))
+        || sg_memdup(&q->r.bias_ids, r->bias_ids, r->n_bias,
+                      sizeof(int32_t))
+        || sg_memdup(&q->r.bias_values, r->bias_values,
+                      r->n_bias, sizeof(float))
+        || sg_memdup(&q->r.script, r->script, r->n_script,
+                      sizeof(int32_t)))
         goto oom;
-    memcpy((void *)q->r.prompt, r->prompt, sizeof(int32_t) * r->n_prompt);
-    if (r->n_stop_ids > 0)
-        memcpy((void *)q->r.stop_ids, r->stop_ids,
-               sizeof(int32_t) * r->n_stop_ids);
 
     pthread_mutex_lock(&e->mu);
     if (e->stop || e->n_inbox + e->snap.queued >= e->so.max_queue) {

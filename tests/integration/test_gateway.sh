@@ -138,10 +138,13 @@ err_ok error_body_too_large 413 "$s" request_too_large
 s=$(status GET /v1/nothing)
 err_ok error_unknown_endpoint 404 "$s"
 
-# A 3 MB body, spooled by nginx to a temp file, is read from there.
+# A 3 MB body, spooled by nginx to a temp file, is read from there (the
+# bulk: a JSON schema's description, which constrains nothing).
 python3 -c "
 import json; print(json.dumps({'prompt': 'Hello there', 'max_tokens': 2,
-  'temperature': 0, 'user': 'x' * 3000000}))" >"$gw_dir/spool.json"
+  'temperature': 0, 'response_format': {'type': 'json_schema',
+  'json_schema': {'name': 'x', 'description': 'x' * 3000000,
+                  'schema': {'type': 'object'}}}}))" >"$gw_dir/spool.json"
 s=$(status POST /v1/completions --data-binary @"$gw_dir/spool.json")
 gw_check large_body_temp_file "$([ "$s" = 200 ] && [ "$(j "d['usage']['prompt_tokens']")" -gt 0 ]; echo $?)" \
     "status $s: $(head -c 200 "$out")"

@@ -177,3 +177,16 @@ check_on_threads(int n, void (*fn)(void *ctx, int i), void *ctx)
     for (int i = 0; i < n && i < 64; i++)
         pthread_join(t[i], NULL);
 }
+
+
+const char *
+check_npm_tokenizer(void)
+{
+    static char  path[1024];
+    const char  *root = getenv("SG_ROOT");
+
+    snprintf(path, sizeof(path), "%s/node_modules/@lenml/"
+             "tokenizer-deepseek_v3/models/tokenizer.json",
+             root ? root : ".");
+    return path;
+}

