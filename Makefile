@@ -37,8 +37,8 @@ CFLAGS  += $(OPT) $(ARCH) -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
            -Werror=implicit-function-declaration -fPIC -pthread \
            -Iengine/include -Iengine -Iretrieval -Itools \
            -I/usr/include/postgresql -MMD -MP
-LDLIBS  += -lcjson -lpcre2-8 -lopenblas -lsqlite3 -lhiredis -lpq -lm -lpthread \
-           -ldl
+LDLIBS  += -lcjson -lpcre2-8 -lopenblas -lsqlite3 -lhiredis -lpq -lnuma -lm \
+           -lpthread -ldl
 LDFLAGS += $(LDSAN) $(LDFAULT) -pthread
 
 ENGINE_SRC := $(wildcard engine/*/*.c)

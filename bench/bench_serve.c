@@ -28,30 +28,9 @@
 #include <time.h>
 
 #include "model/model.h"
+#include "bench_clock.h"
 #include "serve_work.h"
 #include "sparsegate.h"
-
-static double
-now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* CPU seconds of the whole process (the engine's threads; the bench's own
- * thread only waits): a measure that a busy shared machine disturbs far
- * less than wall time. */
-static double
-cpu_seconds(void)
-{
-    struct rusage ru;
-
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec
-           + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-}
 
 static uint64_t rng = 0x243f6a8885a308d3ull;
 

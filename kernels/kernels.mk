@@ -1,4 +1,5 @@
-# The CUDA backend (kernels/*.cu), built when nvcc is installed, as
+# The CUDA backend (kernels/*.cu, and the NCCL collective of a device
+# group when nccl.h is there), built when nvcc is installed, as
 #   $(B)/libsparsegate_cuda.so  what the engine opens at run time when a model
 #                               asks for CUDA (engine/model/cuda_loader.c), so
 #                               nothing else maps cuBLAS or needs it installed
@@ -11,6 +12,15 @@ CUDA_HOME ?= /usr/local/cuda
 
 ifneq ($(wildcard $(NVCC)),)
 CUDA_SRC   := $(wildcard kernels/*.cu)
+# The device group's collective (cuda_nccl.cu) needs NCCL, which the CUDA
+# toolkit images carry in $(CUDA_HOME); without nccl.h the library has no
+# sg_coll_nccl_new and a group of GPUs says so.
+NCCL_LIB   :=
+ifneq ($(wildcard $(CUDA_HOME)/include/nccl.h),)
+NCCL_LIB   := -lnccl
+else
+CUDA_SRC   := $(filter-out kernels/cuda_nccl.cu,$(CUDA_SRC))
+endif
 CUDA_OBJ   := $(CUDA_SRC:%.cu=$(B)/obj/%.o)
 # sm_90 machine code plus compute_90 PTX that newer GPUs JIT-compile.
 NVCC_ARCH  ?= -gencode arch=compute_90,code=sm_90 \
@@ -19,7 +29,7 @@ NVCC_FLAGS := -std=c++17 -O3 $(NVCC_ARCH) -Xcompiler -fPIC \
               -Xcompiler -Wall,-Wextra,-Wno-unused-parameter \
               -Iengine -Ikernels -MMD -MP
 CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
-              -lcublas -lcublasLt -lcudart -lstdc++
+              -lcublas -lcublasLt $(NCCL_LIB) -lcudart -lstdc++
 CUDA_OUT   := $(B)/libsparsegate_cuda.so $(B)/libsparsegate_cuda.a
 $(B)/obj/engine/model/cuda_loader.o: CFLAGS += -DSG_HAVE_CUDA
 
@@ -47,6 +57,7 @@ $(B)/bench/gpu_bench: $(B)/obj/bench/gpu_bench.o $(B)/libsparsegate_cuda.a \
 	    $(CUDA_LIBS)
 .SECONDARY: $(B)/obj/bench/gpu_bench.o
 
-# test_cuda opens the library at run time, beside its own build directory
-$(B)/tests/test_cuda: | $(B)/libsparsegate_cuda.so
+# test_cuda and test_multi_cuda open the library at run time, beside
+# their own build directory
+$(B)/tests/test_cuda $(B)/tests/test_multi_cuda: | $(B)/libsparsegate_cuda.so
 endif

@@ -28,7 +28,10 @@ typedef struct {
     ngx_int_t            max_queue;
     ngx_int_t            max_running;
     ngx_int_t            index_share;
+    ngx_str_t            devices;      /* sparsegate_devices, "" = one */
+    off_t                device_memory; /* one device's, for nginx -t */
     ngx_flag_t           dense;
+    ngx_flag_t           window;       /* sliding-window baseline */
     ngx_str_t            model_name;       /* NUL-terminated */
     ngx_str_t            store;
     ngx_msec_t           store_timeout;
@@ -52,6 +55,9 @@ typedef struct {
     ngx_int_t            max_tokens;
     ngx_int_t            context_budget;
     ngx_msec_t           timeout;
+    ngx_flag_t           test_hooks;       /* sparsegate_script accepted */
+    ngx_str_t            ui_root;          /* sparsegate_ui_root */
+    ngx_array_t         *ui_files;         /* the page's, in memory */
 } ngx_http_sparsegate_loc_conf_t;
 
 

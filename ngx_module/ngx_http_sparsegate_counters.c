@@ -2,7 +2,13 @@
  * Counters in shared memory and their Prometheus text.
  */
 
+#include <cjson/cJSON.h>
+
 #include "ngx_http_sparsegate_counters.h"
+
+
+#define NGX_HTTP_SG_GAUGES_N     10
+#define NGX_HTTP_SG_COUNTERS_AT  7      /* the engines' totals from here */
 
 
 /* gauge slots: the workers, and old ones still finishing after reloads */
@@ -27,6 +33,10 @@ static const char  *ngx_http_sparsegate_count_labels[NGX_HTTP_SG_COUNT_N] = {
     [NGX_HTTP_SG_COUNT_MODELS] = "models",
     [NGX_HTTP_SG_COUNT_HEALTH] = "health",
     [NGX_HTTP_SG_COUNT_METRICS] = "metrics",
+    [NGX_HTTP_SG_COUNT_TOKENIZE] = "tokenize",
+    [NGX_HTTP_SG_COUNT_STATUS] = "status",
+    [NGX_HTTP_SG_COUNT_COLLECTIONS] = "collections",
+    [NGX_HTTP_SG_COUNT_UI] = "ui",
     [NGX_HTTP_SG_COUNT_OTHER] = "other",
 };
 
@@ -82,6 +92,27 @@ typedef struct {
 static ngx_http_sparsegate_shm_t  *ngx_http_sparsegate_shm;
 /* this process's slot, or NULL */
 static ngx_http_sparsegate_worker_gauges_t  *ngx_http_sparsegate_mine;
+
+
+/* The per-worker gauges, summed over the workers: name, help; the last
+ * three (from NGX_HTTP_SG_COUNTERS_AT) are counters (the engines'
+ * totals). */
+static const char  *ngx_http_sparsegate_gauges[NGX_HTTP_SG_GAUGES_N][2] = {
+    { "sparsegate_queue_depth", "requests waiting in the engines' queues" },
+    { "sparsegate_running_sequences", "sequences being generated" },
+    { "sparsegate_active_requests", "generations the gateway is serving "
+      "(including ones whose client left and await cancellation)" },
+    { "sparsegate_kv_blocks_total", "KV cache blocks in the pools" },
+    { "sparsegate_kv_blocks_used", "KV cache blocks in use" },
+    { "sparsegate_kv_blocks_cached", "KV cache blocks held only by the "
+      "prefix cache" },
+    { "sparsegate_paused_sequences", "sequences paused while their client "
+      "cannot take more output" },
+    { "sparsegate_engine_requests_done", "requests the engines finished" },
+    { "sparsegate_engine_requests_cancelled", "requests the engines "
+      "cancelled" },
+    { "sparsegate_engine_requests_refused", "requests the engines refused" },
+};
 
 
 size_t
@@ -297,6 +328,35 @@ ngx_http_sparsegate_error_label(ngx_http_sparsegate_error_e kind)
 }
 
 
+static void
+ngx_http_sparsegate_sum_gauges(ngx_http_sparsegate_shm_t *m,
+    ngx_atomic_uint_t *sum)
+{
+    ngx_uint_t                            i;
+    ngx_http_sparsegate_worker_gauges_t  *g;
+
+    ngx_memzero(sum, NGX_HTTP_SG_GAUGES_N * sizeof(ngx_atomic_uint_t));
+    for (i = 0; i < NGX_HTTP_SG_MAX_WORKERS; i++) {
+        g = &m->workers[i];
+        if (g->pid == 0
+            || !ngx_http_sparsegate_alive((ngx_pid_t) g->pid))
+        {
+            continue;
+        }
+        sum[0] += g->queued;
+        sum[1] += g->running;
+        sum[2] += g->active;
+        sum[3] += g->kv_total;
+        sum[4] += g->kv_used;
+        sum[5] += g->kv_cached;
+        sum[6] += g->paused;
+        sum[7] += g->done;
+        sum[8] += g->cancelled;
+        sum[9] += g->refused;
+    }
+}
+
+
 static u_char *
 ngx_http_sparsegate_print_hist(u_char *p, u_char *end, const char *name,
     const char *help, ngx_http_sparsegate_hist_t *h, const double *bounds,
@@ -327,30 +387,8 @@ ngx_http_sparsegate_counters_text(ngx_pool_t *pool, size_t *len)
     u_char                               *buf, *p, *end;
     size_t                                size;
     ngx_uint_t                            i;
-    ngx_atomic_uint_t                     sum[10];
+    ngx_atomic_uint_t                     sum[NGX_HTTP_SG_GAUGES_N];
     ngx_http_sparsegate_shm_t            *m;
-    ngx_http_sparsegate_worker_gauges_t  *g;
-
-    static const char  *gauge[10][2] = {
-        { "sparsegate_queue_depth", "requests waiting in the engines' "
-          "queues" },
-        { "sparsegate_running_sequences", "sequences being generated" },
-        { "sparsegate_active_requests", "generations the gateway is "
-          "serving (including ones whose client left and await "
-          "cancellation)" },
-        { "sparsegate_kv_blocks_total", "KV cache blocks in the pools" },
-        { "sparsegate_kv_blocks_used", "KV cache blocks in use" },
-        { "sparsegate_kv_blocks_cached", "KV cache blocks held only by the "
-          "prefix cache" },
-        { "sparsegate_engine_requests_done", "requests the engines "
-          "finished" },
-        { "sparsegate_engine_requests_cancelled", "requests the engines "
-          "cancelled" },
-        { "sparsegate_engine_requests_refused", "requests the engines "
-          "refused" },
-        { "sparsegate_paused_sequences", "sequences paused while their "
-          "client cannot take more output" },
-    };
 
     m = ngx_http_sparsegate_shm;
     if (m == NULL) {
@@ -406,32 +444,101 @@ ngx_http_sparsegate_counters_text(ngx_pool_t *pool, size_t *len)
             "time between two generated tokens of one request", &m->itl,
             ngx_http_sparsegate_itl_bounds, NGX_HTTP_SG_ITL_N);
 
-    ngx_memzero(sum, sizeof(sum));
-    for (i = 0; i < NGX_HTTP_SG_MAX_WORKERS; i++) {
-        g = &m->workers[i];
-        if (g->pid == 0
-            || !ngx_http_sparsegate_alive((ngx_pid_t) g->pid))
-        {
-            continue;
-        }
-        sum[0] += g->queued;
-        sum[1] += g->running;
-        sum[2] += g->active;
-        sum[3] += g->kv_total;
-        sum[4] += g->kv_used;
-        sum[5] += g->kv_cached;
-        sum[6] += g->done;
-        sum[7] += g->cancelled;
-        sum[8] += g->refused;
-        sum[9] += g->paused;
-    }
-    for (i = 0; i < 10; i++) {
+    ngx_http_sparsegate_sum_gauges(m, sum);
+    for (i = 0; i < NGX_HTTP_SG_GAUGES_N; i++) {
         p = ngx_slprintf(p, end, "# HELP %s %s\n# TYPE %s %s\n%s %uA\n",
-                         gauge[i][0], gauge[i][1], gauge[i][0],
-                         i >= 6 && i <= 8 ? "counter" : "gauge",
-                         gauge[i][0], sum[i]);
+                         ngx_http_sparsegate_gauges[i][0],
+                         ngx_http_sparsegate_gauges[i][1],
+                         ngx_http_sparsegate_gauges[i][0],
+                         i >= NGX_HTTP_SG_COUNTERS_AT ? "counter" : "gauge",
+                         ngx_http_sparsegate_gauges[i][0], sum[i]);
     }
 
     *len = p - buf;
     return buf;
+}
+
+
+static cJSON *
+ngx_http_sparsegate_hist_json(ngx_http_sparsegate_hist_t *h,
+    const double *bounds, ngx_uint_t n)
+{
+    cJSON              *o, *le, *buckets;
+    ngx_uint_t          i;
+    ngx_atomic_uint_t   cum;
+
+    o = cJSON_CreateObject();
+    le = cJSON_AddArrayToObject(o, "le");
+    buckets = cJSON_AddArrayToObject(o, "buckets");
+    if (le == NULL || buckets == NULL) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+
+    cum = 0;
+    for (i = 0; i <= n; i++) {
+        cum += h->buckets[i];
+        if (i < n) {
+            cJSON_AddItemToArray(le, cJSON_CreateNumber(bounds[i]));
+        }
+        cJSON_AddItemToArray(buckets, cJSON_CreateNumber((double) cum));
+    }
+    cJSON_AddNumberToObject(o, "sum", (double) h->sum_us / 1e6);
+    cJSON_AddNumberToObject(o, "count", (double) h->count);
+    return o;
+}
+
+
+cJSON *
+ngx_http_sparsegate_counters_json(void)
+{
+    cJSON                      *o, *req, *err;
+    ngx_uint_t                  i;
+    ngx_atomic_uint_t           sum[NGX_HTTP_SG_GAUGES_N];
+    ngx_http_sparsegate_shm_t  *m;
+
+    m = ngx_http_sparsegate_shm;
+    if (m == NULL) {
+        return NULL;
+    }
+
+    o = cJSON_CreateObject();
+    req = cJSON_AddObjectToObject(o, "sparsegate_requests_total");
+    err = cJSON_AddObjectToObject(o, "sparsegate_errors_total");
+    if (req == NULL || err == NULL) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    for (i = 0; i < NGX_HTTP_SG_COUNT_N; i++) {
+        cJSON_AddNumberToObject(req, ngx_http_sparsegate_count_labels[i],
+                                (double) m->requests[i]);
+    }
+    for (i = 0; i < NGX_HTTP_SG_ERR_N; i++) {
+        cJSON_AddNumberToObject(err, ngx_http_sparsegate_error_labels[i],
+                                (double) m->errors[i]);
+    }
+
+    cJSON_AddNumberToObject(o, "sparsegate_prompt_tokens_total",
+                            (double) m->prompt_tokens);
+    cJSON_AddNumberToObject(o, "sparsegate_generated_tokens_total",
+                            (double) m->completion_tokens);
+    cJSON_AddNumberToObject(o, "sparsegate_prefix_cache_hit_tokens_total",
+                            (double) m->cached_tokens);
+
+    cJSON_AddItemToObject(o, "sparsegate_time_to_first_token_seconds",
+        ngx_http_sparsegate_hist_json(&m->ttft,
+                                      ngx_http_sparsegate_ttft_bounds,
+                                      NGX_HTTP_SG_TTFT_N));
+    cJSON_AddItemToObject(o, "sparsegate_inter_token_latency_seconds",
+        ngx_http_sparsegate_hist_json(&m->itl,
+                                      ngx_http_sparsegate_itl_bounds,
+                                      NGX_HTTP_SG_ITL_N));
+
+    ngx_http_sparsegate_sum_gauges(m, sum);
+    for (i = 0; i < NGX_HTTP_SG_GAUGES_N; i++) {
+        cJSON_AddNumberToObject(o, ngx_http_sparsegate_gauges[i][0],
+                                (double) sum[i]);
+    }
+
+    return o;
 }

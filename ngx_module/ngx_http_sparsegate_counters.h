@@ -13,6 +13,8 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include <cjson/cJSON.h>
+
 
 /* The kinds of error: each is counted under its label, and answered with
  * its OpenAI type and code (errors.c). */
@@ -40,6 +42,10 @@ typedef enum {
     NGX_HTTP_SG_COUNT_MODELS,
     NGX_HTTP_SG_COUNT_HEALTH,
     NGX_HTTP_SG_COUNT_METRICS,
+    NGX_HTTP_SG_COUNT_TOKENIZE,         /* tokenize and detokenize */
+    NGX_HTTP_SG_COUNT_STATUS,
+    NGX_HTTP_SG_COUNT_COLLECTIONS,
+    NGX_HTTP_SG_COUNT_UI,
     NGX_HTTP_SG_COUNT_OTHER,
     NGX_HTTP_SG_COUNT_N
 } ngx_http_sparsegate_count_e;
@@ -56,6 +62,12 @@ typedef struct {
     ngx_uint_t  done;
     ngx_uint_t  cancelled;
     ngx_uint_t  refused;
+    /* not in the shared gauges: /v1/status reads them of its worker */
+    ngx_uint_t  kv_block_bytes;
+    ngx_uint_t  kv_evicted;
+    ngx_uint_t  prompt_tokens;              /* at admission */
+    ngx_uint_t  cached_tokens;              /* of those, prefix cache hits */
+    ngx_uint_t  generated_tokens;           /* as each step makes them */
 } ngx_http_sparsegate_engine_gauges_t;
 
 
@@ -84,5 +96,10 @@ const char *ngx_http_sparsegate_error_label(ngx_http_sparsegate_error_e kind);
 /* All of it in Prometheus text format, in pool memory; NULL without the
  * zone or memory. */
 u_char *ngx_http_sparsegate_counters_text(ngx_pool_t *pool, size_t *len);
+
+/* The same numbers as a JSON object under the same names (a histogram:
+ * "le" its bounds, "buckets" cumulative with +Inf last, "sum", "count");
+ * NULL without the zone or memory. */
+cJSON *ngx_http_sparsegate_counters_json(void);
 
 #endif /* NGX_HTTP_SPARSEGATE_COUNTERS_H */

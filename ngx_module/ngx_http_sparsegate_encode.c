@@ -12,8 +12,9 @@
 typedef struct {
     char                            *text;       /* malloc'ed */
     size_t                           len;
-    sg_text_span                    *marks;      /* malloc'ed, or NULL */
-    size_t                           n_marks;
+    size_t                          *spans;      /* malloc'ed: a chat's
+                                                    markup, or NULL */
+    int                              n_spans;
     int32_t                         *ids;        /* malloc'ed */
     size_t                           n_ids;
     int                              failed;     /* out of memory */
@@ -29,10 +30,10 @@ ngx_http_sparsegate_encoding_cleanup(void *data)
     ngx_http_sparsegate_encoding_t *enc = data;
 
     free(enc->text);
-    free(enc->marks);
+    free(enc->spans);
     free(enc->ids);
     enc->text = NULL;
-    enc->marks = NULL;
+    enc->spans = NULL;
     enc->ids = NULL;
 }
 
@@ -43,15 +44,15 @@ ngx_http_sparsegate_encoding_work(void *data)
 {
     ngx_http_sparsegate_encoding_t *enc = data;
 
-    /* a chat prompt: the template's markers only are special tokens; a
-     * completion's prompt is all the client's, special tokens as written */
-    enc->failed = (enc->marks != NULL
-                   ? sg_tokenizer_encode_marked(enc->tokenizer, enc->text,
-                                                enc->len, enc->marks,
-                                                enc->n_marks, &enc->ids,
-                                                &enc->n_ids)
-                   : sg_tokenizer_encode(enc->tokenizer, enc->text, enc->len,
-                                         1, &enc->ids, &enc->n_ids)) != 0;
+    if (enc->spans != NULL) {
+        enc->failed = sg_tokenizer_encode_spans(enc->tokenizer, enc->text,
+                                                enc->len, enc->spans,
+                                                enc->n_spans, &enc->ids,
+                                                &enc->n_ids) != 0;
+        return;
+    }
+    enc->failed = sg_tokenizer_encode(enc->tokenizer, enc->text, enc->len, 1,
+                                      &enc->ids, &enc->n_ids) != 0;
 }
 
 
@@ -65,11 +66,6 @@ ngx_http_sparsegate_encoded(ngx_http_request_t *r,
                    "sparsegate encode: %uz bytes, %uz tokens", enc->len,
                    enc->n_ids);
 
-    free(enc->text);
-    free(enc->marks);
-    enc->text = NULL;
-    enc->marks = NULL;
-
     if (enc->failed) {
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
 
@@ -79,11 +75,11 @@ ngx_http_sparsegate_encoded(ngx_http_request_t *r,
                  "the prompt encodes to no tokens");
 
     } else {
-        rc = enc->done(r, enc->data, enc->ids, enc->n_ids);
+        rc = enc->done(r, enc->data, enc->text, enc->len, enc->ids,
+                       enc->n_ids);
     }
 
-    free(enc->ids);
-    enc->ids = NULL;
+    ngx_http_sparsegate_encoding_cleanup(enc);
     return rc;
 }
 
@@ -101,8 +97,8 @@ ngx_http_sparsegate_encoding_done(ngx_http_request_t *r, void *data)
 
 
 static ngx_int_t
-ngx_http_sparsegate_encode_marked(ngx_http_request_t *r, char *text,
-    size_t len, sg_text_span *marks, size_t n_marks,
+ngx_http_sparsegate_encode_spans(ngx_http_request_t *r, char *text,
+    size_t len, size_t *spans, int n_spans,
     ngx_http_sparsegate_encoded_pt done, void *data)
 {
     ngx_int_t                         rc;
@@ -116,15 +112,15 @@ ngx_http_sparsegate_encode_marked(ngx_http_request_t *r, char *text,
                                sizeof(ngx_http_sparsegate_encoding_t));
     if (cln == NULL) {
         free(text);
-        free(marks);
+        free(spans);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
     enc = cln->data;
     ngx_memzero(enc, sizeof(ngx_http_sparsegate_encoding_t));
     enc->text = text;
     enc->len = len;
-    enc->marks = marks;
-    enc->n_marks = n_marks;
+    enc->spans = spans;
+    enc->n_spans = n_spans;
     enc->tokenizer = smcf->tokenizer;
     enc->done = done;
     enc->data = data;
@@ -153,26 +149,29 @@ ngx_int_t
 ngx_http_sparsegate_encode(ngx_http_request_t *r, char *text, size_t len,
     ngx_http_sparsegate_encoded_pt done, void *data)
 {
-    return ngx_http_sparsegate_encode_marked(r, text, len, NULL, 0, done,
-                                             data);
+    return ngx_http_sparsegate_encode_spans(r, text, len, NULL, 0, done,
+                                            data);
 }
 
 
 ngx_int_t
 ngx_http_sparsegate_encode_chat(ngx_http_request_t *r,
-    const sg_chat_msg *msgs, ngx_uint_t n, ngx_uint_t thinking,
+    const sg_chat_message *msgs, ngx_uint_t n, ngx_uint_t thinking,
     ngx_http_sparsegate_encoded_pt done, void *data)
 {
-    char          *prompt;
-    size_t         len, n_marks;
-    sg_text_span  *marks;
+    char            err[512];
+    sg_chat_prompt  p;
 
-    if (sg_chat_format_marked(msgs, (int) n, (int) thinking, &prompt, &len,
-                              &marks, &n_marks)
+    if (sg_chat_render(msgs, (int) n, (int) thinking, &p, err, sizeof(err))
         != 0)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return ngx_http_sparsegate_error(r, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, "messages", "%s", err);
     }
-    return ngx_http_sparsegate_encode_marked(r, prompt, len, marks, n_marks,
-                                             done, data);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "sparsegate encode: a chat of %ui messages, %uz bytes, "
+                   "thinking %ui", n, p.len, thinking);
+    /* the prompt's markup always has spans: BOS is one */
+    return ngx_http_sparsegate_encode_spans(r, p.text, p.len, p.spans,
+                                            p.n_spans, done, data);
 }

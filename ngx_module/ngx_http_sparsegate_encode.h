@@ -1,8 +1,7 @@
 /*
- * Prompt text to token ids: inline when short, in nginx's thread pool when
- * long.  A completion's text prompt is the client's own, special tokens as
- * written; chat messages go through the DeepSeek-V3.2 template, whose own
- * markers alone are special tokens (the messages are text).
+ * Prompt text to token ids (the tokenizer, special tokens on; a chat through
+ * DeepSeek-V3.2's encoding first): inline when short, in nginx's thread
+ * pool when long.
  */
 #ifndef NGX_HTTP_SPARSEGATE_ENCODE_H
 #define NGX_HTTP_SPARSEGATE_ENCODE_H
@@ -14,10 +13,11 @@
 #include "tokenizer.h"
 
 
-/* Given the ids (freed when it returns, never empty); returns NGX_DONE or
- * what to finalize the request with. */
+/* Given the text and its ids (both freed when it returns, the ids never
+ * empty); returns NGX_DONE or what to finalize the request with. */
 typedef ngx_int_t (*ngx_http_sparsegate_encoded_pt)(ngx_http_request_t *r,
-    void *data, const int32_t *ids, size_t n_ids);
+    void *data, const char *text, size_t len, const int32_t *ids,
+    size_t n_ids);
 
 
 /* Encodes text (malloc'ed: freed here) and calls done() with the ids.
@@ -27,10 +27,11 @@ typedef ngx_int_t (*ngx_http_sparsegate_encoded_pt)(ngx_http_request_t *r,
 ngx_int_t ngx_http_sparsegate_encode(ngx_http_request_t *r, char *text,
     size_t len, ngx_http_sparsegate_encoded_pt done, void *data);
 
-/* The same for chat messages, formatted by the chat template first: a
- * message that spells a special token gets no turn of its own. */
+/* The same for chat messages, rendered by DeepSeek-V3.2's encoding first
+ * (special tokens recognized in its markup only); what the encoding
+ * refuses is a 400 naming the message. */
 ngx_int_t ngx_http_sparsegate_encode_chat(ngx_http_request_t *r,
-    const sg_chat_msg *msgs, ngx_uint_t n, ngx_uint_t thinking,
+    const sg_chat_message *msgs, ngx_uint_t n, ngx_uint_t thinking,
     ngx_http_sparsegate_encoded_pt done, void *data);
 
 #endif /* NGX_HTTP_SPARSEGATE_ENCODE_H */

@@ -6,7 +6,14 @@
 #include "ngx_http_sparsegate_engine.h"
 #include "ngx_http_sparsegate_counters.h"
 
+#include <unistd.h>
+
 #include "sparsegate.h"
+
+
+#if (NGX_HTTP_SG_MAX_TOP_LOGPROBS != SG_MAX_TOP_LOGPROBS)
+#error "NGX_HTTP_SG_MAX_TOP_LOGPROBS differs from the engine's"
+#endif
 
 
 /* Events moved out per drain call, and drain calls per wake-up: bounded,
@@ -36,6 +43,127 @@ ngx_http_sparsegate_engine_conf_defaults(ngx_http_sparsegate_main_conf_t *smcf)
 
     ngx_conf_init_value(smcf->max_queue, SG_DEFAULT_MAX_QUEUE);
     ngx_conf_init_value(smcf->max_running, SG_DEFAULT_MAX_RUNNING);
+}
+
+
+/* "101.7 GB" or "256 MB", NUL-terminated in buf (room for 32). */
+static u_char *
+ngx_http_sparsegate_size(u_char *buf, double bytes)
+{
+    if (bytes >= 1e9) {
+        ngx_sprintf(buf, "%.1f GB%Z", bytes / 1e9);
+    } else {
+        ngx_sprintf(buf, "%.0f MB%Z", bytes / 1e6);
+    }
+    return buf;
+}
+
+
+/*
+ * The device group's memory plan, checked by nginx -t (sg_engine_plan_make:
+ * config.json and the checkpoint's headers, no weights read).  On GPUs
+ * every device holds its rank's weights, the cache pool
+ * (sparsegate_kv_cache_size) and the forward pass's working memory;
+ * without sparsegate_device_memory the GPUs are not asked (that would start
+ * CUDA in the master) and only the device list is checked.  Host ranks
+ * share one mapping of the weights: the host's memory (or the devices'
+ * total) must hold them once plus every rank's pool and working memory.
+ * A configuration that cannot fit is refused with the numbers.
+ */
+char *
+ngx_http_sparsegate_engine_conf_plan(ngx_conf_t *cf,
+    ngx_http_sparsegate_main_conf_t *smcf)
+{
+    char                               err[256];
+    u_char                             s[5][32], more[96];
+    off_t                              have;
+    double                             need, kv;
+    sg_engine_opts                     o;
+    sg_engine_plan                     p;
+
+    /* what the worker's engine will be started with (engine_start) */
+    sg_engine_opts_default(&o);
+    o.model_dir = (char *) smcf->model.data;
+    o.backend = smcf->backend == 1 ? "cuda" : "cpu";
+    o.devices = smcf->devices.len ? (char *) smcf->devices.data : NULL;
+    o.max_running = (int) smcf->max_running;
+    o.max_context = (int) smcf->max_context;
+
+    have = smcf->device_memory;
+    if (have == NGX_CONF_UNSET && smcf->backend == 0) {
+        /* host ranks: the machine's memory */
+        have = (off_t) sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE);
+    }
+
+    if (sg_engine_plan_make(&o, have > 0 ? (size_t) have : 0, &p, err,
+                            sizeof(err))
+        != 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "sparsegate: %s%s", err,
+                      o.devices ? " (sparsegate_devices)" : "");
+        return NGX_CONF_ERROR;
+    }
+
+    if (have == NGX_CONF_UNSET) {
+        ngx_log_error(NGX_LOG_NOTICE, cf->log, 0,
+                      "sparsegate: %d device(s), %s of weights each; set "
+                      "sparsegate_device_memory to have nginx -t check that "
+                      "they fit", p.n_ranks,
+                      ngx_http_sparsegate_size(s[0], p.rank_weight_bytes));
+        return NGX_CONF_OK;
+    }
+
+    kv = (double) smcf->kv_cache_size;
+
+    if (smcf->backend == 1) {
+        need = (double) p.rank_weight_bytes + kv + (double) p.work_bytes;
+        if (need > (double) have) {
+            if (p.min_devices) {
+                ngx_sprintf(more, "the model needs at least %d devices of "
+                            "that size%Z", p.min_devices);
+            } else {
+                ngx_sprintf(more, "no number of devices of that size holds "
+                            "it%Z");
+            }
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "sparsegate: the model needs %s on each of %d "
+                          "device(s) (weights %s + sparsegate_kv_cache_size "
+                          "%s + working memory and runtime %s) but "
+                          "sparsegate_device_memory is %s; %s",
+                          ngx_http_sparsegate_size(s[0], need), p.n_ranks,
+                          ngx_http_sparsegate_size(s[1], p.rank_weight_bytes),
+                          ngx_http_sparsegate_size(s[2], kv),
+                          ngx_http_sparsegate_size(s[3], p.work_bytes),
+                          ngx_http_sparsegate_size(s[4], have), more);
+            return NGX_CONF_ERROR;
+        }
+        return NGX_CONF_OK;
+    }
+
+    /* host ranks: the weights once, every rank's pool and buffers */
+    need = (double) p.weight_bytes
+           + p.n_ranks * (kv + (double) p.work_bytes);
+    if (smcf->device_memory != NGX_CONF_UNSET) {
+        have = smcf->device_memory * p.n_ranks;
+    }
+    if (need > (double) have) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "sparsegate: the model needs %s of host memory "
+                      "(weights %s once + %d rank(s) x "
+                      "(sparsegate_kv_cache_size %s + working memory %s)) "
+                      "but %s %s",
+                      ngx_http_sparsegate_size(s[0], need),
+                      ngx_http_sparsegate_size(s[1], p.weight_bytes),
+                      p.n_ranks, ngx_http_sparsegate_size(s[2], kv),
+                      ngx_http_sparsegate_size(s[3], p.work_bytes),
+                      smcf->device_memory != NGX_CONF_UNSET
+                      ? "sparsegate_device_memory gives"
+                      : "this machine has",
+                      ngx_http_sparsegate_size(s[4], have));
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -156,8 +284,10 @@ ngx_http_sparsegate_engine_start(ngx_cycle_t *cycle,
     o.model_dir = (char *) smcf->model.data;
     o.backend = smcf->backend == 1 ? "cuda" : "cpu";
     o.device = (int) smcf->device;
+    o.devices = smcf->devices.len ? (char *) smcf->devices.data : NULL;
     o.n_threads = (int) smcf->threads;
     o.dense = (int) smcf->dense;
+    o.window = (int) smcf->window;
     o.index_share = (int) smcf->index_share;
     o.kv_bytes = (size_t) smcf->kv_cache_size;
     o.max_queue = (int) smcf->max_queue;
@@ -269,6 +399,19 @@ ngx_http_sparsegate_engine_submit(ngx_http_sparsegate_engine_client_t *c,
     req.top_p = s->top_p;
     req.seed = s->seed;
     req.ignore_eos = (int) s->ignore_eos;
+    req.top_k = (int) s->top_k;
+    req.min_p = s->min_p;
+    req.presence_penalty = s->presence_penalty;
+    req.frequency_penalty = s->frequency_penalty;
+    req.repetition_penalty = s->repetition_penalty;
+    req.bias_ids = s->bias_ids;
+    req.bias_values = s->bias_values;
+    req.n_bias = (int) s->n_bias;
+    req.logprobs = (int) s->logprobs;
+    req.top_logprobs = (int) s->top_logprobs;
+    req.grammar = s->grammar;
+    req.script = s->script;
+    req.n_script = (int) s->n_script;
     req.user = c;
     req.cache_salt = s->cache_salt.data;
     req.cache_salt_len = s->cache_salt.len;
@@ -341,6 +484,7 @@ ngx_http_sparsegate_engine_readable(ngx_event_t *ev)
 {
     int                                   n, i, rounds;
     sg_event                              evs[NGX_HTTP_SG_DRAIN_BATCH], *e;
+    ngx_http_sparsegate_token_lp_t        lp;
     ngx_http_sparsegate_engine_done_t     done;
     ngx_http_sparsegate_engine_client_t  *c;
 
@@ -367,7 +511,15 @@ ngx_http_sparsegate_engine_readable(ngx_event_t *ev)
             switch (e->kind) {
 
             case SG_EV_TOKEN:
-                c->token(c, e->token);
+                /* logprobs filled only for a request that asked */
+                c->cached_tokens = e->cached_tokens;
+                lp.logprob = e->logprob;
+                lp.n_top = (ngx_uint_t) e->n_top;
+                ngx_memcpy(lp.top_ids, e->top_ids,
+                           e->n_top * sizeof(int32_t));
+                ngx_memcpy(lp.top_logprobs, e->top_logprobs,
+                           e->n_top * sizeof(float));
+                c->token(c, e->token, &lp);
                 break;
 
             case SG_EV_DONE:
@@ -399,25 +551,40 @@ ngx_http_sparsegate_engine_readable(ngx_event_t *ev)
 }
 
 
-void
-ngx_http_sparsegate_engine_publish(void)
+ngx_int_t
+ngx_http_sparsegate_engine_read(ngx_http_sparsegate_engine_gauges_t *g)
 {
-    sg_engine_stats                      st;
-    ngx_http_sparsegate_engine_gauges_t  g;
+    sg_engine_stats  st;
 
     if (ngx_http_sparsegate_the_engine == NULL) {
-        return;
+        return NGX_DECLINED;
     }
 
     sg_engine_get_stats(ngx_http_sparsegate_the_engine, &st);
-    g.queued = st.queued;
-    g.running = st.running;
-    g.kv_total = st.kv_blocks_total;
-    g.kv_used = st.kv_blocks_used;
-    g.kv_cached = st.kv_blocks_cached;
-    g.paused = st.paused;
-    g.done = st.requests_done;
-    g.cancelled = st.requests_cancelled;
-    g.refused = st.requests_refused;
-    ngx_http_sparsegate_gauge_engine(&g);
+    g->queued = st.queued;
+    g->running = st.running;
+    g->kv_total = st.kv_blocks_total;
+    g->kv_used = st.kv_blocks_used;
+    g->kv_cached = st.kv_blocks_cached;
+    g->paused = st.paused;
+    g->done = st.requests_done;
+    g->cancelled = st.requests_cancelled;
+    g->refused = st.requests_refused;
+    g->kv_block_bytes = st.kv_block_bytes;
+    g->kv_evicted = st.kv_blocks_evicted;
+    g->prompt_tokens = st.prompt_tokens;
+    g->cached_tokens = st.cached_tokens;
+    g->generated_tokens = st.generated_tokens;
+    return NGX_OK;
+}
+
+
+void
+ngx_http_sparsegate_engine_publish(void)
+{
+    ngx_http_sparsegate_engine_gauges_t  g;
+
+    if (ngx_http_sparsegate_engine_read(&g) == NGX_OK) {
+        ngx_http_sparsegate_gauge_engine(&g);
+    }
 }

@@ -17,18 +17,46 @@
 #include "ngx_http_sparsegate_conf.h"
 #include "ngx_http_sparsegate_errors.h"
 
+#include "grammar.h"
 
-/* How to generate. */
+
+#define NGX_HTTP_SG_MAX_TOP_LOGPROBS  20
+
+
+/* How to generate (the engine's sg_request says what each does). */
 typedef struct {
     ngx_int_t                  max_tokens;
     float                      temperature;  /* 0: greedy */
     float                      top_p;        /* 1: off */
     uint64_t                   seed;
     ngx_uint_t                 ignore_eos;
+    ngx_int_t                  top_k;        /* 0: off */
+    float                      min_p;        /* 0: off */
+    float                      presence_penalty;
+    float                      frequency_penalty;
+    float                      repetition_penalty;   /* 0: off */
+    int32_t                   *bias_ids;     /* logit_bias */
+    float                     *bias_values;
+    ngx_uint_t                 n_bias;
+    ngx_uint_t                 logprobs;     /* 1: tokens come with them */
+    ngx_uint_t                 top_logprobs;
+    sg_grammar                *grammar;      /* constrained decoding */
+    int32_t                   *script;       /* test hook: tokens to emit */
+    ngx_uint_t                 n_script;
     ngx_str_t                  cache_salt;   /* the prefix cache's
                                                 namespace: shared when
                                                 empty */
 } ngx_http_sparsegate_sampling_t;
+
+
+/* A token's logprobs: its own and the likeliest ones (meaningful only for
+ * a generation that asked for them). */
+typedef struct {
+    float                      logprob;
+    ngx_uint_t                 n_top;
+    int32_t                    top_ids[NGX_HTTP_SG_MAX_TOP_LOGPROBS];
+    float                      top_logprobs[NGX_HTTP_SG_MAX_TOP_LOGPROBS];
+} ngx_http_sparsegate_token_lp_t;
 
 
 typedef enum {
@@ -57,7 +85,8 @@ typedef struct ngx_http_sparsegate_engine_client_s
  */
 struct ngx_http_sparsegate_engine_client_s {
     void       (*token)(ngx_http_sparsegate_engine_client_t *c,
-                        int32_t token);
+                        int32_t token,
+                        const ngx_http_sparsegate_token_lp_t *lp);
     void       (*done)(ngx_http_sparsegate_engine_client_t *c,
                        const ngx_http_sparsegate_engine_done_t *d);
     /* status: 503 when the engine ran out of memory (try again later),
@@ -65,6 +94,9 @@ struct ngx_http_sparsegate_engine_client_s {
     void       (*error)(ngx_http_sparsegate_engine_client_t *c,
                         ngx_uint_t status, const char *message);
     uint64_t     id;                         /* set by submit */
+    ngx_int_t    cached_tokens;              /* the prompt tokens the
+                                                prefix cache served, as
+                                                the last token reported */
 };
 
 
@@ -81,6 +113,11 @@ char *ngx_http_sparsegate_engine_conf_tokenizer(ngx_conf_t *cf,
 /* configuration time: the tokenizer's ids fit the model's vocabulary, and
  * the chat template's special tokens are in it */
 char *ngx_http_sparsegate_engine_conf_check(ngx_conf_t *cf,
+    ngx_http_sparsegate_main_conf_t *smcf);
+
+/* configuration time: the device group's memory plan must fit (nginx -t
+ * refuses it with the numbers otherwise) */
+char *ngx_http_sparsegate_engine_conf_plan(ngx_conf_t *cf,
     ngx_http_sparsegate_main_conf_t *smcf);
 
 /* worker life: a worker without an engine stays up and answers 503 */
@@ -103,5 +140,8 @@ void ngx_http_sparsegate_engine_pause(ngx_http_sparsegate_engine_client_t *c,
 
 /* the engine's gauges into the counters */
 void ngx_http_sparsegate_engine_publish(void);
+/* the engine's numbers now; NGX_DECLINED without an engine */
+ngx_int_t ngx_http_sparsegate_engine_read(
+    ngx_http_sparsegate_engine_gauges_t *g);
 
 #endif /* NGX_HTTP_SPARSEGATE_ENGINE_H */

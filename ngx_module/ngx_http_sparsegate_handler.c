@@ -50,6 +50,13 @@ static ngx_http_sparsegate_endpoint_t  ngx_http_sparsegate_endpoints[] = {
     { ngx_string("rag"), NGX_HTTP_POST,
       NGX_HTTP_SG_COUNT_RAG, 1, 1, 0, ngx_http_sparsegate_rag },
 
+    /* the tokenizer only: they answer without an engine */
+    { ngx_string("tokenize"), NGX_HTTP_POST,
+      NGX_HTTP_SG_COUNT_TOKENIZE, 1, 0, 0, ngx_http_sparsegate_tokenize },
+
+    { ngx_string("detokenize"), NGX_HTTP_POST,
+      NGX_HTTP_SG_COUNT_TOKENIZE, 1, 0, 0, ngx_http_sparsegate_detokenize },
+
     { ngx_string("models"), NGX_HTTP_SG_READ,
       NGX_HTTP_SG_COUNT_MODELS, 0, 0, 0, ngx_http_sparsegate_models },
 
@@ -61,6 +68,17 @@ static ngx_http_sparsegate_endpoint_t  ngx_http_sparsegate_endpoints[] = {
 
     { ngx_string("metrics"), NGX_HTTP_SG_READ,
       NGX_HTTP_SG_COUNT_METRICS, 0, 0, 0, ngx_http_sparsegate_metrics },
+
+    { ngx_string("status"), NGX_HTTP_SG_READ,
+      NGX_HTTP_SG_COUNT_STATUS, 0, 0, 0, ngx_http_sparsegate_status },
+
+    { ngx_string("collections"), NGX_HTTP_SG_READ,
+      NGX_HTTP_SG_COUNT_COLLECTIONS, 0, 0, 0,
+      ngx_http_sparsegate_collections },
+
+    /* the page; its files are read at configuration time */
+    { ngx_string("ui"), NGX_HTTP_SG_READ,
+      NGX_HTTP_SG_COUNT_UI, 0, 0, 1, ngx_http_sparsegate_ui },
 
     /* OpenAI's error shape for what error_page hands over (413), and a
      * 404 for paths that name no endpoint */
@@ -92,8 +110,9 @@ ngx_http_sparsegate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"sparsegate_api\" needs the endpoint this "
                            "location serves: chat_completions, "
-                           "completions, rag, models, model, health, "
-                           "metrics or error");
+                           "completions, rag, tokenize, detokenize, models, "
+                           "model, health, metrics, status, collections, ui "
+                           "or error");
         return NGX_CONF_ERROR;
     }
 
@@ -107,8 +126,9 @@ ngx_http_sparsegate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ep->name.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown endpoint \"%V\": chat_completions, "
-                           "completions, rag, models, model, health, "
-                           "metrics or error", &value[1]);
+                           "completions, rag, tokenize, detokenize, models, "
+                           "model, health, metrics, status, collections, ui "
+                           "or error", &value[1]);
         return NGX_CONF_ERROR;
     }
 
@@ -127,6 +147,10 @@ ngx_http_sparsegate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "location ending in \"/\", such as "
                            "\"location ^~ /v1/models/\"", &value[1]);
         return NGX_CONF_ERROR;
+    }
+    if (ep->prefix) {
+        /* the prefix without its "/" is answered with a redirect to it */
+        clcf->auto_redirect = 1;
     }
 
     slcf->endpoint = ep;
@@ -176,6 +200,22 @@ ngx_http_sparsegate_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
     SHA256(value[1].data, value[1].len, digest);
 
+    return NGX_CONF_OK;
+}
+
+
+/* An endpoint's configuration once the location's is merged: the page's
+ * files are read for a location that serves the page (prev: the
+ * enclosing level, whose endpoint a nested location inherits). */
+char *
+ngx_http_sparsegate_endpoint_merge(ngx_conf_t *cf,
+    ngx_http_sparsegate_loc_conf_t *prev, ngx_http_sparsegate_loc_conf_t *conf)
+{
+    if (conf->endpoint != NULL && conf->endpoint != prev->endpoint
+        && conf->endpoint->handler == ngx_http_sparsegate_ui)
+    {
+        return ngx_http_sparsegate_ui_load(cf, conf);
+    }
     return NGX_CONF_OK;
 }
 

@@ -8,23 +8,35 @@
  *   module.c                    directives, configuration, worker life
  *   handler.c                   endpoints bound by configuration, access,
  *                               method, body, dispatch
- *   openai.c rag.c info.c       the endpoints (endpoints.h)
- *   params.c encode.c           request JSON into options; text into ids
+ *   prefix_key.c                $sparsegate_prefix_key, an upstream's hash
+ *   openai.c rag.c info.c status.c collections.c ui.c tokenize.c
+ *                               the endpoints (endpoints.h)
+ *   messages.c constrain.c encode.c    chats for the V3.2 encoding; output
+ *                               formats into grammars; text into ids
+ *   params.c                    request JSON: its fields, the generation's
+ *                               options
  *   job.c                       one generation's whole life
+ *   choice.c                    one choice: reasoning, content, tool
+ *                               calls, logprobs
  *   response.c text.c           OpenAI response shapes; text, stop strings
- *   engine.c store.c offload.c  the worker's engine and store on the
- *                               event loop; nginx's thread pool
- *   errors.c                    OpenAI-shaped errors
- *   send.c counters.c json.c    bytes out; counters for /metrics; cJSON's
- *   fault.c                     allocations; fault injection (test builds)
+ *   engine.c store.c            the worker's engine and store on the
+ *                               event loop
+ *   errors.c offload.c          OpenAI-shaped errors; nginx's thread pool
+ *   send.c counters.c running.c json.c
+ *                               bytes out; counters for /metrics; the
+ *                               requests running now (/v1/status); cJSON's
+ *                               allocations
+ *   fault.c                     fault injection (test builds)
  */
 
 #include "ngx_http_sparsegate_conf.h"
+#include "ngx_http_sparsegate_constrain.h"
 #include "ngx_http_sparsegate_counters.h"
 #include "ngx_http_sparsegate_engine.h"
 #include "ngx_http_sparsegate_handler.h"
 #include "ngx_http_sparsegate_job.h"
 #include "ngx_http_sparsegate_json.h"
+#include "ngx_http_sparsegate_prefix_key.h"
 #include "ngx_http_sparsegate_store.h"
 
 #include "context.h"          /* SG_CTX_BUDGET */
@@ -44,6 +56,8 @@ static char *ngx_http_sparsegate_model_slot(ngx_conf_t *cf,
 static char *ngx_http_sparsegate_tokenizer_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_sparsegate_store_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_sparsegate_test_hooks_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_sparsegate_init_process(ngx_cycle_t *cycle);
 static void ngx_http_sparsegate_exit_process(ngx_cycle_t *cycle);
@@ -136,12 +150,33 @@ static ngx_command_t  ngx_http_sparsegate_commands[] = {
       offsetof(ngx_http_sparsegate_main_conf_t, dense),
       NULL },
 
+    { ngx_string("sparsegate_window_attention"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_main_conf_t, window),
+      NULL },
+
     { ngx_string("sparsegate_index_share"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_sparsegate_main_conf_t, index_share),
       &ngx_http_sparsegate_positive },
+
+    { ngx_string("sparsegate_devices"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_main_conf_t, devices),
+      NULL },
+
+    { ngx_string("sparsegate_device_memory"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_off_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_main_conf_t, device_memory),
+      NULL },
 
     { ngx_string("sparsegate_model_name"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -199,12 +234,28 @@ static ngx_command_t  ngx_http_sparsegate_commands[] = {
       offsetof(ngx_http_sparsegate_loc_conf_t, timeout),
       NULL },
 
+    /* tests only: a request's "sparsegate_script" says what the engine
+     * emits (nginx -t warns) */
+    { ngx_string("sparsegate_test_hooks"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_http_sparsegate_test_hooks_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_loc_conf_t, test_hooks),
+      NULL },
+
+    { ngx_string("sparsegate_ui_root"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_sparsegate_loc_conf_t, ui_root),
+      NULL },
+
       ngx_null_command
 };
 
 
 static ngx_http_module_t  ngx_http_sparsegate_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_sparsegate_prefix_key_add,    /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
     ngx_http_sparsegate_create_main_conf,  /* create main configuration */
@@ -253,7 +304,9 @@ ngx_http_sparsegate_create_main_conf(ngx_conf_t *cf)
     smcf->max_running = NGX_CONF_UNSET;
     smcf->store_timeout = NGX_CONF_UNSET_MSEC;
     smcf->dense = NGX_CONF_UNSET;
+    smcf->window = NGX_CONF_UNSET;
     smcf->index_share = NGX_CONF_UNSET;
+    smcf->device_memory = NGX_CONF_UNSET;
 
     return smcf;
 }
@@ -274,7 +327,16 @@ ngx_http_sparsegate_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_sparsegate_engine_conf_defaults(smcf);
     ngx_conf_init_msec_value(smcf->store_timeout, SG_STORE_TIMEOUT_MS);
     ngx_conf_init_value(smcf->dense, 0);
+    ngx_conf_init_value(smcf->window, 0);
     ngx_conf_init_value(smcf->index_share, 1);
+
+    if (smcf->dense && smcf->window) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "sparsegate: \"sparsegate_dense_attention\" and "
+                           "\"sparsegate_window_attention\" exclude each "
+                           "other");
+        return NGX_CONF_ERROR;
+    }
 
     if (smcf->configured && smcf->tokenizer == NULL) {
         /* the checkpoint's own tokenizer.json */
@@ -309,6 +371,17 @@ ngx_http_sparsegate_init_main_conf(ngx_conf_t *cf, void *conf)
     }
     smcf->context_limit = smcf->max_context > 0 ? smcf->max_context
                                                 : smcf->model_context;
+
+    if (smcf->configured) {
+        if (ngx_http_sparsegate_engine_conf_plan(cf, smcf) != NGX_CONF_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+    } else if (smcf->devices.len) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "sparsegate_devices without sparsegate_model");
+        return NGX_CONF_ERROR;
+    }
 
     if (smcf->model_name.len == 0 && smcf->model.len > 0) {
         /* the checkpoint directory's base name (NUL-terminated with it) */
@@ -361,6 +434,7 @@ ngx_http_sparsegate_create_loc_conf(ngx_conf_t *cf)
     slcf->max_tokens = NGX_CONF_UNSET;
     slcf->context_budget = NGX_CONF_UNSET;
     slcf->timeout = NGX_CONF_UNSET_MSEC;
+    slcf->test_hooks = NGX_CONF_UNSET;
 
     return slcf;
 }
@@ -378,8 +452,10 @@ ngx_http_sparsegate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->context_budget, prev->context_budget,
                          SG_CTX_BUDGET);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 600000);
+    ngx_conf_merge_value(conf->test_hooks, prev->test_hooks, 0);
+    ngx_conf_merge_str_value(conf->ui_root, prev->ui_root, "");
 
-    return NGX_CONF_OK;
+    return ngx_http_sparsegate_endpoint_merge(cf, prev, conf);
 }
 
 
@@ -442,8 +518,9 @@ ngx_http_sparsegate_tokenizer_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* sparsegate_store URI: parsed (and a sqlite file opened) now, so a bad URI
- * fails nginx -t; connections are made by the workers. */
+/* sparsegate_store URI: parsed (and a sqlite file checked to be a store)
+ * now, so a bad URI or file fails nginx -t; connections are made by the
+ * workers. */
 static char *
 ngx_http_sparsegate_store_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
@@ -460,6 +537,26 @@ ngx_http_sparsegate_store_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     smcf->store = value[1];
 
     return ngx_http_sparsegate_store_check(cf, &smcf->store);
+}
+
+
+/* sparsegate_test_hooks on | off: on lets a request script the model's
+ * output, which no production server should allow: nginx -t says so. */
+static char *
+ngx_http_sparsegate_test_hooks_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char                            *rv;
+    ngx_http_sparsegate_loc_conf_t  *slcf = conf;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if (rv == NGX_CONF_OK && slcf->test_hooks) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "sparsegate_test_hooks is on: requests may script "
+                           "the model's output (\"sparsegate_script\"); for "
+                           "tests only");
+    }
+    return rv;
 }
 
 
@@ -492,6 +589,9 @@ ngx_http_sparsegate_init_process(ngx_cycle_t *cycle)
     if (smcf->configured) {
         ngx_http_sparsegate_engine_start(cycle, smcf);
     }
+    if (smcf->tokenizer != NULL) {
+        ngx_http_sparsegate_constrain_init_process(cycle, smcf);
+    }
 
     return NGX_OK;
 }
@@ -502,6 +602,7 @@ ngx_http_sparsegate_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_sparsegate_engine_stop();
     ngx_http_sparsegate_job_exit_process();
+    ngx_http_sparsegate_constrain_exit_process();
     ngx_http_sparsegate_store_close();
     ngx_http_sparsegate_counters_worker_exit();
 }

@@ -1,117 +1,44 @@
 /*
- * POST /v1/chat/completions and POST /v1/completions: the request's fields
- * into job options and a prompt, the prompt into token ids, both handed to
- * a job.
+ * POST /v1/chat/completions and POST /v1/completions: every field of the
+ * request known (or a 400 naming it), its options into a job, its output
+ * format into a grammar, its prompt (messages through DeepSeek-V3.2's
+ * encoding) into token ids; all handed to a job.
  */
 
 #include "ngx_http_sparsegate_endpoints.h"
 #include "ngx_http_sparsegate_conf.h"
+#include "ngx_http_sparsegate_constrain.h"
 #include "ngx_http_sparsegate_encode.h"
 #include "ngx_http_sparsegate_job.h"
+#include "ngx_http_sparsegate_messages.h"
 #include "ngx_http_sparsegate_params.h"
+
+
+static const char *const  ngx_http_sparsegate_chat_fields[] = {
+    "model", "messages", "max_tokens", "max_completion_tokens",
+    "temperature", "top_p", "top_k", "min_p", "n", "stream",
+    "stream_options", "stop", "seed", "presence_penalty",
+    "frequency_penalty", "repetition_penalty", "logit_bias", "logprobs",
+    "top_logprobs", "response_format", "tools", "tool_choice",
+    "parallel_tool_calls", "thinking", "chat_template_kwargs", "ignore_eos",
+    "cache_salt", NULL
+};
+
+static const char *const  ngx_http_sparsegate_completion_fields[] = {
+    "model", "prompt", "max_tokens", "temperature", "top_p", "top_k",
+    "min_p", "n", "stream", "stream_options", "stop", "seed",
+    "presence_penalty", "frequency_penalty", "repetition_penalty",
+    "logit_bias", "logprobs", "response_format", "ignore_eos", "cache_salt",
+    NULL
+};
 
 
 /* The prompt is encoded: generate. */
 static ngx_int_t
 ngx_http_sparsegate_openai_run(ngx_http_request_t *r, void *data,
-    const int32_t *ids, size_t n_ids)
+    const char *text, size_t len, const int32_t *ids, size_t n_ids)
 {
     return ngx_http_sparsegate_job_run(r, data, ids, n_ids);
-}
-
-
-/* Message content: a string, or an array of {"type":"text","text":...}
- * (joined in pool memory). */
-static char *
-ngx_http_sparsegate_content(ngx_http_request_t *r, cJSON *content)
-{
-    u_char  *s, *p;
-    size_t   len;
-    cJSON   *part, *text;
-
-    if (cJSON_IsString(content)) {
-        return content->valuestring;
-    }
-    if (!cJSON_IsArray(content)) {
-        return NULL;
-    }
-
-    len = 0;
-    cJSON_ArrayForEach(part, content) {
-        text = cJSON_GetObjectItemCaseSensitive(part, "text");
-        if (!cJSON_IsString(text)) {
-            return NULL;
-        }
-        len += ngx_strlen(text->valuestring);
-    }
-    s = ngx_pnalloc(r->pool, len + 1);
-    if (s == NULL) {
-        return NULL;
-    }
-    p = s;
-    cJSON_ArrayForEach(part, content) {
-        text = cJSON_GetObjectItemCaseSensitive(part, "text");
-        p = ngx_cpymem(p, text->valuestring, ngx_strlen(text->valuestring));
-    }
-    *p = '\0';
-    return (char *) s;
-}
-
-
-/* "messages" into the chat template's messages (pointing into root). */
-static ngx_int_t
-ngx_http_sparsegate_parse_messages(ngx_http_request_t *r, cJSON *root,
-    sg_chat_msg **out, ngx_uint_t *n_out, ngx_http_sparsegate_fault_t *f)
-{
-    int           n;
-    cJSON        *messages, *m, *role, *content;
-    ngx_uint_t    i;
-    const char   *name;
-    sg_chat_msg  *msgs;
-
-    messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    n = cJSON_GetArraySize(messages);
-    if (!cJSON_IsArray(messages) || n == 0) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
-                   NGX_HTTP_SG_ERR_BAD_REQUEST, "messages",
-                   "'messages' must be a non-empty array");
-    }
-
-    msgs = ngx_pcalloc(r->pool, n * sizeof(sg_chat_msg));
-    if (msgs == NULL) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                   NGX_HTTP_SG_ERR_ENGINE, NULL, "out of memory");
-    }
-
-    i = 0;
-    cJSON_ArrayForEach(m, messages) {
-        role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        name = cJSON_IsString(role) ? role->valuestring : "";
-        if (ngx_strcmp(name, "system") != 0
-            && ngx_strcmp(name, "developer") != 0
-            && ngx_strcmp(name, "user") != 0
-            && ngx_strcmp(name, "assistant") != 0)
-        {
-            return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
-                       NGX_HTTP_SG_ERR_BAD_REQUEST, "messages",
-                       "messages[%ui].role must be \"system\", \"user\" or "
-                       "\"assistant\"", i);
-        }
-        msgs[i].role = ngx_strcmp(name, "developer") == 0 ? "system" : name;
-        msgs[i].content = ngx_http_sparsegate_content(r, content);
-        if (msgs[i].content == NULL) {
-            return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
-                       NGX_HTTP_SG_ERR_BAD_REQUEST, "messages",
-                       "messages[%ui].content must be a string or an array "
-                       "of text parts", i);
-        }
-        i++;
-    }
-
-    *out = msgs;
-    *n_out = i;
-    return NGX_OK;
 }
 
 
@@ -120,9 +47,9 @@ ngx_http_sparsegate_chat(ngx_http_request_t *r)
 {
     cJSON                           *root;
     ngx_int_t                        rc;
-    ngx_uint_t                       n, thinking;
-    sg_chat_msg                     *msgs;
+    ngx_http_sparsegate_chat_t       chat;
     ngx_http_sparsegate_fault_t      f;
+    ngx_http_sparsegate_rformat_t    rf;
     ngx_http_sparsegate_job_opts_t  *o;
 
     root = ngx_http_sparsegate_parse_body(r, &f);
@@ -131,76 +58,59 @@ ngx_http_sparsegate_chat(ngx_http_request_t *r)
     }
 
     o = ngx_palloc(r->pool, sizeof(ngx_http_sparsegate_job_opts_t));
-    msgs = NULL;
-    n = 0;
-    thinking = 0;
 
     if (o == NULL
+        || ngx_http_sparsegate_check_fields(r, root,
+                                            ngx_http_sparsegate_chat_fields,
+                                            "", &f) != NGX_OK
         || ngx_http_sparsegate_parse_model(r, root, &f) != NGX_OK
-        || ngx_http_sparsegate_parse_messages(r, root, &msgs, &n, &f)
+        || ngx_http_sparsegate_parse_response_format(r, root, &rf, &f)
            != NGX_OK
-        || ngx_http_sparsegate_parse_bool(root, "thinking", &thinking, &f)
+        || ngx_http_sparsegate_parse_chat(r, root, rf.schema, &chat, &f)
            != NGX_OK
         || ngx_http_sparsegate_parse_job_opts(r, root, NGX_HTTP_SG_FMT_CHAT,
                                               o, &f)
            != NGX_OK)
     {
-        cJSON_Delete(root);
-        return o ? ngx_http_sparsegate_send_fault(r, &f)
-                 : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto fault;
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "sparsegate chat: %ui messages, thinking %ui", n,
-                   thinking);
+    if (rf.json && chat.tool_choice == NGX_HTTP_SG_TOOLS_AUTO) {
+        ngx_http_sparsegate_fault(&f, NGX_HTTP_BAD_REQUEST,
+            NGX_HTTP_SG_ERR_BAD_REQUEST, "response_format",
+            "a JSON 'response_format' leaves no room for tool calls: with "
+            "'tools', set 'tool_choice' to \"none\"");
+        goto fault;
+    }
+    if (ngx_http_sparsegate_grammar(r, &rf, chat.tools,
+                                    chat.tool_choice
+                                    == NGX_HTTP_SG_TOOLS_REQUIRED,
+                                    chat.tool_name, chat.parallel,
+                                    chat.thinking, &o->sampling.grammar, &f)
+        != NGX_OK)
+    {
+        goto fault;
+    }
+    o->thinking = chat.thinking;
+    o->tools = chat.tool_choice != NGX_HTTP_SG_TOOLS_NONE;
 
-    /* the template copies the messages: the JSON is done with after it */
-    rc = ngx_http_sparsegate_encode_chat(r, msgs, n, thinking,
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "sparsegate chat: %ui messages, thinking %ui, tools %ui, "
+                   "constrained %d", chat.n, chat.thinking,
+                   (ngx_uint_t) chat.tool_choice,
+                   o->sampling.grammar != NULL);
+
+    /* the encoding copies the messages: the JSON is done with after it */
+    rc = ngx_http_sparsegate_encode_chat(r, chat.msgs, chat.n, chat.thinking,
                                          ngx_http_sparsegate_openai_run, o);
     cJSON_Delete(root);
     return rc;
-}
 
+fault:
 
-/* "prompt" as token ids, checked against the vocabulary (malloc'ed). */
-static ngx_int_t
-ngx_http_sparsegate_parse_ids(ngx_http_request_t *r, cJSON *prompt,
-    int32_t **out, size_t *n_out, ngx_http_sparsegate_fault_t *f)
-{
-    size_t                            n, i;
-    cJSON                            *it;
-    int32_t                          *ids;
-    ngx_int_t                         vocab;
-    ngx_http_sparsegate_main_conf_t  *smcf;
-
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_sparsegate_module);
-    vocab = smcf->vocab_size;
-
-    n = cJSON_GetArraySize(prompt);
-    ids = malloc(n * sizeof(int32_t));
-    if (ids == NULL) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                   NGX_HTTP_SG_ERR_ENGINE, NULL, "out of memory");
-    }
-
-    i = 0;
-    cJSON_ArrayForEach(it, prompt) {
-        if (!cJSON_IsNumber(it) || it->valuedouble < 0
-            || it->valuedouble >= vocab
-            || it->valuedouble != (double) (int) it->valuedouble)
-        {
-            free(ids);
-            return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
-                       NGX_HTTP_SG_ERR_BAD_REQUEST, "prompt",
-                       "prompt[%uz] is not a token id below the vocabulary "
-                       "size %i", i, vocab);
-        }
-        ids[i++] = (int32_t) it->valuedouble;
-    }
-
-    *out = ids;
-    *n_out = n;
-    return NGX_OK;
+    cJSON_Delete(root);
+    return o ? ngx_http_sparsegate_send_fault(r, &f)
+             : NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
 
 
@@ -213,6 +123,7 @@ ngx_http_sparsegate_completions(ngx_http_request_t *r)
     int32_t                         *ids;
     ngx_int_t                        rc;
     ngx_http_sparsegate_fault_t      f;
+    ngx_http_sparsegate_rformat_t    rf;
     ngx_http_sparsegate_job_opts_t  *o;
 
     root = ngx_http_sparsegate_parse_body(r, &f);
@@ -229,7 +140,11 @@ ngx_http_sparsegate_completions(ngx_http_request_t *r)
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         goto done;
     }
-    if (ngx_http_sparsegate_parse_model(r, root, &f) != NGX_OK) {
+    if (ngx_http_sparsegate_check_fields(r, root,
+                                         ngx_http_sparsegate_completion_fields,
+                                         "", &f) != NGX_OK
+        || ngx_http_sparsegate_parse_model(r, root, &f) != NGX_OK)
+    {
         goto fault;
     }
 
@@ -252,7 +167,8 @@ ngx_http_sparsegate_completions(ngx_http_request_t *r)
         ngx_memcpy(text, prompt->valuestring, len + 1);
 
     } else if (cJSON_IsArray(prompt) && cJSON_GetArraySize(prompt) > 0) {
-        if (ngx_http_sparsegate_parse_ids(r, prompt, &ids, &n_ids, &f)
+        if (ngx_http_sparsegate_parse_ids(r, prompt, "prompt", &ids, &n_ids,
+                                          &f)
             != NGX_OK)
         {
             goto fault;
@@ -268,7 +184,12 @@ ngx_http_sparsegate_completions(ngx_http_request_t *r)
 
     if (ngx_http_sparsegate_parse_job_opts(r, root,
                                            NGX_HTTP_SG_FMT_COMPLETION, o, &f)
-        != NGX_OK)
+        != NGX_OK
+        || ngx_http_sparsegate_parse_response_format(r, root, &rf, &f)
+           != NGX_OK
+        || ngx_http_sparsegate_grammar(r, &rf, NULL, 0, NULL, 1, 0,
+                                       &o->sampling.grammar, &f)
+           != NGX_OK)
     {
         goto fault;
     }

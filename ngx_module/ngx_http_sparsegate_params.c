@@ -6,11 +6,13 @@
 #include "ngx_http_sparsegate_conf.h"
 #include "ngx_http_sparsegate_json.h"
 
+#include <stdlib.h>
+
 
 /* The whole body in one buffer (pool memory, NUL-terminated), from memory
  * or from the temp file nginx spooled a large body into; NGX_DECLINED when
  * out of memory, NGX_ERROR when the file cannot be read. */
-static ngx_int_t
+ngx_int_t
 ngx_http_sparsegate_read_body(ngx_http_request_t *r, u_char **data,
     size_t *len)
 {
@@ -66,25 +68,67 @@ ngx_http_sparsegate_read_body(ngx_http_request_t *r, u_char **data,
 }
 
 
-/* Where the JSON text escapes a NUL ("\u0000" after an even run of
- * backslashes: the escape, not a quoted backslash), or (size_t) -1. */
-static size_t
-ngx_http_sparsegate_escaped_nul(const u_char *p, size_t len)
+/* 1 when a string of the JSON text holds a NUL ("\u0000", or a raw 0
+ * byte), which a C string would cut short; *key gets the top-level key it
+ * is under (the text parsed as an object already). */
+static ngx_uint_t
+ngx_http_sparsegate_json_nul(u_char *p, size_t len, ngx_str_t *key)
 {
-    size_t  i, k;
+    u_char      *end, *start;
+    ngx_uint_t   depth, want_key, is_key, nul;
 
-    for (i = 0; i + 6 <= len; i++) {
-        if (p[i] != '\\' || p[i + 1] != 'u' || p[i + 2] != '0'
-            || p[i + 3] != '0' || p[i + 4] != '0' || p[i + 5] != '0')
-        {
-            continue;
-        }
-        for (k = 0; k < i && p[i - 1 - k] == '\\'; k++) { /* void */ }
-        if (k % 2 == 0) {
-            return i;
+    end = p + len;
+    depth = 0;
+    want_key = 0;
+    ngx_str_null(key);
+
+    for ( /* void */ ; p < end; p++) {
+
+        switch (*p) {
+
+        case '"':
+            is_key = (depth == 1 && want_key);
+            start = ++p;
+            nul = 0;
+            for ( /* void */ ; p < end && *p != '"'; p++) {
+                if (*p == '\\') {
+                    nul |= (end - p > 5
+                            && ngx_strncmp(p + 1, "u0000", 5) == 0);
+                    p++;
+                    continue;
+                }
+                nul |= (*p == '\0');
+            }
+            if (is_key) {
+                key->data = start;
+                key->len = p - start;
+                want_key = 0;
+            }
+            if (nul) {
+                return 1;
+            }
+            break;
+
+        case '{':
+            want_key = (++depth == 1);
+            break;
+
+        case '[':
+            depth++;
+            break;
+
+        case '}':
+        case ']':
+            depth--;
+            break;
+
+        case ',':
+            want_key = (depth == 1);
+            break;
         }
     }
-    return (size_t) -1;
+
+    return 0;
 }
 
 
@@ -92,10 +136,11 @@ cJSON *
 ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
     ngx_http_sparsegate_fault_t *f)
 {
-    u_char       *data;
-    size_t        len, valid, nul;
+    u_char       *data, *param;
+    size_t        len, valid;
     cJSON        *root;
     ngx_int_t     rc;
+    ngx_str_t     key;
     ngx_uint_t    failed;
     const char   *where;
 
@@ -128,15 +173,6 @@ ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
                    "the request body is not valid UTF-8 (byte %uz)", valid);
         return NULL;
     }
-    /* a string holding NUL would be cut there: refused, not shortened */
-    nul = ngx_http_sparsegate_escaped_nul(data, len);
-    if (nul != (size_t) -1) {
-        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
-                   NGX_HTTP_SG_ERR_BAD_REQUEST, NULL,
-                   "strings may not hold NUL (\\u0000 at byte %uz)", nul);
-        return NULL;
-    }
-
     failed = ngx_http_sparsegate_json_failures();
     root = cJSON_ParseWithLengthOpts((char *) data, len, &where, 0);
     if (root == NULL && ngx_http_sparsegate_json_failures() != failed) {
@@ -152,6 +188,19 @@ ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
                    "byte %uz)", root ? (size_t) 0
                                      : (size_t) (where - (char *) data));
         cJSON_Delete(root);
+        return NULL;
+    }
+
+    if (ngx_http_sparsegate_json_nul(data, len, &key)) {
+        cJSON_Delete(root);
+        param = ngx_pnalloc(r->pool, key.len + 1);
+        if (param != NULL) {
+            ngx_cpystrn(param, key.data, key.len + 1);
+        }
+        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, (char *) param,
+                   "'%V' holds a NUL character (\\u0000): no string of a "
+                   "request may", &key);
         return NULL;
     }
 
@@ -191,8 +240,50 @@ ngx_http_sparsegate_parse_model(ngx_http_request_t *r, cJSON *root,
 }
 
 
-/* A number field within [lo, hi]; *present = 0 when absent or null. */
-static ngx_int_t
+ngx_int_t
+ngx_http_sparsegate_check_fields(ngx_http_request_t *r, cJSON *obj,
+    const char *const *known, const char *at, ngx_http_sparsegate_fault_t *f)
+{
+    u_char                          *name;
+    cJSON                           *it;
+    ngx_uint_t                       i;
+    ngx_http_sparsegate_loc_conf_t  *slcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_sparsegate_module);
+
+    cJSON_ArrayForEach(it, obj) {
+        if (cJSON_IsNull(it)) {
+            continue;                    /* null: not given */
+        }
+        for (i = 0; known[i] != NULL; i++) {
+            if (ngx_strcmp(known[i], it->string) == 0) {
+                break;
+            }
+        }
+        if (known[i] != NULL
+            || (slcf->test_hooks && at[0] == '\0'
+                && ngx_strcmp(it->string, "sparsegate_script") == 0))
+        {
+            continue;
+        }
+        /* the name outlives the JSON: the error is sent after it is
+         * deleted */
+        name = ngx_pnalloc(r->pool, ngx_strlen(at) + ngx_strlen(it->string)
+                                    + 1);
+        if (name != NULL) {
+            *ngx_sprintf(name, "%s%s", at, it->string) = '\0';
+        }
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST,
+                   name ? (char *) name : NULL,
+                   "Unrecognized request argument supplied: %s%s (this "
+                   "server does not implement it)", at, it->string);
+    }
+    return NGX_OK;
+}
+
+
+ngx_int_t
 ngx_http_sparsegate_parse_number(cJSON *root, const char *name, double lo,
     double hi, ngx_uint_t integer, double *out, ngx_uint_t *present,
     ngx_http_sparsegate_fault_t *f)
@@ -298,6 +389,212 @@ ngx_http_sparsegate_parse_stops(ngx_http_request_t *r, cJSON *root,
 }
 
 
+/* logit_bias: {"token id": bias from -100 to 100}. */
+static ngx_int_t
+ngx_http_sparsegate_parse_bias(ngx_http_request_t *r, cJSON *root,
+    ngx_http_sparsegate_sampling_t *s, ngx_http_sparsegate_fault_t *f)
+{
+    char                             *end;
+    long                              id;
+    cJSON                            *lb, *it;
+    ngx_uint_t                        n;
+    ngx_http_sparsegate_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_sparsegate_module);
+
+    lb = cJSON_GetObjectItemCaseSensitive(root, "logit_bias");
+    if (lb == NULL || cJSON_IsNull(lb)) {
+        return NGX_OK;
+    }
+    n = cJSON_GetArraySize(lb);
+    if (!cJSON_IsObject(lb) || n > 1024) {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, "logit_bias",
+                   "'logit_bias' must be an object of up to 1024 token "
+                   "ids and biases");
+    }
+    s->bias_ids = ngx_palloc(r->pool, (n + 1) * sizeof(int32_t));
+    s->bias_values = ngx_palloc(r->pool, (n + 1) * sizeof(float));
+    if (s->bias_ids == NULL || s->bias_values == NULL) {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                   NGX_HTTP_SG_ERR_ENGINE, NULL, "out of memory");
+    }
+    cJSON_ArrayForEach(it, lb) {
+        id = strtol(it->string, &end, 10);
+        if (*it->string == '\0' || *end != '\0' || id < 0
+            || id >= smcf->vocab_size || !cJSON_IsNumber(it)
+            || it->valuedouble < -100 || it->valuedouble > 100)
+        {
+            return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                       NGX_HTTP_SG_ERR_BAD_REQUEST, "logit_bias",
+                       "logit_bias[\"%s\"]: a token id below %i with a "
+                       "bias from -100 to 100", it->string,
+                       smcf->vocab_size);
+        }
+        s->bias_ids[s->n_bias] = (int32_t) id;
+        s->bias_values[s->n_bias++] = (float) it->valuedouble;
+    }
+    return NGX_OK;
+}
+
+
+/* logprobs: chat and rag: a boolean, with top_logprobs 0..20;
+ * completions: the number of alternatives, 0..20. */
+static ngx_int_t
+ngx_http_sparsegate_parse_logprobs(cJSON *root,
+    ngx_http_sparsegate_format_e format, ngx_http_sparsegate_sampling_t *s,
+    ngx_http_sparsegate_fault_t *f)
+{
+    double      v;
+    ngx_uint_t  present, flag;
+
+    if (format == NGX_HTTP_SG_FMT_COMPLETION) {
+        if (ngx_http_sparsegate_parse_number(root, "logprobs", 0,
+                                             NGX_HTTP_SG_MAX_TOP, 1, &v,
+                                             &present, f)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+        s->logprobs = present;
+        s->top_logprobs = present ? (ngx_uint_t) v : 0;
+        return NGX_OK;
+    }
+
+    flag = 0;
+    if (ngx_http_sparsegate_parse_bool(root, "logprobs", &flag, f) != NGX_OK
+        || ngx_http_sparsegate_parse_number(root, "top_logprobs", 0,
+                                            NGX_HTTP_SG_MAX_TOP, 1, &v,
+                                            &present, f)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    if (present && !flag) {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, "top_logprobs",
+                   "'top_logprobs' needs 'logprobs': true");
+    }
+    s->logprobs = flag;
+    s->top_logprobs = present ? (ngx_uint_t) v : 0;
+    return NGX_OK;
+}
+
+
+/* sparsegate_script (sparsegate_test_hooks only): text, encoded with the
+ * model's tokenizer, or token ids; the engine emits these tokens instead
+ * of sampling. */
+static ngx_int_t
+ngx_http_sparsegate_parse_script(ngx_http_request_t *r, cJSON *root,
+    ngx_http_sparsegate_sampling_t *s, ngx_http_sparsegate_fault_t *f)
+{
+    size_t                            n, i;
+    cJSON                            *sc, *it;
+    int32_t                          *ids;
+    ngx_http_sparsegate_loc_conf_t   *slcf;
+    ngx_http_sparsegate_main_conf_t  *smcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_sparsegate_module);
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_sparsegate_module);
+
+    sc = cJSON_GetObjectItemCaseSensitive(root, "sparsegate_script");
+    if (!slcf->test_hooks || sc == NULL || cJSON_IsNull(sc)) {
+        return NGX_OK;
+    }
+    if (cJSON_IsString(sc)) {
+        if (sg_tokenizer_encode(smcf->tokenizer, sc->valuestring,
+                                ngx_strlen(sc->valuestring), 1, &ids, &n)
+            != 0)
+        {
+            return ngx_http_sparsegate_fault(f,
+                       NGX_HTTP_INTERNAL_SERVER_ERROR,
+                       NGX_HTTP_SG_ERR_ENGINE, NULL, "out of memory");
+        }
+        s->script = ngx_palloc(r->pool, (n + 1) * sizeof(int32_t));
+        if (s->script != NULL) {
+            ngx_memcpy(s->script, ids, n * sizeof(int32_t));
+        }
+        free(ids);
+        s->n_script = n;
+        return NGX_OK;
+    }
+    n = cJSON_GetArraySize(sc);
+    s->script = ngx_palloc(r->pool, (n + 1) * sizeof(int32_t));
+    if (!cJSON_IsArray(sc) || s->script == NULL) {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, "sparsegate_script",
+                   "'sparsegate_script' must be a string or token ids");
+    }
+    i = 0;
+    cJSON_ArrayForEach(it, sc) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 0
+            || it->valuedouble >= smcf->vocab_size)
+        {
+            return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                       NGX_HTTP_SG_ERR_BAD_REQUEST, "sparsegate_script",
+                       "sparsegate_script[%uz] is not a token id", i);
+        }
+        s->script[i++] = (int32_t) it->valuedouble;
+    }
+    s->n_script = n;
+    return NGX_OK;
+}
+
+
+/* The sampling fields beyond temperature and top_p. */
+static ngx_int_t
+ngx_http_sparsegate_parse_sampling(ngx_http_request_t *r, cJSON *root,
+    ngx_http_sparsegate_format_e format, ngx_http_sparsegate_job_opts_t *o,
+    ngx_http_sparsegate_fault_t *f)
+{
+    double                           v;
+    ngx_uint_t                       present;
+    ngx_http_sparsegate_sampling_t  *s = &o->sampling;
+
+    if (format != NGX_HTTP_SG_FMT_RAG) {
+        /* -1 and 0 are "off", as in vLLM */
+        if (ngx_http_sparsegate_parse_number(root, "top_k", -1, 1e6, 1, &v,
+                                             &present, f) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+        s->top_k = present && v > 0 ? (ngx_int_t) v : 0;
+    }
+    if (ngx_http_sparsegate_parse_number(root, "min_p", 0, 1, 0, &v,
+                                         &present, f) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    s->min_p = present ? (float) v : 0;
+    if (ngx_http_sparsegate_parse_number(root, "presence_penalty", -2, 2, 0,
+                                         &v, &present, f) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    s->presence_penalty = present ? (float) v : 0;
+    if (ngx_http_sparsegate_parse_number(root, "frequency_penalty", -2, 2, 0,
+                                         &v, &present, f) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    s->frequency_penalty = present ? (float) v : 0;
+    if (ngx_http_sparsegate_parse_number(root, "repetition_penalty", 0.01,
+                                         100, 0, &v, &present, f) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    s->repetition_penalty = present ? (float) v : 0;
+
+    if (ngx_http_sparsegate_parse_bias(r, root, s, f) != NGX_OK
+        || ngx_http_sparsegate_parse_logprobs(root, format, s, f) != NGX_OK
+        || ngx_http_sparsegate_parse_script(r, root, s, f) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    return NGX_OK;
+}
+
+
 /*
  * The prefix cache's namespace: the tenant (the digest of the API key the
  * location accepted, so that no key can learn another's prompts from
@@ -355,6 +652,8 @@ ngx_http_sparsegate_parse_job_opts(ngx_http_request_t *r, cJSON *root,
     ngx_http_sparsegate_format_e format, ngx_http_sparsegate_job_opts_t *o,
     ngx_http_sparsegate_fault_t *f)
 {
+    static const char *const         stream_fields[] = { "include_usage",
+                                                         NULL };
     double                           v;
     cJSON                           *so;
     ngx_uint_t                       present, flag;
@@ -402,12 +701,16 @@ ngx_http_sparsegate_parse_job_opts(ngx_http_request_t *r, cJSON *root,
         o->sampling.seed = (uint64_t) (int64_t) v;
     }
 
-    if (ngx_http_sparsegate_parse_number(root, "n", 1, 1, 1, &v, &present,
-                                         f) != NGX_OK)
+    if (ngx_http_sparsegate_parse_number(root, "n", 1, NGX_HTTP_SG_MAX_CHOICES,
+                                         1, &v, &present, f) != NGX_OK)
     {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
-                   NGX_HTTP_SG_ERR_BAD_REQUEST, "n",
-                   "only 'n': 1 is supported");
+        return NGX_ERROR;
+    }
+    o->n = present ? (ngx_uint_t) v : 1;
+
+    if (ngx_http_sparsegate_parse_sampling(r, root, format, o, f) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     if (ngx_http_sparsegate_parse_number(root, "max_completion_tokens", 1,
@@ -438,7 +741,19 @@ ngx_http_sparsegate_parse_job_opts(ngx_http_request_t *r, cJSON *root,
     o->stream = flag;
 
     so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
-    if (so != NULL && cJSON_IsObject(so)) {
+    if (so != NULL && !cJSON_IsNull(so)) {
+        if (!cJSON_IsObject(so) || !o->stream) {
+            return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                       NGX_HTTP_SG_ERR_BAD_REQUEST, "stream_options",
+                       "'stream_options' must be an object, and is only "
+                       "allowed when 'stream' is true");
+        }
+        if (ngx_http_sparsegate_check_fields(r, so, stream_fields,
+                                             "stream_options.", f)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
         flag = 0;
         if (ngx_http_sparsegate_parse_bool(so, "include_usage", &flag, f)
             != NGX_OK)
@@ -471,5 +786,47 @@ ngx_http_sparsegate_parse_job_opts(ngx_http_request_t *r, cJSON *root,
                    o->sampling.max_tokens, (double) o->sampling.temperature,
                    (ngx_uint_t) o->stream, o->n_stops, o->sampling.seed);
 
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_parse_ids(ngx_http_request_t *r, cJSON *prompt,
+    const char *name, int32_t **out, size_t *n_out,
+    ngx_http_sparsegate_fault_t *f)
+{
+    size_t                            n, i;
+    cJSON                            *it;
+    int32_t                          *ids;
+    ngx_int_t                         vocab;
+    ngx_http_sparsegate_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_sparsegate_module);
+    vocab = smcf->vocab_size;
+
+    n = cJSON_GetArraySize(prompt);
+    ids = malloc((n + 1) * sizeof(int32_t));
+    if (ids == NULL) {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                   NGX_HTTP_SG_ERR_ENGINE, NULL, "out of memory");
+    }
+
+    i = 0;
+    cJSON_ArrayForEach(it, prompt) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 0
+            || it->valuedouble >= vocab
+            || it->valuedouble != (double) (int) it->valuedouble)
+        {
+            free(ids);
+            return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                       NGX_HTTP_SG_ERR_BAD_REQUEST, name,
+                       "%s[%uz] is not a token id below the vocabulary "
+                       "size %i", name, i, vocab);
+        }
+        ids[i++] = (int32_t) it->valuedouble;
+    }
+
+    *out = ids;
+    *n_out = n;
     return NGX_OK;
 }

@@ -6,7 +6,8 @@
  *
  * Request:  {"question": "...", "collection": "...", "doc_ids": [...],
  *            "filter": {...}, "top_k": 8, "shared": true,
- *            "context_budget": 32768, + the sampling fields of
+ *            "context_budget": 32768, "citation_text": false,
+ *            + the sampling fields of
  *            /v1/chat/completions (max_tokens, stream, seed, ...)}
  *
  * The flow is the table of phases below, run in order by rag_run().  A
@@ -29,10 +30,13 @@
 
 #include "ngx_http_sparsegate_endpoints.h"
 #include "ngx_http_sparsegate_conf.h"
+#include "ngx_http_sparsegate_constrain.h"
 #include "ngx_http_sparsegate_job.h"
 #include "ngx_http_sparsegate_json.h"
+#include "ngx_http_sparsegate_messages.h"
 #include "ngx_http_sparsegate_offload.h"
 #include "ngx_http_sparsegate_params.h"
+#include "ngx_http_sparsegate_running.h"
 #include "ngx_http_sparsegate_send.h"
 #include "ngx_http_sparsegate_store.h"
 
@@ -63,6 +67,8 @@ typedef struct {
     sg_search_opts                    search;
     char                             *meta_filter;   /* malloc'ed */
     ngx_uint_t                        want_shared;
+    ngx_uint_t                        citation_text;  /* each citation
+                                                         with its text */
     ngx_uint_t                        tokcache;   /* the store caches tokens */
     ngx_int_t                         budget;
     ngx_http_sparsegate_job_opts_t    job;
@@ -78,6 +84,8 @@ typedef struct {
     int                               build_rc;     /* sg_context_build */
     char                              build_err[256];
 
+    ngx_http_sparsegate_running_t     running;    /* for /v1/status, until
+                                                     the job's own */
     ngx_http_sparsegate_fault_t       fault;      /* when a phase fails */
     ngx_int_t                         rc;         /* the job's, at the end */
 } ngx_http_sparsegate_rag_t;
@@ -91,6 +99,19 @@ typedef struct {
     ngx_http_sparsegate_rag_phase_pt   run;
     ngx_uint_t                         list;      /* NGX_HTTP_SG_RAG_* */
 } ngx_http_sparsegate_rag_phase_t;
+
+
+/* RAG's own fields, and the generation's of /v1/chat/completions that
+ * apply ("top_k" is the search's). */
+static const char *const  ngx_http_sparsegate_rag_fields[] = {
+    "model", "question", "query", "collection", "doc_ids", "filter", "top_k",
+    "shared", "context_budget", "max_tokens", "max_completion_tokens",
+    "temperature", "top_p", "min_p", "n", "stream", "stream_options", "stop",
+    "seed", "presence_penalty", "frequency_penalty", "repetition_penalty",
+    "logit_bias", "logprobs", "top_logprobs", "response_format", "thinking",
+    "chat_template_kwargs", "ignore_eos", "citation_text", "cache_salt",
+    NULL
+};
 
 
 static ngx_int_t ngx_http_sparsegate_rag_search(
@@ -151,6 +172,8 @@ ngx_http_sparsegate_rag_run(ngx_http_sparsegate_rag_t *rag)
 
     for ( ;; ) {
         ph = &ngx_http_sparsegate_rag_phases[rag->phase];
+        ngx_http_sparsegate_running_phase(&rag->running,
+                                          (const char *) ph->name.data);
 
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "sparsegate rag: phase %ui \"%V\"", rag->phase,
@@ -287,9 +310,8 @@ ngx_http_sparsegate_rag_query(ngx_http_sparsegate_rag_t *rag,
 {
     ngx_int_t  rc;
 
-    rc = ngx_http_sparsegate_query_wait(&rag->query,
-                                        rag->request->connection->log,
-                                        done, rag);
+    rc = ngx_http_sparsegate_query_wait(&rag->query, rag->request, done,
+                                        rag);
     if (rc == NGX_OK) {
         return ngx_http_sparsegate_rag_result(rag, out);
     }
@@ -520,6 +542,7 @@ ngx_http_sparsegate_rag_build(ngx_http_sparsegate_rag_t *rag,
                                        - rag->job.sampling.max_tokens);
     rag->ctx_opts.encode = sg_ctx_tokenizer_encode;
     rag->ctx_opts.encode_ud = smcf->tokenizer;
+    rag->ctx_opts.thinking = (int) rag->job.thinking;
 
     rc = ngx_http_sparsegate_offload(rag->request,
                                      ngx_http_sparsegate_rag_build_work,
@@ -540,18 +563,48 @@ ngx_http_sparsegate_rag_build(ngx_http_sparsegate_rag_t *rag,
 
 /* ------------------------------------------------------------ generate */
 
+/* The text of the passage id, from the lists the store gave.  The
+ * prompt holds passages in the order of their lists, so each search
+ * starts where the last one ended (at[]): one pass over the lists in
+ * all. */
+static const char *
+ngx_http_sparsegate_rag_passage_text(ngx_http_sparsegate_rag_t *rag,
+    const char *id, size_t *at)
+{
+    size_t            i, k, l;
+    sg_passage_list  *list;
+
+    for (l = 0; l < 2; l++) {
+        list = &rag->lists[l];
+        for (k = 0; k < list->n; k++) {
+            i = (at[l] + k) % list->n;
+            if (ngx_strcmp(list->v[i].id, id) == 0) {
+                at[l] = i + 1;
+                return list->v[i].text;
+            }
+        }
+    }
+    return "";
+}
+
+
 /* The passages the prompt holds, as the response's "citations" array;
  * NULL when out of memory. */
 static char *
-ngx_http_sparsegate_rag_citations(sg_context *sc)
+ngx_http_sparsegate_rag_citations(ngx_http_sparsegate_rag_t *rag)
 {
     char         *text;
     cJSON        *arr, *c;
-    size_t        i;
+    size_t        i, at[2];
     ngx_uint_t    failed;
+    sg_context   *sc;
     sg_citation  *ct;
 
     failed = ngx_http_sparsegate_json_failures();
+    sc = &rag->sc;
+    at[0] = 0;
+    at[1] = 0;
+
     arr = cJSON_CreateArray();
     if (arr == NULL) {
         return NULL;
@@ -573,6 +626,10 @@ ngx_http_sparsegate_rag_citations(sg_context *sc)
         }
         cJSON_AddBoolToObject(c, "shared", ct->shared);
         cJSON_AddNumberToObject(c, "tokens", ct->n_tokens);
+        if (rag->citation_text) {
+            cJSON_AddStringToObject(c, "text",
+                ngx_http_sparsegate_rag_passage_text(rag, ct->id, at));
+        }
         ngx_http_sparsegate_json_push(arr, c);
     }
     /* a citation that lost a field for want of memory is no citation */
@@ -590,7 +647,10 @@ ngx_http_sparsegate_rag_generate(ngx_http_sparsegate_rag_t *rag,
 {
     char  *citations;
 
-    citations = ngx_http_sparsegate_rag_citations(&rag->sc);
+    /* the job lists the request from here */
+    ngx_http_sparsegate_running_remove(&rag->running);
+
+    citations = ngx_http_sparsegate_rag_citations(rag);
     if (citations == NULL) {
         /* the request's end frees the context and the lists */
         return ngx_http_sparsegate_fault(&rag->fault,
@@ -623,6 +683,7 @@ ngx_http_sparsegate_rag_cleanup(void *data)
 {
     ngx_http_sparsegate_rag_t *rag = data;
 
+    ngx_http_sparsegate_running_remove(&rag->running);
     ngx_http_sparsegate_query_close(&rag->query);
     if (rag->retry.timer_set) {
         ngx_del_timer(&rag->retry);
@@ -646,6 +707,7 @@ ngx_http_sparsegate_rag_options(ngx_http_request_t *r,
     ngx_http_sparsegate_rag_t *rag, ngx_http_sparsegate_fault_t *f)
 {
     int                              n, i;
+    char                             err[256];
     cJSON                           *root, *it, *id;
     const char                     **doc_ids;
     ngx_http_sparsegate_loc_conf_t  *slcf;
@@ -670,6 +732,12 @@ ngx_http_sparsegate_rag_options(ngx_http_request_t *r,
             return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
                        NGX_HTTP_SG_ERR_BAD_REQUEST, "collection",
                        "'collection' must be a string");
+        }
+        /* "" names no collection (leave the field out for every one) */
+        if (sg_collection_check(it->valuestring, err, sizeof(err)) != 0) {
+            return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                       NGX_HTTP_SG_ERR_BAD_REQUEST, "collection",
+                       "'collection': %s", err);
         }
         rag->search.collection = it->valuestring;
     }
@@ -731,6 +799,16 @@ ngx_http_sparsegate_rag_options(ngx_http_request_t *r,
         rag->want_shared = rag->want_shared && cJSON_IsTrue(it);
     }
 
+    it = cJSON_GetObjectItemCaseSensitive(root, "citation_text");
+    if (it != NULL && !cJSON_IsNull(it)) {
+        if (!cJSON_IsBool(it)) {
+            return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                       NGX_HTTP_SG_ERR_BAD_REQUEST, "citation_text",
+                       "'citation_text' must be true or false");
+        }
+        rag->citation_text = cJSON_IsTrue(it);
+    }
+
     rag->budget = slcf->context_budget;
     it = cJSON_GetObjectItemCaseSensitive(root, "context_budget");
     if (it != NULL && !cJSON_IsNull(it)) {
@@ -753,6 +831,8 @@ ngx_int_t
 ngx_http_sparsegate_rag(ngx_http_request_t *r)
 {
     ngx_int_t                         limit;
+    ngx_uint_t                        thinking;
+    ngx_http_sparsegate_rformat_t     rf;
     ngx_pool_cleanup_t               *cln;
     ngx_http_sparsegate_rag_t        *rag;
     ngx_http_sparsegate_fault_t      *f;
@@ -780,15 +860,26 @@ ngx_http_sparsegate_rag(ngx_http_request_t *r)
 
     rag->root = ngx_http_sparsegate_parse_body(r, f);
     if (rag->root == NULL
+        || ngx_http_sparsegate_check_fields(r, rag->root,
+                                            ngx_http_sparsegate_rag_fields,
+                                            "", f) != NGX_OK
         || ngx_http_sparsegate_parse_model(r, rag->root, f) != NGX_OK
         || ngx_http_sparsegate_rag_options(r, rag, f) != NGX_OK
         || ngx_http_sparsegate_parse_job_opts(r, rag->root,
                                               NGX_HTTP_SG_FMT_RAG, &rag->job,
                                               f)
+           != NGX_OK
+        || ngx_http_sparsegate_parse_thinking(rag->root, &thinking, f)
+           != NGX_OK
+        || ngx_http_sparsegate_parse_response_format(r, rag->root, &rf, f)
+           != NGX_OK
+        || ngx_http_sparsegate_grammar(r, &rf, NULL, 0, NULL, 1, thinking,
+                                       &rag->job.sampling.grammar, f)
            != NGX_OK)
     {
         return ngx_http_sparsegate_send_fault(r, f);
     }
+    rag->job.thinking = thinking;
 
     /* the prompt must leave room for the answer: max_tokens is known now */
     limit = smcf->context_limit;
@@ -814,6 +905,10 @@ ngx_http_sparsegate_rag(ngx_http_request_t *r)
 
     /* notice a client that leaves while the store works */
     r->read_event_handler = ngx_http_test_reading;
+
+    rag->running.stream = rag->job.stream;
+    ngx_http_sparsegate_running_add(&rag->running, r, "rag",
+        (const char *) ngx_http_sparsegate_rag_phases[0].name.data);
 
     return ngx_http_sparsegate_rag_run(rag);
 }

@@ -1,7 +1,10 @@
 /*
  * OpenAI's response shapes: chat.completion, text_completion and their
- * chunks; usage with prompt_tokens_details.cached_tokens; finish_reason;
- * a RAG answer's citations.
+ * chunks; the message's reasoning_content (DeepSeek's API) and tool_calls;
+ * logprobs (chat: content[] of token, logprob, bytes, top_logprobs;
+ * completions: tokens, token_logprobs, top_logprobs, text_offset); usage
+ * with prompt_tokens_details.cached_tokens and
+ * completion_tokens_details.reasoning_tokens; a RAG answer's citations.
  */
 
 #include <cjson/cJSON.h>
@@ -40,7 +43,8 @@ ngx_http_sparsegate_reply_head(ngx_http_sparsegate_reply_t *rp,
 
 
 static cJSON *
-ngx_http_sparsegate_reply_usage(const ngx_http_sparsegate_usage_t *usage)
+ngx_http_sparsegate_reply_usage(ngx_http_sparsegate_reply_t *rp,
+    const ngx_http_sparsegate_usage_t *usage)
 {
     cJSON  *u, *d;
 
@@ -53,75 +57,244 @@ ngx_http_sparsegate_reply_usage(const ngx_http_sparsegate_usage_t *usage)
     if (d != NULL) {
         cJSON_AddNumberToObject(d, "cached_tokens", usage->cached_tokens);
     }
+    if (rp->format != NGX_HTTP_SG_FMT_COMPLETION) {
+        d = cJSON_AddObjectToObject(u, "completion_tokens_details");
+        if (d != NULL) {
+            cJSON_AddNumberToObject(d, "reasoning_tokens",
+                                    usage->reasoning_tokens);
+        }
+    }
     return u;
 }
 
 
-/* The head with "choices": [one choice] (in *choice), and the choice's
- * text as a C string in the request's pool (in *s): generated text holds
- * no NUL, but is not terminated where a chunk ends. */
+/* A string of the request's pool memory as a JSON string (generated text
+ * holds no NUL; its pieces are not terminated where they end). */
 static cJSON *
-ngx_http_sparsegate_reply_choice(ngx_http_request_t *r,
-    ngx_http_sparsegate_reply_t *rp, ngx_uint_t chunk, const u_char *text,
-    size_t len, cJSON **choice, char **s)
+ngx_http_sparsegate_reply_str(const ngx_str_t *s)
 {
-    cJSON   *root, *choices;
-    u_char  *p;
+    char   *p;
+    cJSON  *v;
 
-    p = ngx_pnalloc(r->pool, len + 1);
+    p = malloc(s->len + 1);
     if (p == NULL) {
         return NULL;
     }
-    *ngx_cpymem(p, text, len) = '\0';
-    *s = (char *) p;
-
-    root = ngx_http_sparsegate_reply_head(rp, chunk);
-    if (root == NULL) {
-        return NULL;
-    }
-    choices = cJSON_AddArrayToObject(root, "choices");
-    *choice = cJSON_CreateObject();
-    if (choices == NULL || *choice == NULL) {
-        cJSON_Delete(*choice);
-        cJSON_Delete(root);
-        return NULL;
-    }
-    (void) cJSON_AddItemToArray(choices, *choice);     /* both exist */
-    return root;
+    ngx_memcpy(p, s->data, s->len);
+    p[s->len] = '\0';
+    v = cJSON_CreateString(p);
+    free(p);
+    return v;
 }
 
 
-/* One chunk: text, or only a finish reason, or (role) the first one. */
+static void
+ngx_http_sparsegate_add_str(cJSON *obj, const char *name, const ngx_str_t *s)
+{
+    ngx_http_sparsegate_json_add(obj, name, ngx_http_sparsegate_reply_str(s));
+}
+
+
+static cJSON *
+ngx_http_sparsegate_lp_bytes(const ngx_str_t *b)
+{
+    size_t  i;
+    cJSON  *arr;
+
+    arr = cJSON_CreateArray();
+    for (i = 0; arr && i < b->len; i++) {
+        ngx_http_sparsegate_json_push(arr, cJSON_CreateNumber(b->data[i]));
+    }
+    return arr;
+}
+
+
+/* A finite number for JSON (a masked token's -inf never appears, but a
+ * number must be one). */
+static double
+ngx_http_sparsegate_lp_value(float lp)
+{
+    return lp > -9999.0f ? (double) lp : -9999.0;
+}
+
+
+/* chat: {"content": [{token, logprob, bytes, top_logprobs}], "refusal"} */
+static cJSON *
+ngx_http_sparsegate_chat_logprobs(const ngx_http_sparsegate_delta_t *d)
+{
+    cJSON                                *lp, *content, *e, *tops, *t;
+    ngx_uint_t                            i, k;
+    const ngx_http_sparsegate_logprob_t  *l;
+
+    lp = cJSON_CreateObject();
+    content = cJSON_AddArrayToObject(lp, "content");
+    for (i = 0; content && i < d->n_logprobs; i++) {
+        l = &d->logprobs[i];
+        e = cJSON_CreateObject();
+        ngx_http_sparsegate_add_str(e, "token", &l->chosen.text);
+        cJSON_AddNumberToObject(e, "logprob",
+                      ngx_http_sparsegate_lp_value(l->chosen.logprob));
+        ngx_http_sparsegate_json_add(e, "bytes",
+            ngx_http_sparsegate_lp_bytes(&l->chosen.bytes));
+        tops = cJSON_AddArrayToObject(e, "top_logprobs");
+        for (k = 0; tops && k < l->n_top; k++) {
+            t = cJSON_CreateObject();
+            ngx_http_sparsegate_add_str(t, "token", &l->top[k].text);
+            cJSON_AddNumberToObject(t, "logprob",
+                          ngx_http_sparsegate_lp_value(l->top[k].logprob));
+            ngx_http_sparsegate_json_add(t, "bytes",
+                                         ngx_http_sparsegate_lp_bytes(
+                                             &l->top[k].bytes));
+            ngx_http_sparsegate_json_push(tops, t);
+        }
+        ngx_http_sparsegate_json_push(content, e);
+    }
+    cJSON_AddNullToObject(lp, "refusal");
+    return lp;
+}
+
+
+/* completions: {tokens, token_logprobs, top_logprobs, text_offset} */
+static cJSON *
+ngx_http_sparsegate_text_logprobs(const ngx_http_sparsegate_delta_t *d)
+{
+    char                                 *name;
+    cJSON                                *lp, *tokens, *values, *tops, *off;
+    cJSON                                *t;
+    ngx_uint_t                            i, k;
+    const ngx_http_sparsegate_logprob_t  *l;
+
+    lp = cJSON_CreateObject();
+    tokens = cJSON_AddArrayToObject(lp, "tokens");
+    values = cJSON_AddArrayToObject(lp, "token_logprobs");
+    tops = cJSON_AddArrayToObject(lp, "top_logprobs");
+    off = cJSON_AddArrayToObject(lp, "text_offset");
+    if (off == NULL) {
+        return lp;
+    }
+    for (i = 0; i < d->n_logprobs; i++) {
+        l = &d->logprobs[i];
+        ngx_http_sparsegate_json_push(tokens,
+            ngx_http_sparsegate_reply_str(&l->chosen.text));
+        ngx_http_sparsegate_json_push(values, cJSON_CreateNumber(
+            ngx_http_sparsegate_lp_value(l->chosen.logprob)));
+        t = cJSON_CreateObject();
+        for (k = 0; t && k < l->n_top; k++) {
+            name = malloc(l->top[k].text.len + 1);
+            if (name == NULL) {
+                break;
+            }
+            ngx_memcpy(name, l->top[k].text.data, l->top[k].text.len);
+            name[l->top[k].text.len] = '\0';
+            if (!cJSON_HasObjectItem(t, name)) {
+                cJSON_AddNumberToObject(t, name,
+                          ngx_http_sparsegate_lp_value(l->top[k].logprob));
+            }
+            free(name);
+        }
+        ngx_http_sparsegate_json_push(tops, t);
+        ngx_http_sparsegate_json_push(off,
+            cJSON_CreateNumber((double) l->text_offset));
+    }
+    return lp;
+}
+
+
+static cJSON *
+ngx_http_sparsegate_reply_logprobs(ngx_http_sparsegate_reply_t *rp,
+    const ngx_http_sparsegate_delta_t *d)
+{
+    if (!rp->logprobs) {
+        return cJSON_CreateNull();
+    }
+    return rp->format == NGX_HTTP_SG_FMT_COMPLETION
+           ? ngx_http_sparsegate_text_logprobs(d)
+           : ngx_http_sparsegate_chat_logprobs(d);
+}
+
+
+/* tool_calls entries: whole ones in a message; in a chunk, a call's
+ * head (id, type, name, arguments "") or its arguments */
+static cJSON *
+ngx_http_sparsegate_reply_call(const ngx_http_sparsegate_call_t *c,
+    ngx_uint_t head, ngx_uint_t args, ngx_uint_t chunk)
+{
+    cJSON      *tc, *fn;
+    ngx_str_t   empty = ngx_string("");
+
+    tc = cJSON_CreateObject();
+    if (chunk) {
+        cJSON_AddNumberToObject(tc, "index", (double) c->index);
+    }
+    if (head) {
+        ngx_http_sparsegate_add_str(tc, "id", &c->id);
+        cJSON_AddStringToObject(tc, "type", "function");
+    }
+    fn = cJSON_AddObjectToObject(tc, "function");
+    if (fn != NULL) {
+        if (head) {
+            ngx_http_sparsegate_add_str(fn, "name", &c->name);
+        }
+        ngx_http_sparsegate_add_str(fn, "arguments",
+                                    args ? &c->arguments : &empty);
+    }
+    return tc;
+}
+
+
+/* One chunk of one choice: text and/or reasoning, one call's part, or
+ * only a finish reason (or, role, the first). */
 static ngx_int_t
 ngx_http_sparsegate_reply_chunk(ngx_http_request_t *r,
-    ngx_http_sparsegate_reply_t *rp, const u_char *text, size_t len,
-    const char *finish, ngx_uint_t role)
+    ngx_http_sparsegate_reply_t *rp, const ngx_http_sparsegate_delta_t *d,
+    ngx_uint_t role, const ngx_http_sparsegate_call_t *call,
+    ngx_uint_t call_head, const char *finish)
 {
-    char        *s;
-    cJSON       *root, *choice, *delta;
+    cJSON       *root, *choices, *choice, *delta, *calls;
     ngx_int_t    rc;
     ngx_uint_t   failed;
 
     failed = ngx_http_sparsegate_json_failures();
-    root = ngx_http_sparsegate_reply_choice(r, rp, 1, text, len, &choice, &s);
+    root = ngx_http_sparsegate_reply_head(rp, 1);
     if (root == NULL) {
         return NGX_ERROR;
     }
+    choices = cJSON_AddArrayToObject(root, "choices");
+    choice = cJSON_CreateObject();
+    if (choices == NULL || choice == NULL) {
+        cJSON_Delete(choice);
+        cJSON_Delete(root);
+        return NGX_ERROR;
+    }
+    ngx_http_sparsegate_json_push(choices, choice);
+    cJSON_AddNumberToObject(choice, "index", (double) d->index);
 
     if (rp->format == NGX_HTTP_SG_FMT_COMPLETION) {
-        cJSON_AddStringToObject(choice, "text", s);
-        cJSON_AddNumberToObject(choice, "index", 0);
+        ngx_http_sparsegate_add_str(choice, "text", &d->content);
     } else {
-        cJSON_AddNumberToObject(choice, "index", 0);
         delta = cJSON_AddObjectToObject(choice, "delta");
         if (role) {
             cJSON_AddStringToObject(delta, "role", "assistant");
+            cJSON_AddStringToObject(delta, "content", "");
         }
-        if (len > 0 || role) {
-            cJSON_AddStringToObject(delta, "content", s);
+        if (d->reasoning.len > 0) {
+            ngx_http_sparsegate_add_str(delta, "reasoning_content",
+                                        &d->reasoning);
+        }
+        if (d->content.len > 0) {
+            ngx_http_sparsegate_add_str(delta, "content", &d->content);
+        }
+        if (call != NULL) {
+            calls = cJSON_AddArrayToObject(delta, "tool_calls");
+            ngx_http_sparsegate_json_push(calls,
+                ngx_http_sparsegate_reply_call(call, call_head, !call_head,
+                                               1));
         }
     }
-    cJSON_AddNullToObject(choice, "logprobs");
+    ngx_http_sparsegate_json_add(choice, "logprobs", rp->logprobs && !role
+                                 && call == NULL
+                                 ? ngx_http_sparsegate_reply_logprobs(rp, d)
+                                 : cJSON_CreateNull());
     if (finish) {
         cJSON_AddStringToObject(choice, "finish_reason", finish);
     } else {
@@ -130,7 +303,7 @@ ngx_http_sparsegate_reply_chunk(ngx_http_request_t *r,
     if (rp->include_usage) {
         cJSON_AddNullToObject(root, "usage");
     }
-    if (role && rp->citations) {
+    if (role && rp->citations && d->index == 0) {
         ngx_http_sparsegate_json_add(root, "citations",
                                      cJSON_Parse(rp->citations));
     }
@@ -146,33 +319,61 @@ ngx_http_sparsegate_reply_chunk(ngx_http_request_t *r,
 
 ngx_int_t
 ngx_http_sparsegate_reply_start(ngx_http_request_t *r,
-    ngx_http_sparsegate_reply_t *rp)
+    ngx_http_sparsegate_reply_t *rp, ngx_uint_t n_choices)
 {
-    ngx_int_t  rc;
+    ngx_int_t                    rc;
+    ngx_uint_t                   i;
+    ngx_http_sparsegate_delta_t  d;
 
     rc = ngx_http_sparsegate_sse_start(r);
     if (rc == NGX_ERROR || rc > NGX_OK) {
         return rc;
     }
-    if (ngx_http_sparsegate_reply_chunk(r, rp, (u_char *) "", 0, NULL,
-                                        rp->format
-                                        != NGX_HTTP_SG_FMT_COMPLETION)
-        == NGX_ERROR)
-    {
-        return NGX_ERROR;
+    if (rp->format == NGX_HTTP_SG_FMT_COMPLETION) {
+        return NGX_OK;
+    }
+    ngx_memzero(&d, sizeof(ngx_http_sparsegate_delta_t));
+    for (i = 0; i < n_choices; i++) {
+        d.index = i;
+        if (ngx_http_sparsegate_reply_chunk(r, rp, &d, 1, NULL, 0, NULL)
+            == NGX_ERROR)
+        {
+            return NGX_ERROR;
+        }
     }
     return NGX_OK;
 }
 
 
 ngx_int_t
-ngx_http_sparsegate_reply_text(ngx_http_request_t *r,
-    ngx_http_sparsegate_reply_t *rp, const u_char *text, size_t len)
+ngx_http_sparsegate_reply_delta(ngx_http_request_t *r,
+    ngx_http_sparsegate_reply_t *rp, const ngx_http_sparsegate_delta_t *d)
 {
-    if (ngx_http_sparsegate_reply_chunk(r, rp, text, len, NULL, 0)
-        == NGX_ERROR)
-    {
-        return NGX_ERROR;
+    ngx_uint_t  i, text;
+
+    text = d->reasoning.len > 0 || d->content.len > 0 || d->n_logprobs > 0;
+
+    /* the text and its logprobs, with the finish when no call follows */
+    if (text || (d->finish_reason && d->n_calls == 0)) {
+        if (ngx_http_sparsegate_reply_chunk(r, rp, d, 0, NULL, 0,
+                                            d->n_calls ? NULL
+                                                       : d->finish_reason)
+            == NGX_ERROR)
+        {
+            return NGX_ERROR;
+        }
+    }
+    for (i = 0; i < d->n_calls; i++) {
+        if (ngx_http_sparsegate_reply_chunk(r, rp, d, 0, &d->calls[i], 1,
+                                            NULL)
+            == NGX_ERROR
+            || ngx_http_sparsegate_reply_chunk(r, rp, d, 0, &d->calls[i], 0,
+                                   i + 1 == d->n_calls ? d->finish_reason
+                                                       : NULL)
+               == NGX_ERROR)
+        {
+            return NGX_ERROR;
+        }
     }
     return NGX_OK;
 }
@@ -180,32 +381,55 @@ ngx_http_sparsegate_reply_text(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_sparsegate_reply_object(ngx_http_request_t *r,
-    ngx_http_sparsegate_reply_t *rp, const u_char *text, size_t len,
-    const char *finish_reason, const ngx_http_sparsegate_usage_t *usage)
+    ngx_http_sparsegate_reply_t *rp, const ngx_http_sparsegate_delta_t *d,
+    ngx_uint_t n, const ngx_http_sparsegate_usage_t *usage)
 {
-    char        *s;
-    cJSON       *root, *choice, *msg;
+    cJSON       *root, *choices, *choice, *msg, *calls;
     ngx_int_t    rc;
-    ngx_uint_t   failed;
+    ngx_uint_t   i, k, failed;
 
     failed = ngx_http_sparsegate_json_failures();
-    root = ngx_http_sparsegate_reply_choice(r, rp, 0, text, len, &choice, &s);
+    root = ngx_http_sparsegate_reply_head(rp, 0);
     if (root == NULL) {
         goto oom;
     }
-    cJSON_AddNumberToObject(choice, "index", 0);
+    choices = cJSON_AddArrayToObject(root, "choices");
+    for (i = 0; choices && i < n; i++) {
+        choice = cJSON_CreateObject();
+        ngx_http_sparsegate_json_push(choices, choice);
+        cJSON_AddNumberToObject(choice, "index", (double) d[i].index);
 
-    if (rp->format == NGX_HTTP_SG_FMT_COMPLETION) {
-        cJSON_AddStringToObject(choice, "text", s);
-    } else {
-        msg = cJSON_AddObjectToObject(choice, "message");
-        cJSON_AddStringToObject(msg, "role", "assistant");
-        cJSON_AddStringToObject(msg, "content", s);
+        if (rp->format == NGX_HTTP_SG_FMT_COMPLETION) {
+            ngx_http_sparsegate_add_str(choice, "text", &d[i].content);
+        } else {
+            msg = cJSON_AddObjectToObject(choice, "message");
+            cJSON_AddStringToObject(msg, "role", "assistant");
+            if (d[i].n_calls > 0 && d[i].content.len == 0) {
+                cJSON_AddNullToObject(msg, "content");
+            } else {
+                ngx_http_sparsegate_add_str(msg, "content", &d[i].content);
+            }
+            if (rp->reasoning) {
+                ngx_http_sparsegate_add_str(msg, "reasoning_content",
+                                            &d[i].reasoning);
+            }
+            if (d[i].n_calls > 0) {
+                calls = cJSON_AddArrayToObject(msg, "tool_calls");
+                for (k = 0; calls && k < d[i].n_calls; k++) {
+                    ngx_http_sparsegate_json_push(calls,
+                        ngx_http_sparsegate_reply_call(&d[i].calls[k], 1, 1,
+                                                       0));
+                }
+            }
+        }
+        ngx_http_sparsegate_json_add(choice, "logprobs",
+            ngx_http_sparsegate_reply_logprobs(rp, &d[i]));
+        cJSON_AddStringToObject(choice, "finish_reason",
+                                d[i].finish_reason ? d[i].finish_reason
+                                                   : "stop");
     }
-    cJSON_AddNullToObject(choice, "logprobs");
-    cJSON_AddStringToObject(choice, "finish_reason", finish_reason);
     ngx_http_sparsegate_json_add(root, "usage",
-                                 ngx_http_sparsegate_reply_usage(usage));
+                                 ngx_http_sparsegate_reply_usage(rp, usage));
 
     if (rp->citations) {
         ngx_http_sparsegate_json_add(root, "citations",
@@ -233,30 +457,19 @@ oom:
 
 ngx_int_t
 ngx_http_sparsegate_reply_finish(ngx_http_request_t *r,
-    ngx_http_sparsegate_reply_t *rp, const u_char *text, size_t len,
-    const char *finish_reason, const ngx_http_sparsegate_usage_t *usage)
+    ngx_http_sparsegate_reply_t *rp, const ngx_http_sparsegate_delta_t *d,
+    ngx_uint_t n, const ngx_http_sparsegate_usage_t *usage)
 {
     cJSON       *root;
     ngx_int_t    rc;
     ngx_uint_t   failed;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "sparsegate response: %s ends (%s), %uz bytes left",
-                   rp->id, finish_reason, len);
+                   "sparsegate response: %s ends, %ui choices, %i "
+                   "completion tokens", rp->id, n, usage->completion_tokens);
 
     if (!rp->stream) {
-        return ngx_http_sparsegate_reply_object(r, rp, text, len,
-                                                finish_reason, usage);
-    }
-
-    if ((len > 0
-         && ngx_http_sparsegate_reply_chunk(r, rp, text, len, NULL, 0)
-            == NGX_ERROR)
-        || ngx_http_sparsegate_reply_chunk(r, rp, (u_char *) "", 0,
-                                           finish_reason, 0)
-           == NGX_ERROR)
-    {
-        return NGX_ERROR;
+        return ngx_http_sparsegate_reply_object(r, rp, d, n, usage);
     }
 
     if (rp->include_usage) {
@@ -267,7 +480,7 @@ ngx_http_sparsegate_reply_finish(ngx_http_request_t *r,
         }
         cJSON_AddArrayToObject(root, "choices");
         ngx_http_sparsegate_json_add(root, "usage",
-                                     ngx_http_sparsegate_reply_usage(usage));
+            ngx_http_sparsegate_reply_usage(rp, usage));
         rc = ngx_http_sparsegate_json_failures() == failed
              ? ngx_http_sparsegate_sse_json(r, root) : NGX_ERROR;
         cJSON_Delete(root);

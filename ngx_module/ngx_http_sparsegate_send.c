@@ -56,7 +56,8 @@ ngx_http_sparsegate_send_text(ngx_http_request_t *r, ngx_uint_t status,
     b->last_in_chain = 1;
 
     rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK) {
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        /* header_only: a 304 of the not-modified filter */
         return rc;
     }
 

@@ -5,8 +5,11 @@
  */
 
 #include "ngx_http_sparsegate_store.h"
+#include "ngx_http_sparsegate_offload.h"
 
 
+static ngx_int_t ngx_http_sparsegate_query_next(
+    ngx_http_sparsegate_query_t *q);
 static ngx_int_t ngx_http_sparsegate_query_watch(
     ngx_http_sparsegate_query_t *q);
 static void ngx_http_sparsegate_query_unwatch(ngx_http_sparsegate_query_t *q);
@@ -20,17 +23,13 @@ static sg_astore  *ngx_http_sparsegate_the_store;
 char *
 ngx_http_sparsegate_store_check(ngx_conf_t *cf, ngx_str_t *uri)
 {
-    char        err[256];
-    sg_astore  *as;
+    char  err[512];
 
-    if (sg_astore_open((char *) uri->data, NULL, &as, err, sizeof(err))
-        != 0)
-    {
+    if (sg_store_check((char *) uri->data, err, sizeof(err)) != 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "sparsegate_store \"%V\": %s", uri, err);
         return NGX_CONF_ERROR;
     }
-    sg_astore_close(as);
 
     return NGX_CONF_OK;
 }
@@ -75,22 +74,53 @@ ngx_http_sparsegate_store(void)
 
 ngx_int_t
 ngx_http_sparsegate_query_wait(ngx_http_sparsegate_query_t *q,
-    ngx_log_t *log, ngx_http_sparsegate_query_done_pt done, void *data)
+    ngx_http_request_t *r, ngx_http_sparsegate_query_done_pt done,
+    void *data)
 {
-    if (sg_aquery_done(q->query)) {
-        return NGX_OK;
-    }
+    ngx_int_t  rc;
 
-    q->log = log;
+    q->request = r;
+    q->log = r->connection->log;
     q->done = done;
     q->data = data;
     q->lost = 0;
 
-    if (ngx_http_sparsegate_query_watch(q) != NGX_OK) {
+    rc = ngx_http_sparsegate_query_next(q);
+    if (rc == NGX_ERROR) {
         ngx_http_sparsegate_query_unwatch(q);
-        return NGX_ERROR;
     }
-    return NGX_AGAIN;
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_store_probe(ngx_http_sparsegate_query_t *q,
+    ngx_http_request_t *r, ngx_http_sparsegate_query_done_pt done,
+    void *data)
+{
+    int                               code;
+    char                              err[256];
+    sg_search_opts                    o;
+    ngx_http_sparsegate_main_conf_t  *smcf;
+
+    if (ngx_http_sparsegate_the_store == NULL) {
+        return NGX_DECLINED;
+    }
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_sparsegate_module);
+
+    ngx_memzero(&o, sizeof(sg_search_opts));
+    o.limit = 1;
+    o.timeout_ms = (int) ngx_min(smcf->store_timeout, NGX_HTTP_SG_PROBE_MS);
+
+    code = sg_astore_search(ngx_http_sparsegate_the_store, NULL, &o,
+                            &q->query, err, sizeof(err));
+    if (code != SG_STORE_OK) {
+        /* every pooled connection busy: the store serves */
+        return code == SG_STORE_EBUSY ? NGX_OK : NGX_ERROR;
+    }
+
+    return ngx_http_sparsegate_query_wait(q, r, done, data);
 }
 
 
@@ -121,6 +151,72 @@ ngx_http_sparsegate_query_close(ngx_http_sparsegate_query_t *q)
         sg_aquery_free(q->query);
         q->query = NULL;
     }
+}
+
+
+static void
+ngx_http_sparsegate_query_work(void *data)
+{
+    ngx_http_sparsegate_query_t *q = data;
+
+    sg_aquery_work(q->query);
+}
+
+
+static void
+ngx_http_sparsegate_query_worked(ngx_http_request_t *r, void *data)
+{
+    ngx_http_sparsegate_query_t *q = data;
+
+    ngx_int_t  rc;
+
+    sg_aquery_step(q->query, SG_AQ_WORK);
+
+    rc = ngx_http_sparsegate_query_next(q);
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+    if (rc == NGX_ERROR) {
+        ngx_http_sparsegate_query_unwatch(q);
+        q->lost = 1;
+    }
+    q->done(q->data);
+}
+
+
+/* What the query waits for next: NGX_OK when it has finished (its work
+ * done inline, without a thread pool), NGX_AGAIN when it waits on a thread
+ * or on its fd and deadline, NGX_ERROR when it cannot. */
+static ngx_int_t
+ngx_http_sparsegate_query_next(ngx_http_sparsegate_query_t *q)
+{
+    ngx_int_t  rc;
+
+    while (!sg_aquery_done(q->query)) {
+
+        if (sg_aquery_wants(q->query) != SG_AQ_WORK) {
+            return ngx_http_sparsegate_query_watch(q) == NGX_OK
+                   ? NGX_AGAIN : NGX_ERROR;
+        }
+
+        rc = ngx_http_sparsegate_offload(q->request,
+                                         ngx_http_sparsegate_query_work,
+                                         ngx_http_sparsegate_query_worked, q);
+        if (rc == NGX_DONE) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, q->log, 0,
+                           "sparsegate store: query works in a thread");
+            return NGX_AGAIN;
+        }
+        if (rc != NGX_DECLINED) {
+            return NGX_ERROR;
+        }
+
+        /* no thread pool: here, then on */
+        sg_aquery_work(q->query);
+        sg_aquery_step(q->query, SG_AQ_WORK);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -207,11 +303,16 @@ ngx_http_sparsegate_query_step(ngx_http_sparsegate_query_t *q, int events)
                    "sparsegate store: query step, events %d", events);
 
     if (sg_aquery_step(q->query, events) == SG_AQ_AGAIN) {
-        if (ngx_http_sparsegate_query_watch(q) == NGX_OK) {
+        switch (ngx_http_sparsegate_query_next(q)) {
+        case NGX_AGAIN:
             return;
+        case NGX_ERROR:
+            ngx_http_sparsegate_query_unwatch(q);
+            q->lost = 1;
+            break;
+        default:
+            break;
         }
-        ngx_http_sparsegate_query_unwatch(q);
-        q->lost = 1;
     }
 
     q->done(q->data);

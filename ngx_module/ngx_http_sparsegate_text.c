@@ -6,23 +6,46 @@
 #include "ngx_http_sparsegate_text.h"
 
 
+/* Room for n more bytes and the NUL in a malloc'ed buffer. */
+static ngx_int_t
+ngx_http_sparsegate_text_room(u_char **data, size_t len, size_t *cap,
+    size_t n)
+{
+    u_char  *p;
+    size_t   c;
+
+    if (len + n + 1 > *cap) {
+        c = ngx_max(*cap * 2, len + n + 256);
+        p = realloc(*data, c);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+        *data = p;
+        *cap = c;
+    }
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_text_grow(u_char **data, size_t *len, size_t *cap,
+    const void *s, size_t n)
+{
+    if (ngx_http_sparsegate_text_room(data, *len, cap, n) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    ngx_memcpy(*data + *len, s, n);
+    *len += n;
+    (*data)[*len] = '\0';
+    return NGX_OK;
+}
+
+
 /* Room for n more bytes and the NUL. */
 static ngx_int_t
 ngx_http_sparsegate_text_reserve(ngx_http_sparsegate_text_t *t, size_t n)
 {
-    u_char  *p;
-    size_t   cap;
-
-    if (t->len + n + 1 > t->cap) {
-        cap = ngx_max(t->cap * 2, t->len + n + 256);
-        p = realloc(t->data, cap);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        t->data = p;
-        t->cap = cap;
-    }
-    return NGX_OK;
+    return ngx_http_sparsegate_text_room(&t->data, t->len, &t->cap, n);
 }
 
 
@@ -170,4 +193,12 @@ ngx_http_sparsegate_text_free(ngx_http_sparsegate_text_t *t)
     free(t->data);
     t->data = NULL;
     t->n_stops = 0;
+}
+
+
+u_char *
+ngx_http_sparsegate_text_sanitize(const u_char *s, size_t n, size_t *len)
+{
+    /* as the generated text is made: each ill-formed sequence is U+FFFD */
+    return (u_char *) sg_utf8_lossy((const char *) s, n, len);
 }

@@ -45,4 +45,15 @@ void ngx_http_sparsegate_text_next(ngx_http_sparsegate_text_t *t,
     ngx_uint_t all, u_char **text, size_t *len);
 void ngx_http_sparsegate_text_free(ngx_http_sparsegate_text_t *t);
 
+/* Appends n bytes to a malloc'ed buffer that grows (and stays
+ * NUL-terminated); NGX_OK or NGX_ERROR. */
+ngx_int_t ngx_http_sparsegate_text_grow(u_char **data, size_t *len,
+    size_t *cap, const void *s, size_t n);
+
+/* s as valid UTF-8 (so that it can be a JSON string): each ill-formed
+ * sequence is U+FFFD, as in the generated text; malloc'ed,
+ * NUL-terminated, NULL when out of memory. */
+u_char *ngx_http_sparsegate_text_sanitize(const u_char *s, size_t n,
+    size_t *len);
+
 #endif /* NGX_HTTP_SPARSEGATE_TEXT_H */

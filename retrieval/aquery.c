@@ -1,8 +1,8 @@
 /*
  * The generic part of an async query (sg_aquery_* of store.h): its fd,
- * interest and deadline, one step through the implementation, the result
- * moved out.  Each implementation fills the struct and finishes it with
- * sg_aquery_finish (store_impl.h).
+ * interest and deadline, its work for a thread, one step through the
+ * implementation, the result moved out.  Each implementation fills the
+ * struct and finishes it with sg_aquery_finish (store_impl.h).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -52,12 +52,28 @@ sg_aquery_done(const sg_aquery *q)
     return q->done;
 }
 
+void
+sg_aquery_work(sg_aquery *q)
+{
+    if (!q->done && q->wants == SG_AQ_WORK && !q->worked) {
+        if (q->work)
+            q->work(q);
+        q->worked = 1;
+    }
+}
+
 int
 sg_aquery_step(sg_aquery *q, int events)
 {
     if (q->done)
         return SG_AQ_DONE;
-    if (events == 0 && sg_now_ms() >= q->deadline) {
+    if (q->wants == SG_AQ_WORK) {
+        if (!(events & SG_AQ_WORK))
+            return SG_AQ_AGAIN;         /* the host runs the work first */
+        sg_aquery_work(q);              /* unless it has */
+        q->worked = 0;
+        q->wants = 0;
+    } else if (events == 0 && sg_now_ms() >= q->deadline) {
         /* The implementation drops the connection in release(). */
         sg_aquery_finish(q, SG_STORE_ETIMEOUT,
                          "store query timed out after the deadline");

@@ -13,6 +13,11 @@ sg_aquery_wait(sg_aquery *q, sg_passage_list *out, char *err, int errlen)
         int64_t       left = sg_aquery_deadline(q) - sg_now_ms();
         int           wants = sg_aquery_wants(q), ev = 0, n;
 
+        if (wants == SG_AQ_WORK) {          /* no threads here: inline */
+            sg_aquery_work(q);
+            sg_aquery_step(q, SG_AQ_WORK);
+            continue;
+        }
         if (left < 0)
             left = 0;
         if (wants & SG_AQ_READ)

@@ -81,6 +81,21 @@ fnv1a(const char *s, uint64_t salt)
     return h ? h : 1;
 }
 
+/* A passage's identity: its id within its collection. */
+static uint64_t
+passage_hash(const sg_passage *p)
+{
+    return fnv1a(p->id, fnv1a(p->collection ? p->collection : "", 3));
+}
+
+static int
+same_passage(const sg_passage *a, const sg_passage *b)
+{
+    return strcmp(a->id, b->id) == 0
+           && strcmp(a->collection ? a->collection : "",
+                     b->collection ? b->collection : "") == 0;
+}
+
 /* An open-addressing map from 64-bit hashes to small ints. */
 typedef struct hmap {
     uint64_t *key;
@@ -227,11 +242,11 @@ ibuf_add(ibuf *b, const int32_t *v, size_t n)
  * template's markers. */
 static int
 format_split(const sg_ctx_opts *o, const char *content, char **prompt,
-    size_t *plen, size_t *head_len, size_t *tail_off, sg_text_span **marks,
-    size_t *n_marks)
+    size_t *plen, size_t *head_len, size_t *tail_off, size_t **spans,
+    int *n_spans)
 {
     sg_chat_msg      msgs[2];
-    sg_ctx_format_fn fmt = o->format ? o->format : sg_chat_format_marked;
+    sg_ctx_format_fn fmt = o->format ? o->format : sg_chat_format_spans;
     size_t           clen = strlen(content);
     char            *hit = NULL;
 
@@ -239,7 +254,7 @@ format_split(const sg_ctx_opts *o, const char *content, char **prompt,
     msgs[0].content = o->system_prompt ? o->system_prompt : default_system;
     msgs[1].role = "user";
     msgs[1].content = content;
-    if (fmt(msgs, 2, o->thinking, prompt, plen, marks, n_marks) != 0)
+    if (fmt(msgs, 2, o->thinking, prompt, plen, spans, n_spans) != 0)
         return -1;
     /* The template copies content verbatim after the system prompt: find
      * its last occurrence (the system prompt could quote it). */
@@ -248,9 +263,9 @@ format_split(const sg_ctx_opts *o, const char *content, char **prompt,
         hit = p;
     if (hit == NULL) {
         free(*prompt);
-        free(*marks);
+        free(*spans);
         *prompt = NULL;
-        *marks = NULL;
+        *spans = NULL;
         return -3;
     }
     *head_len = hit - *prompt;
@@ -258,28 +273,28 @@ format_split(const sg_ctx_opts *o, const char *content, char **prompt,
     return 0;
 }
 
-/* Encodes s[from, to) of the prompt with the markers that lie in it. */
+/* Encodes s[from, to) of the prompt with the markers' spans that lie in
+ * it. */
 static int
 encode_piece(const sg_ctx_opts *o, const char *s, size_t from, size_t to,
-    const sg_text_span *marks, size_t n_marks, ibuf *out)
+    const size_t *spans, int n_spans, ibuf *out)
 {
-    int32_t      *ids = NULL;
-    size_t        k = 0, a = 0, b;
-    sg_text_span *in;
-    int           rc;
+    int32_t *ids = NULL;
+    size_t   k = 0, *in;
+    int      a = 0, b, rc;
 
     if (to <= from)
         return 0;
-    while (a < n_marks && marks[a].off < from)
+    while (a < n_spans && spans[2 * a] < from)
         a++;
-    for (b = a; b < n_marks && marks[b].off + marks[b].len <= to; b++) {
+    for (b = a; b < n_spans && spans[2 * b + 1] <= to; b++) {
     }
-    in = malloc((b - a + 1) * sizeof(*in));
+    in = malloc(2 * (size_t)(b - a + 1) * sizeof(*in));
     if (in == NULL)
         return -1;
-    for (size_t i = a; i < b; i++) {
-        in[i - a].off = marks[i].off - from;
-        in[i - a].len = marks[i].len;
+    for (int i = a; i < b; i++) {
+        in[2 * (i - a)] = spans[2 * i] - from;
+        in[2 * (i - a) + 1] = spans[2 * i + 1] - from;
     }
     rc = o->encode(o->encode_ud, s + from, to - from, in, b - a, &ids, &k);
     free(in);
@@ -297,8 +312,8 @@ typedef struct skeleton {
     size_t        plen;
     size_t        head_len;     /* template head + "Passages:\n\n" */
     size_t        suffix_len;   /* template after the question */
-    sg_text_span *marks;        /* the template's markers in prompt */
-    size_t        n_marks;
+    size_t       *spans;        /* the template's markers in prompt */
+    int           n_spans;
     ibuf          head, tail;   /* the encodings of the two sides */
 } skeleton;
 
@@ -306,7 +321,7 @@ static void
 skeleton_free(skeleton *k)
 {
     free(k->prompt);
-    free(k->marks);
+    free(k->spans);
     free(k->head.v);
     free(k->tail.v);
 }
@@ -326,7 +341,7 @@ skeleton_make(const sg_ctx_opts *o, const char *question, skeleton *k,
     snprintf(skel, slen + 1, "%s%s%s", passages_head, question_head,
              question);
     f = format_split(o, skel, &k->prompt, &k->plen, &head_len, &tail_off,
-                     &k->marks, &k->n_marks);
+                     &k->spans, &k->n_spans);
     free(skel);
     /* the roles are the builder's own: the format fails only for want of
      * memory, or when it does not copy the text (a bug) */
@@ -341,17 +356,18 @@ skeleton_make(const sg_ctx_opts *o, const char *question, skeleton *k,
     /* The template's own markers are special tokens; the system prompt
      * and the question are text (a question that spells "<｜User｜>" gets
      * no new turn). */
-    if (encode_piece(o, k->prompt, 0, k->head_len, k->marks, k->n_marks,
+    if (encode_piece(o, k->prompt, 0, k->head_len, k->spans, k->n_spans,
                      &k->head) < 0
-        || encode_piece(o, k->prompt, k->head_len, k->plen, k->marks,
-                        k->n_marks, &k->tail) < 0)
+        || encode_piece(o, k->prompt, k->head_len, k->plen, k->spans,
+                        k->n_spans, &k->tail) < 0)
         return ctx_fail(err, errlen, SG_CTX_ENOMEM, "out of memory encoding "
                         "the prompt template");
     return 0;
 }
 
 /* The passages chosen so far: S the shared block, R the retrieved one.
- * ids_seen maps an id's hash to its place (i: S[i], -1 - i: R[i]). */
+ * ids_seen maps a passage's hash (collection, id) to its place (i: S[i],
+ * -1 - i: R[i]). */
 typedef struct chooser {
     const sg_ctx_opts *o;
     sg_context        *out;
@@ -364,16 +380,16 @@ typedef struct chooser {
 enum { PLACED, DUPLICATE, NO_ROOM, ENCODE_FAILED = -1 };
 
 /*
- * The step every passage takes: one whose id or text is already in the
- * prompt is a duplicate (counted); otherwise it is encoded unless its
- * tokens came cached, and placed when the prompt's passages then still
- * fit in limit tokens: into the shared block when rank < 0, else into the
- * retrieved one.
+ * The step every passage takes: one whose id (in its collection) or text
+ * is already in the prompt is a duplicate (counted); otherwise it is
+ * encoded unless its tokens came cached, and placed when the prompt's
+ * passages then still fit in limit tokens: into the shared block when
+ * rank < 0, else into the retrieved one.
  */
 static int
 place(chooser *ch, sg_passage *p, int rank, long limit)
 {
-    uint64_t hi = fnv1a(p->id, 0), ht = fnv1a(p->text, 7);
+    uint64_t hi = passage_hash(p), ht = fnv1a(p->text, 7);
 
     if (hmap_find(&ch->ids_seen, hi) || hmap_find(&ch->texts_seen, ht)) {
         ch->out->dropped_dupes++;
@@ -420,10 +436,10 @@ choose(chooser *ch, sg_passage_list *shared, sg_passage_list *ranked,
     }
     for (size_t i = 0; i < nr; i++) {
         sg_passage *p = &ranked->v[i];
-        int        *at = hmap_find(&ch->ids_seen, fnv1a(p->id, 0));
+        int        *at = hmap_find(&ch->ids_seen, passage_hash(p));
 
         if (at && *at >= 0 && ch->S[*at].rank < 0
-            && strcmp(ch->S[*at].p->id, p->id) == 0)
+            && same_passage(ch->S[*at].p, p))
         {
             ch->S[*at].rank = (int)i;    /* retrieved, already shared */
             ch->S[*at].p->score = p->score;
@@ -437,7 +453,7 @@ choose(chooser *ch, sg_passage_list *shared, sg_passage_list *ranked,
     }
     for (; next < ns; next++) {
         sg_passage *p = &shared->v[next];
-        int        *at = hmap_find(&ch->ids_seen, fnv1a(p->id, 0));
+        int        *at = hmap_find(&ch->ids_seen, passage_hash(p));
 
         if (at && *at < 0) {
             size_t r = (size_t)(-1 - *at);
@@ -525,17 +541,19 @@ is_template_output(const sg_ctx_opts *o, const skeleton *k, const buf *text)
     size_t pre = k->head_len - strlen(passages_head);
     size_t clen = text->n - pre - k->suffix_len;
     char         *content, *p2 = NULL;
-    size_t        p2len, h2, t2, n2;
-    sg_text_span *m2 = NULL;
-    int           same;
+    size_t        p2len, h2, t2, *m2 = NULL;
+    int           same, n2;
 
     content = malloc(clen + 1);
     if (content == NULL)
         return -1;
     memcpy(content, text->s + pre, clen);
     content[clen] = '\0';
-    same = format_split(o, content, &p2, &p2len, &h2, &t2, &m2, &n2) == 0
-           && p2len == text->n && memcmp(p2, text->s, p2len) == 0;
+    same = format_split(o, content, &p2, &p2len, &h2, &t2, &m2, &n2);
+    /* the format fails only for want of memory (-1), or not keeping the
+     * text (-3: not the template's output) */
+    same = same == -1 ? -1
+           : same == 0 && p2len == text->n && memcmp(p2, text->s, p2len) == 0;
     free(p2);
     free(m2);
     free(content);

@@ -34,24 +34,25 @@
 #include "store.h"
 #include "tokenizer.h"
 
-/* Encodes text to token ids (malloc'ed *ids); 0 or -1.  Only the marked
- * spans may become special tokens, as in sg_tokenizer_encode_marked: the
- * builder marks the chat template's own markers and nothing else, so
- * passages, the question and the system prompt are plain text (a passage
- * that spells "<｜User｜>" gets no new turn).  The real one wraps
- * sg_tokenizer_encode_marked; tests may pass a stand-in. */
+/* Encodes text to token ids (malloc'ed *ids); 0 or -1.  Only the spans
+ * ([start, end) pairs) may hold special tokens, as in
+ * sg_tokenizer_encode_spans: the builder gives the chat template's own
+ * markers and nothing else, so passages, the question and the system
+ * prompt are plain text (a passage that spells "<｜User｜>" gets no new
+ * turn).  The real one wraps sg_tokenizer_encode_spans; tests may pass a
+ * stand-in. */
 typedef int (*sg_ctx_encode_fn)(void *ud, const char *text, size_t len,
-    const sg_text_span *marks, size_t n_marks, int32_t **ids, size_t *n_ids);
+    const size_t *spans, int n_spans, int32_t **ids, size_t *n_ids);
 
 /* Adapter: ud is a const sg_tokenizer *. */
 int sg_ctx_tokenizer_encode(void *ud, const char *text, size_t len,
-    const sg_text_span *marks, size_t n_marks, int32_t **ids, size_t *n_ids);
+    const size_t *spans, int n_spans, int32_t **ids, size_t *n_ids);
 
-/* Makes the chat prompt from messages and lists the template's markers in
- * it (same contract as sg_chat_format_marked); NULL in the options =
- * sg_chat_format_marked. */
+/* Makes the chat prompt from messages and the spans of the template's
+ * markers in it (same contract as sg_chat_format_spans); NULL in the
+ * options = sg_chat_format_spans. */
 typedef int (*sg_ctx_format_fn)(const sg_chat_msg *msgs, int n, int thinking,
-    char **out, size_t *len, sg_text_span **marks, size_t *n_marks);
+    char **out, size_t *len, size_t **spans, int *n_spans);
 
 /* The defaults, written once (sg_ctx_opts_default, the nginx module's
  * sparsegate_context_budget): a prompt budget of 32768 tokens, 92% of the
@@ -72,7 +73,7 @@ typedef struct sg_ctx_opts {
     int               thinking;
     sg_ctx_encode_fn  encode;          /* required */
     void             *encode_ud;
-    sg_ctx_format_fn  format;          /* NULL = sg_chat_format_marked */
+    sg_ctx_format_fn  format;          /* NULL = sg_chat_format_spans */
 } sg_ctx_opts;
 
 void sg_ctx_opts_default(sg_ctx_opts *o);

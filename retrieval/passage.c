@@ -164,6 +164,30 @@ sg_meta_is_object(const char *meta)
 }
 
 int
+sg_collection_check(const char *name, char *err, int errlen)
+{
+    size_t len = strlen(name);
+
+    if (len == 0)
+        return sg_store_err(err, errlen, SG_STORE_EINVAL,
+                            "collection name is empty: name one, or leave "
+                            "it out for every collection");
+    if (len > SG_COLLECTION_MAX)
+        return sg_store_err(err, errlen, SG_STORE_EINVAL,
+                            "collection name longer than %d bytes",
+                            SG_COLLECTION_MAX);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+
+        if (c < 0x20 || c == 0x7f)
+            return sg_store_err(err, errlen, SG_STORE_EINVAL,
+                                "collection name has a control character "
+                                "(0x%02x at byte %zu)", c, i);
+    }
+    return SG_STORE_OK;
+}
+
+int
 sg_passage_validate(const sg_passage *p, char *err, int errlen)
 {
     const char *id = p->id ? p->id : "(null)";
@@ -180,9 +204,16 @@ sg_passage_validate(const sg_passage *p, char *err, int errlen)
     if (p->text == NULL)
         return sg_store_err(err, errlen, SG_STORE_EINVAL,
                             "passage %s: no text", id);
-    if (p->collection == NULL || p->collection[0] == '\0')
+    if (p->collection == NULL)
         return sg_store_err(err, errlen, SG_STORE_EINVAL,
                             "passage %s: no collection", id);
+    if (sg_collection_check(p->collection, err, errlen) != SG_STORE_OK) {
+        char why[200];
+
+        snprintf(why, sizeof(why), "%s", err ? err : "");
+        return sg_store_err(err, errlen, SG_STORE_EINVAL, "passage %s: %s",
+                            id, why);
+    }
     if (!sg_meta_is_object(p->meta))
         return sg_store_err(err, errlen, SG_STORE_EINVAL,
                             "passage %s: metadata is not a JSON object", id);
@@ -256,4 +287,16 @@ sg_parse_hostport(const char *s, char *host, size_t hostcap, int *port)
     host[hl] = '\0';
     *port = (int)p;
     return 0;
+}
+
+int
+sg_collection_push(sg_passage_list *out, const char *name, double n)
+{
+    sg_passage p = { 0 };
+
+    p.id = (char *)name;
+    p.collection = (char *)name;
+    p.score = n;
+    p.n_tokens = -1;
+    return sg_passage_list_push(out, &p);
 }

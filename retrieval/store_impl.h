@@ -14,8 +14,9 @@ typedef struct sg_store_vt {
         int errlen);
     int  (*search)(sg_store *s, const char *query, const sg_search_opts *o,
         sg_passage_list *out, char *err, int errlen);
-    int  (*get)(sg_store *s, const char *const *ids, size_t n,
-        sg_passage_list *out, char *err, int errlen);
+    int  (*get)(sg_store *s, const char *collection,
+        const char *const *ids, size_t n, sg_passage_list *out, char *err,
+        int errlen);
     long (*count)(sg_store *s, const char *collection, char *err,
         int errlen);
     void (*close)(sg_store *s);
@@ -30,6 +31,8 @@ typedef struct sg_astore_vt {
     int  (*search)(sg_astore *as, const char *query, const sg_search_opts *o,
         sg_aquery **q, char *err, int errlen);
     void (*close)(sg_astore *as);
+    int  (*collections)(sg_astore *as, sg_aquery **q, char *err,
+        int errlen);
 } sg_astore_vt;
 
 struct sg_astore {
@@ -46,11 +49,20 @@ struct sg_aquery {
     int             code;
     char            err[256];
     sg_passage_list res;
+    /* the blocking work of a query that wants SG_AQ_WORK (in the host's
+     * thread; NULL for none), then a step with SG_AQ_WORK on the loop */
+    void          (*work)(sg_aquery *q);
+    int             worked;
     /* one step of the implementation; sets done/code/err when finishing */
     void          (*step)(sg_aquery *q, int events);
     /* releases the implementation's part (not res, not q itself) */
     void          (*release)(sg_aquery *q);
 };
+
+/* A networked store's query text this long or longer is split into terms
+ * in the host's thread (SG_AQ_WORK); a shorter one inline, in less time
+ * than the hop to a thread takes. */
+#define SG_STORE_INLINE_QUERY  4096
 
 /* Finishes q with a result code and printf-style message. */
 void sg_aquery_finish(sg_aquery *q, int code, const char *fmt, ...)
@@ -64,6 +76,10 @@ int sg_store_err(char *err, int errlen, int code, const char *fmt, ...)
  * timeout dflt of 0 = SG_STORE_TIMEOUT_MS). */
 int sg_search_limit(const sg_search_opts *o);
 int sg_search_timeout(const sg_search_opts *o, int dflt);
+
+/* Appends a collection's row of sg_astore_collections: its name, its
+ * number of passages.  0 or SG_STORE_ENOMEM. */
+int sg_collection_push(sg_passage_list *out, const char *name, double n);
 
 /* Checks a passage before storing it: id, doc_id, text, collection set,
  * meta NULL or a JSON object.  0 or SG_STORE_EINVAL with a message. */

@@ -7,9 +7,12 @@
 
 #include "store.h"
 
-int sg_sqlite_open(const char *path, sg_store **out, char *err, int errlen);
-int sg_pg_open(const char *conninfo, sg_store **out, char *err, int errlen);
-int sg_redis_open(const char *hostport, sg_store **out, char *err,
+/* rw: opened to ingest (the schema created or upgraded), else to read. */
+int sg_sqlite_open(const char *path, int rw, sg_store **out, char *err,
+    int errlen);
+int sg_pg_open(const char *conninfo, int rw, sg_store **out, char *err,
+    int errlen);
+int sg_redis_open(const char *hostport, int rw, sg_store **out, char *err,
     int errlen);
 int sg_sqlite_aopen(const char *path, sg_astore **out, char *err,
     int errlen);

@@ -12,26 +12,47 @@
 #include "store_kinds.h"
 #include "terms.h"
 
-/* Same statements as conf/schema.sql. */
+/* Same statements as conf/schema.sql (schema 2). */
 const char sg_pg_schema[] =
     "CREATE TABLE IF NOT EXISTS documents ("
-    " doc_id text COLLATE \"C\" PRIMARY KEY,"
+    " doc_id text COLLATE \"C\" NOT NULL,"
     " collection text COLLATE \"C\" NOT NULL,"
-    " title text NOT NULL DEFAULT '', meta jsonb);"
+    " title text NOT NULL DEFAULT '', meta jsonb,"
+    " PRIMARY KEY (collection, doc_id));"
     "CREATE TABLE IF NOT EXISTS passages ("
-    " id text COLLATE \"C\" PRIMARY KEY,"
+    " id text COLLATE \"C\" NOT NULL,"
     " doc_id text COLLATE \"C\" NOT NULL,"
     " collection text COLLATE \"C\" NOT NULL,"
     " title text NOT NULL DEFAULT '', text text NOT NULL, meta jsonb,"
     " tsv tsvector GENERATED ALWAYS AS ("
     "  setweight(to_tsvector('english', title), 'A') ||"
-    "  setweight(to_tsvector('english', text), 'B')) STORED);"
+    "  setweight(to_tsvector('english', text), 'B')) STORED,"
+    " PRIMARY KEY (collection, id));"
     "CREATE INDEX IF NOT EXISTS passages_tsv ON passages USING gin (tsv);"
-    "CREATE INDEX IF NOT EXISTS passages_by_collection"
-    " ON passages (collection, id);"
     "CREATE INDEX IF NOT EXISTS passages_by_doc ON passages (doc_id);"
     "CREATE INDEX IF NOT EXISTS passages_meta"
-    " ON passages USING gin (meta jsonb_path_ops);";
+    " ON passages USING gin (meta jsonb_path_ops);"
+    "CREATE TABLE IF NOT EXISTS sg_schema (version int NOT NULL);"
+    "INSERT INTO sg_schema SELECT 2"
+    " WHERE NOT EXISTS (SELECT 1 FROM sg_schema);";
+
+/* Schema 1 (ids unique across collections) -> 2: the keys widened to the
+ * collection; then sg_pg_schema adds the version. */
+static const char migrate_1_2[] =
+    "ALTER TABLE documents DROP CONSTRAINT documents_pkey,"
+    " ADD PRIMARY KEY (collection, doc_id);"
+    "ALTER TABLE passages DROP CONSTRAINT passages_pkey,"
+    " ADD PRIMARY KEY (collection, id);"
+    "DROP INDEX IF EXISTS passages_by_collection;";
+
+/* The schema's version: 2.. from sg_schema, 1 for tables without it, 0
+ * for none (sg_schema is read only where it exists: a query naming a
+ * missing table fails as it is parsed). */
+static const char tables_sql[] =
+    "SELECT CASE WHEN to_regclass('sg_schema') IS NOT NULL THEN -1"
+    " WHEN to_regclass('passages') IS NOT NULL THEN 1 ELSE 0 END";
+static const char version_sql[] =
+    "SELECT coalesce(max(version), 0) FROM sg_schema";
 
 /* Ranking: ts_rank (term frequency, log length normalisation) with the
  * text weighted over the title (weights {D, C, B = text, A = title}).
@@ -140,36 +161,10 @@ sg_pg_search_prepare(const char *query, const sg_search_opts *o,
                                 "out of memory");
     }
     if (query && query[0]) {
-        sg_terms t;
-        size_t   len = 1;
+        const char *rank = getenv("SG_PG_RANK");
 
-        if (sg_terms_split(query, &t) < 0)
-            return sg_store_err(err, errlen, SG_STORE_ENOMEM,
-                                "out of memory");
-        for (size_t i = 0; i < t.n; i++)
-            len += strlen(t.v[i]) + 3;
-        ps->tsquery = malloc(len);
-        if (ps->tsquery == NULL) {
-            sg_terms_free(&t);
-            sg_pg_search_free(ps);
-            return sg_store_err(err, errlen, SG_STORE_ENOMEM,
-                                "out of memory");
-        }
-        ps->tsquery[0] = '\0';
-        /* terms are letters and digits only: safe in tsquery syntax */
-        for (size_t i = 0; i < t.n; i++) {
-            if (i)
-                strcat(ps->tsquery, " | ");
-            strcat(ps->tsquery, t.v[i]);
-        }
-        sg_terms_free(&t);
-        {
-            const char *rank = getenv("SG_PG_RANK");
-
-            ps->sql = rank && strcmp(rank, "cd") == 0 ? search_sql_cd
-                                                       : search_sql;
-        }
-        ps->values[0] = ps->tsquery;
+        ps->sql = rank && strcmp(rank, "cd") == 0 ? search_sql_cd
+                                                   : search_sql;
         v = ps->values + 1;
         ps->n_values = 5;
     } else {
@@ -181,6 +176,31 @@ sg_pg_search_prepare(const char *query, const sg_search_opts *o,
     v[1] = o && o->meta_filter && o->meta_filter[0] ? o->meta_filter : NULL;
     v[2] = ps->doc_array;
     v[3] = ps->limit;
+    return SG_STORE_OK;
+}
+
+int
+sg_pg_search_terms(const char *query, pg_search *ps, char *err, int errlen)
+{
+    sg_terms t;
+    size_t   len = 1;
+    char    *p;
+
+    if (sg_terms_split_max(query, SG_SEARCH_MAX_TERMS, &t) < 0)
+        return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
+    for (size_t i = 0; i < t.n; i++)
+        len += strlen(t.v[i]) + 3;
+    ps->tsquery = p = malloc(len);
+    if (ps->tsquery == NULL) {
+        sg_terms_free(&t);
+        return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
+    }
+    /* terms are letters and digits only: safe in tsquery syntax */
+    for (size_t i = 0; i < t.n; i++)
+        p += sprintf(p, "%s%s", i ? " | " : "", t.v[i]);
+    *p = '\0';
+    sg_terms_free(&t);
+    ps->values[0] = ps->tsquery;
     return SG_STORE_OK;
 }
 
@@ -259,7 +279,7 @@ typedef struct pg_store {
     sg_store  base;
     PGconn   *conn;
     char     *conninfo;
-    int       schema_ok;
+    int       rw;
 } pg_store;
 
 static int
@@ -313,21 +333,11 @@ pg_ingest(sg_store *st, const sg_passage *p, size_t n, char *err, int errlen)
     int         rc;
     const char *prev_doc = NULL;
 
+    if (!s->rw)
+        return sg_store_err(err, errlen, SG_STORE_EINVAL,
+                            "postgres: opened read-only");
     if ((rc = ensure_conn(s, err, errlen)) != SG_STORE_OK)
         return rc;
-    if (!s->schema_ok) {
-        /* A lock so that two ingests racing on a fresh database do not
-         * both try to create the tables. */
-        if ((rc = exec_ok(s, "BEGIN", err, errlen)) != SG_STORE_OK)
-            return rc;
-        rc = exec_ok(s, "SELECT pg_advisory_xact_lock(7354)", err, errlen);
-        if (rc == SG_STORE_OK)
-            rc = exec_ok(s, sg_pg_schema, err, errlen);
-        exec_ok(s, rc == SG_STORE_OK ? "COMMIT" : "ROLLBACK", NULL, 0);
-        if (rc != SG_STORE_OK)
-            return rc;
-        s->schema_ok = 1;
-    }
     if ((rc = exec_ok(s, "BEGIN", err, errlen)) != SG_STORE_OK)
         return rc;
     for (size_t i = 0; i < n && rc == SG_STORE_OK; i++) {
@@ -338,12 +348,15 @@ pg_ingest(sg_store *st, const sg_passage *p, size_t n, char *err, int errlen)
                               p[i].meta };
         PGresult   *r;
 
-        if (prev_doc == NULL || strcmp(prev_doc, p[i].doc_id) != 0) {
+        if (prev_doc == NULL || strcmp(prev_doc, p[i].doc_id) != 0
+            || strcmp(p[i - 1].collection, p[i].collection) != 0)
+        {
             r = PQexecParams(s->conn,
                 "INSERT INTO documents (doc_id, collection, title, meta)"
-                " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (doc_id)"
-                " DO UPDATE SET collection = excluded.collection,"
-                " title = excluded.title, meta = excluded.meta",
+                " VALUES ($1, $2, $3, $4::jsonb)"
+                " ON CONFLICT (collection, doc_id)"
+                " DO UPDATE SET title = excluded.title,"
+                " meta = excluded.meta",
                 4, NULL, dv, NULL, NULL, 0);
             if (PQresultStatus(r) != PGRES_COMMAND_OK)
                 rc = sg_pg_take_result(r, NULL, err, errlen);
@@ -354,14 +367,15 @@ pg_ingest(sg_store *st, const sg_passage *p, size_t n, char *err, int errlen)
         }
         r = PQexecParams(s->conn,
             "INSERT INTO passages (id, doc_id, collection, title, text, meta)"
-            " VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT (id)"
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
+            " ON CONFLICT (collection, id)"
             " DO UPDATE SET doc_id = excluded.doc_id,"
-            " collection = excluded.collection, title = excluded.title,"
-            " text = excluded.text, meta = excluded.meta"
-            " WHERE (passages.doc_id, passages.collection, passages.title,"
-            "        passages.text, passages.meta)"
-            " IS DISTINCT FROM (excluded.doc_id, excluded.collection,"
-            "        excluded.title, excluded.text, excluded.meta)",
+            " title = excluded.title, text = excluded.text,"
+            " meta = excluded.meta"
+            " WHERE (passages.doc_id, passages.title, passages.text,"
+            "        passages.meta)"
+            " IS DISTINCT FROM (excluded.doc_id, excluded.title,"
+            "        excluded.text, excluded.meta)",
             6, NULL, pv, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_COMMAND_OK)
             rc = sg_pg_take_result(r, NULL, err, errlen);
@@ -387,8 +401,12 @@ pg_sync_search(sg_store *st, const char *query, const sg_search_opts *o,
     if ((rc = ensure_conn(s, err, errlen)) != SG_STORE_OK)
         return rc;
     rc = sg_pg_search_prepare(query, o, &ps, err, errlen);
-    if (rc != SG_STORE_OK)
+    if (rc == SG_STORE_OK && query && query[0])
+        rc = sg_pg_search_terms(query, &ps, err, errlen);
+    if (rc != SG_STORE_OK || (ps.tsquery && ps.tsquery[0] == '\0')) {
+        sg_pg_search_free(&ps);       /* no searchable terms: nothing */
         return rc;
+    }
     snprintf(set, sizeof(set), "SET statement_timeout = %d",
              sg_search_timeout(o, 0));
     rc = exec_ok(s, set, err, errlen);
@@ -404,8 +422,8 @@ pg_sync_search(sg_store *st, const char *query, const sg_search_opts *o,
 }
 
 static int
-pg_get(sg_store *st, const char *const *ids, size_t n, sg_passage_list *out,
-    char *err, int errlen)
+pg_get(sg_store *st, const char *collection, const char *const *ids,
+    size_t n, sg_passage_list *out, char *err, int errlen)
 {
     pg_store   *s = (pg_store *)st;
     int         rc;
@@ -413,10 +431,11 @@ pg_get(sg_store *st, const char *const *ids, size_t n, sg_passage_list *out,
     if ((rc = ensure_conn(s, err, errlen)) != SG_STORE_OK)
         return rc;
     for (size_t i = 0; i < n && rc == SG_STORE_OK; i++) {
-        PGresult *r = PQexecParams(s->conn,
+        const char *v[2] = { collection, ids[i] };
+        PGresult   *r = PQexecParams(s->conn,
             "SELECT id, doc_id, title, text, collection, meta::text,"
-            " 0::float8 FROM passages WHERE id = $1", 1, NULL, &ids[i],
-            NULL, NULL, 0);
+            " 0::float8 FROM passages WHERE collection = $1 AND id = $2",
+            2, NULL, v, NULL, NULL, 0);
 
         rc = r ? sg_pg_take_result(r, out, err, errlen)
                : conn_err(s, err, errlen, "get");
@@ -459,10 +478,48 @@ static const sg_store_vt pg_vt = {
     "postgres", pg_ingest, pg_sync_search, pg_get, pg_count, pg_close,
 };
 
+/* Ingest's connection: schema 2 created, or upgraded to from 1, in one
+ * transaction (a lock, so that two ingests racing on a fresh database do
+ * not both create the tables). */
+static int
+setup_schema(pg_store *s, char *err, int errlen)
+{
+    PGresult *r;
+    long      v = -1;
+    int       rc;
+
+    if ((rc = exec_ok(s, "BEGIN", err, errlen)) != SG_STORE_OK)
+        return rc;
+    rc = exec_ok(s, "SELECT pg_advisory_xact_lock(7354)", err, errlen);
+    for (int k = 0; rc == SG_STORE_OK && k < 2 && v < 0; k++) {
+        r = PQexec(s->conn, k ? version_sql : tables_sql);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            v = atol(PQgetvalue(r, 0, 0));
+        else
+            rc = sg_pg_take_result(r, NULL, err, errlen);
+        PQclear(r);
+    }
+    if (rc == SG_STORE_OK && v > SG_STORE_SCHEMA)
+        rc = sg_store_err(err, errlen, SG_STORE_EFAIL, "postgres: schema "
+                          "%ld, this SparseGate writes schema %d", v,
+                          SG_STORE_SCHEMA);
+    if (rc == SG_STORE_OK && v == 1)
+        rc = exec_ok(s, migrate_1_2, err, errlen);
+    if (rc == SG_STORE_OK)
+        rc = exec_ok(s, sg_pg_schema, err, errlen);
+    if (rc == SG_STORE_OK)
+        rc = exec_ok(s, "COMMIT", err, errlen);
+    else
+        exec_ok(s, "ROLLBACK", NULL, 0);
+    return rc;
+}
+
 int
-sg_pg_open(const char *conninfo, sg_store **out, char *err, int errlen)
+sg_pg_open(const char *conninfo, int rw, sg_store **out, char *err,
+    int errlen)
 {
     pg_store *s = calloc(1, sizeof(*s));
+    int       rc;
 
     *out = NULL;
     if (s == NULL || (s->conninfo = strdup(conninfo)) == NULL) {
@@ -470,12 +527,16 @@ sg_pg_open(const char *conninfo, sg_store **out, char *err, int errlen)
         return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
     }
     s->base.vt = &pg_vt;
+    s->rw = rw;
     s->conn = sg_pg_connect(conninfo, SG_STORE_TIMEOUT_MS, 0);
     if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK) {
-        int rc = s->conn ? conn_err(s, err, errlen, "cannot connect")
-                         : sg_store_err(err, errlen, SG_STORE_ENOMEM,
-                                        "out of memory");
-
+        rc = s->conn ? conn_err(s, err, errlen, "cannot connect")
+                     : sg_store_err(err, errlen, SG_STORE_ENOMEM,
+                                    "out of memory");
+        pg_close(&s->base);
+        return rc;
+    }
+    if (rw && (rc = setup_schema(s, err, errlen)) != SG_STORE_OK) {
         pg_close(&s->base);
         return rc;
     }

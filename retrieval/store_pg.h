@@ -21,8 +21,12 @@ typedef struct pg_search {
     char        limit[16];
 } pg_search;
 
+/* Everything but the terms: those of a non-empty query come from
+ * sg_pg_search_terms (ps->tsquery "" when it has none: nothing to find). */
 int sg_pg_search_prepare(const char *query, const sg_search_opts *o,
     pg_search *ps, char *err, int errlen);
+int sg_pg_search_terms(const char *query, pg_search *ps, char *err,
+    int errlen);
 void sg_pg_search_free(pg_search *ps);
 
 /* Turns a search result into passages (appended); an error result into

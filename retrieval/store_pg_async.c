@@ -36,6 +36,8 @@ typedef struct pg_aquery {
     pg_astore *as;
     pg_conn   *pc;
     pg_search  ps;
+    const char *query;     /* the caller's, for the terms in the work */
+    int        fresh;      /* pc needs a new connection */
     int        phase;
     int        reused;     /* the connection came from the pool */
     int        retried;
@@ -152,11 +154,51 @@ read_results(pg_aquery *q)
     update_fd(q, SG_AQ_READ);
 }
 
+/* The query's terms are there: an empty result when there are none, else
+ * the query goes out on its connection (a new one when it needs it). */
+static void
+start(pg_aquery *q)
+{
+    if (q->ps.tsquery && q->ps.tsquery[0] == '\0') {
+        sg_aquery_finish(&q->base, SG_STORE_OK, NULL);
+        q->drained = 1;                 /* the connection was not used */
+        return;
+    }
+    if (!q->fresh) {
+        q->reused = 1;
+        send_query(q);
+        return;
+    }
+    if (q->pc->c) {
+        PQfinish(q->pc->c);
+        q->pc->c = NULL;
+    }
+    start_connect(q);
+}
+
+/* In the host's thread: a long query's terms. */
+static void
+pg_work(sg_aquery *base)
+{
+    pg_aquery *q = (pg_aquery *)base;
+
+    q->code = sg_pg_search_terms(q->query, &q->ps, q->err, sizeof(q->err));
+}
+
 static void
 pg_step(sg_aquery *base, int events)
 {
     pg_aquery *q = (pg_aquery *)base;
 
+    if (events & SG_AQ_WORK) {
+        if (q->code != SG_STORE_OK) {
+            q->drained = 1;
+            sg_aquery_finish(&q->base, q->code, "%s", q->err);
+        } else {
+            start(q);
+        }
+        return;
+    }
     switch (q->phase) {
     case P_CONNECT:
         switch (PQconnectPoll(q->pc->c)) {
@@ -203,9 +245,11 @@ pg_release(sg_aquery *base)
 
     if (q->pc) {
         /* Back to the pool only when nothing of this query is left on
-         * the connection; otherwise close it (timeout, abandon, error). */
-        if (!(q->drained && q->pc->c
-              && PQstatus(q->pc->c) == CONNECTION_OK))
+         * the connection (or it never went out: abandoned during its
+         * work); otherwise close it (timeout, abandon, error). */
+        if (!(q->base.wants == SG_AQ_WORK
+              || (q->drained && (q->pc->c == NULL
+                                 || PQstatus(q->pc->c) == CONNECTION_OK))))
         {
             PQfinish(q->pc->c);
             q->pc->c = NULL;
@@ -226,21 +270,23 @@ idle_alive(PGconn *c)
            && poll(&pfd, 1, 0) == 0;
 }
 
+/* Starts q (its statement in q->ps) on a pooled connection; q is freed
+ * when it cannot start. */
 static int
-pg_asearch(sg_astore *as_, const char *query, const sg_search_opts *o,
-    sg_aquery **qp, char *err, int errlen)
+pg_astart(pg_astore *as, pg_aquery *q, int timeout_ms, sg_aquery **qp,
+    char *err, int errlen)
 {
-    pg_astore *as = (pg_astore *)as_;
-    pg_aquery *q;
     pg_conn   *idle = NULL, *empty = NULL;
-    int        rc;
 
     if (as->pool == NULL) {
         as->n_pool = as->base.pool_size > 0 ? as->base.pool_size : 4;
         as->pool = calloc(as->n_pool, sizeof(*as->pool));
-        if (as->pool == NULL)
+        if (as->pool == NULL) {
+            sg_pg_search_free(&q->ps);
+            free(q);
             return sg_store_err(err, errlen, SG_STORE_ENOMEM,
                                 "out of memory");
+        }
     }
     for (int i = 0; i < as->n_pool; i++) {
         pg_conn *pc = &as->pool[i];
@@ -254,37 +300,71 @@ pg_asearch(sg_astore *as_, const char *query, const sg_search_opts *o,
                 empty = pc;
         }
     }
-    if (idle == NULL && empty == NULL)
+    if (idle == NULL && empty == NULL) {
+        sg_pg_search_free(&q->ps);
+        free(q);
         return sg_store_err(err, errlen, SG_STORE_EBUSY,
                             "postgres: all %d pooled connections are busy",
                             as->n_pool);
-    q = calloc(1, sizeof(*q));
-    if (q == NULL)
-        return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
-    rc = sg_pg_search_prepare(query, o, &q->ps, err, errlen);
-    if (rc != SG_STORE_OK) {
-        free(q);
-        return rc;
     }
     q->as = as;
     q->base.fd = -1;
+    q->base.work = pg_work;
     q->base.step = pg_step;
     q->base.release = pg_release;
-    q->base.deadline = sg_now_ms() + sg_search_timeout(o, as->base.timeout_ms);
+    q->base.deadline = sg_now_ms() + timeout_ms;
     q->pc = idle ? idle : empty;
     q->pc->busy = 1;
+    q->fresh = idle == NULL;
     *qp = &q->base;
-    if (idle) {
-        q->reused = 1;
-        send_query(q);
-    } else {
-        if (q->pc->c) {
-            PQfinish(q->pc->c);
-            q->pc->c = NULL;
-        }
-        start_connect(q);
-    }
+    if (q->query && q->query[0] && q->ps.tsquery == NULL)
+        q->base.wants = SG_AQ_WORK;     /* a long query's terms first */
+    else
+        start(q);
     return SG_STORE_OK;
+}
+
+static int
+pg_asearch(sg_astore *as_, const char *query, const sg_search_opts *o,
+    sg_aquery **qp, char *err, int errlen)
+{
+    pg_astore *as = (pg_astore *)as_;
+    pg_aquery *q = calloc(1, sizeof(*q));
+    int        rc;
+
+    if (q == NULL)
+        return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
+    rc = sg_pg_search_prepare(query, o, &q->ps, err, errlen);
+    /* a short question's terms now; a long one's in the host's thread
+     * (pg_work) */
+    if (rc == SG_STORE_OK && query && query[0]
+        && strlen(query) < SG_STORE_INLINE_QUERY)
+        rc = sg_pg_search_terms(query, &q->ps, err, errlen);
+    if (rc != SG_STORE_OK) {
+        sg_pg_search_free(&q->ps);
+        free(q);
+        return rc;
+    }
+    q->query = query;
+    return pg_astart(as, q, sg_search_timeout(o, as->base.timeout_ms), qp,
+                     err, errlen);
+}
+
+/* The rows of a search (7 columns): name, the passages' count as score. */
+static const char collections_sql[] =
+    "SELECT collection, '', '', '', collection, NULL::text, count(*)::text"
+    " FROM passages GROUP BY collection ORDER BY collection";
+
+static int
+pg_acollections(sg_astore *as_, sg_aquery **qp, char *err, int errlen)
+{
+    pg_astore *as = (pg_astore *)as_;
+    pg_aquery *q = calloc(1, sizeof(*q));
+
+    if (q == NULL)
+        return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
+    q->ps.sql = collections_sql;
+    return pg_astart(as, q, as->base.timeout_ms, qp, err, errlen);
 }
 
 static void
@@ -299,7 +379,9 @@ pg_aclose(sg_astore *as_)
     free(as);
 }
 
-static const sg_astore_vt pg_avt = { "postgres", pg_asearch, pg_aclose };
+static const sg_astore_vt pg_avt = {
+    "postgres", pg_asearch, pg_aclose, pg_acollections,
+};
 
 int
 sg_pg_aopen(const char *conninfo, sg_astore **out, char *err, int errlen)

@@ -13,9 +13,23 @@
 #include "store_kinds.h"
 #include "terms.h"
 
+/* The Lua that names a passage by its collection and id ("%zu:%s:%s" in
+ * C: the collection's length first, so no two pairs give one key). */
+#define LUA_KEY \
+    "local function pkey(c, id) return #c .. ':' .. c .. ':' .. id end\n"
+
+/* A store of schema 1 (keys by id alone) is refused, not misread. */
+#define LUA_SCHEMA \
+    "if redis.call('GET', 'sg:schema') ~= '2'" \
+    " and redis.call('EXISTS', 'sg:colls') == 1 then\n" \
+    "  return redis.error_reply('SCHEMA a store of schema 1 (ids unique" \
+    " across collections): upgrade it with `sparsegate migrate`')\n" \
+    "end\n"
+
 /* ARGV: mode ("q" search / "l" listing), limit, collection or "",
  * filter JSON or "", n doc ids, doc ids..., n terms, terms... */
 static const char search_lua[] =
+    LUA_SCHEMA LUA_KEY
     "local mode, limit, coll, filt = ARGV[1], tonumber(ARGV[2]), ARGV[3],"
     " ARGV[4]\n"
     "local nd = tonumber(ARGV[5])\n"
@@ -30,33 +44,30 @@ static const char search_lua[] =
     "if coll ~= '' then colls = {coll} else"
     " colls = redis.call('ZRANGE', 'sg:colls', 0, -1) end\n"
     "local out, found = {}, 0\n"
-    "local function emit(id, score)\n"
-    "  local h = redis.call('HMGET', 'passage:' .. id, 'doc_id', 'title',"
-    " 'text', 'collection', 'meta')\n"
-    "  if docs and not docs[h[1]] then return end\n"
+    "local function emit(key, score)\n"
+    "  local h = redis.call('HMGET', 'passage:' .. key, 'id', 'doc_id',"
+    " 'title', 'text', 'collection', 'meta')\n"
+    "  if docs and not docs[h[2]] then return end\n"
     "  if f then\n"
-    "    if not h[5] or h[5] == '' then return end\n"
-    "    local ok, m = pcall(cjson.decode, h[5])\n"
+    "    if not h[6] or h[6] == '' then return end\n"
+    "    local ok, m = pcall(cjson.decode, h[6])\n"
     "    if ok and type(m) == 'table' then\n"
     "      for k, v in pairs(f) do if m[k] ~= v then return end end\n"
     "    end\n"   /* malformed meta: passed on, the client reports it */
     "  end\n"
-    "  out[#out + 1] = id\n"
+    "  out[#out + 1] = h[1] or key\n"
     "  out[#out + 1] = tostring(score)\n"
-    "  for i = 1, 5 do out[#out + 1] = h[i] or false end\n"
+    "  for i = 2, 6 do out[#out + 1] = h[i] or false end\n"
     "  found = found + 1\n"
     "end\n"
     "if mode == 'l' and docs then\n"
-    "  local ids = {}\n"
-    "  for i = 1, nd do\n"
-    "    for _, id in ipairs(redis.call('SMEMBERS', 'sg:doc:' .. ARGV[5 + i]))"
-    " do ids[#ids + 1] = id end\n"
-    "  end\n"
     /* every passage of those documents: the client sorts them in byte
      * order (Lua's < follows the server's locale) and applies the limit */
-    "  for _, id in ipairs(ids) do\n"
-    "    local c = redis.call('HGET', 'passage:' .. id, 'collection')\n"
-    "    if c and (coll == '' or c == coll) then emit(id, 0) end\n"
+    "  for _, c in ipairs(colls) do\n"
+    "    for i = 1, nd do\n"
+    "      for _, key in ipairs(redis.call('SMEMBERS', 'sg:doc:' .."
+    " pkey(c, ARGV[5 + i]))) do emit(key, 0) end\n"
+    "    end\n"
     "  end\n"
     "  return out\n"
     "end\n"
@@ -64,11 +75,11 @@ static const char search_lua[] =
     "  for _, c in ipairs(colls) do\n"
     "    local start = 0\n"
     "    while found < limit do\n"
-    "      local ids = redis.call('ZRANGE', 'sg:coll:' .. c, start,"
+    "      local keys = redis.call('ZRANGE', 'sg:coll:' .. c, start,"
     " start + 199)\n"
-    "      if #ids == 0 then break end\n"
-    "      for _, id in ipairs(ids) do\n"
-    "        if found < limit then emit(id, 0) end\n"
+    "      if #keys == 0 then break end\n"
+    "      for _, key in ipairs(keys) do\n"
+    "        if found < limit then emit(key, 0) end\n"
     "      end\n"
     "      start = start + 200\n"
     "    end\n"
@@ -112,37 +123,38 @@ static const char search_lua[] =
 
 /* ARGV: id doc title text collection meta dl nterms (term tf)... */
 static const char ingest_lua[] =
+    LUA_KEY
     "local id, doc, title, text, coll, meta = ARGV[1], ARGV[2], ARGV[3],"
     " ARGV[4], ARGV[5], ARGV[6]\n"
     "local dl, nt = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
-    "local pk = 'passage:' .. id\n"
-    "local old = redis.call('HMGET', pk, 'doc_id', 'title', 'text',"
-    " 'collection', 'meta', 'dl')\n"
+    "local key = pkey(coll, id)\n"
+    "local pk = 'passage:' .. key\n"
+    "local old = redis.call('HMGET', pk, 'doc_id', 'title', 'text', 'meta',"
+    " 'dl')\n"
     "if old[1] == doc and old[2] == title and old[3] == text"
-    " and old[4] == coll and old[5] == meta then return 0 end\n"
-    "if old[4] then\n"
-    "  local oc = old[4]\n"
-    "  for _, t in ipairs(redis.call('LRANGE', 'sg:terms:' .. id, 0, -1)) do\n"
-    "    redis.call('ZREM', 'sg:idx:' .. oc .. ':' .. t, id)\n"
+    " and old[4] == meta then return 0 end\n"
+    "if old[1] then\n"
+    "  for _, t in ipairs(redis.call('LRANGE', 'sg:terms:' .. key, 0, -1))"
+    " do\n"
+    "    redis.call('ZREM', 'sg:idx:' .. coll .. ':' .. t, key)\n"
     "  end\n"
-    "  redis.call('ZREM', 'sg:coll:' .. oc, id)\n"
-    "  if old[1] then redis.call('SREM', 'sg:doc:' .. old[1], id) end\n"
-    "  redis.call('HINCRBY', 'sg:stats:' .. oc, 'n', -1)\n"
-    "  redis.call('HINCRBY', 'sg:stats:' .. oc, 'len',"
-    " -(tonumber(old[6]) or 0))\n"
-    "  redis.call('DEL', 'sg:terms:' .. id)\n"
+    "  redis.call('SREM', 'sg:doc:' .. pkey(coll, old[1]), key)\n"
+    "  redis.call('HINCRBY', 'sg:stats:' .. coll, 'n', -1)\n"
+    "  redis.call('HINCRBY', 'sg:stats:' .. coll, 'len',"
+    " -(tonumber(old[5]) or 0))\n"
+    "  redis.call('DEL', 'sg:terms:' .. key)\n"
     "  if old[1] ~= doc or old[2] ~= title or old[3] ~= text then\n"
-    "    for _, k in ipairs(redis.call('SMEMBERS', 'sg:tokkeys:' .. id)) do\n"
+    "    for _, k in ipairs(redis.call('SMEMBERS', 'sg:tokkeys:' .. key)) do\n"
     "      redis.call('DEL', k)\n"
     "    end\n"
-    "    redis.call('DEL', 'sg:tokkeys:' .. id)\n"
+    "    redis.call('DEL', 'sg:tokkeys:' .. key)\n"
     "  end\n"
     "end\n"
-    "redis.call('HSET', pk, 'doc_id', doc, 'title', title, 'text', text,"
-    " 'collection', coll, 'meta', meta, 'dl', dl)\n"
+    "redis.call('HSET', pk, 'id', id, 'doc_id', doc, 'title', title, 'text',"
+    " text, 'collection', coll, 'meta', meta, 'dl', dl)\n"
     "redis.call('ZADD', 'sg:colls', 0, coll)\n"
-    "redis.call('ZADD', 'sg:coll:' .. coll, 0, id)\n"
-    "redis.call('SADD', 'sg:doc:' .. doc, id)\n"
+    "redis.call('ZADD', 'sg:coll:' .. coll, 0, key)\n"
+    "redis.call('SADD', 'sg:doc:' .. pkey(coll, doc), key)\n"
     "local n = redis.call('HINCRBY', 'sg:stats:' .. coll, 'n', 1)\n"
     "local len = redis.call('HINCRBY', 'sg:stats:' .. coll, 'len', dl)\n"
     "local avg = len / n\n"
@@ -151,12 +163,81 @@ static const char ingest_lua[] =
     "  local t, tf = ARGV[7 + 2 * i], tonumber(ARGV[8 + 2 * i])\n"
     "  local s = tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * dl / avg))\n"
     "  redis.call('ZADD', 'sg:idx:' .. coll .. ':' .. t,"
-    " string.format('%.17g', s), id)\n"
-    "  redis.call('RPUSH', 'sg:terms:' .. id, t)\n"
+    " string.format('%.17g', s), key)\n"
+    "  redis.call('RPUSH', 'sg:terms:' .. key, t)\n"
     "end\n"
     "return 1\n";
 
-/* KEYS: tok keys; ARGV: ttl, then per key: value, passage id. */
+/* Ingest's connection: schema 2 set on an empty database, or a store of
+ * schema 1 (keys by id alone) upgraded in place, ARGV[1] passages a call
+ * (each call one atomic step, so Redis serves others between them; the
+ * client calls again while it answers 1).  Each passage's keys are renamed
+ * to its collection's, its index entries moved, its cached tokens dropped;
+ * the collection's listing fills sg:migrating:coll:<c> meanwhile and takes
+ * its place when done.  A passage written at schema 2 already (its hash
+ * knows its id) is moved as it is, so an interrupted upgrade resumes.
+ * Searches refuse the store until sg:schema is set. */
+static const char schema_lua[] =
+    LUA_KEY
+    "local v = redis.call('GET', 'sg:schema')\n"
+    "if v then return tonumber(v) end\n"
+    "local budget = tonumber(ARGV[1])\n"
+    "for _, c in ipairs(redis.call('ZRANGE', 'sg:colls', 0, -1)) do\n"
+    " if redis.call('SISMEMBER', 'sg:migrating:done', c) == 0 then\n"
+    "  local list, moved = 'sg:coll:' .. c, 'sg:migrating:coll:' .. c\n"
+    "  local ids = redis.call('ZRANGE', list, 0, budget - 1)\n"
+    "  for _, id in ipairs(ids) do\n"
+    "   local key = id\n"
+    "   if redis.call('HEXISTS', 'passage:' .. id, 'id') == 0 then\n"
+    "    key = pkey(c, id)\n"
+    "    local doc = redis.call('HGET', 'passage:' .. id, 'doc_id')\n"
+    "    if doc then\n"
+    "      redis.call('RENAME', 'passage:' .. id, 'passage:' .. key)\n"
+    "      redis.call('HSET', 'passage:' .. key, 'id', id)\n"
+    "      redis.call('SREM', 'sg:doc:' .. doc, id)\n"
+    "      redis.call('SADD', 'sg:doc:' .. pkey(c, doc), key)\n"
+    "    end\n"
+    "    local terms = redis.call('LRANGE', 'sg:terms:' .. id, 0, -1)\n"
+    "    for _, t in ipairs(terms) do\n"
+    "      local k = 'sg:idx:' .. c .. ':' .. t\n"
+    "      local sc = redis.call('ZSCORE', k, id)\n"
+    "      if sc then\n"
+    "        redis.call('ZREM', k, id)\n"
+    "        redis.call('ZADD', k, sc, key)\n"
+    "      end\n"
+    "    end\n"
+    "    if #terms > 0 then\n"
+    "      redis.call('RENAME', 'sg:terms:' .. id, 'sg:terms:' .. key)\n"
+    "    end\n"
+    "    for _, k in ipairs(redis.call('SMEMBERS', 'sg:tokkeys:' .. id)) do\n"
+    "      redis.call('DEL', k)\n"
+    "    end\n"
+    "    redis.call('DEL', 'sg:tokkeys:' .. id)\n"
+    "   end\n"
+    "   redis.call('ZREM', list, id)\n"
+    "   redis.call('ZADD', moved, 0, key)\n"
+    "  end\n"
+    "  budget = budget - #ids\n"
+    "  if redis.call('ZCARD', list) == 0 then\n"
+    "    if redis.call('EXISTS', moved) == 1 then\n"
+    "      redis.call('RENAME', moved, list)\n"
+    "    end\n"
+    "    redis.call('SADD', 'sg:migrating:done', c)\n"
+    "  end\n"
+    "  if budget <= 0 then return 1 end\n"
+    " end\n"
+    "end\n"
+    "redis.call('SET', 'sg:schema', '2')\n"
+    "redis.call('DEL', 'sg:migrating:done')\n"
+    "return 2\n";
+
+/* Passages an upgrade's call moves: two stores of man7 made by schema 1's
+ * ingest (13,770 passages) took 18.4 s, and a PING on another connection
+ * meanwhile waited 43 ms at the median, 164 ms at most (load average 9;
+ * 100 a call: 546 ms at most). */
+#define REDIS_MIGRATE_BATCH  25
+
+/* KEYS: tok keys; ARGV: ttl, then per key: value, passage key. */
 static const char tokput_lua[] =
     "local ttl = tonumber(ARGV[1])\n"
     "for i = 1, #KEYS do\n"
@@ -224,14 +305,12 @@ add_str(rcmd *c, const char *s)
 }
 
 int
-sg_redis_search_cmd(const char *query, const sg_search_opts *o, rcmd *c)
+sg_redis_search_cmd(const char *query, const sg_search_opts *o, int terms,
+    rcmd *c)
 {
-    sg_terms t = { 0 };
-    int      fail = 0, fts = query && query[0];
+    int fail = 0, fts = query && query[0];
 
     memset(c, 0, sizeof(*c));
-    if (fts && sg_terms_split(query, &t) < 0)
-        return -1;
     fail |= add_str(c, "EVAL");
     fail |= add_str(c, search_lua);
     fail |= add_str(c, "0");
@@ -242,15 +321,37 @@ sg_redis_search_cmd(const char *query, const sg_search_opts *o, rcmd *c)
     fail |= rcmd_addf(c, "%d", o ? o->n_doc_ids : 0);
     for (int i = 0; o && i < o->n_doc_ids; i++)
         fail |= add_str(c, o->doc_ids[i]);
-    fail |= rcmd_addf(c, "%zu", t.n);
-    for (size_t i = 0; i < t.n; i++)
-        fail |= add_str(c, t.v[i]);
-    sg_terms_free(&t);
+    if (!fts)
+        fail |= add_str(c, "0");
+    else if (terms)
+        fail |= sg_redis_search_terms(query, c);
     if (fail) {
         rcmd_free(c);
         return -1;
     }
     return 0;
+}
+
+int
+sg_redis_search_terms(const char *query, rcmd *c)
+{
+    sg_terms t;
+    int      fail = 0;
+
+    if (sg_terms_split_max(query, SG_SEARCH_MAX_TERMS, &t) < 0)
+        return -1;
+    fail |= rcmd_addf(c, "%zu", t.n);
+    for (size_t i = 0; i < t.n; i++)
+        fail |= add_str(c, t.v[i]);
+    sg_terms_free(&t);
+    return fail ? -1 : 0;
+}
+
+int
+sg_redis_add_key(rcmd *c, const char *prefix, const sg_passage *p)
+{
+    return rcmd_addf(c, "%s%zu:%.300s:%.1000s", prefix,
+                     strlen(p->collection), p->collection, p->id);
 }
 
 int
@@ -341,11 +442,9 @@ sg_redis_take_search(const redisReply *r, sg_passage_list *out, int limit,
     }
     /* ZREVRANGE breaks score ties by id descending: make them ascending
      * like the other stores. */
-    if (ranked)
-        qsort(out->v + first, out->n - first, sizeof(*out->v), cmp_rank);
-    else
+    if (out->n > first)             /* (none: out->v may be NULL) */
         qsort(out->v + first, out->n - first, sizeof(*out->v),
-              cmp_canonical);
+              ranked ? cmp_rank : cmp_canonical);
     while (limit > 0 && out->n - first > (size_t)limit)
         sg_passage_clear(&out->v[--out->n]);
     return SG_STORE_OK;
@@ -357,10 +456,12 @@ sg_redis_tokget_cmd(uint64_t hash, const sg_passage *p, size_t n, rcmd *c)
     int fail = 0;
 
     memset(c, 0, sizeof(*c));
+    char pre[32];
+
+    snprintf(pre, sizeof(pre), "tok:%016llx:", (unsigned long long)hash);
     fail |= add_str(c, "MGET");
     for (size_t i = 0; i < n; i++)
-        fail |= rcmd_addf(c, "tok:%016llx:%.1000s", (unsigned long long)hash,
-                          p[i].id);
+        fail |= sg_redis_add_key(c, pre, &p[i]);
     if (fail)
         rcmd_free(c);
     return fail ? -1 : 0;
@@ -405,6 +506,9 @@ sg_redis_tokput_cmd(uint64_t hash, const sg_passage *p, size_t n,
     int    fail = 0;
     size_t k = 0;
 
+    char   pre[32];
+
+    snprintf(pre, sizeof(pre), "tok:%016llx:", (unsigned long long)hash);
     memset(c, 0, sizeof(*c));
     for (size_t i = 0; i < n; i++)
         k += p[i].tokens != NULL && p[i].n_tokens >= 0;
@@ -413,14 +517,13 @@ sg_redis_tokput_cmd(uint64_t hash, const sg_passage *p, size_t n,
     fail |= rcmd_addf(c, "%zu", k);
     for (size_t i = 0; i < n; i++)
         if (p[i].tokens && p[i].n_tokens >= 0)
-            fail |= rcmd_addf(c, "tok:%016llx:%.1000s",
-                              (unsigned long long)hash, p[i].id);
+            fail |= sg_redis_add_key(c, pre, &p[i]);
     fail |= rcmd_addf(c, "%d", ttl_s > 0 ? ttl_s : 0);
     for (size_t i = 0; i < n; i++)
         if (p[i].tokens && p[i].n_tokens >= 0) {
             fail |= rcmd_add(c, (const char *)p[i].tokens,
                              (size_t)p[i].n_tokens * 4);
-            fail |= add_str(c, p[i].id);
+            fail |= sg_redis_add_key(c, "", &p[i]);
         }
     if (fail)
         rcmd_free(c);
@@ -589,7 +692,7 @@ redis_search(sg_store *st, const char *query, const sg_search_opts *o,
     redisReply  *r;
     int          rc;
 
-    if (sg_redis_search_cmd(query, o, &c) < 0)
+    if (sg_redis_search_cmd(query, o, 1, &c) < 0)
         return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
     r = command(s, &c, sg_search_timeout(o, 0), "search", err, errlen,
                 &rc);
@@ -602,8 +705,8 @@ redis_search(sg_store *st, const char *query, const sg_search_opts *o,
 }
 
 static int
-redis_get(sg_store *st, const char *const *ids, size_t n,
-    sg_passage_list *out, char *err, int errlen)
+redis_get(sg_store *st, const char *collection, const char *const *ids,
+    size_t n, sg_passage_list *out, char *err, int errlen)
 {
     redis_store *s = (redis_store *)st;
     int          rc = SG_STORE_OK;
@@ -611,8 +714,10 @@ redis_get(sg_store *st, const char *const *ids, size_t n,
     for (size_t i = 0; i < n && rc == SG_STORE_OK; i++) {
         rcmd        c = { 0 };
         redisReply *r;
+        sg_passage  key = { .id = (char *)ids[i],
+                            .collection = (char *)collection };
 
-        if (add_str(&c, "HMGET") || rcmd_addf(&c, "passage:%.1000s", ids[i])
+        if (add_str(&c, "HMGET") || sg_redis_add_key(&c, "passage:", &key)
             || add_str(&c, "doc_id") || add_str(&c, "title")
             || add_str(&c, "text") || add_str(&c, "collection")
             || add_str(&c, "meta"))
@@ -723,8 +828,43 @@ sync_connect(redis_store *s, char *err, int errlen)
     return SG_STORE_OK;
 }
 
+/* Ingest's connection: schema 2 set, or upgraded to (schema_lua, a batch
+ * a call). */
+static int
+setup_schema(redis_store *s, char *err, int errlen)
+{
+    rcmd        c = { 0 };
+    redisReply *r;
+    long long   v = 1;
+    int         rc = SG_STORE_OK;
+
+    if (add_str(&c, "EVAL") || add_str(&c, schema_lua) || add_str(&c, "0")
+        || rcmd_addf(&c, "%d", REDIS_MIGRATE_BATCH) < 0)
+    {
+        rcmd_free(&c);
+        return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
+    }
+    while (rc == SG_STORE_OK && v == 1) {
+        r = command(s, &c, 60000, "schema", err, errlen, &rc);
+        if (r == NULL)
+            break;
+        if (r->type != REDIS_REPLY_INTEGER)
+            rc = sg_redis_reply_err(r, "schema", err, errlen);
+        else
+            v = r->integer;
+        freeReplyObject(r);
+    }
+    rcmd_free(&c);
+    if (rc == SG_STORE_OK && v != SG_STORE_SCHEMA)
+        rc = sg_store_err(err, errlen, SG_STORE_EFAIL, "redis %s:%d: schema "
+                          "%lld, this SparseGate writes schema %d", s->host,
+                          s->port, v, SG_STORE_SCHEMA);
+    return rc;
+}
+
 int
-sg_redis_open(const char *hostport, sg_store **out, char *err, int errlen)
+sg_redis_open(const char *hostport, int rw, sg_store **out, char *err,
+    int errlen)
 {
     redis_store *s = calloc(1, sizeof(*s));
     int          rc;
@@ -740,8 +880,10 @@ sg_redis_open(const char *hostport, sg_store **out, char *err, int errlen)
                             "redis store '%s': expected HOST:PORT", hostport);
     }
     rc = sync_connect(s, err, errlen);
+    if (rc == SG_STORE_OK && rw)
+        rc = setup_schema(s, err, errlen);
     if (rc != SG_STORE_OK) {
-        free(s);
+        redis_close(&s->base);
         return rc;
     }
     *out = &s->base;

@@ -27,6 +27,10 @@ typedef struct r_aquery {
     struct r_astore  *as;
     rconn            *conn;
     rcmd              cmd;
+    sg_redis_work_fn  work;       /* finishes cmd in the host's thread */
+    const char       *work_arg;
+    int               work_failed;
+    int               started;    /* the command went to the connection */
     sg_redis_done_fn  done;
     void             *ud;
     int               reused;
@@ -192,6 +196,7 @@ start_on(r_aquery *q)
 {
     rconn *c = q->conn;
 
+    q->started = 1;
     if (c->ac == NULL && connect_conn(q->as, c) < 0) {
         sg_aquery_finish(&q->base, SG_STORE_EDOWN,
                          "redis %s:%d: cannot connect", q->as->host,
@@ -213,11 +218,26 @@ start_on(r_aquery *q)
 }
 
 static void
+r_work(sg_aquery *base)
+{
+    r_aquery *q = (r_aquery *)base;
+
+    q->work_failed = q->work(q->work_arg, &q->cmd) < 0;
+}
+
+static void
 r_step(sg_aquery *base, int events)
 {
     r_aquery *q = (r_aquery *)base;
     rconn    *c = q->conn;
 
+    if (events & SG_AQ_WORK) {
+        if (q->work_failed)
+            sg_aquery_finish(&q->base, SG_STORE_ENOMEM, "out of memory");
+        else
+            start_on(q);
+        return;
+    }
     if (c->ac && (events & SG_AQ_WRITE))
         redisAsyncHandleWrite(c->ac);
     /* the write may have completed the query or lost the connection */
@@ -244,7 +264,8 @@ r_release(sg_aquery *base)
     rconn    *c = q->conn;
 
     if (c) {
-        if (c->q == q || !q->base.done || q->base.code == SG_STORE_ETIMEOUT)
+        if (q->started && (c->q == q || !q->base.done
+                           || q->base.code == SG_STORE_ETIMEOUT))
         {
             /* a reply may still come: this connection cannot be reused */
             c->q = NULL;
@@ -268,8 +289,9 @@ sg_redis_is_astore(const sg_astore *as)
 }
 
 int
-sg_redis_astart(sg_astore *as_, rcmd *cmd, sg_redis_done_fn done, void *ud,
-    int timeout_ms, sg_aquery **qp, char *err, int errlen)
+sg_redis_astart(sg_astore *as_, rcmd *cmd, sg_redis_work_fn work,
+    const char *arg, sg_redis_done_fn done, void *ud, int timeout_ms,
+    sg_aquery **qp, char *err, int errlen)
 {
     r_astore *as = (r_astore *)as_;
     r_aquery *q;
@@ -329,8 +351,15 @@ sg_redis_astart(sg_astore *as_, rcmd *cmd, sg_redis_done_fn done, void *ud,
     q->base.deadline = sg_now_ms()
                        + (timeout_ms > 0 ? timeout_ms : as->base.timeout_ms);
     pick->busy = 1;
-    start_on(q);
     *qp = &q->base;
+    if (work) {
+        q->work = work;
+        q->work_arg = arg;
+        q->base.work = r_work;
+        q->base.wants = SG_AQ_WORK;
+        return SG_STORE_OK;
+    }
+    start_on(q);
     return SG_STORE_OK;
 oom:
     rcmd_free(cmd);
@@ -351,15 +380,65 @@ r_asearch(sg_astore *as, const char *query, const sg_search_opts *o,
 {
     rcmd cmd;
     int *limit = malloc(sizeof(*limit));
+    int  later = query && strlen(query) >= SG_STORE_INLINE_QUERY;
 
-    if (limit == NULL || sg_redis_search_cmd(query, o, &cmd) < 0) {
+    if (limit == NULL || sg_redis_search_cmd(query, o, !later, &cmd) < 0) {
         free(limit);
         return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
     }
     *limit = sg_search_limit(o);
-    return sg_redis_astart(as, &cmd, search_done, limit,
+    /* a long question's terms are split in the host's thread */
+    return sg_redis_astart(as, &cmd, later ? sg_redis_search_terms : NULL,
+                           query, search_done, limit,
                            sg_search_timeout(o, as->timeout_ms), qp, err,
                            errlen);
+}
+
+/* Each collection's name and its number of passages, in byte order. */
+static const char collections_lua[] =
+    "local out = {}\n"
+    "for _, c in ipairs(redis.call('ZRANGE', 'sg:colls', 0, -1)) do\n"
+    "  out[#out + 1] = c\n"
+    "  out[#out + 1] = redis.call('ZCARD', 'sg:coll:' .. c)\n"
+    "end\n"
+    "return out\n";
+
+static int
+collections_done(sg_aquery *q, const redisReply *r, void *ud)
+{
+    (void)ud;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0)
+        return sg_redis_reply_err(r, "collections", q->err,
+                                  sizeof(q->err));
+    for (size_t i = 0; i < r->elements; i += 2) {
+        const redisReply *name = r->element[i], *n = r->element[i + 1];
+
+        if (name->type != REDIS_REPLY_STRING
+            || n->type != REDIS_REPLY_INTEGER)
+            return sg_store_err(q->err, sizeof(q->err), SG_STORE_EBADROW,
+                                "redis: collections: malformed reply");
+        if (sg_collection_push(&q->res, name->str, (double)n->integer) != 0)
+            return sg_store_err(q->err, sizeof(q->err), SG_STORE_ENOMEM,
+                                "out of memory");
+    }
+    return SG_STORE_OK;
+}
+
+static int
+r_acollections(sg_astore *as, sg_aquery **qp, char *err, int errlen)
+{
+    rcmd cmd = { 0 };
+
+    if (rcmd_add(&cmd, "EVAL", 4) != 0
+        || rcmd_add(&cmd, collections_lua, sizeof(collections_lua) - 1) != 0
+        || rcmd_add(&cmd, "0", 1) != 0)
+    {
+        rcmd_free(&cmd);
+        return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
+    }
+    /* timeout 0: the store's own */
+    return sg_redis_astart(as, &cmd, NULL, NULL, collections_done, NULL, 0,
+                           qp, err, errlen);
 }
 
 static void
@@ -380,7 +459,9 @@ r_aclose(sg_astore *as_)
     free(as);
 }
 
-static const sg_astore_vt redis_avt = { "redis", r_asearch, r_aclose };
+static const sg_astore_vt redis_avt = {
+    "redis", r_asearch, r_aclose, r_acollections,
+};
 
 int
 sg_redis_aopen(const char *hostport, sg_astore **out, char *err, int errlen)

@@ -1,6 +1,7 @@
 /*
  * Splitting text into index/query terms (see terms.h).
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,15 +40,65 @@ is_word_byte(unsigned char c)
            || (c >= '0' && c <= '9') || c >= 0x80;
 }
 
-static int
-add_term(sg_terms *t, const char *w)
+static size_t
+hash_term(const char *w)
 {
-    for (size_t i = 0; i < t->n; i++) {
-        if (strcmp(t->v[i], w) == 0) {
-            t->tf[i]++;
-            return 0;
-        }
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *w; w++) {
+        h ^= (unsigned char)*w;
+        h *= 1099511628211ULL;
     }
+    return (size_t)(h ^ (h >> 29));
+}
+
+/* The slot of w in the set: its own, or the empty one where it would go. */
+static size_t *
+find_slot(const sg_terms *t, const char *w)
+{
+    size_t mask = t->nslot - 1, i = hash_term(w) & mask;
+
+    while (t->slot[i] != 0 && strcmp(t->v[t->slot[i] - 1], w) != 0)
+        i = (i + 1) & mask;
+    return &t->slot[i];
+}
+
+/* Keeps the set at most half full. */
+static int
+grow_set(sg_terms *t)
+{
+    size_t  nslot = t->nslot ? t->nslot * 2 : 64;
+    size_t *old = t->slot;
+
+    if (t->nslot > 2 * (t->n + 1))
+        return 0;
+    t->slot = calloc(nslot, sizeof(*t->slot));
+    if (t->slot == NULL) {
+        t->slot = old;
+        return -1;
+    }
+    t->nslot = nslot;
+    for (size_t i = 0; i < t->n; i++)
+        *find_slot(t, t->v[i]) = i + 1;
+    free(old);
+    return 0;
+}
+
+/* 1 when w is new and max terms are already kept, else 0 or -1. */
+static int
+add_term(sg_terms *t, const char *w, size_t max)
+{
+    size_t *slot;
+
+    if (grow_set(t) < 0)
+        return -1;
+    slot = find_slot(t, w);
+    if (*slot != 0) {
+        t->tf[*slot - 1]++;
+        return 0;
+    }
+    if (t->n >= max)
+        return 1;
     if (t->n == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 32;
         char **v = realloc(t->v, cap * sizeof(*v));
@@ -66,14 +117,16 @@ add_term(sg_terms *t, const char *w)
     if (t->v[t->n] == NULL)
         return -1;
     t->tf[t->n++] = 1;
+    *slot = t->n;
     return 0;
 }
 
 int
-sg_terms_split(const char *text, sg_terms *t)
+sg_terms_split_max(const char *text, size_t max, sg_terms *t)
 {
     const unsigned char *s = (const unsigned char *)text;
     char                 w[65];
+    int                  rc;
 
     memset(t, 0, sizeof(*t));
     while (*s) {
@@ -89,13 +142,22 @@ sg_terms_split(const char *text, sg_terms *t)
         w[n] = '\0';
         if (n == 0 || sg_is_stopword(w))
             continue;
-        if (add_term(t, w) < 0) {
+        rc = add_term(t, w, max);
+        if (rc < 0) {
             sg_terms_free(t);
             return -1;
         }
+        if (rc > 0)
+            break;
         t->total++;
     }
     return 0;
+}
+
+int
+sg_terms_split(const char *text, sg_terms *t)
+{
+    return sg_terms_split_max(text, SIZE_MAX, t);
 }
 
 void
@@ -105,5 +167,6 @@ sg_terms_free(sg_terms *t)
         free(t->v[i]);
     free(t->v);
     free(t->tf);
+    free(t->slot);
     memset(t, 0, sizeof(*t));
 }

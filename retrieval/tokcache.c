@@ -1,5 +1,5 @@
 /*
- * The Redis token cache (see tokcache.h): MGET of tok:<hash>:<id> keys on
+ * The Redis token cache (see tokcache.h): MGET of tok:<hash>:<key> keys on
  * the way in, one Lua call that SETs them (with a TTL) and records them
  * per passage on the way out.
  */
@@ -103,7 +103,8 @@ sg_atokcache_get(sg_astore *as, uint64_t tok_hash, sg_passage *p, size_t n,
     }
     u->p = p;
     u->n = n;
-    return sg_redis_astart(as, &cmd, tokget_done, u, 0, q, err, errlen);
+    return sg_redis_astart(as, &cmd, NULL, NULL, tokget_done, u, 0, q, err,
+                           errlen);
 }
 
 int
@@ -118,5 +119,6 @@ sg_atokcache_put(sg_astore *as, uint64_t tok_hash, const sg_passage *p,
                             "the token cache needs a redis: store");
     if (sg_redis_tokput_cmd(tok_hash, p, n, ttl_s, &cmd) < 0)
         return sg_store_err(err, errlen, SG_STORE_ENOMEM, "out of memory");
-    return sg_redis_astart(as, &cmd, tokput_done, NULL, 0, q, err, errlen);
+    return sg_redis_astart(as, &cmd, NULL, NULL, tokput_done, NULL, 0, q,
+                           err, errlen);
 }

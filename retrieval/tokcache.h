@@ -1,6 +1,7 @@
 /*
  * The Redis cache of pre-tokenized passages: key
- *   tok:<tokenizer hash, 16 hex digits>:<passage id>
+ *   tok:<tokenizer hash, 16 hex digits>:<passage key>
+ * (a passage's key names its collection and id: store_redis.h)
  * holds the raw little-endian int32 ids of the passage's context block (the
  * text sg_ctx_block() makes), so a hot passage is tokenized once and never
  * again, across requests, workers and hosts.  Entries expire after a TTL

@@ -3,7 +3,8 @@
 # sources are configured with the packaged nginx's own flags (--with-compat,
 # so the .so is binary compatible) plus --add-dynamic-module=<repo>, and only
 # the `modules` target is made.  Output: build/nginx/ngx_http_sparsegate_module.so
-# (build-san/nginx/... with SAN=1: module and libraries under ASan + UBSan).
+# and the page's files in build/nginx/ui/ (build-san/nginx/... with SAN=1:
+# module and libraries under ASan + UBSan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -65,4 +66,10 @@ done
 make -s -f "$out/objs/Makefile" -C "$out/src" modules >"$out/make.log" 2>&1 \
     || { cat "$out/make.log"; exit 1; }
 cp "$so" "$out/ngx_http_sparsegate_module.so"
-echo "built $out/ngx_http_sparsegate_module.so"
+# The page's files (HTML, CSS, JavaScript: no build step) beside the
+# module, where its "ui" endpoint reads them at configuration time.
+rm -rf "$out/ui.tmp"
+cp -r ngx_module/ui "$out/ui.tmp"
+rm -rf "$out/ui"
+mv "$out/ui.tmp" "$out/ui"
+echo "built $out/ngx_http_sparsegate_module.so (and its page, $out/ui/)"

@@ -332,12 +332,17 @@ sg_cmd_ingest(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (uri == NULL || g.collection == NULL || g.collection[0] == '\0'
+    if (uri == NULL || g.collection == NULL
         || (jsonl == NULL) == (dir == NULL))
     {
         fprintf(stderr, "ingest: need --store, --collection and one of "
                 "--jsonl / --dir\n");
         usage(stderr);
+        return 2;
+    }
+    if (sg_collection_check(g.collection, err, sizeof(err)) != SG_STORE_OK)
+    {
+        fprintf(stderr, "ingest: --collection: %s\n", err);
         return 2;
     }
     if (g.passage_tokens < 16 || g.passage_tokens > 8192) {
@@ -346,7 +351,7 @@ sg_cmd_ingest(int argc, char **argv)
     }
     if (g.batch < 1)
         g.batch = 1;
-    if (sg_store_open(uri, &g.store, err, sizeof(err)) != SG_STORE_OK) {
+    if (sg_store_open_rw(uri, &g.store, err, sizeof(err)) != SG_STORE_OK) {
         fprintf(stderr, "ingest: %s\n", err);
         return 1;
     }
@@ -362,4 +367,46 @@ sg_cmd_ingest(int argc, char **argv)
                 sg_store_kind(g.store), g.collection);
     sg_store_close(g.store);
     return rc == 0 ? 0 : 1;
+}
+
+/* sparsegate migrate --store URI: what ingest does first, alone: the
+ * store's schema created, or upgraded to SG_STORE_SCHEMA. */
+int
+sg_cmd_migrate(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "store", required_argument, NULL, 's' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *uri = NULL;
+    sg_store   *s;
+    char        err[512];
+    int         c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': uri = optarg; break;
+        case 'h':
+            printf("usage: sparsegate migrate --store URI\n");
+            return 0;
+        default:
+            fprintf(stderr, "usage: sparsegate migrate --store URI\n");
+            return 2;
+        }
+    }
+    if (uri == NULL) {
+        fprintf(stderr, "migrate: need --store URI\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (sg_store_open_rw(uri, &s, err, sizeof(err)) != SG_STORE_OK) {
+        fprintf(stderr, "migrate: %s\n", err);
+        return 1;
+    }
+    fprintf(stderr, "migrate: %s store at schema %d\n", sg_store_kind(s),
+            SG_STORE_SCHEMA);
+    sg_store_close(s);
+    return 0;
 }

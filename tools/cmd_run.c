@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "model/group.h"
 #include "offline/protocol.h"
 #include "tool_io.h"
 
@@ -19,13 +20,19 @@ usage(FILE *f)
     fprintf(f,
 "usage: sparsegate run --model DIR (--prompt-ids FILE.i32.bin | --prompt 'ID ID ...')\n"
 "                      [--steps N] [--teacher FILE.i32.bin] [--force-decisions RUNDIR]\n"
-"                      [--dense] [--kv fp8|exact] [--act-quant on|off]\n"
+"                      [--dense | --window] [--kv fp8|exact] [--act-quant on|off]\n"
 "                      [--indexer-rope half|interleaved] [--index-share N]\n"
 "                      [--temperature T] [--seed S]\n"
-"                      [--threads N] [--backend cpu|cuda] [--dump DIR]\n"
+"                      [--threads N] [--backend cpu|cuda] [--devices LIST]\n"
+"                      [--dump DIR]\n"
 "  --teacher        feed these tokens at the decode steps (teacher forcing)\n"
 "  --force-decisions read indexer top-k sets and expert routing from RUNDIR\n"
 "                   (prefill_topk_all, topk, prefill_experts_all, experts .i32.bin)\n"
+"  --devices LIST   one model over a device group (0-7, 0,2,4-5): the run on\n"
+"                   rank 0, the routed experts spread over the ranks (with\n"
+"                   --backend cpu, host ranks in this process)\n"
+"  --window         attend each token's index_topk most recent keys instead\n"
+"                   of the indexer's choice (a sliding-window baseline)\n"
 "  --index-share N  IndexCache: the indexer runs on every N-th layer, the\n"
 "                   layers between reuse its top-k sets (0 or 1: off)\n"
 "  --dump           write prefill_logits.f32.bin, decode_logits.f32.bin,\n"
@@ -68,15 +75,18 @@ sg_cmd_run(int argc, char **argv)
         { "model", 1, 0, 'm' }, { "prompt-ids", 1, 0, 'p' },
         { "prompt", 1, 0, 'P' }, { "steps", 1, 0, 'n' },
         { "teacher", 1, 0, 't' }, { "force-decisions", 1, 0, 'f' },
-        { "dense", 0, 0, 'd' }, { "kv", 1, 0, 'k' },
+        { "dense", 0, 0, 'd' }, { "window", 0, 0, 'w' }, { "kv", 1, 0, 'k' },
         { "act-quant", 1, 0, 'a' }, { "indexer-rope", 1, 0, 'r' },
         { "index-share", 1, 0, 'x' },
         { "temperature", 1, 0, 'T' }, { "seed", 1, 0, 's' },
         { "threads", 1, 0, 'j' }, { "backend", 1, 0, 'b' },
-        { "dump", 1, 0, 'o' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 }
+        { "dump", 1, 0, 'o' }, { "devices", 1, 0, 'D' },
+        { "help", 0, 0, 'h' }, { 0, 0, 0, 0 }
     };
     const char   *model_dir = NULL, *prompt_file = NULL, *prompt_text = NULL;
     const char   *teacher_file = NULL, *force_dir = NULL, *dump = NULL;
+    const char   *devices = NULL;
+    sg_group     *g = NULL;
     sg_model_opts mo;
     sg_protocol   p;
     sg_protocol_out out;
@@ -100,6 +110,7 @@ sg_cmd_run(int argc, char **argv)
         case 't': teacher_file = optarg; break;
         case 'f': force_dir = optarg; break;
         case 'd': mo.num.dense = 1; break;
+        case 'w': mo.num.window = 1; break;
         case 'k':
             if (strcmp(optarg, "fp8") && strcmp(optarg, "exact")) {
                 fprintf(stderr, "run: --kv must be fp8 or exact\n");
@@ -138,6 +149,7 @@ sg_cmd_run(int argc, char **argv)
         case 'j': mo.n_threads = atoi(optarg); break;
         case 'b': mo.backend = optarg; break;
         case 'o': dump = optarg; break;
+        case 'D': devices = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -146,6 +158,10 @@ sg_cmd_run(int argc, char **argv)
         || p.steps < 0)
     {
         usage(stderr);
+        return 2;
+    }
+    if (mo.num.dense && mo.num.window) {
+        fprintf(stderr, "run: --dense and --window exclude each other\n");
         return 2;
     }
 
@@ -173,7 +189,24 @@ sg_cmd_run(int argc, char **argv)
         p.teacher = teacher;
     }
 
-    if (sg_model_load(model_dir, &mo, &m, err, sizeof(err)) != 0) {
+    if (devices) {
+        int ids[SG_MAX_RANKS], n;
+
+        n = sg_devices_parse(devices, ids, SG_MAX_RANKS, err, sizeof(err));
+        if (n < 0 || sg_group_load(model_dir, &mo, ids, n, &g, err,
+                                   sizeof(err)) != 0)
+        {
+            fprintf(stderr, "run: --devices: %s\n", err);
+            goto done;
+        }
+        m = sg_group_model(g, 0);
+        for (int r = 0; r < n; r++) {
+            sg_model *rm = sg_group_model(g, r);
+            printf("rank %d (device %d): routed experts %d-%d, %.1f MB of "
+                   "weights prepared\n", r, ids[r], rm->expert_begin,
+                   rm->expert_end - 1, rm->prepared_bytes / 1e6);
+        }
+    } else if (sg_model_load(model_dir, &mo, &m, err, sizeof(err)) != 0) {
         fprintf(stderr, "run: %s\n", err);
         goto done;
     }
@@ -208,7 +241,9 @@ sg_cmd_run(int argc, char **argv)
     p.prompt = prompt;
     p.trace = dump != NULL;
 
-    if (sg_protocol_run(m, &p, &out, err, sizeof(err)) != 0) {
+    if ((g ? sg_protocol_run_group(g, 0, &p, &out, err, sizeof(err))
+           : sg_protocol_run(m, &p, &out, err, sizeof(err))) != 0)
+    {
         fprintf(stderr, "run: %s\n", err);
         goto done;
     }
@@ -221,6 +256,8 @@ sg_cmd_run(int argc, char **argv)
            p.n_prompt / (out.prefill_seconds > 0 ? out.prefill_seconds : 1e-9),
            p.steps, out.decode_seconds,
            p.steps / (out.decode_seconds > 0 ? out.decode_seconds : 1e-9));
+    printf("cpu: prefill %.3f s, decode %.3f s\n", out.prefill_cpu_seconds,
+           out.decode_cpu_seconds);
 
     if (dump && sg_dump_protocol(dump, &m->cfg, &p, &out, !mo.num.dense, err,
                                  sizeof(err)) != 0)
@@ -233,7 +270,10 @@ sg_cmd_run(int argc, char **argv)
     rc = 0;
 
 done:
-    sg_model_free(m);
+    if (g)
+        sg_group_free(g);
+    else
+        sg_model_free(m);
     free(prompt);
     free(teacher);
     free(f_ptk);

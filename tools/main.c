@@ -15,10 +15,13 @@ SG_CMD(run);
 SG_CMD(mkmodel);
 SG_CMD(tokenize);
 SG_CMD(ingest);
+SG_CMD(migrate);
 SG_CMD(search);
 SG_CMD(context);
+SG_CMD(prompts);
 SG_CMD(bench);
 SG_CMD(compare);
+SG_CMD(plan);
 
 static const struct {
     const char *name;
@@ -28,10 +31,13 @@ static const struct {
     { "mkmodel", "write a random-weight DeepSeek-V3.2 checkpoint" },
     { "tokenize", "encode text to ids / decode ids to text" },
     { "ingest", "load a corpus into a passage store" },
+    { "migrate", "upgrade a passage store to the current schema" },
     { "search", "query a passage store" },
     { "context", "build a RAG prompt for a question" },
+    { "prompts", "build many RAG prompts as token ids (training data)" },
     { "bench", "engine micro-benchmarks" },
     { "compare", "compare dumped outputs with reference fixtures" },
+    { "plan", "what a model needs per device of a group, and if it fits" },
 };
 
 static sg_cmd_fn
@@ -41,10 +47,13 @@ lookup(const char *name)
     if (strcmp(name, "mkmodel") == 0) return sg_cmd_mkmodel;
     if (strcmp(name, "tokenize") == 0) return sg_cmd_tokenize;
     if (strcmp(name, "ingest") == 0) return sg_cmd_ingest;
+    if (strcmp(name, "migrate") == 0) return sg_cmd_migrate;
     if (strcmp(name, "search") == 0) return sg_cmd_search;
     if (strcmp(name, "context") == 0) return sg_cmd_context;
+    if (strcmp(name, "prompts") == 0) return sg_cmd_prompts;
     if (strcmp(name, "bench") == 0) return sg_cmd_bench;
     if (strcmp(name, "compare") == 0) return sg_cmd_compare;
+    if (strcmp(name, "plan") == 0) return sg_cmd_plan;
     return NULL;
 }
 

@@ -2,13 +2,16 @@
 # Installs what SparseGate builds and tests with: Debian packages (apt) and
 # the npm packages of package-lock.json. Safe to run again: it installs only
 # what is missing. Needs root for apt (a fresh Debian 12 machine, as root).
+# SG_SETUP_BROWSER=0 leaves out chromium (only the page's test needs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debs=(build-essential pkg-config curl ca-certificates
       libcjson-dev libpcre2-dev libopenblas-dev libsqlite3-dev
-      libhiredis-dev libpq-dev libssl-dev
+      libhiredis-dev libpq-dev libssl-dev libnuma-dev
       nginx nginx-dev redis-server postgresql wrk)
+# the page's browser test (headless); an image that serves only goes without
+[ "${SG_SETUP_BROWSER:-1}" = 1 ] && debs+=(chromium fonts-dejavu-core)
 command -v node >/dev/null && command -v npm >/dev/null || debs+=(nodejs npm)
 command -v python3 >/dev/null || debs+=(python3)
 

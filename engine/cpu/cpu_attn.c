@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
-
 #include "cpu_internal.h"
 
 static int
@@ -112,7 +110,8 @@ typedef struct {
     const float       *q, *kv, *pe;
     const sg_rows     *rows;
     const int32_t     *sel;
-    int                n_keys, k, heads, nope, rope, v;
+    const int32_t     *ridx;      /* the rows this path computes */
+    int                n, n_keys, k, heads, nope, rope, v;
     float              scale;
     float             *out;
 } prefill_ctx;
@@ -188,7 +187,7 @@ prefill_range(void *c, int64_t b0, int64_t b1)
 {
     prefill_ctx *P = c;
     int          heads = P->heads, nope = P->nope, rope = P->rope;
-    int          qk = nope + rope, kvw = nope + P->v, n = P->rows->n;
+    int          qk = nope + rope, kvw = nope + P->v, n = P->n;
     int          cap = P->k;           /* a row's list is a subset of sel */
     sparse_block B;
     int          ok;
@@ -213,8 +212,8 @@ prefill_range(void *c, int64_t b0, int64_t b1)
         int nu;
 
         for (int r = 0; r < rn; r++)
-            B.nk[r] = cpu_key_list(P->sel + (size_t)(i0 + r) * P->k, P->k,
-                                   P->rows->pos[i0 + r], P->n_keys,
+            B.nk[r] = cpu_key_list(P->sel + (size_t)P->ridx[i0 + r] * P->k, P->k,
+                                   P->rows->pos[P->ridx[i0 + r]], P->n_keys,
                                    B.keys[r]);
         nu = merge_keys(&B, rn);
         /* scores: the rows attending a key, four at a time, head by head
@@ -243,7 +242,7 @@ prefill_range(void *c, int64_t b0, int64_t b1)
 
                     for (int t = 0; t < 4; t++) {
                         int r = rg[t < ng ? t : 0];
-                        qn[t] = P->q + ((size_t)(i0 + r) * heads + h) * qk;
+                        qn[t] = P->q + ((size_t)P->ridx[i0 + r] * heads + h) * qk;
                         qp[t] = qn[t] + nope;
                     }
                     dot_rows(qn, 4, kvr + (size_t)h * kvw, nope, dn);
@@ -260,7 +259,7 @@ prefill_range(void *c, int64_t b0, int64_t b1)
         for (int r = 0; r < rn; r++) {
             for (int h = 0; h < heads; h++) {
                 softmax_scaled(B.p[r] + (size_t)h * cap, B.nk[r], P->scale);
-                memset(P->out + ((size_t)(i0 + r) * heads + h) * P->v, 0,
+                memset(P->out + ((size_t)P->ridx[i0 + r] * heads + h) * P->v, 0,
                        sizeof(float) * P->v);
             }
             B.cur[r] = 0;
@@ -275,7 +274,7 @@ prefill_range(void *c, int64_t b0, int64_t b1)
             for (int r = 0; r < rn; r++) {
                 if (!(B.umask[u] & (1u << r)))
                     continue;
-                float *o = P->out + (size_t)(i0 + r) * heads * P->v;
+                float *o = P->out + (size_t)P->ridx[i0 + r] * heads * P->v;
                 for (int h = 0; h < heads; h++)
                     cpu_axpy(o + (size_t)h * P->v,
                              B.p[r][(size_t)h * cap + B.cur[r]],
@@ -292,92 +291,14 @@ prefill_range(void *c, int64_t b0, int64_t b1)
     free(B.umask);
 }
 
-#define PREFILL_BLOCK 32      /* rows per work item */
-
-/*
- * Dense rows.  Items are (head, block of PREFILL_BLOCK rows): scores of
- * four rows at a time against every key up to the block's last position
- * (each key read once for the four), keys past a row's position masked to
- * -inf (exp gives exactly 0, as the reference's additive mask), softmax,
- * then each row sums its own keys' values in key order.  A row's numbers
- * are those of the per-row path, whichever rows share its call: chunked
- * and one-shot prefill agree bitwise.  (sgemm would be faster but its
- * summation order changes with the matrix shapes.)
- */
-static void
-prefill_block_range(void *c, int64_t t0, int64_t t1)
+/* Whether row i's set covers every key up to its position (a prompt row
+ * before index_topk, or sel NULL): then it takes the dense kernel. */
+static int
+attends_all(const int32_t *sel, int k, int pos, int n_keys, int32_t *keys)
 {
-    prefill_ctx *P = c;
-    int          heads = P->heads, qk = P->nope + P->rope;
-    int          kvw = P->nope + P->v, n = P->rows->n;
-    int          nblk = (n + PREFILL_BLOCK - 1) / PREFILL_BLOCK;
-    float       *sc = malloc(sizeof(float) * PREFILL_BLOCK * (size_t)P->n_keys
-                             + 1);
+    int last = pos < n_keys - 1 ? pos : n_keys - 1;
 
-    if (sc == NULL) {
-        cpu_oom();
-        return;
-    }
-    for (int64_t t = t0; t < t1; t++) {
-        int h = (int)(t / nblk), i0 = (int)(t % nblk) * PREFILL_BLOCK;
-        int rn = n - i0 < PREFILL_BLOCK ? n - i0 : PREFILL_BLOCK;
-        int nk = 0;
-
-        for (int r = 0; r < rn; r++) {
-            memset(P->out + ((size_t)(i0 + r) * heads + h) * P->v, 0,
-                   sizeof(float) * P->v);
-            if (P->rows->pos[i0 + r] + 1 > nk)
-                nk = P->rows->pos[i0 + r] + 1;
-        }
-        if (nk > P->n_keys)
-            nk = P->n_keys;
-        if (nk <= 0)
-            continue;
-        const float *kh = P->kv + (size_t)h * kvw;
-        int          r = 0;
-
-        /* scores as the per-row path computes them, four rows per key */
-        for (; r + 4 <= rn; r += 4) {
-            const float *qn[4], *qp[4];
-            float        dn[4], dp[4];
-
-            for (int u = 0; u < 4; u++) {
-                qn[u] = P->q + ((size_t)(i0 + r + u) * heads + h) * qk;
-                qp[u] = qn[u] + P->nope;
-            }
-            for (int s = 0; s < nk; s++) {
-                dot_rows(qn, 4, kh + (size_t)s * heads * kvw, P->nope, dn);
-                dot_rows(qp, 4, P->pe + (size_t)s * P->rope, P->rope, dp);
-                for (int u = 0; u < 4; u++)
-                    sc[(size_t)(r + u) * nk + s] = dn[u] + dp[u];
-            }
-        }
-        for (; r < rn; r++) {
-            const float *qn = P->q + ((size_t)(i0 + r) * heads + h) * qk;
-
-            for (int s = 0; s < nk; s++)
-                sc[(size_t)r * nk + s] =
-                    dot(qn, kh + (size_t)s * heads * kvw, P->nope)
-                    + dot(qn + P->nope, P->pe + (size_t)s * P->rope, P->rope);
-        }
-        for (int r = 0; r < rn; r++) {
-            float *row = sc + (size_t)r * nk;
-            float *o = P->out + ((size_t)(i0 + r) * heads + h) * P->v;
-            int    last = P->rows->pos[i0 + r];
-
-            if (last >= nk)
-                last = nk - 1;
-            if (last < 0)
-                continue;                      /* no keys: zero output */
-            for (int s = last + 1; s < nk; s++)
-                row[s] = -INFINITY;
-            softmax_scaled(row, nk, P->scale);
-            for (int s = 0; s <= last; s++)
-                cpu_axpy(o, row[s], kh + (size_t)s * heads * kvw + P->nope,
-                         P->v);
-        }
-    }
-    free(sc);
+    return sel == NULL || cpu_key_list(sel, k, pos, n_keys, keys) == last + 1;
 }
 
 void
@@ -386,187 +307,47 @@ cpu_attn_prefill(sg_backend *b, const float *q, const float *kv,
                  const int32_t *sel, int k, int heads, int nope, int rope,
                  int v, float scale, float *out)
 {
-    prefill_ctx P = { q, kv, pe, rows, sel, n_keys, k, heads, nope, rope, v,
-                      scale, out };
-    double span = 0, work;
+    int      n = rows->n, cap = k > n_keys ? k : n_keys, nd = 0, ns = 0;
+    int32_t *idx = malloc(sizeof(int32_t) * ((size_t)n + (cap > 0 ? cap : 1)));
+    int32_t *keys = idx + n;
 
-    if (rows->n <= 0)
+    if (n <= 0) {
+        free(idx);
         return;
-    for (int i = 0; i < rows->n; i++)
-        span += rows->pos[i] + 1 < n_keys ? rows->pos[i] + 1 : n_keys;
-    /* the path depends only on sel, never on which rows share the call:
-     * top-k rows go through their own key lists */
-    if (sel == NULL) {
-        int nblk = (rows->n + PREFILL_BLOCK - 1) / PREFILL_BLOCK;
-        work = (double)heads * span * (nope + rope + v);
-        cpu_parallel(b, (int64_t)heads * nblk, 1, work, prefill_block_range,
-                     &P);
-    } else {
-        int nblk = (rows->n + SPARSE_ROWS - 1) / SPARSE_ROWS;
-        work = (double)rows->n * heads * k * (nope + rope + v);
-        cpu_parallel(b, nblk, 1, work, prefill_range, &P);
     }
-}
-
-typedef struct {
-    const sg_kv_pool *pool;
-    const sg_kv_layer *L;
-    const int32_t    *bt, *keys;
-    const float      *q_lat, *q_pe;
-    float            *lat, *kpe, *sc, *out;
-    int               nk, heads;
-    int               j0, tn;      /* the current tile of the key list */
-    float             scale;
-} decode_ctx;
-
-/* Keys [j0, j1) of the current tile, dequantized for all heads. */
-static void
-decode_keys_range(void *c, int64_t j0, int64_t j1)
-{
-    decode_ctx        *D = c;
-    const sg_kv_layer *L = D->L;
-    int lora = D->pool->kv_lora, rope = D->pool->rope;
-    int nb = (lora + SG_FP8_BLOCK - 1) / SG_FP8_BLOCK;
-
-    for (int64_t j = j0; j < j1; j++) {
-        int64_t slot = cpu_slot(D->bt, D->keys[D->j0 + j]);
-        float  *dst = D->lat + (size_t)j * lora;
-
-        if (D->pool->latent_fp8) {
-            cpu_dequant_row((const uint8_t *)L->latent + slot * lora,
-                            L->latent_scale + slot * nb, lora, dst);
-        } else {
-            memcpy(dst, (const float *)L->latent + slot * lora,
-                   sizeof(float) * lora);
-        }
-        memcpy(D->kpe + (size_t)j * rope, L->pe + slot * rope,
-               sizeof(float) * rope);
-    }
-}
-
-/* Heads [h0, h1): scores against the tile's keys. */
-static void
-decode_scores_range(void *c, int64_t h0, int64_t h1)
-{
-    decode_ctx *D = c;
-    int         lora = D->pool->kv_lora, rope = D->pool->rope;
-    int         hn = (int)(h1 - h0), nk = D->nk;
-    float      *s = D->sc + (size_t)h0 * nk + D->j0;
-
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hn, D->tn, lora,
-                1.0f, D->q_lat + (size_t)h0 * lora, lora, D->lat, lora, 0.0f,
-                s, nk);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hn, D->tn, rope,
-                1.0f, D->q_pe + (size_t)h0 * rope, rope, D->kpe, rope, 1.0f,
-                s, nk);
-}
-
-static void
-decode_softmax_range(void *c, int64_t h0, int64_t h1)
-{
-    decode_ctx *D = c;
-
-    for (int64_t h = h0; h < h1; h++)
-        softmax_scaled(D->sc + (size_t)h * D->nk, D->nk, D->scale);
-}
-
-/* Heads [h0, h1): out += p[tile] . latents[tile] (= for the first tile). */
-static void
-decode_values_range(void *c, int64_t h0, int64_t h1)
-{
-    decode_ctx *D = c;
-    int         lora = D->pool->kv_lora, nk = D->nk;
-
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(h1 - h0),
-                lora, D->tn, 1.0f, D->sc + (size_t)h0 * nk + D->j0, nk,
-                D->lat, lora, D->j0 == 0 ? 0.0f : 1.0f,
-                D->out + (size_t)h0 * lora, lora);
-}
-
-/*
- * Long lists go in tiles of DECODE_TILE keys, so that the dequantized
- * latents stay in cache between the scores and the product that reads
- * them (a 32K list as one tile is 64 MB at kv_lora 512, read by every
- * chunk of heads); lists up to DECODE_TILE_MAX are one tile.  The tiling
- * depends only on the row's own key count: batch invariant.
- */
-#define DECODE_TILE      1024
-#define DECODE_TILE_MAX  4096
-_Static_assert(DECODE_TILE <= DECODE_TILE_MAX, "tiles fit the buffers");
-
-static int
-decode_tile(int nk)
-{
-    return nk <= DECODE_TILE_MAX ? nk : DECODE_TILE;
-}
-
-void
-cpu_attn_decode(sg_backend *b, const sg_kv_pool *pool, int layer,
-                const sg_rows *rows, const float *q_lat, const float *q_pe,
-                const int32_t *sel, int k, int heads, float scale, float *out)
-{
-    int lora = pool->kv_lora, rope = pool->rope;
-    int cap = 1;
-
-    for (int i = 0; i < rows->n; i++) {
-        int m = sel ? k : rows->pos[i] + 1;
-        cap = m > cap ? m : cap;
-    }
-    /* the largest tile: a list of up to DECODE_TILE_MAX keys is one */
-    int      tcap = cap < DECODE_TILE_MAX ? cap : DECODE_TILE_MAX;
-    int32_t *keys = malloc(sizeof(int32_t) * cap);
-    float   *lat = malloc(sizeof(float) * (size_t)tcap * lora);
-    float   *kpe = malloc(sizeof(float) * (size_t)tcap * rope);
-    float   *sc = malloc(sizeof(float) * (size_t)cap * heads);
-    /* about one chunk of heads per thread: each sgemm reads all keys */
-    int      hchunk = (heads + cpu_threads(b) - 1) / cpu_threads(b);
-
-    int      n = rows->n;
-
-    if (keys == NULL || lat == NULL || kpe == NULL || sc == NULL) {
+    if (idx == NULL) {
         cpu_backend_oom(b);
-        n = 0;                         /* nothing computed, all freed */
+        return;
     }
+    /* each row's path depends on its own set only, never on which rows
+     * share the call: rows that attend every earlier key take the dense
+     * (flash) kernel, the others their own key lists; dense rows fill idx
+     * from the front, sparse ones from the back */
     for (int i = 0; i < n; i++) {
-        decode_ctx D = { pool, &pool->layers[layer],
-                         rows->block_table
-                         + (size_t)rows->seq[i] * rows->max_blocks,
-                         keys, q_lat + (size_t)i * heads * lora,
-                         q_pe + (size_t)i * heads * rope, lat, kpe, sc,
-                         out + (size_t)i * heads * lora, 0, heads, 0, 0,
-                         scale };
-        int tile;
-
-        D.nk = cpu_key_list(sel ? sel + (size_t)i * k : NULL, k,
-                            rows->pos[i], INT_MAX, keys);
-        if (D.nk == 0) {
-            memset(D.out, 0, sizeof(float) * heads * lora);
-            continue;
-        }
-        tile = decode_tile(D.nk);
-        for (D.j0 = 0; D.j0 < D.nk; D.j0 += tile) {
-            D.tn = D.nk - D.j0 < tile ? D.nk - D.j0 : tile;
-            cpu_parallel(b, D.tn, 16, (double)D.tn * lora,
-                         decode_keys_range, &D);
-            cpu_parallel(b, heads, hchunk,
-                         (double)heads * D.tn * (lora + rope),
-                         decode_scores_range, &D);
-        }
-        cpu_parallel(b, heads, 1, (double)heads * D.nk * 8,
-                     decode_softmax_range, &D);
-        for (D.j0 = 0; D.j0 < D.nk; D.j0 += tile) {
-            D.tn = D.nk - D.j0 < tile ? D.nk - D.j0 : tile;
-            if (tile < D.nk)          /* one tile: its latents are there */
-                cpu_parallel(b, D.tn, 16, (double)D.tn * lora,
-                             decode_keys_range, &D);
-            cpu_parallel(b, heads, hchunk, (double)heads * D.tn * lora,
-                         decode_values_range, &D);
-        }
+        if (attends_all(sel ? sel + (size_t)i * k : NULL, k, rows->pos[i],
+                        n_keys, keys))
+            idx[nd++] = i;
+        else
+            idx[n - 1 - ns++] = i;
     }
-    free(keys);
-    free(lat);
-    free(kpe);
-    free(sc);
+    if (nd > 0)
+        cpu_flash_prefill(b, q, kv, pe, n_keys, rows, nd == n ? NULL : idx,
+                          nd, heads, nope, rope, v, scale, out);
+    if (ns > 0) {
+        prefill_ctx P = { q, kv, pe, rows, sel, idx + nd, ns, n_keys, k,
+                          heads, nope, rope, v, scale, out };
+        int         nblk = (ns + SPARSE_ROWS - 1) / SPARSE_ROWS;
+
+        /* back to ascending order: blocks of neighbouring rows */
+        for (int a = nd, z = n - 1; a < z; a++, z--) {
+            int32_t t = idx[a];
+            idx[a] = idx[z];
+            idx[z] = t;
+        }
+        cpu_parallel(b, nblk, 1, (double)ns * heads * k * (nope + rope + v),
+                     prefill_range, &P);
+    }
+    free(idx);
 }
 
 typedef struct {

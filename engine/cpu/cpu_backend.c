@@ -224,20 +224,26 @@ static const sg_backend_ops cpu_ops = {
     .moe_route = cpu_moe_route,
 };
 
+int cpu_isa_avx512;
+
 sg_backend *
 sg_backend_cpu_new(int n_threads)
 {
     sg_backend *b = calloc(1, sizeof(*b));
+    const char *isa = getenv("SG_CPU_ISA");
 
     if (b == NULL)
         return NULL;
+    __builtin_cpu_init();
+    cpu_isa_avx512 = __builtin_cpu_supports("avx512f")
+                     && !(isa && strcmp(isa, "avx2") == 0);
     sg_fp8_init();
     /* OpenBLAS's own threads would nest inside ours */
     openblas_set_num_threads(1);
     b->ops = &cpu_ops;
     b->name = "cpu";
     b->n_threads = n_threads > 0 ? n_threads : cpu_online_cpus();
-    b->mha_max_bytes = (size_t)1 << 30;
+    b->mha_max_bytes = (size_t)256 << 20;
     const char *mw = getenv("SG_CPU_PAR_WORK");
     b->impl = cpu_pool_new(b->n_threads, mw ? atof(mw) : CPU_PAR_WORK);
     if (b->impl == NULL) {

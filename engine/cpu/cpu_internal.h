@@ -12,6 +12,17 @@
 #include "model/backend.h"
 #include "model/dtype.h"
 
+/* Whether the kernels that have an AVX-512 form use it: the CPU has
+ * AVX-512F and SG_CPU_ISA is not "avx2" (cpu_backend.c, set when a
+ * backend is created).  Forms give the same bits where a kernel says so. */
+extern int cpu_isa_avx512;
+
+static inline int
+cpu_avx512(void)
+{
+    return cpu_isa_avx512;
+}
+
 /* Threads an op may use (the backend's bound). */
 static inline int
 cpu_threads(const sg_backend *b)
@@ -187,6 +198,13 @@ void cpu_attn_prefill(sg_backend *b, const float *q, const float *kv,
                       const float *pe, int n_keys, const sg_rows *rows,
                       const int32_t *sel, int k, int heads, int nope,
                       int rope, int v, float scale, float *out);
+/* cpu_attn_prefill's rows that attend every key up to their position
+ * (cpu_flash.c: tiled, online softmax): the n rows ridx[0..n) of rows
+ * (ridx NULL: rows 0..n). */
+void cpu_flash_prefill(sg_backend *b, const float *q, const float *kv,
+                       const float *pe, int n_keys, const sg_rows *rows,
+                       const int32_t *ridx, int n, int heads, int nope,
+                       int rope, int v, float scale, float *out);
 void cpu_attn_decode(sg_backend *b, const sg_kv_pool *pool, int layer,
                      const sg_rows *rows, const float *q_lat,
                      const float *q_pe, const int32_t *sel, int k,

@@ -4,7 +4,10 @@
  *
  * Batch invariant by construction: every output element is summed in the
  * same order whatever n is and whichever rows share a call (one kernel, no
- * sgemm path for large n).  With FP8 rounding downstream (KV cache,
+ * sgemm path for large n).  The kernel comes in two vector widths
+ * (cpu_linear_kern.h): 16 lanes where the CPU has AVX-512F, else 8; the
+ * width sets the order (lane l sums columns l, l + LANES, ...), and one
+ * process always uses the same width.  With FP8 rounding downstream (KV cache,
  * activations) a last-bit difference between a token decoded alone and in
  * a batch can flip an e4m3 code; the prefix cache and the batch tests need
  * the cache of a prefix to depend only on the prefix.
@@ -15,52 +18,8 @@
 #include "cpu_internal.h"
 
 #define X_TILE 16            /* input rows per work item */
-#define W_TILE 18            /* weight rows per work item (3 at a time) */
+#define W_TILE 18            /* weight rows per work item (3 or 6 at a time) */
 #define C_TILE 512           /* columns per pass (a multiple of 128) */
-
-/*
- * Columns [j0, j1) of nw weight rows against nx input rows (nw = 1..3,
- * nx = 1 or 4, constants after inlining): each weight vector is converted
- * once for all nx inputs, each input vector loaded once for all nw rows
- * (3 x 4: twelve accumulators, seven loads per twelve FMAs).  acc[u * 4 +
- * t] += w[u] . x[t], every pair summed in the same order (8 lanes, columns
- * in order) whatever nw and nx are.  The unroll pragmas keep the
- * accumulators in registers (without them GCC -O2 keeps them on the stack
- * and the kernel runs 3-5x slower).
- */
-static inline __attribute__((always_inline)) __m256
-load_w8(const void *w, sg_dtype dt, int64_t j)
-{
-    switch (dt) {
-    case SG_F32:
-        return _mm256_loadu_ps((const float *)w + j);
-    case SG_BF16:
-        return cpu_bf16x8((const uint16_t *)w + j);
-    default:
-        return cpu_e4m3x8_scaled((const uint8_t *)w + j);
-    }
-}
-
-static inline __attribute__((always_inline)) void
-row_kernel(const void *const *w, const int nw, const sg_dtype dt,
-           const float *const *x, const int nx, int64_t j0, int64_t j1,
-           __m256 *acc)
-{
-    __m256 wv[3];
-
-    for (int64_t j = j0; j + 8 <= j1; j += 8) {
-#pragma GCC unroll 3
-        for (int u = 0; u < nw; u++)
-            wv[u] = load_w8(w[u], dt, j);
-#pragma GCC unroll 4
-        for (int t = 0; t < nx; t++) {
-            __m256 xv = _mm256_loadu_ps(x[t] + j);
-#pragma GCC unroll 3
-            for (int u = 0; u < nw; u++)
-                acc[u * 4 + t] = _mm256_fmadd_ps(wv[u], xv, acc[u * 4 + t]);
-        }
-    }
-}
 
 /* Scalar tail of the same (element value, unscaled FP8 codes as value *
  * 2^-8 to match the vector part). */
@@ -79,104 +38,12 @@ elem_scaled(const void *w, sg_dtype dt, int64_t j)
 
 /*
  * Accumulation state of one (weight row, input row) pair while the columns
- * go by in tiles: the running 8-lane sum of the current block (acc), the
- * sum of finished blocks (tot) and the scalar tails.
+ * go by in tiles: the running 8- or 16-lane sum of the current block
+ * (acc), the sum of finished blocks (tot) and the scalar tails.
  */
 typedef struct {
-    float acc[8], tot[8], tail;
+    float acc[16], tot[16], tail;          /* 8 or 16 lanes used */
 } pair_state;
-
-/*
- * Columns [c0, c1) of nw weight rows against nx input rows, continuing
- * the pairs' states st[u * X_TILE + t] (u, t < nw, nx).  wr[u] points at
- * weight row u (stored dtype kdt), srow[u] at its FP8 block scales or
- * NULL.  FP8 rows go by 128-column block: each block's sum (of e4m3 * 2^-8
- * times x) times 2^8 * scale into tot; other rows are one block.  Tiles
- * are multiples of 128 columns, so every pair sums in the same order
- * whatever the tiling, nw and nx: outputs do not depend on the batch.
- */
-static inline __attribute__((always_inline)) void
-pairs_tile(const void *const *wr, sg_dtype kdt, const float *const *srow,
-           const int nw, int64_t cols, const float *const *x, const int nx,
-           int64_t c0, int64_t c1, pair_state *st)
-{
-    int64_t blk = srow[0] ? SG_FP8_BLOCK : cols;
-
-    for (int64_t j0 = c0; j0 < c1; j0 = j0 - j0 % blk + blk) {
-        int64_t bend = j0 - j0 % blk + blk < cols ? j0 - j0 % blk + blk : cols;
-        int64_t jv = bend & ~(int64_t)7;     /* block starts are multiples
-                                                 of 8 */
-        int64_t j1 = c1 < jv ? c1 : jv;
-        __m256  acc[12];
-
-#pragma GCC unroll 3
-        for (int u = 0; u < nw; u++)
-#pragma GCC unroll 4
-            for (int t = 0; t < nx; t++)
-                acc[u * 4 + t] = j0 % blk == 0
-                                 ? _mm256_setzero_ps()
-                                 : _mm256_loadu_ps(st[u * X_TILE + t].acc);
-        row_kernel(wr, nw, kdt, x, nx, j0, j1, acc);
-        if (c1 < bend) {
-            /* the block goes on in the next tile */
-#pragma GCC unroll 3
-            for (int u = 0; u < nw; u++)
-#pragma GCC unroll 4
-                for (int t = 0; t < nx; t++)
-                    _mm256_storeu_ps(st[u * X_TILE + t].acc, acc[u * 4 + t]);
-            break;
-        }
-        for (int u = 0; u < nw; u++) {
-            float s = srow[u] ? srow[u][j0 / SG_FP8_BLOCK] * 256.0f : 1.0f;
-
-            for (int t = 0; t < nx; t++) {
-                pair_state *p = &st[u * X_TILE + t];
-                float       e = 0.0f;
-
-                for (int64_t j = jv; j < bend; j++)
-                    e += elem_scaled(wr[u], kdt, j) * x[t][j];
-                _mm256_storeu_ps(p->tot, _mm256_fmadd_ps(
-                    acc[u * 4 + t], _mm256_set1_ps(s),
-                    _mm256_loadu_ps(p->tot)));
-                p->tail += e * s;
-            }
-        }
-    }
-}
-
-/* pairs_tile with nw, nx and the dtype constants in each branch. */
-static void
-tile_any(const void *const *wr, sg_dtype dt, const float *const *srow,
-         int nw, int64_t cols, const float *const *x, int nx, int64_t c0,
-         int64_t c1, pair_state *st)
-{
-#define TILE(DT, NW, NX)                                                    \
-    pairs_tile(wr, DT, srow, NW, cols, x, NX, c0, c1, st)
-#define SHAPES(DT)                                                          \
-    if (nx == 4) {                                                          \
-        if (nw == 3) TILE(DT, 3, 4);                                        \
-        else if (nw == 2) TILE(DT, 2, 4);                                   \
-        else TILE(DT, 1, 4);                                                \
-    } else {                                                                \
-        if (nw == 3) TILE(DT, 3, 1);                                        \
-        else if (nw == 2) TILE(DT, 2, 1);                                   \
-        else TILE(DT, 1, 1);                                                \
-    }
-
-    switch (dt) {
-    case SG_F32:
-        SHAPES(SG_F32);
-        break;
-    case SG_BF16:
-        SHAPES(SG_BF16);
-        break;
-    default:
-        SHAPES(SG_F8_E4M3);
-        break;
-    }
-#undef SHAPES
-#undef TILE
-}
 
 typedef struct {
     const sg_tensor *w;
@@ -186,66 +53,69 @@ typedef struct {
     int              n;
 } linear_ctx;
 
-/*
- * Items are (tile of X_TILE input rows, tile of W_TILE weight rows); each
- * goes through the columns in tiles of C_TILE, so the input and weight
- * tiles it works on stay in L1 while every pair of rows advances.
- */
-static void
-linear_range(void *c, int64_t t0, int64_t t1)
+/* 8 lanes: AVX2 */
+#define LANES 8
+#define VEC __m256
+#define LK(name) name##_8
+#define LK_TARGET
+#define VZERO() _mm256_setzero_ps()
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps((p), (v))
+#define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define VSET1(s) _mm256_set1_ps(s)
+#define HSUM(v) cpu_hsum(v)
+#define LOAD_BF16(p) cpu_bf16x8(p)
+#define LOAD_E4M3(p) cpu_e4m3x8_scaled(p)
+#include "cpu_linear_kern.h"
+#undef LANES
+#undef VEC
+#undef LK
+#undef LK_TARGET
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VFMA
+#undef VSET1
+#undef HSUM
+#undef LOAD_BF16
+#undef LOAD_E4M3
+
+/* 16 lanes: AVX-512F */
+#define AVX512 __attribute__((target("avx512f")))
+
+static inline __attribute__((always_inline)) AVX512 __m512
+bf16x16(const uint16_t *p)
 {
-    linear_ctx      *L = c;
-    const sg_tensor *w = L->w;
-    int64_t          cols = L->cols;
-    size_t           es = sg_dtype_size(w->dtype);
-    pair_state      *st = malloc(sizeof(pair_state) * W_TILE * X_TILE);
+    __m256i h = _mm256_loadu_si256((const __m256i *)p);
 
-    if (st == NULL) {
-        cpu_oom();
-        return;
-    }
-    for (int64_t t = t0; t < t1; t++) {
-        int64_t x0 = (t / L->n_wt) * X_TILE, r0 = (t % L->n_wt) * W_TILE;
-        int64_t x1 = x0 + X_TILE < L->n ? x0 + X_TILE : L->n;
-        int64_t r1 = r0 + W_TILE < L->rows ? r0 + W_TILE : L->rows;
-
-        memset(st, 0, sizeof(pair_state) * W_TILE * X_TILE);
-        for (int64_t c0 = 0; c0 < cols; c0 += C_TILE) {
-            int64_t c1 = c0 + C_TILE < cols ? c0 + C_TILE : cols;
-
-            for (int64_t r = r0; r < r1; r += 3) {
-                int          nw = r1 - r < 3 ? (int)(r1 - r) : 3;
-                const void  *wr[3];
-                const float *srow[3] = { NULL, NULL, NULL };
-                const float *xs[4];
-                int64_t      i = x0;
-
-                for (int u = 0; u < nw; u++) {
-                    wr[u] = (const char *)w->data + (size_t)(r + u) * cols * es;
-                    if (w->dtype == SG_F8_E4M3)
-                        srow[u] = w->scale + ((r + u) / SG_FP8_BLOCK)
-                                             * w->scale_cols;
-                }
-                for (; i < x1; ) {
-                    int         nx = i + 4 <= x1 ? 4 : 1;
-                    pair_state *ps = st + (r - r0) * X_TILE + (i - x0);
-
-                    for (int k = 0; k < nx; k++)
-                        xs[k] = L->x + (i + k) * cols;
-                    tile_any(wr, w->dtype, srow, nw, cols, xs, nx, c0, c1, ps);
-                    i += nx;
-                }
-            }
-        }
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t i = x0; i < x1; i++) {
-                pair_state *p = st + (r - r0) * X_TILE + (i - x0);
-                L->y[i * L->rows + r] = cpu_hsum(_mm256_loadu_ps(p->tot))
-                                        + p->tail;
-            }
-    }
-    free(st);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h),
+                                                 16));
 }
+
+/* 16 e4m3 bytes -> value * 2^-8 (as cpu_e4m3x8_scaled) */
+static inline __attribute__((always_inline)) AVX512 __m512
+e4m3x16_scaled(const uint8_t *p)
+{
+    __m256i h = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+    __m256i x = _mm256_slli_epi16(h, 7);
+
+    x = _mm256_add_epi16(x, _mm256_and_si256(x, _mm256_set1_epi16(0x4000)));
+    return _mm512_cvtph_ps(x);
+}
+
+#define LANES 16
+#define VEC __m512
+#define LK(name) name##_16
+#define LK_TARGET AVX512
+#define VZERO() _mm512_setzero_ps()
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps((p), (v))
+#define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define VSET1(s) _mm512_set1_ps(s)
+#define HSUM(v) _mm512_reduce_add_ps(v)
+#define LOAD_BF16(p) bf16x16(p)
+#define LOAD_E4M3(p) e4m3x16_scaled(p)
+#include "cpu_linear_kern.h"
 
 void
 cpu_linear(sg_backend *b, const sg_tensor *w, const float *x, int n, float *y,
@@ -269,6 +139,7 @@ cpu_linear(sg_backend *b, const sg_tensor *w, const float *x, int n, float *y,
     linear_ctx L = { w, x, y, rows, cols, (rows + W_TILE - 1) / W_TILE, n };
     int64_t    items = (n + X_TILE - 1) / X_TILE * L.n_wt;
 
-    cpu_parallel(b, items, 1, (double)rows * cols * n, linear_range, &L);
+    cpu_parallel(b, items, 1, (double)rows * cols * n,
+                 cpu_avx512() ? linear_range_16 : linear_range_8, &L);
     free(xq);
 }

@@ -24,12 +24,13 @@ struct cpu_pool {
     pthread_mutex_t  call;         /* one parallel loop at a time */
     pthread_mutex_t  mu;
     pthread_cond_t   wake;         /* workers: a new loop (gen changed) */
-    pthread_cond_t   done;         /* caller: every worker finished */
+    pthread_cond_t   done;         /* caller: the last worker left */
     pthread_t       *threads;
     int              n_workers;    /* started */
     int              stop;
     uint64_t         gen;
-    int              busy;         /* workers still inside the loop */
+    int              open;         /* the current loop still takes workers */
+    int              inside;       /* workers that joined it, not yet out */
 
     /* the current loop */
     cpu_range_fn     fn;
@@ -82,6 +83,13 @@ run_chunks(cpu_pool *p)
     }
 }
 
+/*
+ * A worker joins a loop only while it is open: one that wakes after the
+ * caller has taken every chunk and closed the loop goes back to sleep, and
+ * the caller never waits for a worker that has not joined (on a busy
+ * machine a sleeping worker can take milliseconds to be scheduled, and a
+ * decode step runs a few such loops per layer).
+ */
 static void *
 worker_main(void *arg)
 {
@@ -93,15 +101,16 @@ worker_main(void *arg)
     sg_fault_engine_thread();
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->gen == seen)
+        while (!p->stop && (p->gen == seen || !p->open))
             pthread_cond_wait(&p->wake, &p->mu);
         if (p->stop)
             break;
         seen = p->gen;
+        p->inside++;
         pthread_mutex_unlock(&p->mu);
         run_chunks(p);
         pthread_mutex_lock(&p->mu);
-        if (--p->busy == 0)
+        if (--p->inside == 0 && !p->open)
             pthread_cond_signal(&p->done);
     }
     pthread_mutex_unlock(&p->mu);
@@ -198,8 +207,8 @@ cpu_parallel(sg_backend *b, int64_t n, int64_t min_chunk, double work,
     p->n = n;
     p->chunk = chunk;
     atomic_store(&p->next, 0);
-    p->busy = p->n_workers;
     p->gen++;
+    p->open = 1;
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
 
@@ -209,8 +218,11 @@ cpu_parallel(sg_backend *b, int64_t n, int64_t min_chunk, double work,
     loop_pool = outer;
     in_worker = 0;
 
+    /* every chunk is taken: close the loop, wait for the workers that
+     * joined it to finish theirs */
     pthread_mutex_lock(&p->mu);
-    while (p->busy > 0)
+    p->open = 0;
+    while (p->inside > 0)
         pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
     pthread_mutex_unlock(&p->call);

@@ -16,6 +16,9 @@
 #include <stdint.h>
 
 typedef struct sg_engine sg_engine;
+/* A constrained-decoding grammar (grammar.h makes them; the engine only
+ * takes references). */
+typedef struct sg_grammar sg_grammar;
 
 /* The defaults, in the one place they are written: sg_engine_opts_default,
  * the engine's scheduler (for fields left 0) and the nginx module's
@@ -32,16 +35,26 @@ typedef struct sg_engine_opts {
     /* how the model runs */
     const char    *backend;          /* "cpu" (default) or "cuda" */
     int            device;           /* CUDA device */
+    const char    *devices;          /* a device group, "0-7" or "0,2,4":
+                                        one rank per device, attention
+                                        data-parallel, experts spread; with
+                                        the CPU backend host ranks (NUMA
+                                        nodes when there are several);
+                                        NULL = the one device above */
     int            n_threads;        /* CPU threads; 0 = all cores */
     int            dense;            /* 1: indexer off, every causal key
                                         attended (DSA off) */
     int            kv_fp8;           /* 1 (default): latent cached as e4m3 +
                                         scales; 0: exact cache */
+    int            window;           /* 1: each token attends its
+                                        index_topk most recent keys (a
+                                        baseline for what DSA keeps);
+                                        excludes dense */
     int            index_share;      /* IndexCache: >= 2 runs the indexer on
                                         every index_share-th layer only;
                                         0 or 1: every layer */
 
-    /* serving */
+    /* serving (kv_bytes, max_running and step_tokens per rank) */
     size_t         kv_bytes;         /* cache pool budget; 0 = 1 GiB */
     int            max_running;      /* sequences decoding at once; 0 = 64 */
     int            max_queue;        /* waiting requests; 0 = 256 */
@@ -75,6 +88,30 @@ int sg_model_info_load(const char *model_dir, sg_model_info *info,
  * size and the offset it lacks), reading the headers only; -1 with a
  * message naming the file. */
 int sg_model_check_files(const char *model_dir, char *err, int errlen);
+/*
+ * What an engine started with o needs on each of its devices, from
+ * config.json and the checkpoint's headers (or, without its files, the
+ * shapes the config implies), without loading a weight: a host checks its
+ * configuration with it (nginx -t).  device_bytes: one device's memory,
+ * for min_devices (0: not computed).  -1 with a message naming the file,
+ * field or device list.
+ */
+typedef struct sg_engine_plan {
+    int     n_ranks;                 /* devices in o->devices (1 without) */
+    size_t  rank_weight_bytes;       /* the largest rank's weights */
+    size_t  weight_bytes;            /* every weight once (what host ranks
+                                        share through one file mapping) */
+    size_t  work_bytes;              /* per rank: the forward pass's working
+                                        memory + the runtime's reserve */
+    size_t  kv_bytes_per_token;
+    int     max_context;             /* the longest request's tokens */
+    int     min_devices;             /* fewest devices of device_bytes that
+                                        hold weights, work and one longest
+                                        request's cache; 0: none */
+} sg_engine_plan;
+
+int sg_engine_plan_make(const sg_engine_opts *o, size_t device_bytes,
+    sg_engine_plan *p, char *err, int errlen);
 
 typedef struct sg_request {
     const int32_t *prompt;           /* copied by submit */
@@ -87,6 +124,34 @@ typedef struct sg_request {
     const int32_t *stop_ids;         /* extra stop tokens (copied) */
     int            n_stop_ids;
     void          *user;             /* returned in every event */
+
+    /*
+     * The logits' transforms, in this order (every field 0 = off):
+     * repetition_penalty (prompt and generated tokens: a positive logit
+     * divided by it, a negative one multiplied), frequency_penalty x count
+     * and presence_penalty (generated tokens), logit_bias added, the
+     * grammar's mask; then the temperature.  Logprobs are those of this
+     * processed distribution; the draw then keeps the top_k likeliest,
+     * those at least min_p x the likeliest's probability, and the top_p
+     * nucleus, in this order.
+     */
+    int            top_k;            /* 0: off */
+    float          min_p;            /* 0: off; 0..1 */
+    float          presence_penalty;
+    float          frequency_penalty;
+    float          repetition_penalty;   /* 0 or 1: off; else > 0 */
+    const int32_t *bias_ids;         /* logit_bias (copied) */
+    const float   *bias_values;
+    int            n_bias;
+    int            logprobs;         /* 1: token events carry logprobs */
+    int            top_logprobs;     /* 0..SG_MAX_TOP_LOGPROBS likeliest */
+    sg_grammar    *grammar;          /* constrained decoding: the tokens
+                                        allowed at each step, the end
+                                        (submit takes a reference) */
+    /* Tokens emitted instead of sampled, one per step, while they last:
+     * a test hook (a host offers it only when configured to); copied. */
+    const int32_t *script;
+    int            n_script;
     /* The prefix cache's namespace (bytes, copied): cached prefixes are
      * shared only between requests of the same salt, so that no tenant can
      * learn from cached_tokens what another's prompts hold.  A host puts
@@ -96,6 +161,8 @@ typedef struct sg_request {
     size_t         cache_salt_len;
 } sg_request;
 
+#define SG_MAX_TOP_LOGPROBS  20
+
 typedef enum {
     SG_EV_TOKEN = 1,                 /* one generated token */
     SG_EV_DONE,                      /* finished; usage filled */
@@ -103,7 +170,8 @@ typedef enum {
 } sg_event_kind;
 
 typedef enum {
-    SG_FINISH_STOP = 1,              /* EOS or a stop token */
+    SG_FINISH_STOP = 1,              /* EOS, a stop token, or the
+                                        grammar's end */
     SG_FINISH_LENGTH,                /* max_tokens or context limit */
     SG_FINISH_CANCELLED
 } sg_finish_reason;
@@ -118,6 +186,14 @@ typedef struct sg_event {
     int           cached_tokens;     /* prompt tokens served by the prefix cache */
     int           completion_tokens;
     char          message[160];
+
+    /* SG_EV_TOKEN of a request that asked for logprobs: the token's
+     * log-probability and the n_top likeliest (largest first, ties by
+     * id), under the processed distribution (sg_request). */
+    float         logprob;
+    int           n_top;
+    int32_t       top_ids[SG_MAX_TOP_LOGPROBS];
+    float         top_logprobs[SG_MAX_TOP_LOGPROBS];
     int           error;             /* on ERROR: SG_ENOMEM (out of memory:
                                         retry later) or SG_EENGINE */
 } sg_event;

@@ -42,7 +42,7 @@ struct sg_backend {
     const char           *name;       /* "cpu", "cuda" */
     int                   n_threads;
     /* How long a prompt keeps the MHA form (the default of the model's
-     * num.mha_max_bytes, see forward.c): the CPU 1 GiB of expanded keys
+     * num.mha_max_bytes, see forward.c): the CPU 256 MiB of expanded keys
      * and values; the CUDA backend 0, every prompt token absorbed, because
      * its absorbed kernel gathers one latent set for all heads of a row
      * where the MHA kernel reads each (row, head)'s keys on its own. */

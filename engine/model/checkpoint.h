@@ -6,6 +6,7 @@
 #ifndef SG_CHECKPOINT_H
 #define SG_CHECKPOINT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -93,5 +94,25 @@ typedef struct sg_weights {
 int sg_weights_bind(const sg_checkpoint *ck, const sg_config *cfg,
     sg_weights *w, char *err, int errlen);
 void sg_weights_free(sg_weights *w);
+
+/*
+ * The same weights from the config alone, without a checkpoint: each
+ * tensor gets its shape and the dtype DeepSeek's checkpoints store it in
+ * (matrices FP8 e4m3 with 128x128 block scales when the config has a
+ * quantization_config, else BF16; the gate, norms and embeddings BF16;
+ * e_score_correction_bias F32) and no data.  For sizing a model whose
+ * files are not here (model/plan.c).
+ */
+int sg_weights_shape(const sg_config *cfg, sg_weights *w, char *err,
+    int errlen);
+
+/* Bytes a weight occupies as stored, its block scales included. */
+size_t sg_tensor_bytes(const sg_tensor *t);
+
+/* fn(ctx, t, expert) for every tensor the engine uses: expert is the
+ * routed expert t belongs to, or -1 (replicated on every rank). */
+typedef void (*sg_weight_fn)(void *ctx, sg_tensor *t, int expert);
+void sg_weights_visit(sg_weights *w, const sg_config *cfg, sg_weight_fn fn,
+    void *ctx);
 
 #endif

@@ -12,16 +12,23 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "backend.h"
+#include "collective.h"
 
 #define CUDA_LIBRARY "libsparsegate_cuda.so"
 
 typedef sg_backend *(*cuda_new_fn)(int device, char *err, int errlen);
+typedef sg_coll *(*nccl_new_fn)(sg_backend **b, int n, sg_coll *host,
+    char *err, int errlen);
+
+sg_coll *sg_coll_nccl_new(sg_backend **b, int n, sg_coll *host, char *err,
+    int errlen);
 
 /* dir of path (path itself when it has no slash: "." then) */
 static void
@@ -90,12 +97,15 @@ open_library(char *why, size_t cap)
     return h;
 }
 
-sg_backend *
-sg_backend_cuda_new(int device, char *err, int errlen)
+/* The library, opened once (the ranks of a device group load their
+ * backends at the same time, each on its own thread). */
+static void *
+library(char *err, int errlen)
 {
-    static void       *lib;
-    static cuda_new_fn fn;
-    char               why[1024];
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static void           *lib;
+    static char            why[1024];
+    void                  *h;
 
 #ifndef SG_HAVE_CUDA
     if (getenv("SG_CUDA_LIBRARY") == NULL) {
@@ -104,21 +114,52 @@ sg_backend_cuda_new(int device, char *err, int errlen)
         return NULL;
     }
 #endif
-    if (lib == NULL) {
+    pthread_mutex_lock(&mu);
+    if (lib == NULL)
         lib = open_library(why, sizeof(why));
-        if (lib == NULL) {
-            snprintf(err, errlen, "cannot load the CUDA backend "
-                     "(%s): %s", CUDA_LIBRARY, why);
-            return NULL;
-        }
-        /* the library's own definition of this very name: a handle's
-         * lookup starts in the library itself */
-        fn = (cuda_new_fn)dlsym(lib, "sg_backend_cuda_new");
-    }
+    h = lib;
+    pthread_mutex_unlock(&mu);
+    if (h == NULL)
+        snprintf(err, errlen, "cannot load the CUDA backend (%s): %s",
+                 CUDA_LIBRARY, why);
+    return h;
+}
+
+sg_backend *
+sg_backend_cuda_new(int device, char *err, int errlen)
+{
+    void       *lib = library(err, errlen);
+    cuda_new_fn fn;
+
+    if (lib == NULL)
+        return NULL;
+    /* the library's own definition of this very name: a handle's lookup
+     * starts in the library itself */
+    fn = (cuda_new_fn)dlsym(lib, "sg_backend_cuda_new");
     if (fn == NULL || fn == sg_backend_cuda_new) {
         snprintf(err, errlen, "%s has no CUDA backend entry point",
                  CUDA_LIBRARY);
         return NULL;
     }
     return fn(device, err, errlen);
+}
+
+/* The NCCL collective of a group of CUDA backends (kernels/cuda_nccl.cu),
+ * from the same library; it takes host (destroyed here on failure). */
+sg_coll *
+sg_coll_nccl_new(sg_backend **b, int n, sg_coll *host, char *err,
+    int errlen)
+{
+    void       *lib = library(err, errlen);
+    nccl_new_fn fn = lib ? (nccl_new_fn)dlsym(lib, "sg_coll_nccl_new")
+                         : NULL;
+
+    if (fn == NULL || fn == sg_coll_nccl_new) {
+        if (lib)
+            snprintf(err, errlen, "%s has no NCCL collective (built without "
+                     "nccl.h)", CUDA_LIBRARY);
+        host->ops->destroy(host);
+        return NULL;
+    }
+    return fn(b, n, host, err, errlen);
 }

@@ -16,13 +16,14 @@
 #include <string.h>
 
 #include "forward_scratch.h"
+#include "group.h"
 #include "model.h"
 
 enum {
     S_X, S_H, S_QA, S_QR, S_Q, S_KV, S_LAT, S_PE, S_IQ, S_IK, S_IKN, S_IQ8,
     S_IQS, S_IK8, S_IKS, S_IW, S_SCORES, S_QLAT, S_QPE, S_OLAT, S_ATT, S_O,
     S_GLAT, S_GPE, S_KVFULL, S_G, S_U, S_A, S_Y, S_Z, S_XE, S_GE, S_UE, S_YE,
-    S_LAST, S_LOGITS, S_COUNT
+    S_LAST, S_LOGITS, S_SEND, S_RECV, S_BACK, S_BACKR, S_COUNT
 };
 
 typedef struct {
@@ -201,6 +202,31 @@ trace_shared_selection(fwd_t *f, int l)
 }
 
 /*
+ * The sliding-window switch: instead of the indexer's choice, each row's
+ * set is its index_topk most recent positions (itself included), -1
+ * padded, in the layout indexer_select writes.
+ */
+static void
+window_select(fwd_t *f, int l)
+{
+    const sg_trace *tr = f->trace;
+    int             K = f->m->cfg.index_topk;
+
+    for (int r = 0; r < f->T; r++) {
+        int32_t *row = f->sel + (size_t)r * K;
+        int      first = f->pos[r] + 1 - K, c = 0;
+
+        for (int s = first > 0 ? first : 0; s <= f->pos[r]; s++)
+            row[c++] = s;
+        for (; c < K; c++)
+            row[c] = -1;
+    }
+    if (tr && tr->out_topk)
+        memcpy(tr->out_topk + (size_t)l * f->T * K, f->sel,
+               sizeof(int32_t) * f->T * K);
+}
+
+/*
  * The lightning indexer's projections: every row's key (cached for later
  * rows) and, when this layer selects, its queries and head weights.
  */
@@ -233,7 +259,7 @@ indexer(fwd_t *f, int l, const float *h, const float *qr)
     b->ops->rope(b, ikn, T, 1, ID, ID, 0, f->pos, &m->rope, inter);
     b->ops->hadamard(b, ikn, T, ID);
     b->ops->fp8_quant(b, ikn, T, ID, ik8, iks, f->ue8m0);
-    if (m->num.dense || shares_selection(m, l))
+    if (m->num.dense || m->num.window || shares_selection(m, l))
         return 0;
 
     /* queries from the q latent */
@@ -283,7 +309,7 @@ indexer_select(fwd_t *f, int l)
 
         while (r0 + n < T) {
             int p = f->pos[r0 + n] > maxpos ? f->pos[r0 + n] : maxpos;
-            if (n > 0 && (size_t)(n + 1) * (p + 1) > (32u << 20))
+            if (n > 0 && (size_t)(n + 1) * (p + 1) > (8u << 20))
                 break;
             maxpos = p;
             n++;
@@ -332,7 +358,7 @@ indexer_select(fwd_t *f, int l)
  * prefill), generated tokens the absorbed form (kv_b folded into the query
  * and the output, as the reference's decode).  Past the position where the
  * context's keys and values would outgrow num.mha_max_bytes (the backend's
- * default: 1 GiB on the CPU, reached at 8K tokens with V3.2's shapes; 0 on
+ * default: 256 MiB on the CPU, reached at 2K tokens with V3.2's shapes; 0 on
  * the GPU, see backend.h), prompt tokens take the absorbed form too: its
  * memory does not grow with the context, and with a long context it also
  * costs less than applying kv_b to the whole context once per chunk.
@@ -348,7 +374,13 @@ uses_mha(const fwd_t *f, int it)
     return n > 1 || f->items[it].prompt;
 }
 
-/* Positions [0, mha_positions) of a prompt take the MHA form. */
+/* Positions [0, mha_positions) of a prompt take the MHA form.  With the
+ * indexer on, a row past index_topk attends index_topk keys of a longer
+ * context: the absorbed form reads each of them once for all heads where
+ * the MHA form would expand every key of the context, so it ends there
+ * too (unless the model's mha_max_bytes is set explicitly, or FP8 GEMMs
+ * quantize their inputs: the MHA form's kv_b GEMM then quantizes the
+ * latents as the reference's prefill does, the absorbed form does not). */
 static int
 mha_positions(const sg_model *m)
 {
@@ -359,6 +391,9 @@ mha_positions(const sg_model *m)
                                         : m->backend->mha_max_bytes;
     size_t keys = limit / per_key;
 
+    if (!m->num.dense && m->num.mha_max_bytes == 0
+        && !(m->num.act_quant && c->fp8) && keys > (size_t)c->index_topk)
+        keys = c->index_topk;
     return keys > (size_t)m->max_pos ? m->max_pos : (int)keys;
 }
 
@@ -477,7 +512,9 @@ attention(fwd_t *f, int l, float *x)
     b->ops->kv_store(b, f->pool, l, &f->rows, lat, pe, s->p[S_IK8],
                      s->p[S_IKS], f->ue8m0);
     if (!m->num.dense) {
-        if (shares_selection(m, l))
+        if (m->num.window)
+            window_select(f, l);
+        else if (shares_selection(m, l))
             trace_shared_selection(f, l);
         else if (indexer_select(f, l) != 0)
             return -1;
@@ -529,6 +566,327 @@ mlp(fwd_t *f, const sg_mlp_weights *w, const float *in, int n, int inter,
     return 0;
 }
 
+/*
+ * The routed experts of one MoE layer: y[r] = sum over row r's experts, in
+ * ascending expert id, of weight * expert(h[r]) -- the order the reference
+ * accumulates them in, and the one every group size reproduces.
+ *
+ * Alone, each expert runs over the rows routed to it and scatter_add_rows
+ * adds the results.  In a group of N ranks (expert-parallel):
+ *   1. every rank all_gathers the row counts and routing of all ranks, so
+ *      each derives the same exchange plan;
+ *   2. dispatch (all_to_all): each row goes once to every rank that holds
+ *      one of its experts, rows in ascending order per source;
+ *   3. each rank runs its experts in ascending id over the rows it
+ *      received (a row's result does not depend on its company: the
+ *      backends' linear is batch invariant);
+ *   4. combine (all_to_all): each (row, expert) result goes back to the
+ *      row's rank, grouped by holder, experts ascending, rows ascending;
+ *      holders own ascending ranges, so what arrives is in ascending
+ *      expert id and ONE scatter_add_rows over it adds each row's
+ *      results in the same order as alone: the same bits for any N and
+ *      any spread of requests over ranks.
+ * T may be 0 (a rank with nothing to run still serves the others).
+ */
+typedef struct {
+    int      N, me, E, k, maxT;
+    int32_t *T;            /* [N] rows of each rank */
+    int32_t *ex;           /* [N][maxT * k] routing of each rank, -1 pad */
+    int32_t *pos;          /* [N][maxT] where row r of rank s lies in recv */
+    int32_t *idx;          /* row index lists (one use at a time) */
+    float   *w;            /* their weights */
+    int32_t *ysrc;         /* [pairs] source rank of each computed result */
+    size_t  *off[4];       /* send/recv offsets and bytes, [N] each */
+} moe_plan;
+
+static void
+moe_plan_free(moe_plan *p)
+{
+    free(p->T);
+    free(p->ex);
+    free(p->pos);
+    free(p->idx);
+    free(p->w);
+    free(p->ysrc);
+    for (int i = 0; i < 4; i++)
+        free(p->off[i]);
+}
+
+/* 1 when any of the k experts at ex is held by rank d. */
+static int
+routes_to(const moe_plan *p, const int32_t *ex, int d)
+{
+    for (int j = 0; j < p->k; j++) {
+        if (ex[j] >= 0 && sg_expert_owner(ex[j], p->N, p->E) == d)
+            return 1;
+    }
+    return 0;
+}
+
+static int
+coll_failed(fwd_t *f)
+{
+    snprintf(f->err, f->errlen, "device group: %s",
+             f->m->coll->why[0] ? f->m->coll->why : "aborted");
+    return -1;
+}
+
+/* Step 1: every rank's row count and routing, and the plan's arrays. */
+static int
+moe_gather(fwd_t *f, moe_plan *p)
+{
+    sg_coll *c = f->m->coll;
+    int      T = f->T, cap = 0, rows = 0;
+    int32_t *mine;
+
+    p->T = malloc(sizeof(int32_t) * p->N);
+    if (p->T == NULL)
+        goto oom;
+    if (p->N == 1) {
+        p->T[0] = T;
+    } else if (c->ops->all_gather(c, p->me, &T, sizeof(int32_t), p->T) != 0) {
+        return coll_failed(f);
+    }
+    for (int s = 0; s < p->N; s++) {
+        if (p->T[s] > p->maxT)
+            p->maxT = p->T[s];
+        rows += p->T[s];
+    }
+    cap = p->maxT > 0 ? p->maxT : 1;
+    p->ex = malloc(sizeof(int32_t) * (size_t)p->N * cap * p->k);
+    p->pos = malloc(sizeof(int32_t) * (size_t)p->N * cap);
+    p->idx = malloc(sizeof(int32_t) * ((size_t)rows * p->k + p->N + 1));
+    p->w = malloc(sizeof(float) * ((size_t)rows * p->k + 1));
+    p->ysrc = malloc(sizeof(int32_t) * ((size_t)rows * p->k + 1));
+    mine = malloc(sizeof(int32_t) * (size_t)cap * p->k);
+    for (int i = 0; i < 4; i++)
+        p->off[i] = calloc(p->N, sizeof(size_t));
+    if (!p->ex || !p->pos || !p->idx || !p->w || !p->ysrc || !mine
+        || !p->off[0] || !p->off[1] || !p->off[2] || !p->off[3])
+    {
+        free(mine);
+        goto oom;
+    }
+    for (int i = 0; i < cap * p->k; i++)
+        mine[i] = i < T * p->k ? f->experts[i] : -1;
+    if (p->N == 1) {
+        memcpy(p->ex, mine, sizeof(int32_t) * (size_t)cap * p->k);
+    } else if (c->ops->all_gather(c, p->me, mine,
+                                  sizeof(int32_t) * (size_t)cap * p->k,
+                                  p->ex) != 0)
+    {
+        free(mine);
+        return coll_failed(f);
+    }
+    free(mine);
+    return 0;
+oom:
+    snprintf(f->err, f->errlen, "out of memory for the MoE exchange plan");
+    f->oom = 1;
+    return -1;
+}
+
+#define EX(p, s, r) ((p)->ex + ((size_t)(s) * (p)->maxT + (r)) * (p)->k)
+
+/* Step 2: the rows this rank's experts need, in recv (s asc, r asc);
+ * returns how many, or -1. */
+static int
+moe_dispatch(fwd_t *f, moe_plan *p, const float *h, float **recv)
+{
+    sg_backend *b = f->m->backend;
+    sg_coll    *c = f->m->coll;
+    int         D = f->m->cfg.hidden_size, n_send = 0, n_recv = 0;
+    size_t      row = sizeof(float) * D;
+    float      *send;
+
+    for (int s = 0; s < p->N; s++) {
+        for (int r = 0; r < p->T[s]; r++) {
+            int here = p->N == 1 || routes_to(p, EX(p, s, r), p->me);
+            p->pos[(size_t)s * p->maxT + r] = here ? n_recv++ : -1;
+        }
+    }
+    if (p->N == 1) {
+        *recv = (float *)h;             /* every row, in order */
+        return n_recv;
+    }
+    /* what this rank sends: to each d its rows for d, ascending */
+    for (int d = 0; d < p->N; d++) {
+        size_t n0 = n_send;
+        for (int r = 0; r < f->T; r++) {
+            if (routes_to(p, EX(p, p->me, r), d))
+                p->idx[n_send++] = r;
+        }
+        p->off[0][d] = n0 * row;
+        p->off[1][d] = (n_send - n0) * row;
+    }
+    for (int s = 0, at = 0; s < p->N; s++) {
+        int cnt = 0;
+        for (int r = 0; r < p->T[s]; r++)
+            cnt += p->pos[(size_t)s * p->maxT + r] >= 0;
+        p->off[2][s] = (size_t)at * row;
+        p->off[3][s] = (size_t)cnt * row;
+        at += cnt;
+    }
+    NEED(send, S_SEND, row * (n_send ? n_send : 1));
+    NEED(*recv, S_RECV, row * (n_recv ? n_recv : 1));
+    if (n_send)
+        b->ops->gather_rows(b, h, p->idx, n_send, D, send);
+    if (c->ops->all_to_all(c, p->me, send, p->off[0], p->off[1], *recv,
+                           p->off[2], p->off[3]) != 0)
+    {
+        return coll_failed(f);
+    }
+    return n_recv;
+}
+
+/* Step 3: this rank's experts over the received rows; results in (expert
+ * asc, source asc, row asc) order, p->ysrc their source ranks.  Returns the
+ * number of results, or -1. */
+static int
+moe_experts(fwd_t *f, int l, moe_plan *p, const float *recv, int n_recv,
+    float **yall)
+{
+    sg_model         *m = f->m;
+    sg_backend       *b = m->backend;
+    sg_layer_weights *L = &m->w.layers[l];
+    int    D = m->cfg.hidden_size, mi = m->cfg.moe_intermediate_size;
+    int    n = 0;
+    float *xe, *g, *u, *a;
+
+    NEED(*yall, S_YE, sizeof(float) * D * ((size_t)n_recv * p->k + 1));
+    for (int e = m->expert_begin; e < m->expert_end; e++) {
+        int cnt = 0;
+
+        for (int s = 0; s < p->N; s++) {
+            for (int r = 0; r < p->T[s]; r++) {
+                const int32_t *ex = EX(p, s, r);
+                for (int j = 0; j < p->k; j++) {
+                    if (ex[j] != e)
+                        continue;
+                    p->idx[cnt++] = p->pos[(size_t)s * p->maxT + r];
+                    p->ysrc[n + cnt - 1] = s;
+                }
+            }
+        }
+        if (cnt == 0)
+            continue;
+        NEED(xe, S_XE, sizeof(float) * D * cnt);
+        NEED(g, S_G, sizeof(float) * mi * cnt);
+        NEED(u, S_U, sizeof(float) * mi * cnt);
+        NEED(a, S_A, sizeof(float) * mi * cnt);
+        b->ops->gather_rows(b, recv, p->idx, cnt, D, xe);
+        mlp(f, &L->experts[e], xe, cnt, mi, g, u, a,
+            *yall + (size_t)n * D);
+        n += cnt;
+    }
+    return n;
+}
+
+/* Step 4: the results back to their rows' ranks; returns where this
+ * rank's results lie, in ascending expert id, or NULL. */
+static const float *
+moe_combine(fwd_t *f, moe_plan *p, const float *yall, int n_y, int *n_back)
+{
+    sg_backend *b = f->m->backend;
+    sg_coll    *c = f->m->coll;
+    int         D = f->m->cfg.hidden_size, n = 0, got = 0;
+    size_t      row = sizeof(float) * D;
+    float      *back, *backr;
+
+    if (p->N == 1) {
+        *n_back = n_y;
+        return yall;
+    }
+    /* to each source s its results, in the order computed */
+    for (int s = 0; s < p->N; s++) {
+        int n0 = n;
+        for (int i = 0; i < n_y; i++) {
+            if (p->ysrc[i] == s)
+                p->idx[n++] = i;
+        }
+        p->off[0][s] = (size_t)n0 * row;
+        p->off[1][s] = (size_t)(n - n0) * row;
+    }
+    /* from each holder d the results for this rank's rows */
+    for (int d = 0; d < p->N; d++) {
+        int lo = sg_expert_first(d, p->N, p->E);
+        int hi = sg_expert_first(d + 1, p->N, p->E), cnt = 0;
+        for (int i = 0; i < f->T * p->k; i++)
+            cnt += f->experts[i] >= lo && f->experts[i] < hi;
+        p->off[2][d] = (size_t)got * row;
+        p->off[3][d] = (size_t)cnt * row;
+        got += cnt;
+    }
+    back = need(f->m, S_BACK, row * (n ? n : 1));
+    backr = need(f->m, S_BACKR, row * (got ? got : 1));
+    if (back == NULL || backr == NULL) {
+        snprintf(f->err, f->errlen, "backend %s: out of memory (MoE "
+                 "exchange buffers)", b->name);
+        f->oom = 1;
+        return NULL;
+    }
+    if (n)
+        b->ops->gather_rows(b, yall, p->idx, n, D, back);
+    if (c->ops->all_to_all(c, p->me, back, p->off[0], p->off[1], backr,
+                           p->off[2], p->off[3]) != 0)
+    {
+        coll_failed(f);
+        return NULL;
+    }
+    *n_back = got;
+    return backr;
+}
+
+static int
+moe_routed(fwd_t *f, int l, const float *h, float *y)
+{
+    sg_model   *m = f->m;
+    sg_backend *b = m->backend;
+    moe_plan    p;
+    int         D = m->cfg.hidden_size, n_recv, n_y, n_back = 0, rc = -1;
+    float      *recv = NULL, *yall = NULL;
+    const float *back;
+
+    memset(&p, 0, sizeof(p));
+    p.N = m->n_ranks;
+    p.me = m->rank;
+    p.E = m->cfg.n_routed_experts;
+    p.k = m->cfg.num_experts_per_tok;
+    if (moe_gather(f, &p) != 0
+        || (n_recv = moe_dispatch(f, &p, h, &recv)) < 0
+        || (n_y = moe_experts(f, l, &p, recv, n_recv, &yall)) < 0
+        || (back = moe_combine(f, &p, yall, n_y, &n_back)) == NULL)
+    {
+        goto out;
+    }
+    /* this rank's (row, expert) pairs in ascending expert id, rows
+     * ascending: the order the results arrived in */
+    {
+        int n = 0;
+        for (int e = 0; e < p.E; e++) {
+            for (int r = 0; r < f->T; r++) {
+                for (int j = 0; j < p.k; j++) {
+                    if (f->experts[(size_t)r * p.k + j] != e)
+                        continue;
+                    p.idx[n] = r;
+                    p.w[n++] = f->eweights[(size_t)r * p.k + j];
+                }
+            }
+        }
+        if (n != n_back) {
+            snprintf(f->err, f->errlen, "MoE combine: %d results for %d "
+                     "routed pairs", n_back, n);
+            goto out;
+        }
+        if (n)
+            b->ops->scatter_add_rows(b, y, p.idx, p.w, n, D, back);
+    }
+    rc = 0;
+out:
+    moe_plan_free(&p);
+    return rc;
+}
+
 static int
 feed_forward(fwd_t *f, int l, float *x)
 {
@@ -541,7 +899,7 @@ feed_forward(fwd_t *f, int l, float *x)
     int    k = c->num_experts_per_tok, mi = c->moe_intermediate_size;
     int    si = mi * c->n_shared_experts;
     int    inter = L->is_moe ? (mi > si ? mi : si) : c->intermediate_size;
-    float *h, *g, *u, *a, *y, *z, *logits, *xe, *ye;
+    float *h, *g, *u, *a, *y, *z, *logits;
 
     NEED(h, S_H, sizeof(float) * T * D);
     NEED(g, S_G, sizeof(float) * T * inter);
@@ -566,8 +924,6 @@ feed_forward(fwd_t *f, int l, float *x)
 
     NEED(z, S_Z, sizeof(float) * T * D);
     NEED(logits, S_LOGITS, sizeof(float) * T * (E > 1 ? E : 1));
-    NEED(xe, S_XE, sizeof(float) * T * D);
-    NEED(ye, S_YE, sizeof(float) * T * D);
 
     /* routing in f32 on the normed input */
     b->ops->linear(b, &L->gate, h, T, logits, 0, f->ue8m0);
@@ -596,8 +952,6 @@ feed_forward(fwd_t *f, int l, float *x)
         memcpy(tr->out_expert_weights + (size_t)l * T * k, f->eweights,
                sizeof(float) * T * k);
 
-    /* experts in index order, each over the rows routed to it, as the
-     * reference accumulates them */
     {
         /* y = 0 (the backend has no fill op; this is small next to the
          * expert GEMMs) */
@@ -608,24 +962,12 @@ feed_forward(fwd_t *f, int l, float *x)
         b->ops->upload(b, y, hz, bytes);
         free(hz);
     }
-    for (int e = 0; e < E; e++) {
-        int cnt = 0;
-
-        for (int r = 0; r < T; r++) {
-            for (int j = 0; j < k; j++) {
-                if (f->experts[(size_t)r * k + j] == e) {
-                    f->erows[cnt] = r;
-                    f->ew[cnt] = f->eweights[(size_t)r * k + j];
-                    cnt++;
-                }
-            }
-        }
-        if (cnt == 0)
-            continue;
-        b->ops->gather_rows(b, h, f->erows, cnt, D, xe);
-        mlp(f, &L->experts[e], xe, cnt, mi, g, u, a, ye);
-        b->ops->scatter_add_rows(b, y, f->erows, f->ew, cnt, D, ye);
-    }
+    if (moe_routed(f, l, h, y) != 0)
+        return -1;
+    /* the experts' buffers may have grown: fetch them again */
+    NEED(g, S_G, sizeof(float) * T * inter);
+    NEED(u, S_U, sizeof(float) * T * inter);
+    NEED(a, S_A, sizeof(float) * T * inter);
     mlp(f, &L->shared, h, T, si, g, u, a, z);
     b->ops->add(b, y, z, (size_t)T * D);
     b->ops->add(b, x, y, (size_t)T * D);
@@ -730,9 +1072,31 @@ check_items(sg_model *m, sg_kv_pool *pool, sg_batch_item *items, int n_items,
     return 0;
 }
 
-int
-sg_forward(sg_model *m, sg_kv_pool *pool, sg_batch_item *items, int n_items,
-    const sg_trace *trace, char *err, int errlen)
+/*
+ * A group rank's step with no rows: it takes part in every MoE layer's
+ * exchange, running its experts for the other ranks' tokens.
+ */
+static int
+forward_empty(sg_model *m, char *err, int errlen)
+{
+    fwd_t f;
+
+    memset(&f, 0, sizeof(f));
+    f.m = m;
+    f.err = err;
+    f.errlen = errlen;
+    f.aq = m->num.act_quant && m->cfg.fp8;
+    f.ue8m0 = m->cfg.scale_ue8m0;
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        if (m->w.layers[l].is_moe && moe_routed(&f, l, NULL, NULL) != 0)
+            return -1;
+    }
+    return m->backend->ops->sync(m->backend, err, errlen);
+}
+
+static int
+forward_batch(sg_model *m, sg_kv_pool *pool, sg_batch_item *items,
+    int n_items, const sg_trace *trace, char *err, int errlen)
 {
     const sg_config *c = &m->cfg;
     sg_backend      *b = m->backend;
@@ -842,5 +1206,29 @@ done:
     free(f.erows);
     free(f.ew);
     free(f.host_f);
+    return rc;
+}
+
+int
+sg_forward(sg_model *m, sg_kv_pool *pool, sg_batch_item *items, int n_items,
+    const sg_trace *trace, char *err, int errlen)
+{
+    int  rc;
+    char why[160];
+
+    if (m->n_ranks > 1 && m->coll == NULL) {
+        snprintf(err, errlen, "rank %d of %d has no collective (load it "
+                 "with its device group)", m->rank, m->n_ranks);
+        return -1;
+    }
+    if (n_items == 0 && m->n_ranks > 1)
+        rc = forward_empty(m, err, errlen);
+    else
+        rc = forward_batch(m, pool, items, n_items, trace, err, errlen);
+    /* the other ranks must not wait for this one's exchanges */
+    if (rc != 0 && m->coll) {
+        snprintf(why, sizeof(why), "rank %d: %s", m->rank, err);
+        m->coll->ops->abort(m->coll, why);
+    }
     return rc;
 }

@@ -13,15 +13,24 @@ latent_scale_blocks(int kv_lora)
 }
 
 size_t
-sg_kv_bytes_per_token_layer(const sg_config *cfg, int latent_fp8)
+sg_kv_bytes_split(const sg_config *cfg, int latent_fp8, size_t *latent,
+    size_t *pe, size_t *ikey)
 {
     size_t lora = (size_t)cfg->kv_lora_rank;
     size_t scales = sizeof(float) * latent_scale_blocks(cfg->kv_lora_rank);
-    size_t latent = latent_fp8 ? lora + scales : sizeof(float) * lora;
-    size_t pe = sizeof(float) * (size_t)cfg->qk_rope_head_dim;
-    size_t ikey = (size_t)cfg->index_head_dim + sizeof(float);
 
-    return latent + pe + ikey;
+    *latent = latent_fp8 ? lora + scales : sizeof(float) * lora;
+    *pe = sizeof(float) * (size_t)cfg->qk_rope_head_dim;
+    *ikey = (size_t)cfg->index_head_dim + sizeof(float);
+    return *latent + *pe + *ikey;
+}
+
+size_t
+sg_kv_bytes_per_token_layer(const sg_config *cfg, int latent_fp8)
+{
+    size_t latent, pe, ikey;
+
+    return sg_kv_bytes_split(cfg, latent_fp8, &latent, &pe, &ikey);
 }
 
 void

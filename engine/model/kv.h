@@ -49,6 +49,10 @@ typedef struct sg_kv_pool {
 /* Bytes one token takes in one layer (e.g. 656 + indexer key at V3.2 shapes
  * with bf16 RoPE keys; this engine keeps RoPE keys in f32). */
 size_t sg_kv_bytes_per_token_layer(const sg_config *cfg, int latent_fp8);
+/* The same in its parts: latent (+ its scales), RoPE key, indexer key (+
+ * its scale); returns their sum. */
+size_t sg_kv_bytes_split(const sg_config *cfg, int latent_fp8, size_t *latent,
+    size_t *pe, size_t *ikey);
 
 /* Allocates n_blocks blocks of every layer in the backend's memory. */
 sg_kv_pool *sg_kv_pool_new(sg_backend *b, const sg_config *cfg, int n_blocks,

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "forward_scratch.h"
+#include "group.h"
 #include "model.h"
 
 void
@@ -104,43 +105,45 @@ build_rope_table(sg_model *m, char *err, int errlen)
     return 0;
 }
 
-/* Every weight of the model, for prepare_weight. */
+typedef struct {
+    sg_model *m;
+    int       rc;
+    char     *err;
+    int       errlen;
+} prep_ctx;
+
+static void
+prepare_one(void *p, sg_tensor *t, int expert)
+{
+    prep_ctx   *pc = p;
+    sg_model   *m = pc->m;
+    sg_backend *b = m->backend;
+
+    if (expert >= 0 && (expert < m->expert_begin || expert >= m->expert_end)) {
+        memset(t, 0, sizeof(*t));
+        return;
+    }
+    if (pc->rc != 0 || t->data == NULL)
+        return;
+    if (b->ops->prepare_weight(b, t, pc->err, pc->errlen) != 0) {
+        pc->rc = -1;
+        return;
+    }
+    m->prepared_bytes += sg_tensor_bytes(t);
+}
+
+/*
+ * Every weight this rank uses, for prepare_weight: all of them but the
+ * routed experts other ranks hold, whose tensors are unbound here (data
+ * NULL) so that nothing can read them by mistake.
+ */
 static int
 prepare_all(sg_model *m, char *err, int errlen)
 {
-    sg_backend *b = m->backend;
-    sg_weights *w = &m->w;
+    prep_ctx pc = { m, 0, err, errlen };
 
-#define PREP(t) \
-    do { \
-        if ((t).data && b->ops->prepare_weight(b, &(t), err, errlen) != 0) \
-            return -1; \
-    } while (0)
-#define PREP_MLP(mw) do { PREP((mw).gate); PREP((mw).up); PREP((mw).down); } while (0)
-
-    PREP(w->embed);
-    PREP(w->norm);
-    PREP(w->lm_head);
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
-        sg_layer_weights *L = &w->layers[l];
-
-        PREP(L->attn_norm); PREP(L->ffn_norm);
-        PREP(L->q_a); PREP(L->q_a_norm); PREP(L->q_b);
-        PREP(L->kv_a); PREP(L->kv_a_norm); PREP(L->kv_b); PREP(L->o);
-        PREP(L->idx_wq_b); PREP(L->idx_wk); PREP(L->idx_k_norm_w);
-        PREP(L->idx_k_norm_b); PREP(L->idx_weights_proj);
-        if (!L->is_moe) {
-            PREP_MLP(L->mlp);
-            continue;
-        }
-        PREP(L->gate); PREP(L->gate_bias);
-        for (int e = 0; e < m->cfg.n_routed_experts; e++)
-            PREP_MLP(L->experts[e]);
-        PREP_MLP(L->shared);
-    }
-#undef PREP_MLP
-#undef PREP
-    return 0;
+    sg_weights_visit(&m->w, &m->cfg, prepare_one, &pc);
+    return pc.rc;
 }
 
 int
@@ -180,6 +183,20 @@ sg_model_load(const char *dir, const sg_model_opts *o, sg_model **out,
                  path, m->cfg.kv_lora_rank, SG_FP8_BLOCK);
         goto fail;
     }
+    m->n_ranks = o->n_ranks > 0 ? o->n_ranks : 1;
+    m->rank = o->rank;
+    if (m->rank < 0 || m->rank >= m->n_ranks
+        || m->n_ranks > m->cfg.n_routed_experts)
+    {
+        snprintf(err, errlen, "rank %d of %d: a group has 1 to %d ranks "
+                 "(n_routed_experts in %s)", m->rank, m->n_ranks,
+                 m->cfg.n_routed_experts, path);
+        goto fail;
+    }
+    m->expert_begin = sg_expert_first(m->rank, m->n_ranks,
+                                      m->cfg.n_routed_experts);
+    m->expert_end = sg_expert_first(m->rank + 1, m->n_ranks,
+                                    m->cfg.n_routed_experts);
     if (sg_checkpoint_open(dir, &m->ck, err, errlen) != 0
         || sg_weights_bind(m->ck, &m->cfg, &m->w, err, errlen) != 0)
     {

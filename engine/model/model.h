@@ -16,6 +16,7 @@
 
 #include "backend.h"
 #include "checkpoint.h"
+#include "collective.h"
 #include "config.h"
 #include "kv.h"
 
@@ -25,6 +26,9 @@ typedef struct sg_numerics {
     int kv_fp8;            /* 1: latent cached as e4m3 + scales (FP8 KV) */
     int act_quant;         /* 1: fp8 GEMMs quantize activations (fp8 ckpt) */
     int indexer_rope_interleaved; /* 1: first release's (mirror) layout */
+    int window;            /* 1: no indexer, each row attends its
+                              index_topk most recent keys (a sliding-window
+                              baseline for what DSA's selection keeps) */
     int index_share;       /* IndexCache: >= 2 runs the indexer on every
                               index_share-th layer only, the layers between
                               reuse its top-k sets; 0 or 1: every layer */
@@ -32,7 +36,7 @@ typedef struct sg_numerics {
                               context's keys and values (S x heads x
                               (nope + v) floats) fit in this many bytes,
                               the absorbed form after; 0 = the
-                              backend's default (CPU 1 GiB, CUDA none) */
+                              backend's default (CPU 256 MiB, CUDA none) */
 } sg_numerics;
 
 typedef struct sg_model {
@@ -44,6 +48,16 @@ typedef struct sg_model {
     sg_rope_table    rope;          /* qk_rope_head_dim, YaRN */
     int              max_pos;
     void            *scratch;       /* forward.c's buffers (one caller at a time) */
+
+    /* Its place in a device group (model/group.h): this rank holds the
+     * routed experts [expert_begin, expert_end) of every MoE layer (the
+     * others' tensors are unbound) and reaches the rest through coll.  A
+     * model alone is rank 0 of 1 with every expert and no coll. */
+    int              rank;
+    int              n_ranks;
+    int              expert_begin, expert_end;
+    sg_coll         *coll;
+    size_t           prepared_bytes; /* weight bytes given to prepare_weight */
 } sg_model;
 
 typedef struct sg_model_opts {
@@ -52,6 +66,8 @@ typedef struct sg_model_opts {
     int         n_threads;          /* CPU threads, 0 = all cores */
     int         max_pos;            /* RoPE table length, 0 = from config */
     sg_numerics num;
+    int         rank;               /* in a device group of n_ranks (0: */
+    int         n_ranks;            /* alone): which routed experts it holds */
 } sg_model_opts;
 
 void sg_model_opts_default(sg_model_opts *o);
@@ -108,6 +124,11 @@ typedef struct sg_batch_item {
  * SG_FORWARD_ENOMEM with a message when memory ran out (the host, the
  * backend's working memory or an op's scratch): a condition to retry
  * later, not a fault of the request.
+ *
+ * In a device group every rank calls it at the same step, each with its
+ * own batch (n_items 0: an empty step, which still serves the MoE layers'
+ * exchanges for the other ranks' tokens); a token's result is the same
+ * bits whichever rank runs it and with whatever company.
  */
 #define SG_FORWARD_ENOMEM  (-2)
 int sg_forward(sg_model *m, sg_kv_pool *pool, sg_batch_item *items,

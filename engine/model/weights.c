@@ -18,10 +18,15 @@ enum {
 };
 
 typedef struct {
-    const sg_checkpoint *ck;
+    const sg_checkpoint *ck;          /* NULL: shapes from the config only */
+    int                  fp8;         /* (then) matrices stored as FP8 */
     char                *err;
     int                  errlen;
 } binder;
+
+/* What a tensor bound from the config alone points its scales at: only
+ * "has scales" matters, nothing reads them. */
+static const float no_data_scale;
 
 static int
 kind_allows(int kind, sg_dtype t)
@@ -78,6 +83,20 @@ bind(binder *b, sg_tensor *out, int kind, int64_t rows, int64_t cols,
     va_start(ap, fmt);
     vsnprintf(name, sizeof(name), fmt, ap);
     va_end(ap);
+    if (b->ck == NULL) {
+        /* the dtype DeepSeek's checkpoints store each kind in */
+        memset(out, 0, sizeof(*out));
+        out->dtype = kind == KIND_F32 ? SG_F32
+                     : kind == KIND_MATRIX && b->fp8 ? SG_F8_E4M3 : SG_BF16;
+        out->ndim = ndim;
+        out->shape[0] = rows;
+        out->shape[1] = cols;
+        if (out->dtype == SG_F8_E4M3) {
+            out->scale = &no_data_scale;
+            out->scale_cols = (cols + 127) / 128;
+        }
+        return 0;
+    }
     t = sg_checkpoint_find(b->ck, name);
     if (t == NULL) {
         snprintf(b->err, b->errlen, "%s: tensor '%s' missing",
@@ -203,11 +222,12 @@ bind_ffn(binder *b, const sg_config *c, sg_layer_weights *l, int i)
     return 0;
 }
 
-int
-sg_weights_bind(const sg_checkpoint *ck, const sg_config *c, sg_weights *w,
-    char *err, int errlen)
+static int
+bind_all(binder *bp, const sg_config *c, sg_weights *w)
 {
-    binder b = { ck, err, errlen };
+    binder b = *bp;
+    char  *err = b.err;
+    int    errlen = b.errlen;
     int    L = c->num_hidden_layers;
 
     memset(w, 0, sizeof(*w));
@@ -235,6 +255,75 @@ sg_weights_bind(const sg_checkpoint *ck, const sg_config *c, sg_weights *w,
         }
     }
     return 0;
+}
+
+int
+sg_weights_bind(const sg_checkpoint *ck, const sg_config *c, sg_weights *w,
+    char *err, int errlen)
+{
+    binder b = { ck, 0, err, errlen };
+
+    return bind_all(&b, c, w);
+}
+
+int
+sg_weights_shape(const sg_config *c, sg_weights *w, char *err, int errlen)
+{
+    binder b = { NULL, c->fp8, err, errlen };
+
+    return bind_all(&b, c, w);
+}
+
+size_t
+sg_tensor_bytes(const sg_tensor *t)
+{
+    size_t n = sg_dtype_size(t->dtype);
+
+    for (int d = 0; d < t->ndim; d++)
+        n *= (size_t)t->shape[d];
+    if (t->scale)
+        n += sizeof(float) * (size_t)((sg_tensor_rows(t) + 127) / 128)
+             * (size_t)t->scale_cols;
+    return n;
+}
+
+static void
+visit_mlp(sg_mlp_weights *m, sg_weight_fn fn, void *ctx, int expert)
+{
+    fn(ctx, &m->gate, expert);
+    fn(ctx, &m->up, expert);
+    fn(ctx, &m->down, expert);
+}
+
+void
+sg_weights_visit(sg_weights *w, const sg_config *c, sg_weight_fn fn,
+    void *ctx)
+{
+    fn(ctx, &w->embed, -1);
+    fn(ctx, &w->norm, -1);
+    fn(ctx, &w->lm_head, -1);
+    for (int l = 0; l < w->n_layers; l++) {
+        sg_layer_weights *L = &w->layers[l];
+        sg_tensor *t[] = {
+            &L->attn_norm, &L->ffn_norm, &L->q_a, &L->q_a_norm, &L->q_b,
+            &L->kv_a, &L->kv_a_norm, &L->kv_b, &L->o, &L->idx_wq_b,
+            &L->idx_wk, &L->idx_k_norm_w, &L->idx_k_norm_b,
+            &L->idx_weights_proj,
+        };
+
+        for (size_t i = 0; i < sizeof(t) / sizeof(*t); i++)
+            fn(ctx, t[i], -1);
+        if (!L->is_moe) {
+            visit_mlp(&L->mlp, fn, ctx, -1);
+            continue;
+        }
+        fn(ctx, &L->gate, -1);
+        fn(ctx, &L->gate_bias, -1);
+        for (int e = 0; e < c->n_routed_experts; e++)
+            visit_mlp(&L->experts[e], fn, ctx, e);
+        if (c->n_shared_experts > 0)
+            visit_mlp(&L->shared, fn, ctx, -1);
+    }
 }
 
 void

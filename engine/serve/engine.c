@@ -18,10 +18,13 @@
 #include <unistd.h>
 
 #include "engine_opts.h"
+#include "grammar.h"
+#include "model/group.h"
 #include "model/kv.h"
-#include "scheduler.h"
+#include "ranks.h"
 #include "sg_fault.h"
 #include "sparsegate.h"
+#include "util/mem.h"
 
 /*
  * A request from submit until the host has drained its last event.  It is
@@ -36,8 +39,9 @@ typedef struct job job;
 struct job {
     uint64_t      id;
     void         *user;          /* the host's, in every event */
-    sg_request    r;             /* prompt, stop ids and salt owned here
-                                    until the scheduler has copied them */
+    sg_request    r;             /* its arrays and salt owned here, and a
+                                    reference to its grammar, until the
+                                    scheduler has its copies */
     sg_event      last;          /* its DONE or ERROR */
     uint64_t      after;         /* pending: tokens before it; out: ring
                                     events that go out before it */
@@ -53,14 +57,23 @@ struct job {
     job          *live_prev, *live_next;
 };
 
+/* One rank's model and cache pool, its step function's context. */
+typedef struct rank_model {
+    sg_model        *m;
+    sg_kv_pool      *pool;
+} rank_model;
+
 struct sg_engine {
     sg_engine_opts   o;
     char            *model_dir;
-    sg_model        *m;
+    char            *devices;
+    sg_group        *group;       /* the model on its devices (1 or more) */
+    rank_model      *rank;        /* [n_ranks] */
+    int              n_ranks;
     sg_model_info    info;
-    sg_kv_pool      *pool;
-    sg_sched        *sched;
+    sg_ranks        *ranks;       /* a scheduler per rank */
     sg_sched_opts    so;
+    size_t           kv_block_bytes;
 
     pthread_t        thread;
     pthread_mutex_t  mu;
@@ -229,10 +242,18 @@ free_job_request(job *j)
 {
     free((void *)j->r.prompt);
     free((void *)j->r.stop_ids);
+    free((void *)j->r.bias_ids);
+    free((void *)j->r.bias_values);
+    free((void *)j->r.script);
     free((void *)j->r.cache_salt);
+    sg_grammar_unref(j->r.grammar);
     j->r.prompt = NULL;
     j->r.stop_ids = NULL;
+    j->r.bias_ids = NULL;
+    j->r.bias_values = NULL;
+    j->r.script = NULL;
     j->r.cache_salt = NULL;
+    j->r.grammar = NULL;
 }
 
 static void
@@ -274,10 +295,44 @@ live_find(sg_engine *e, uint64_t id)
 static int
 step_model(void *ctx, sg_batch_item *items, int n, char *err, int errlen)
 {
-    sg_engine *e = ctx;
-    int        rc = sg_forward(e->m, e->pool, items, n, NULL, err, errlen);
+    rank_model *rm = ctx;
+    int         rc = sg_forward(rm->m, rm->pool, items, n, NULL, err, errlen);
 
     return rc == SG_FORWARD_ENOMEM ? SG_ENOMEM : rc;
+}
+
+/* The ranks' steps on the group's rank threads (the MoE exchanges need
+ * them all at once). */
+static void
+run_on_group(void *group, sg_rank_fn fn, void *ctx)
+{
+    sg_group_run(group, fn, ctx);
+}
+
+typedef struct {
+    sg_engine *e;
+    int        n_blocks;
+} pool_ctx;
+
+/* Each rank's pool is allocated on its own thread (a NUMA rank's memory
+ * lands on its node). */
+static void
+alloc_pool(void *p, int r)
+{
+    pool_ctx   *pc = p;
+    rank_model *rm = &pc->e->rank[r];
+
+    rm->pool = sg_kv_pool_new(rm->m->backend, &rm->m->cfg, pc->n_blocks,
+                              rm->m->num.kv_fp8);
+}
+
+static void
+free_pool(void *p, int r)
+{
+    sg_engine *e = p;
+
+    sg_kv_pool_free(e->rank[r].pool);
+    e->rank[r].pool = NULL;
 }
 
 static int
@@ -287,13 +342,35 @@ load(sg_engine *e, char *err, int errlen)
     sg_model_opts    mo;
     size_t           per_block;
     size_t           n_blocks;
+    int              dev[SG_MAX_RANKS], n = 1;
+    void            *ctx[SG_MAX_RANKS];
+    pool_ctx         pc;
+    sg_model        *m0;
 
     sg_engine_model_opts(&e->o, &mo);
-    if (sg_model_load(e->model_dir, &mo, &e->m, err, errlen) != 0)
+    dev[0] = e->o.device;
+    if (e->devices
+        && (n = sg_devices_parse(e->devices, dev, SG_MAX_RANKS, err,
+                                 errlen)) < 0)
+    {
         return -1;
-    cfg = &e->m->cfg;
+    }
+    if (sg_group_load(e->model_dir, &mo, dev, n, &e->group, err, errlen) != 0)
+        return -1;
+    e->n_ranks = n;
+    e->rank = calloc(n, sizeof(*e->rank));
+    if (e->rank == NULL) {
+        snprintf(err, errlen, "engine: out of memory");
+        return -1;
+    }
+    for (int r = 0; r < n; r++) {
+        e->rank[r].m = sg_group_model(e->group, r);
+        ctx[r] = &e->rank[r];
+    }
+    m0 = e->rank[0].m;
+    cfg = &m0->cfg;
     sg_model_info_of(cfg, &e->info);
-    per_block = sg_kv_bytes_per_token_layer(cfg, e->m->num.kv_fp8)
+    per_block = sg_kv_bytes_per_token_layer(cfg, m0->num.kv_fp8)
                 * (size_t)cfg->num_hidden_layers * SG_KV_BLOCK;
     n_blocks = e->o.kv_bytes / per_block;
     if (n_blocks < 1) {
@@ -304,20 +381,25 @@ load(sg_engine *e, char *err, int errlen)
     }
     if (n_blocks > (1u << 30))
         n_blocks = 1u << 30;
-    e->pool = sg_kv_pool_new(e->m->backend, cfg, (int)n_blocks,
-                             e->m->num.kv_fp8);
-    if (e->pool == NULL) {
-        snprintf(err, errlen, "kv cache: cannot allocate %zu blocks (%zu "
-                 "bytes) on the %s backend", n_blocks, n_blocks * per_block,
-                 e->m->backend->name);
-        return -1;
+    pc.e = e;
+    pc.n_blocks = (int)n_blocks;
+    sg_group_run(e->group, alloc_pool, &pc);
+    for (int r = 0; r < n; r++) {
+        if (e->rank[r].pool == NULL) {
+            snprintf(err, errlen, "kv cache: cannot allocate %zu blocks (%zu "
+                     "bytes) on the %s backend%s", n_blocks,
+                     n_blocks * per_block, m0->backend->name,
+                     n > 1 ? " of every rank" : "");
+            return -1;
+        }
     }
+    e->kv_block_bytes = e->rank[0].pool->bytes_per_token * SG_KV_BLOCK;
 
     memset(&e->so, 0, sizeof(e->so));
     e->so.n_blocks = (int)n_blocks;
     e->so.max_running = e->o.max_running;
     e->so.max_queue = e->o.max_queue;
-    e->so.max_context = e->m->max_pos;
+    e->so.max_context = m0->max_pos;
     if (e->o.max_context > 0 && e->o.max_context < e->so.max_context)
         e->so.max_context = e->o.max_context;
     e->so.step_tokens = e->o.step_tokens;
@@ -326,17 +408,17 @@ load(sg_engine *e, char *err, int errlen)
     e->so.vocab = cfg->vocab_size;
     e->so.eos_id = cfg->eos_token_id;
     sg_sched_opts_normalize(&e->so);
-    e->sched = sg_sched_new(&e->so, step_model, e, collect_event, e, err,
-                            errlen);
-    return e->sched ? 0 : -1;
+    e->ranks = sg_ranks_new(n, &e->so, step_model, ctx, collect_event, e,
+                            err, errlen);
+    return e->ranks ? 0 : -1;
 }
 
 static void
 update_snapshot(sg_engine *e)
 {
-    sg_sched_stats(e->sched, &e->snap);
-    e->snap.kv_block_bytes = e->pool->bytes_per_token * SG_KV_BLOCK;
-    e->runnable = sg_sched_runnable(e->sched);
+    sg_ranks_stats(e->ranks, &e->snap);
+    e->snap.kv_block_bytes = e->kv_block_bytes;
+    e->runnable = sg_ranks_runnable(e->ranks);
 }
 
 /* Hands the taken inbox to the scheduler; a request it refuses (out of
@@ -351,7 +433,8 @@ submit_inbox(sg_engine *e, job *in)
         int  rc;
 
         in->r.user = in;
-        rc = sg_sched_submit(e->sched, &in->r, in->id, err, sizeof(err));
+        rc = sg_ranks_submit(e->ranks, &in->r, in->id, NULL, err,
+                             sizeof(err));
         in->submitted = 1;
         free_job_request(in);
         if (rc != SG_OK) {
@@ -387,9 +470,9 @@ apply_controls(sg_engine *e)
         *l = j->ctl_next;
         j->in_ctl = 0;
         if (j->cancel)
-            sg_sched_cancel(e->sched, j->id);
+            sg_ranks_cancel(e->ranks, j->id);
         else
-            sg_sched_pause(e->sched, j->id, j->paused);
+            sg_ranks_pause(e->ranks, j->id, j->paused);
     }
 }
 
@@ -401,7 +484,7 @@ fail_lost_tokens(sg_engine *e)
     while (e->oom) {
         job *j = e->oom;
         e->oom = j->oom_next;
-        sg_sched_cancel(e->sched, j->id);
+        sg_ranks_cancel(e->ranks, j->id);
     }
 }
 
@@ -467,7 +550,7 @@ engine_main(void *arg)
         apply_controls(e);
         pthread_mutex_unlock(&e->mu);
 
-        ran = sg_sched_step(e->sched);
+        ran = sg_ranks_step(e->ranks, run_on_group, e->group);
         fail_lost_tokens(e);
 
         pthread_mutex_lock(&e->mu);
@@ -477,7 +560,7 @@ engine_main(void *arg)
     }
     pthread_mutex_unlock(&e->mu);
 
-    sg_sched_cancel_all(e->sched);
+    sg_ranks_cancel_all(e->ranks);
     pthread_mutex_lock(&e->mu);
     publish(e);
     update_snapshot(e);
@@ -490,9 +573,11 @@ engine_free(sg_engine *e)
 {
     job *j;
 
-    sg_sched_free(e->sched);
-    sg_kv_pool_free(e->pool);
-    sg_model_free(e->m);
+    sg_ranks_free(e->ranks);
+    if (e->group && e->rank)
+        sg_group_run(e->group, free_pool, e);
+    free(e->rank);
+    sg_group_free(e->group);
     /* every job not drained, wherever it is */
     while ((j = e->live) != NULL) {
         e->live = j->live_next;
@@ -506,6 +591,7 @@ engine_free(sg_engine *e)
     free(e->out);
     free(e->pending);
     free(e->model_dir);
+    free(e->devices);
     free(e);
 }
 
@@ -532,6 +618,8 @@ sg_engine_start(const sg_engine_opts *o, sg_engine **out, char *err,
         e->o.kv_bytes = SG_DEFAULT_KV_BYTES;
     e->model_dir = strdup(o->model_dir);
     e->o.model_dir = e->model_dir;
+    e->devices = o->devices ? strdup(o->devices) : NULL;
+    e->o.devices = e->devices;
     e->next_id = 1;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->wake, NULL);
@@ -606,20 +694,22 @@ sg_engine_submit(sg_engine *e, const sg_request *r, uint64_t *id, char *err,
         goto oom;
     j->r = *r;
     j->user = r->user;
-    j->r.prompt = malloc(sizeof(int32_t) * r->n_prompt);
-    j->r.stop_ids = r->n_stop_ids > 0
-                    ? malloc(sizeof(int32_t) * r->n_stop_ids) : NULL;
-    j->r.cache_salt = salt > 0 ? malloc(salt) : NULL;
+    /* no array of the caller's is kept: each one copied, or NULL */
+    j->r.prompt = j->r.stop_ids = j->r.bias_ids = j->r.script = NULL;
+    j->r.bias_values = NULL;
+    j->r.cache_salt = NULL;
     j->r.cache_salt_len = salt;
-    if (j->r.prompt == NULL || (r->n_stop_ids > 0 && j->r.stop_ids == NULL)
-        || (salt > 0 && j->r.cache_salt == NULL))
+    j->r.grammar = sg_grammar_ref(r->grammar);
+    if (sg_memdup(&j->r.prompt, r->prompt, r->n_prompt, sizeof(int32_t))
+        || sg_memdup(&j->r.stop_ids, r->stop_ids, r->n_stop_ids,
+                     sizeof(int32_t))
+        || sg_memdup(&j->r.bias_ids, r->bias_ids, r->n_bias,
+                     sizeof(int32_t))
+        || sg_memdup(&j->r.bias_values, r->bias_values, r->n_bias,
+                     sizeof(float))
+        || sg_memdup(&j->r.script, r->script, r->n_script, sizeof(int32_t))
+        || sg_memdup(&j->r.cache_salt, r->cache_salt, (int)salt, 1))
         goto oom;
-    memcpy((void *)j->r.prompt, r->prompt, sizeof(int32_t) * r->n_prompt);
-    if (r->n_stop_ids > 0)
-        memcpy((void *)j->r.stop_ids, r->stop_ids,
-               sizeof(int32_t) * r->n_stop_ids);
-    if (salt > 0)
-        memcpy((void *)j->r.cache_salt, r->cache_salt, salt);
 
     pthread_mutex_lock(&e->mu);
     if (e->stop || e->n_inbox + e->snap.queued >= e->so.max_queue) {

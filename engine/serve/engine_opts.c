@@ -7,6 +7,8 @@
 
 #include "engine_opts.h"
 #include "model/checkpoint.h"
+#include "model/group.h"
+#include "model/plan.h"
 
 void
 sg_engine_opts_default(sg_engine_opts *o)
@@ -34,6 +36,7 @@ sg_engine_model_opts(const sg_engine_opts *o, sg_model_opts *mo)
     mo->device = o->device;
     mo->n_threads = o->n_threads;
     mo->num.dense = o->dense;
+    mo->num.window = o->window;
     mo->num.kv_fp8 = o->kv_fp8;
     mo->num.index_share = o->index_share;
 }
@@ -85,5 +88,41 @@ sg_model_check_files(const char *model_dir, char *err, int errlen)
     if (sg_checkpoint_open(model_dir, &ck, err, errlen) != 0)
         return -1;
     sg_checkpoint_close(ck);
+    return 0;
+}
+
+int
+sg_engine_plan_make(const sg_engine_opts *o, size_t device_bytes,
+    sg_engine_plan *p, char *err, int errlen)
+{
+    sg_plan_in in;
+    sg_plan    pl;
+    int        ids[SG_MAX_RANKS];
+
+    memset(p, 0, sizeof(*p));
+    memset(&in, 0, sizeof(in));
+    in.model = o->model_dir;
+    in.n_devices = 1;
+    if (o->devices) {
+        in.n_devices = sg_devices_parse(o->devices, ids, SG_MAX_RANKS, err,
+                                        errlen);
+        if (in.n_devices < 0)
+            return -1;
+    }
+    in.cpu = o->backend == NULL || strcmp(o->backend, "cpu") == 0;
+    in.device_bytes = device_bytes;
+    in.kv_fp8 = o->kv_fp8;
+    in.step_tokens = o->step_tokens;
+    in.max_running = o->max_running;
+    in.context = o->max_context;
+    if (sg_plan_make(&in, &pl, err, errlen) != 0)
+        return -1;
+    p->n_ranks = in.n_devices;
+    p->rank_weight_bytes = pl.rank_weights;
+    p->weight_bytes = pl.weights_total;
+    p->work_bytes = pl.workspace + pl.reserve;
+    p->kv_bytes_per_token = pl.kv_token;
+    p->max_context = pl.context;
+    p->min_devices = device_bytes ? pl.min_devices : 0;
     return 0;
 }

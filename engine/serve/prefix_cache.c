@@ -134,7 +134,8 @@ ns_grow(sg_prefix_cache *pc, int cap)
 }
 
 int32_t
-sg_prefix_cache_ns_get(sg_prefix_cache *pc, const void *salt, size_t len)
+sg_prefix_cache_ns_find(const sg_prefix_cache *pc, const void *salt,
+    size_t len)
 {
     uint64_t root;
     int32_t  i;
@@ -148,13 +149,29 @@ sg_prefix_cache_ns_get(sg_prefix_cache *pc, const void *salt, size_t len)
         if (pc->ns[i].root == root && pc->ns[i].len == len
             && memcmp(pc->ns[i].salt, salt, len) == 0)
         {
-            pc->ns[i].refs++;
             return i;
         }
     }
+    return -1;
+}
+
+int32_t
+sg_prefix_cache_ns_get(sg_prefix_cache *pc, const void *salt, size_t len)
+{
+    uint64_t root;
+    int32_t  i;
+    uint32_t b;
+
+    i = sg_prefix_cache_ns_find(pc, salt, len);
+    if (i >= 0) {
+        pc->ns[i].refs += i > 0;
+        return i;
+    }
+    root = salt_root(salt, len);
     if (pc->ns_free == NONE && ns_grow(pc, pc->ns_cap * 2) != 0)
         return -1;
     i = pc->ns_free;
+    b = (uint32_t)(root & (uint64_t)(pc->ns_cap * 2 - 1));
     pc->ns[i].salt = malloc(len);
     if (pc->ns[i].salt == NULL)
         return -1;
@@ -163,7 +180,6 @@ sg_prefix_cache_ns_get(sg_prefix_cache *pc, const void *salt, size_t len)
     pc->ns[i].len = len;
     pc->ns[i].root = root;
     pc->ns[i].refs = 1;
-    b = (uint32_t)(root & (uint64_t)(pc->ns_cap * 2 - 1));
     pc->ns[i].hnext = pc->ns_buckets[b];
     pc->ns_buckets[b] = i;
     pc->ns_live++;
@@ -362,12 +378,15 @@ sg_prefix_cache_match(sg_prefix_cache *pc, int32_t ns, const int32_t *tokens,
 
         if (i == NONE)
             break;
-        blocks[n++] = pc->nodes[i].block;
-        sg_block_ref(pc->pool, pc->nodes[i].block);
+        if (blocks) {
+            blocks[n] = pc->nodes[i].block;
+            sg_block_ref(pc->pool, pc->nodes[i].block);
+        }
+        n++;
         parent = i;
         key = k;
     }
-    if (parent != NONE)
+    if (parent != NONE && blocks)
         touch_chain(pc, parent);
     return n;
 }

@@ -35,6 +35,10 @@ void sg_prefix_cache_free(sg_prefix_cache *pc);
  * with one more holder: -1 when out of memory; 0 for an empty salt. */
 int32_t sg_prefix_cache_ns_get(sg_prefix_cache *pc, const void *salt,
     size_t len);
+/* The namespace of a salt if anyone holds it, else -1 (nothing of it is
+ * cached then); no new holder. */
+int32_t sg_prefix_cache_ns_find(const sg_prefix_cache *pc, const void *salt,
+    size_t len);
 /* One holder fewer; the last one frees it. */
 void sg_prefix_cache_ns_put(sg_prefix_cache *pc, int32_t ns);
 /* Namespaces held besides the shared one; the bytes their table takes. */
@@ -45,7 +49,8 @@ size_t sg_prefix_cache_ns_bytes(const sg_prefix_cache *pc);
  * The longest cached prefix of tokens[0..n_tokens) in namespace ns, in
  * full blocks, at most
  * max_blocks of them: writes their block ids to blocks[] with one new
- * reference each (the caller's) and returns how many.
+ * reference each (the caller's) and returns how many.  blocks NULL: only
+ * counts them (no reference taken, recency untouched).
  */
 int sg_prefix_cache_match(sg_prefix_cache *pc, int32_t ns,
     const int32_t *tokens, int n_tokens, int max_blocks, int32_t *blocks);

@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grammar.h"
 #include "model/kv.h"
 #include "sampling.h"
 #include "scheduler.h"
+#include "util/mem.h"
 
 typedef struct sreq {
     uint64_t     id;
@@ -23,6 +25,16 @@ typedef struct sreq {
     int          n_stop;
     int          ignore_eos;
     sg_sampler   sampler;
+    /* the logits' transforms (sg_request) */
+    float        rep, freq, pres;
+    int32_t     *bias_ids;
+    float       *bias_values;
+    int          n_bias;
+    sg_counts    counts;          /* when a penalty is on */
+    int          logprobs, top_logprobs;
+    sg_grammar_state *grammar;
+    int32_t     *script;
+    int          n_script, script_at;
     sg_seq       seq;
     int          need_blocks;     /* blocks of the longest possible run */
     int          n_cached_blocks; /* leading blocks that are cache nodes */
@@ -139,6 +151,46 @@ sg_sched_validate(const sg_sched_opts *o, const sg_request *r, char *err,
                  r->n_stop_ids);
         return SG_EINVAL;
     }
+    if (r->top_k < 0 || !(r->min_p >= 0 && r->min_p <= 1)) {
+        snprintf(err, errlen, "top_k must be >= 0 and min_p in [0, 1]");
+        return SG_EINVAL;
+    }
+    if (!isfinite(r->presence_penalty) || !isfinite(r->frequency_penalty)
+        || !(r->repetition_penalty >= 0) || !isfinite(r->repetition_penalty))
+    {
+        snprintf(err, errlen, "penalties: presence and frequency must be "
+                 "numbers, repetition_penalty > 0");
+        return SG_EINVAL;
+    }
+    if (r->logprobs && (r->top_logprobs < 0
+                        || r->top_logprobs > SG_MAX_TOP_LOGPROBS)) {
+        snprintf(err, errlen, "top_logprobs: %d, must be 0..%d",
+                 r->top_logprobs, SG_MAX_TOP_LOGPROBS);
+        return SG_EINVAL;
+    }
+    if (r->n_bias < 0 || (r->n_bias > 0 && (!r->bias_ids || !r->bias_values))
+        || r->n_script < 0 || (r->n_script > 0 && r->script == NULL))
+    {
+        snprintf(err, errlen, "logit bias or script: a count without a "
+                 "list");
+        return SG_EINVAL;
+    }
+    for (int i = 0; i < r->n_bias; i++) {
+        if (r->bias_ids[i] < 0 || r->bias_ids[i] >= o->vocab
+            || !isfinite(r->bias_values[i])) {
+            snprintf(err, errlen, "logit bias %d: token %d outside the "
+                     "vocabulary (0..%d) or not a number", i,
+                     (int)r->bias_ids[i], o->vocab - 1);
+            return SG_EINVAL;
+        }
+    }
+    for (int i = 0; i < r->n_script; i++) {
+        if (r->script[i] < 0 || r->script[i] >= o->vocab) {
+            snprintf(err, errlen, "script token %d: id %d is outside the "
+                     "vocabulary", i, (int)r->script[i]);
+            return SG_EINVAL;
+        }
+    }
     for (int i = 0; i < r->n_prompt; i++) {
         if (r->prompt[i] < 0 || r->prompt[i] >= o->vocab) {
             snprintf(err, errlen, "prompt token %d: id %d is outside the "
@@ -219,6 +271,11 @@ free_req(sg_sched *s, sreq *r)
     sg_prefix_cache_ns_put(s->cache, r->ns);
     free(r->tokens);
     free(r->stop_ids);
+    free(r->bias_ids);
+    free(r->bias_values);
+    free(r->script);
+    sg_counts_free(&r->counts);
+    sg_grammar_state_free(r->grammar);
     free(r->seq.blocks);
     free(r);
 }
@@ -296,6 +353,29 @@ sg_sched_submit(sg_sched *s, const sg_request *q, uint64_t id, char *err,
         goto oom;
     }
     sg_sampler_init(&r->sampler, q->temperature, q->top_p, q->seed);
+    r->sampler.top_k = q->top_k;
+    r->sampler.min_p = q->min_p;
+    r->rep = q->repetition_penalty;
+    r->freq = q->frequency_penalty;
+    r->pres = q->presence_penalty;
+    r->logprobs = q->logprobs;
+    r->top_logprobs = q->top_logprobs;
+    if (sg_memdup(&r->bias_ids, q->bias_ids, q->n_bias, sizeof(int32_t))
+        || sg_memdup(&r->bias_values, q->bias_values, q->n_bias,
+                     sizeof(float))
+        || sg_memdup(&r->script, q->script, q->n_script, sizeof(int32_t)))
+        goto oom;
+    r->n_bias = q->n_bias;
+    r->n_script = q->n_script;
+    if (r->rep > 0 && r->rep != 1) {
+        for (int i = 0; i < q->n_prompt; i++) {
+            if (sg_counts_add(&r->counts, q->prompt[i], 0) != 0)
+                goto oom;
+        }
+    }
+    if (q->grammar != NULL
+        && (r->grammar = sg_grammar_state_new(q->grammar)) == NULL)
+        goto oom;
     list_push(&s->waiting, r);
     return SG_OK;
 oom:
@@ -415,6 +495,24 @@ available_blocks(const sg_sched *s)
     return s->pool.n_free + sg_prefix_cache_evictable(s->cache);
 }
 
+/* Leading full blocks tokens shares with the prompt of r. */
+static int
+shared_blocks(const sreq *r, const int32_t *tokens, int max)
+{
+    int k = 0, lim = r->n_prompt / SG_KV_BLOCK;
+
+    if (lim > max)
+        lim = max;
+    while (k < lim
+           && memcmp(r->tokens + (size_t)k * SG_KV_BLOCK,
+                     tokens + (size_t)k * SG_KV_BLOCK,
+                     sizeof(int32_t) * SG_KV_BLOCK) == 0)
+    {
+        k++;
+    }
+    return k;
+}
+
 /*
  * 1 when a running request is prefilling a prompt that shares with r a
  * prefix beyond r's hits, long enough that r had better wait for those
@@ -429,18 +527,10 @@ worth_waiting(const sg_sched *s, const sreq *r, int hits)
     int max_hit = (r->n_prompt - 1) / SG_KV_BLOCK;
 
     for (const sreq *o = s->running.head; o; o = o->next) {
-        int k = hits, lim = o->n_prompt / SG_KV_BLOCK;
+        int k;
         if (o->seq.n_tokens >= o->n_prompt || o->ns != r->ns)
             continue;                    /* not prefilling, or no sharing */
-        if (lim > max_hit)
-            lim = max_hit;
-        while (k < lim
-               && memcmp(r->tokens + (size_t)k * SG_KV_BLOCK,
-                         o->tokens + (size_t)k * SG_KV_BLOCK,
-                         sizeof(int32_t) * SG_KV_BLOCK) == 0)
-        {
-            k++;
-        }
+        k = shared_blocks(o, r->tokens, max_hit);
         /* Wait while o still has shared blocks to compute, if what is
          * shared in all is worth it. */
         int shared = k * SG_KV_BLOCK;
@@ -516,6 +606,62 @@ is_stop(const sg_sched *s, const sreq *r, int32_t tok)
     return 0;
 }
 
+/* The request's next token from its logits (transformed in place: the
+ * penalties, the bias, the grammar's mask), with its logprobs in ev when
+ * asked; -1 when the request was finished with an error. */
+static int
+next_token(sg_sched *s, sreq *r, float *logits, int32_t *tok, sg_event *ev)
+{
+    int vocab = s->o.vocab;
+
+    if (r->counts.cap > 0 || r->freq != 0 || r->pres != 0)
+        sg_penalize(logits, &r->counts, r->rep, r->freq, r->pres);
+    for (int i = 0; i < r->n_bias; i++)
+        logits[r->bias_ids[i]] += r->bias_values[i];
+    if (r->grammar != NULL && r->script_at >= r->n_script) {
+        int left = r->max_tokens - (r->n_tokens - r->n_prompt);
+        if (sg_grammar_mask(r->grammar, left, logits, vocab) <= 0) {
+            finish(s, r, 1, SG_EV_ERROR, 0, "constrained decoding: no token "
+                   "is allowed here");
+            return -1;
+        }
+    }
+    if (r->script_at < r->n_script)
+        *tok = r->script[r->script_at++];
+    else
+        *tok = sg_sample(&r->sampler, logits, vocab, s->work_p, s->work_idx);
+    if (r->logprobs) {
+        ev->n_top = sg_logprobs(logits, vocab, r->sampler.temperature, *tok,
+                                &ev->logprob, r->top_logprobs, ev->top_ids,
+                                ev->top_logprobs);
+    }
+    if ((r->counts.cap > 0 || r->freq != 0 || r->pres != 0)
+        && sg_counts_add(&r->counts, *tok, 1) != 0) {
+        finish(s, r, 1, SG_EV_ERROR, 0, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Advances the grammar with the token: 1 when the output is complete
+ * (nothing may follow).  A scripted token it refuses ends the constraint:
+ * a script is a test's, and says what comes. */
+static int
+grammar_done(sreq *r, int32_t tok)
+{
+    int rc;
+
+    if (r->grammar == NULL)
+        return 0;
+    rc = sg_grammar_advance(r->grammar, tok);
+    if (rc < 0) {
+        sg_grammar_state_free(r->grammar);
+        r->grammar = NULL;
+        return 0;
+    }
+    return rc == 1;
+}
+
 /* Adds one item to the batch; -1 when its blocks cannot be had. */
 static int
 add_item(sg_sched *s, int *n, sreq *r, int n_new, int want_logits)
@@ -576,7 +722,7 @@ sg_sched_step(sg_sched *s)
         if (add_item(s, &n, r, chunk, chunk == left) == 0)
             budget -= chunk;
     }
-    if (n == 0)
+    if (n == 0 && !s->o.lockstep)
         return 0;
 
     for (int i = 0; i < n; i++)
@@ -607,11 +753,11 @@ sg_sched_step(sg_sched *s)
         if (s->logits_hook)
             s->logits_hook(s->logits_ctx, r->id, r->n_tokens - r->n_prompt,
                            it->logits, s->o.vocab);
-        tok = sg_sample(&r->sampler, it->logits, s->o.vocab, s->work_p,
-                        s->work_idx);
+        memset(&ev, 0, sizeof(ev));
+        if (next_token(s, r, it->logits, &tok, &ev) != 0)
+            continue;                    /* finished with an error */
         r->tokens[r->n_tokens++] = tok;
         s->generated_tokens++;
-        memset(&ev, 0, sizeof(ev));
         ev.kind = SG_EV_TOKEN;
         ev.id = r->id;
         ev.user = r->user;
@@ -621,12 +767,78 @@ sg_sched_step(sg_sched *s)
         ev.completion_tokens = r->n_tokens - r->n_prompt;
         s->emit(s->emit_ctx, &ev);
 
-        if (is_stop(s, r, tok))
+        if (is_stop(s, r, tok) || grammar_done(r, tok))
             finish(s, r, 1, SG_EV_DONE, SG_FINISH_STOP, NULL);
         else if (r->n_tokens - r->n_prompt >= r->max_tokens)
             finish(s, r, 1, SG_EV_DONE, SG_FINISH_LENGTH, NULL);
     }
     return ran;
+}
+
+int
+sg_sched_prefix_blocks(sg_sched *s, const int32_t *tokens, int n_tokens,
+    const void *salt, size_t salt_len)
+{
+    int     max = (n_tokens - 1) / SG_KV_BLOCK, best = 0;
+    int32_t ns;
+
+    if (!s->o.prefix_cache || max <= 0)
+        return 0;
+    /* within the request's namespace only: no other tenant's prefix
+     * draws it to a rank */
+    ns = sg_prefix_cache_ns_find(s->cache, salt, salt ? salt_len : 0);
+    if (ns < 0)
+        return 0;
+    best = sg_prefix_cache_match(s->cache, ns, tokens, n_tokens, max, NULL);
+    for (int l = 0; l < 2; l++) {
+        for (const sreq *r = (l ? s->running : s->waiting).head; r;
+             r = r->next)
+        {
+            int k = r->ns == ns ? shared_blocks(r, tokens, max) : 0;
+            if (k > best)
+                best = k;
+        }
+    }
+    return best;
+}
+
+int64_t
+sg_sched_backlog(const sg_sched *s)
+{
+    int64_t n = 0;
+
+    for (int l = 0; l < 2; l++) {
+        for (const sreq *r = (l ? s->running : s->waiting).head; r;
+             r = r->next)
+        {
+            int left = r->n_prompt - r->seq.n_tokens;
+            n += (left > 0 ? left : 0) + r->max_tokens
+                 - (r->n_tokens - r->n_prompt);
+        }
+    }
+    return n;
+}
+
+int
+sg_sched_queue_full(const sg_sched *s)
+{
+    return s->waiting.n >= s->o.max_queue;
+}
+
+int
+sg_sched_ids(const sg_sched *s, uint64_t *ids, int max)
+{
+    int n = 0;
+
+    for (int l = 0; l < 2; l++) {
+        for (const sreq *r = (l ? s->running : s->waiting).head; r;
+             r = r->next, n++)
+        {
+            if (n < max)
+                ids[n] = r->id;
+        }
+    }
+    return n;
 }
 
 int

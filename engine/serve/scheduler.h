@@ -42,6 +42,10 @@ typedef struct sg_sched_opts {
     int prefix_cache;
     int vocab;
     int eos_id;              /* -1: none */
+    int lockstep;            /* 1: every step calls the step function, with
+                                an empty batch when nothing can run (a
+                                rank of a device group: the MoE layers'
+                                exchanges need every rank) */
 } sg_sched_opts;
 
 typedef struct sg_sched sg_sched;
@@ -84,6 +88,21 @@ int sg_sched_runnable(const sg_sched *s);
 int sg_sched_waiting(const sg_sched *s);
 
 void sg_sched_stats(const sg_sched *s, sg_engine_stats *st);
+
+/* For placing a request on one of several schedulers (serve/ranks.c):
+ * the leading full blocks of tokens (at most those a hit may cover) that
+ * its cache holds or that a waiting or running prompt shares, in the
+ * namespace of the salt, and the
+ * tokens of work it holds (prompt tokens not yet computed plus tokens
+ * still to generate, at most). */
+int sg_sched_prefix_blocks(sg_sched *s, const int32_t *tokens, int n_tokens,
+    const void *salt, size_t salt_len);
+int64_t sg_sched_backlog(const sg_sched *s);
+/* 1 when a submit would be refused for a full queue. */
+int sg_sched_queue_full(const sg_sched *s);
+/* The ids of the waiting and running requests (up to max written);
+ * returns how many there are. */
+int sg_sched_ids(const sg_sched *s, uint64_t *ids, int max);
 
 /* Checks every invariant (block holders = sequences + cache, reservations
  * covered by free and evictable blocks, limits); 0 or -1 + message. */

@@ -20,7 +20,7 @@
  * Only the template's own markers are special tokens.  A message that
  * spells "<｜Assistant｜>" (a user forging a turn, or a document quoting
  * one) is encoded as the text it is: the markers are listed as spans of
- * the prompt and sg_tokenizer_encode_marked matches added tokens there and
+ * the prompt and sg_tokenizer_encode_spans matches added tokens there and
  * nowhere else.
  */
 #include <stdio.h>
@@ -41,10 +41,10 @@
  * only those may become special tokens (a message is text, whatever it
  * spells). */
 typedef struct chat_buf {
-    sg_strbuf     b;
-    sg_text_span *marks;
-    size_t        n_marks, cap_marks;
-    int           oom;
+    sg_strbuf  b;
+    size_t    *spans;            /* [start, end) pairs */
+    int        n_spans, cap_spans;
+    int        oom;
 } chat_buf;
 
 static void
@@ -56,34 +56,34 @@ text(chat_buf *c, const char *s)
 static void
 marker(chat_buf *c, const char *s)
 {
-    if (c->n_marks == c->cap_marks) {
-        size_t        cap = c->cap_marks ? 2 * c->cap_marks : 16;
-        sg_text_span *m = realloc(c->marks, cap * sizeof(*m));
+    if (c->n_spans == c->cap_spans) {
+        int     cap = c->cap_spans ? 2 * c->cap_spans : 16;
+        size_t *m = realloc(c->spans, 2 * (size_t)cap * sizeof(*m));
         if (m == NULL) {
             c->oom = 1;
             return;
         }
-        c->marks = m;
-        c->cap_marks = cap;
+        c->spans = m;
+        c->cap_spans = cap;
     }
-    c->marks[c->n_marks].off = c->b.n;
-    c->marks[c->n_marks].len = strlen(s);
-    c->n_marks++;
+    c->spans[2 * c->n_spans] = c->b.n;
+    c->spans[2 * c->n_spans + 1] = c->b.n + strlen(s);
+    c->n_spans++;
     sg_strbuf_str(&c->b, s);
 }
 
 int
-sg_chat_format_marked(const sg_chat_msg *msgs, int n, int thinking,
-    char **out, size_t *len, sg_text_span **marks, size_t *n_marks)
+sg_chat_format_spans(const sg_chat_msg *msgs, int n, int thinking,
+    char **out, size_t *len, size_t **spans, int *n_spans)
 {
     chat_buf c = { 0 };
     int first_system = 1, last_user = 0;
 
     *out = NULL;
     *len = 0;
-    if (marks) {
-        *marks = NULL;
-        *n_marks = 0;
+    if (spans) {
+        *spans = NULL;
+        *n_spans = 0;
     }
     for (int i = 0; i < n; i++) {
         if (msgs[i].role == NULL || msgs[i].content == NULL) return -1;
@@ -127,16 +127,16 @@ sg_chat_format_marked(const sg_chat_msg *msgs, int n, int thinking,
     }
     if (c.b.oom || c.oom) {
         free(c.b.p);
-        free(c.marks);
+        free(c.spans);
         return -1;
     }
     *out = c.b.p;
     *len = c.b.n;
-    if (marks) {
-        *marks = c.marks;
-        *n_marks = c.n_marks;
+    if (spans) {
+        *spans = c.spans;
+        *n_spans = c.n_spans;
     } else {
-        free(c.marks);
+        free(c.spans);
     }
     return 0;
 }
@@ -160,26 +160,5 @@ int
 sg_chat_format(const sg_chat_msg *msgs, int n, int thinking, char **out,
     size_t *len)
 {
-    return sg_chat_format_marked(msgs, n, thinking, out, len, NULL, NULL);
-}
-
-int
-sg_chat_encode(const sg_tokenizer *t, const sg_chat_msg *msgs, int n,
-    int thinking, int32_t **ids, size_t *n_ids)
-{
-    char         *prompt;
-    size_t        len, n_marks;
-    sg_text_span *marks;
-    int           rc;
-
-    *ids = NULL;
-    *n_ids = 0;
-    if (sg_chat_format_marked(msgs, n, thinking, &prompt, &len, &marks,
-                              &n_marks) != 0)
-        return -1;
-    rc = sg_tokenizer_encode_marked(t, prompt, len, marks, n_marks, ids,
-                                    n_ids);
-    free(prompt);
-    free(marks);
-    return rc;
+    return sg_chat_format_spans(msgs, n, thinking, out, len, NULL, NULL);
 }

@@ -135,6 +135,29 @@ sg_detok_finish(sg_detok *d, char *out, size_t cap)
     return k < cap ? k : cap;
 }
 
+char *
+sg_utf8_lossy(const char *s, size_t n, size_t *len)
+{
+    sg_detok d = { 0 };
+    size_t   cap = 3 * n + 4, k = 0, i = 0;
+    char    *out = malloc(cap);
+
+    if (out == NULL) return NULL;
+    while (i < n) {
+        if (d.n_pending == 0) {
+            size_t run = tok_utf8_valid_prefix(s + i, n - i);
+            put(out, cap, &k, s + i, run);
+            i += run;
+            if (i == n) break;
+        }
+        feed(&d, (unsigned char)s[i++], out, cap, &k);
+    }
+    k += sg_detok_finish(&d, out + k, cap - k);
+    out[k] = '\0';
+    *len = k;
+    return out;
+}
+
 int
 sg_tokenizer_decode_text(const sg_tokenizer *t, const int32_t *ids,
     size_t n_ids, char **text, size_t *len)

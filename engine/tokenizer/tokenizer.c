@@ -228,40 +228,38 @@ trim_end(const char *s, size_t n)
     return end;
 }
 
-/*
- * Encodes s: added tokens are matched first and the text between them goes
- * through the pre-tokenizer and BPE.  Where added tokens may be matched:
- * anywhere (marks NULL, special 1), nowhere (marks NULL, special 0: their
- * strings are text), or only at the marked spans, each a whole token's
- * text (a span that is not one stays text).
- */
+/* The added token that may start at s[i] (-1 when none): anywhere, or
+ * (spans) only wholly inside one of the [start, end) pairs given. */
 static int
-encode_all(enc *e, const char *s, size_t n, int special,
-    const sg_text_span *marks, size_t n_marks)
+added_at(const sg_tokenizer *t, const char *s, size_t n, size_t i,
+    const size_t *spans, int n_spans, int *span, size_t *len)
+{
+    size_t end = n;
+    int a;
+
+    if (!t->first_byte[(unsigned char)s[i]]) return -1;
+    if (spans != NULL) {
+        while (*span < n_spans && spans[2 * *span + 1] <= i) (*span)++;
+        if (*span == n_spans || spans[2 * *span] > i) return -1;
+        end = spans[2 * *span + 1];
+    }
+    a = match_added(t, s + i, end - i, len);
+    return a;
+}
+
+static int
+encode_all(enc *e, const char *s, size_t n, int special, const size_t *spans,
+    int n_spans)
 {
     const sg_tokenizer *t = e->t;
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
-    size_t start = 0, i = 0, len = 0, m = 0;
-    int rstrip = 0, rc = 0;
+    size_t start = 0, i = 0, len = 0;
+    int rstrip = 0, rc = 0, span = 0;
 
     if (md == NULL) return -1;
-    if (marks) special = n_marks > 0;
     while (special && i < n && rc == 0) {
-        int a;
-        if (marks) {
-            /* the next marked span that lies past what is encoded */
-            while (m < n_marks && marks[m].off < start) m++;
-            if (m == n_marks || marks[m].off >= n) break;
-            i = marks[m].off;
-            if (!t->first_byte[(unsigned char)s[i]]
-                || (a = match_added(t, s + i, n - i, &len)) < 0
-                || len != marks[m].len) {
-                m++;
-                continue;
-            }
-            m++;
-        } else if (!t->first_byte[(unsigned char)s[i]]
-                   || (a = match_added(t, s + i, n - i, &len)) < 0) {
+        int a = added_at(t, s, n, i, spans, n_spans, &span, &len);
+        if (a < 0) {
             i++;
             continue;
         }
@@ -287,7 +285,7 @@ encode_all(enc *e, const char *s, size_t n, int special,
 
 static int
 encode(const sg_tokenizer *t, const char *text, size_t len, int special,
-    const sg_text_span *marks, size_t n_marks, int32_t **ids, size_t *n_ids)
+    const size_t *spans, int n_spans, int32_t **ids, size_t *n_ids)
 {
     enc e = { .t = t };
     int rc;
@@ -296,7 +294,7 @@ encode(const sg_tokenizer *t, const char *text, size_t len, int special,
     *n_ids = 0;
     /* About one id per 3-4 bytes of text: reserve that up front. */
     if (reserve_ids(&e.ids, &e.cap, len / 3 + 16) != 0) return -1;
-    rc = encode_all(&e, text, len, special, marks, n_marks);
+    rc = encode_all(&e, text, len, special, spans, n_spans);
     if (rc == 0 && e.ids == NULL) rc = reserve_ids(&e.ids, &e.cap, 1);
     tok_piece_cache_free(&e.cache);
     tok_bpe_scratch_free(&e.sc);
@@ -317,15 +315,24 @@ sg_tokenizer_encode(const sg_tokenizer *t, const char *text, size_t len,
 }
 
 int
-sg_tokenizer_encode_marked(const sg_tokenizer *t, const char *text,
-    size_t len, const sg_text_span *marks, size_t n_marks, int32_t **ids,
+sg_tokenizer_encode_spans(const sg_tokenizer *t, const char *text,
+    size_t len, const size_t *spans, int n_spans, int32_t **ids,
     size_t *n_ids)
 {
-    static const sg_text_span none;
+    static const size_t none[2] = { 0, 0 };
 
-    /* marks NULL would mean "anywhere": none given is "nowhere" */
-    return encode(t, text, len, 0, marks ? marks : &none, n_marks, ids,
+    return encode(t, text, len, 1, n_spans > 0 ? spans : none, n_spans, ids,
                   n_ids);
+}
+
+int
+sg_tokenizer_token(const sg_tokenizer *t, int32_t id, const char **bytes,
+    size_t *len)
+{
+    if (id < 0 || id >= t->n_ids || !t->id_used[id]) return 0;
+    *bytes = t->arena + t->id_bytes[id].off;
+    *len = t->id_bytes[id].len;
+    return t->id_used[id];
 }
 
 int

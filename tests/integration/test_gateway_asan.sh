@@ -14,6 +14,7 @@ mkdir -p "$gw_dir"
 
 export SAN=1
 gw_setup
+gw_micro_model
 mkdir -p "$gw_dir/store"
 python3 - "$gw_dir/corpus.jsonl" <<'PY'
 import json, sys
@@ -27,7 +28,13 @@ PY
     --jsonl "$gw_dir/corpus.jsonl" --quiet >"$gw_dir/ingest.log" 2>&1 \
     || { echo "FAIL asan_ingest: $(tail -n 3 "$gw_dir/ingest.log")"; exit 1; }
 chmod -R a+rwX "$gw_dir"
-gw_conf "$prefix" "$port" "sparsegate_store sqlite:$gw_dir/store/p.db;"
+gw_conf "$prefix" "$port" "sparsegate_store sqlite:$gw_dir/store/p.db;
+    sparsegate_test_hooks on;" '
+        location = /v1/status { sparsegate_api status; }
+        location = /v1/collections { sparsegate_api collections; }
+        location ^~ /ui/ { sparsegate_api ui; }
+        location = /tokenize { sparsegate_api tokenize; }
+        location = /detokenize { sparsegate_api detokenize; }'
 
 libasan=$(gcc -print-file-name=libasan.so)
 cat >"$gw_dir/lsan.supp" <<'EOF'
@@ -69,16 +76,26 @@ curl -s -N -m 60 -o "$gw_dir/killed" "$url/v1/completions" \
     -d '{"prompt":"long","max_tokens":500,"ignore_eos":true,"stream":true}' &
 cpid=$!
 for _ in $(seq 1 100); do [ -s "$gw_dir/killed" ] && break; sleep 0.1; done
+# the page's endpoints, /v1/status with a request running
+req "$url/v1/status"
+req "$url/v1/collections"
+req "$url/ui/"
+req "$url/ui/app.js"
+req "$url/ui/nothing.js"
 kill -9 "$cpid"; wait "$cpid" 2>/dev/null
 sleep 1
 req "$url/health"
 
-want=" 200 200 400 404 400 401 200 200 200 200 200 200"
+want=" 200 200 400 404 400 401 200 200 200 200 200 200 200 200 200 404 200"
 gw_check asan_requests "$([ "$codes" = "$want" ]; echo $?)" "statuses$codes, want$want"
 
-# the openai client's walk (streams, stop strings, errors, prefix cache)
+# the openai client's walk (streams, stop strings, errors, prefix cache),
+# and V3.2's API (reasoning, tool calls, grammars, logprobs, n, refusals)
 if command -v node >/dev/null && [ -d node_modules/openai ]; then
     GW_URL=$url GW_MODEL=gw-tiny timeout 300 node tests/integration/gateway_client.mjs api \
+        | sed 's/^\(PASS\|FAIL\) /\1 asan_/'
+    GW_URL=$url GW_MODEL=gw-tiny GW_RAG=1 GW_COLLECTION=c timeout 900 \
+        node tests/integration/gateway_api.mjs san \
         | sed 's/^\(PASS\|FAIL\) /\1 asan_/'
 fi
 

@@ -139,12 +139,34 @@ why="$(cat "$tmp/e")" check redis_down_at_start grep -q "store_unavailable.*502"
 why="$(cat "$tmp/e")" check pg_down_at_start grep -q "store_unavailable.*502" "$tmp/e"
 "$SG" search --store "sqlite:$tmp/no/such/dir/x.db" x >/dev/null 2>"$tmp/e"
 why="$(cat "$tmp/e")" check sqlite_unopenable grep -q "no/such/dir/x.db" "$tmp/e"
+# A mistyped path is an error naming it, and makes no file.
+"$SG" search --store "sqlite:$tmp/stroe.db" x >/dev/null 2>"$tmp/e"
+why="$(cat "$tmp/e")" check sqlite_missing_not_created \
+    bash -c "grep -q 'stroe.db: No such file' '$tmp/e' && [ ! -e '$tmp/stroe.db' ]"
+# An empty collection name, or one with a control character: refused,
+# naming it, in every store and in ingest.
+for s in sqlite postgres redis; do
+    "$SG" search --store "${URI[$s]}" --collection "" x >/dev/null 2>"$tmp/e"
+    why="$(cat "$tmp/e")" check ${s}_empty_collection_refused \
+        grep -q "collection name is empty.*invalid_request.*400" "$tmp/e"
+done
+"$SG" ingest --store "${URI[sqlite]}" --collection "" --jsonl "$tmp/bad.jsonl" 2>"$tmp/e"
+rc=$?
+why="rc $rc: $(cat "$tmp/e")" check ingest_empty_collection_refused \
+    bash -c "[ $rc -eq 2 ] && grep -q -- '--collection: collection name is empty' '$tmp/e'"
+"$SG" ingest --store "${URI[sqlite]}" --collection "$(printf 'a\tb')" --jsonl "$tmp/bad.jsonl" 2>"$tmp/e"
+rc=$?
+why="rc $rc: $(cat "$tmp/e")" check ingest_control_collection_refused \
+    bash -c "[ $rc -eq 2 ] && grep -q -- '--collection: collection name has a control character' '$tmp/e'"
+"$SG" migrate --store "${URI[sqlite]}" 2>"$tmp/e"
+why="$(cat "$tmp/e")" check sqlite_migrate_current grep -q "sqlite store at schema 2" "$tmp/e"
 
 # Killed midway through an ingest (all of man7, small batches): what was
 # committed stays; a re-run completes it with no duplicates (every store
-# cuts the same passages, so all end with the same count).  Ids get a
-# prefix: passage ids are global, this must not move the demo passages.
-sed 's|"id": "|"id": "k/|' "$tmp/man7.jsonl" >"$tmp/killed.jsonl"
+# cuts the same passages, so all end with the same count).  Its ids are
+# the demo collection's too: ids are per collection, so demo keeps its
+# passages (an ingest into one collection once moved them out of another).
+cp "$tmp/man7.jsonl" "$tmp/killed.jsonl"
 want=
 for s in sqlite postgres redis; do
     u=${URI[$s]}
@@ -167,6 +189,11 @@ for s in sqlite postgres redis; do
     why="partial $partial, after re-run $full, want $want" \
         check ${s}_killed_ingest_completes test "${partial:-0}" -gt 0 \
             -a "${partial:-0}" -lt "$full" -a "$full" = "$want"
+    n3=$(count $s demo)
+    "$SG" search --store "$u" --collection demo --limit 10 --json "$q_tcp" \
+        >"$tmp/s2.json" 2>"$tmp/s.err"
+    why="demo had $n1 passages, now $n3; search: $(cat "$tmp/s.err")" \
+        check ${s}_ids_per_collection bash -c "[ '$n3' = '$n1' ] && grep -q '\"collection\":\"demo\"' '$tmp/s2.json' && ! grep -q '\"collection\":\"killed\"' '$tmp/s2.json'"
 done
 
 # Slow store: postgres waits on a lock held by another connection in pg_sleep.
@@ -195,9 +222,9 @@ bgpid=
 
 # Malformed rows: a clear 502-class error naming the passage; a re-run of
 # the ingest repairs them.
-sqlite3 "$tmp/store.db" "UPDATE passages SET meta = 'not json' WHERE id = 'man7/tcp.7:0000'"
-sg_psql -c "UPDATE passages SET meta = '[1]' WHERE id = 'man7/tcp.7:0000'" >/dev/null
-redis-cli -p "$SG_REDIS_PORT" hdel "passage:man7/tcp.7:0000" text >/dev/null
+sqlite3 "$tmp/store.db" "UPDATE passages SET meta = 'not json' WHERE collection = 'demo' AND id = 'man7/tcp.7:0000'"
+sg_psql -c "UPDATE passages SET meta = '[1]' WHERE collection = 'demo' AND id = 'man7/tcp.7:0000'" >/dev/null
+redis-cli -p "$SG_REDIS_PORT" hdel "passage:4:demo:man7/tcp.7:0000" text >/dev/null
 for s in sqlite postgres redis; do
     u=${URI[$s]}
     "$SG" search --async --store "$u" --collection demo --doc man7/tcp.7 --limit 5 >/dev/null 2>"$tmp/e"

@@ -1,4 +1,5 @@
 #define _GNU_SOURCE             /* nftw's FTW_PHYS */
+#include <pthread.h>
 #include "check.h"
 #include "util/file.h"
 
@@ -144,4 +145,48 @@ void
 check_rm_rf(const char *dir)
 {
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+typedef struct {
+    void  (*fn)(void *, int);
+    void   *ctx;
+    int     i;
+} thread_arg;
+
+static void *
+thread_main(void *p)
+{
+    thread_arg *a = p;
+
+    a->fn(a->ctx, a->i);
+    return NULL;
+}
+
+void
+check_on_threads(int n, void (*fn)(void *ctx, int i), void *ctx)
+{
+    pthread_t  t[64];
+    thread_arg arg[64];
+
+    for (int i = 0; i < n && i < 64; i++) {
+        arg[i].fn = fn;
+        arg[i].ctx = ctx;
+        arg[i].i = i;
+        pthread_create(&t[i], NULL, thread_main, &arg[i]);
+    }
+    for (int i = 0; i < n && i < 64; i++)
+        pthread_join(t[i], NULL);
+}
+
+
+const char *
+check_npm_tokenizer(void)
+{
+    static char  path[1024];
+    const char  *root = getenv("SG_ROOT");
+
+    snprintf(path, sizeof(path), "%s/node_modules/@lenml/"
+             "tokenizer-deepseek_v3/models/tokenizer.json",
+             root ? root : ".");
+    return path;
 }

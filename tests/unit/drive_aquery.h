@@ -12,4 +12,9 @@
 int drive_aquery(sg_aquery *q, sg_passage_list *out, char *err, int errlen,
     double *max_step_ms);
 
+/* 1 when sg_astore_collections lists coll with n passages, every name in
+ * byte order; else 0 with err saying why. */
+int collections_hold(sg_astore *as, const char *coll, long n, char *err,
+    int errlen);
+
 #endif

@@ -347,39 +347,61 @@ random_sel(int32_t *sel, int n, int k, int range)
         sel[i * k + k - 1] = sel[i * k];
 }
 
-/* dense rows run the sgemm path, top-k rows their own key lists */
-static void
-test_attn_prefill(int sparse, int K)
-{
-    /* 37 rows: two blocks of the sgemm path; row 0 sees only key 0 */
-    enum { N = 37, NK = 40, H = 3, NOPE = 16, R = 8, V = 12, KMAX = 16 };
-    int32_t pos[N], seq[N] = { 0 };
-    int32_t sel[N * KMAX], keys[NK];
-    float  *q = B->ops->alloc(B, sizeof(float) * N * H * (NOPE + R));
-    float  *kv = B->ops->alloc(B, sizeof(float) * NK * H * (NOPE + V));
-    float  *pe = B->ops->alloc(B, sizeof(float) * NK * R);
-    float  *out = B->ops->alloc(B, sizeof(float) * N * H * V);
-    float  *ref = malloc(sizeof(float) * N * H * V);
-    sg_rows rows = { N, pos, seq, block_table, MAXB };
-    float   scale = 0.2f;
-    char    name[64];
+/*
+ * attn_prefill against a naive double-precision softmax, in one call and
+ * split in two calls (as chunked prefill: bitwise equal), over shapes that
+ * cover several key tiles and row blocks of the dense kernel and dimension
+ * tails.  nan: one key's value and one row's query carry a NaN: the rows
+ * that attend that key and the NaN row give NaN, every other row is
+ * unchanged.
+ */
+typedef struct {
+    int n, nk, h, nope, rope, v;
+} prefill_shape;
 
+static void
+test_attn_prefill_shape(int sparse, int K, prefill_shape sh, int nan)
+{
+    int      N = sh.n, NK = sh.nk, H = sh.h, NOPE = sh.nope, R = sh.rope;
+    int      V = sh.v, QK = NOPE + R, KVW = NOPE + V, split = N / 3 + 1;
+    int32_t *pos = malloc(sizeof(int32_t) * N), seq[1] = { 0 };
+    int32_t *sel = malloc(sizeof(int32_t) * N * K);
+    int32_t *keys = malloc(sizeof(int32_t) * NK);
+    double  *p = malloc(sizeof(double) * NK);
+    float   *q = B->ops->alloc(B, sizeof(float) * N * H * QK);
+    float   *kv = B->ops->alloc(B, sizeof(float) * NK * H * KVW);
+    float   *pe = B->ops->alloc(B, sizeof(float) * NK * R);
+    float   *out = B->ops->alloc(B, sizeof(float) * N * H * V);
+    float   *out2 = B->ops->alloc(B, sizeof(float) * N * H * V);
+    float   *ref = malloc(sizeof(float) * N * H * V);
+    sg_rows  rows = { N, pos, seq, block_table, MAXB };
+    float    scale = 0.2f;
+    int      nan_key = NK / 2, nan_row = N - 2, nan_bad = 0;
+    char     name[160], what[96];
+
+    snprintf(what, sizeof(what), "%s %d rows %d keys h%d %d+%d/%d%s",
+             sparse ? (K > 4 ? "top-16" : "top-4") : "dense", N, NK, H, NOPE,
+             R, V, nan ? " NaN" : "");
     for (int i = 0; i < N; i++)
-        pos[i] = i ? i + 3 : 0;
-    for (int i = 0; i < N * H * (NOPE + R); i++)
+        pos[i] = i ? (i + 3 < NK ? i + 3 : NK - 1 - i % 3) : 0;
+    for (int i = 0; i < N * H * QK; i++)
         q[i] = check_randn();
-    for (int i = 0; i < NK * H * (NOPE + V); i++)
+    for (int i = 0; i < NK * H * KVW; i++)
         kv[i] = check_randn();
     for (int i = 0; i < NK * R; i++)
         pe[i] = check_randn();
+    if (nan) {
+        kv[(nan_key * H + H - 1) * KVW + NOPE + V - 1] = NAN;
+        q[(nan_row * H) * QK + 1] = NAN;
+    }
     random_sel(sel, N, K, NK + 5);
     for (int i = 0; i < N; i++)
         for (int h = 0; h < H; h++) {
             int    nk = ref_keys(sparse ? sel + i * K : NULL, K, pos[i], keys);
-            double p[NK], mx = -INFINITY, sum = 0;
-            const float *qi = q + (i * H + h) * (NOPE + R);
+            double mx = -INFINITY, sum = 0;
+            const float *qi = q + (i * H + h) * QK;
             for (int j = 0; j < nk; j++) {
-                const float *kj = kv + (keys[j] * H + h) * (NOPE + V);
+                const float *kj = kv + (keys[j] * H + h) * KVW;
                 double d = 0;
                 for (int c = 0; c < NOPE; c++)
                     d += (double)qi[c] * kj[c];
@@ -393,60 +415,85 @@ test_attn_prefill(int sparse, int K)
             for (int c = 0; c < V; c++) {
                 double acc = 0;
                 for (int j = 0; j < nk; j++)
-                    acc += p[j] / sum
-                           * kv[(keys[j] * H + h) * (NOPE + V) + NOPE + c];
+                    acc += p[j] / sum * kv[(keys[j] * H + h) * KVW + NOPE + c];
                 ref[(i * H + h) * V + c] = nk ? (float)acc : 0.0f;
             }
         }
     B->ops->attn_prefill(B, q, kv, pe, NK, &rows, sparse ? sel : NULL, K, H,
                          NOPE, R, V, scale, out);
+    if (nan) {
+        /* NaN exactly where the reference has one, the rest compared */
+        for (int i = 0; i < N * H * V; i++) {
+            nan_bad += isnan(out[i]) != isnan(ref[i]);
+            if (isnan(ref[i]))
+                out[i] = ref[i] = 0.0f;
+        }
+    }
     double e = check_rel_err(out, ref, N * H * V);
 
-    /* the same rows in two calls (as chunked prefill): bitwise equal */
-    float  *out2 = B->ops->alloc(B, sizeof(float) * N * H * V);
-    sg_rows ra = { 11, pos, seq, block_table, MAXB };
-    sg_rows rb = { N - 11, pos + 11, seq, block_table, MAXB };
+    sg_rows ra = { split, pos, seq, block_table, MAXB };
+    sg_rows rb = { N - split, pos + split, seq, block_table, MAXB };
     B->ops->attn_prefill(B, q, kv, pe, NK, &ra, sparse ? sel : NULL, K, H,
                          NOPE, R, V, scale, out2);
-    B->ops->attn_prefill(B, q + 11 * H * (NOPE + R), kv, pe, NK, &rb,
-                         sparse ? sel + 11 * K : NULL, K, H, NOPE, R, V,
-                         scale, out2 + 11 * H * V);
+    B->ops->attn_prefill(B, q + split * H * QK, kv, pe, NK, &rb,
+                         sparse ? sel + split * K : NULL, K, H, NOPE, R, V,
+                         scale, out2 + split * H * V);
+    if (nan)
+        for (int i = 0; i < N * H * V; i++)
+            if (isnan(out2[i]))
+                out2[i] = 0.0f;
     snprintf(name, sizeof(name), "attn_prefill %s split rows bitwise equal",
-             sparse ? (K > 4 ? "top-16" : "top-4") : "dense");
+             what);
     CHECKB(memcmp(out, out2, sizeof(float) * N * H * V) == 0, name,
            "a row's output depends on the rows beside it");
-    B->ops->free(B, out2);
-    snprintf(name, sizeof(name), "attn_prefill %s vs naive softmax",
-             sparse ? (K > 4 ? "top-16" : "top-4") : "dense");
-    CHECKB(e < 1e-5, name, "rel err %g", e);
+    snprintf(name, sizeof(name), "attn_prefill %s vs naive softmax", what);
+    CHECKB(e < 1e-5 && nan_bad == 0, name, "rel err %g, %d NaN mismatches",
+           e, nan_bad);
     B->ops->free(B, q);
     B->ops->free(B, kv);
     B->ops->free(B, pe);
     B->ops->free(B, out);
+    B->ops->free(B, out2);
     free(ref);
+    free(pos);
+    free(sel);
+    free(keys);
+    free(p);
+}
+
+/* 37 rows, 40 keys: one block; row 0 sees only key 0 */
+static void
+test_attn_prefill(int sparse, int K)
+{
+    test_attn_prefill_shape(sparse, K, (prefill_shape){ 37, 40, 3, 16, 8, 12 },
+                            0);
 }
 
 static void
-test_attn_decode(int fp8, int sparse)
+test_attn_decode(int fp8, int sparse, int H, int nan)
 {
-    enum { N = 3, H = 4, K = 16 };
+    enum { N = 3, K = 16 };
     cache   c;
     int32_t pos[N] = { LEN - 1, 100, 30 }, seq[N] = { 0, 1, 0 };
     int32_t sel[N * K], keys[LEN];
     float  *ql = B->ops->alloc(B, sizeof(float) * N * H * LORA);
     float  *qp = B->ops->alloc(B, sizeof(float) * N * H * ROPE);
     float  *out = B->ops->alloc(B, sizeof(float) * N * H * LORA);
+    float  *one = B->ops->alloc(B, sizeof(float) * H * LORA);
     float  *ref = malloc(sizeof(float) * N * H * LORA);
     double *p = malloc(sizeof(double) * LEN);
     sg_rows rows = { N, pos, seq, block_table, MAXB };
     float   scale = 0.05f;
-    char    name[64];
+    int     alone_bad = 0, nan_bad = 0;
+    char    name[128];
 
     cache_fill(&c, fp8, 1);
     for (int i = 0; i < N * H * LORA; i++)
         ql[i] = check_randn();
     for (int i = 0; i < N * H * ROPE; i++)
         qp[i] = check_randn();
+    if (nan)
+        ql[(1 * H + H - 1) * LORA + 3] = NAN;   /* row 1, last head */
     random_sel(sel, N, K, LEN);
     for (int i = 0; i < N; i++)
         for (int h = 0; h < H; h++) {
@@ -476,16 +523,112 @@ test_attn_decode(int fp8, int sparse)
         }
     B->ops->attn_decode(B, c.pool, 1, &rows, ql, qp, sparse ? sel : NULL, K, H,
                         scale, out);
+    /* each row alone (heads split across threads) gives the same bits */
+    for (int i = 0; i < N; i++) {
+        sg_rows r1 = { 1, pos + i, seq + i, block_table, MAXB };
+        B->ops->attn_decode(B, c.pool, 1, &r1, ql + i * H * LORA,
+                            qp + i * H * ROPE, sparse ? sel + i * K : NULL, K,
+                            H, scale, one);
+        alone_bad += memcmp(one, out + i * H * LORA,
+                            sizeof(float) * H * LORA) != 0
+                     && !nan;
+    }
+    if (nan)
+        for (int i = 0; i < N * H * LORA; i++) {
+            nan_bad += isnan(out[i]) != isnan(ref[i]);
+            if (isnan(ref[i]))
+                out[i] = ref[i] = 0.0f;
+        }
     double e = check_rel_err(out, ref, N * H * LORA);
-    snprintf(name, sizeof(name), "attn_decode %s, %s pool vs naive softmax",
-             sparse ? "top-k" : "dense", fp8 ? "fp8" : "exact");
-    CHECKB(e < 1e-5, name, "rel err %g", e);
+    snprintf(name, sizeof(name), "attn_decode %s, %s pool, %d heads%s vs naive "
+             "softmax", sparse ? "top-k" : "dense", fp8 ? "fp8" : "exact", H,
+             nan ? ", NaN query" : "");
+    CHECKB(e < 1e-5 && nan_bad == 0, name, "rel err %g, %d NaN mismatches", e,
+           nan_bad);
+    snprintf(name, sizeof(name), "attn_decode %s, %s pool, %d heads: a row "
+             "alone bitwise equal", sparse ? "top-k" : "dense",
+             fp8 ? "fp8" : "exact", H);
+    CHECKB(alone_bad == 0, name, "%d rows differ", alone_bad);
     cache_free(&c);
     B->ops->free(B, ql);
     B->ops->free(B, qp);
     B->ops->free(B, out);
+    B->ops->free(B, one);
     free(ref);
     free(p);
+}
+
+/*
+ * The AVX-512 and AVX2 forms of the tile kernels give the same bits: dense
+ * prefill (flash) and absorbed attention on a backend of each form.
+ */
+static void
+test_isa_forms_equal(void)
+{
+    enum { N = 70, NK = 130, H = 3, NOPE = 64, R = 32, V = 40, DH = 7 };
+    int32_t  pos[N], seq[N] = { 0 }, dpos[3] = { LEN - 1, 100, 30 };
+    int32_t  dseq[3] = { 0, 1, 0 };
+    float   *q = malloc(sizeof(float) * N * H * (NOPE + R));
+    float   *kv = malloc(sizeof(float) * NK * H * (NOPE + V));
+    float   *pe = malloc(sizeof(float) * NK * R);
+    float   *o[2], *d[2];
+    float   *ql = malloc(sizeof(float) * 3 * DH * LORA);
+    float   *qp = malloc(sizeof(float) * 3 * DH * ROPE);
+    sg_rows  rows = { N, pos, seq, block_table, MAXB };
+    sg_rows  drows = { 3, dpos, dseq, block_table, MAXB };
+    cache    c;
+
+    if (!__builtin_cpu_supports("avx512f")) {
+        printf("# no AVX-512 on this CPU: one kernel form, nothing to "
+               "compare\n");
+        free(q), free(kv), free(pe), free(ql), free(qp);
+        return;
+    }
+    cache_fill(&c, 1, 1);
+    for (int i = 0; i < N; i++)
+        pos[i] = i + 50;
+    for (int i = 0; i < N * H * (NOPE + R); i++)
+        q[i] = check_randn();
+    for (int i = 0; i < NK * H * (NOPE + V); i++)
+        kv[i] = check_randn();
+    for (int i = 0; i < NK * R; i++)
+        pe[i] = check_randn();
+    for (int i = 0; i < 3 * DH * LORA; i++)
+        ql[i] = check_randn();
+    for (int i = 0; i < 3 * DH * ROPE; i++)
+        qp[i] = check_randn();
+    for (int f = 0; f < 2; f++) {
+        sg_backend *b;
+
+        if (f)
+            setenv("SG_CPU_ISA", "avx2", 1);
+        b = sg_backend_cpu_new(2);
+        o[f] = malloc(sizeof(float) * N * H * V);
+        d[f] = malloc(sizeof(float) * 3 * DH * LORA);
+        b->ops->attn_prefill(b, q, kv, pe, NK, &rows, NULL, 0, H, NOPE, R, V,
+                             0.1f, o[f]);
+        b->ops->attn_decode(b, c.pool, 1, &drows, ql, qp, NULL, 0, DH, 0.05f,
+                            d[f]);
+        b->ops->destroy(b);
+    }
+    unsetenv("SG_CPU_ISA");
+    {
+        /* the process-wide choice back to this machine's */
+        sg_backend *r = sg_backend_cpu_new(1);
+        r->ops->destroy(r);
+    }
+    CHECKB(memcmp(o[0], o[1], sizeof(float) * N * H * V) == 0,
+           "attn_prefill dense: AVX-512 and AVX2 forms bitwise equal",
+           "outputs differ");
+    CHECKB(memcmp(d[0], d[1], sizeof(float) * 3 * DH * LORA) == 0,
+           "attn_decode: AVX-512 and AVX2 forms bitwise equal",
+           "outputs differ");
+    cache_free(&c);
+    for (int f = 0; f < 2; f++) {
+        free(o[f]);
+        free(d[f]);
+    }
+    free(q), free(kv), free(pe), free(ql), free(qp);
 }
 
 int
@@ -510,9 +653,19 @@ main(void)
         test_attn_prefill(0, 16);
         test_attn_prefill(1, 16);
         test_attn_prefill(1, 4);
+        /* several key tiles and row blocks, odd dimensions, NaN */
+        test_attn_prefill_shape(0, 16, (prefill_shape){ 150, 211, 2, 20, 7, 27 },
+                                0);
+        test_attn_prefill_shape(0, 16, (prefill_shape){ 70, 130, 2, 64, 32, 64 },
+                                1);
+        test_attn_prefill_shape(1, 16, (prefill_shape){ 70, 130, 2, 64, 32, 64 },
+                                1);
         for (int fp8 = 0; fp8 < 2; fp8++)
             for (int sparse = 0; sparse < 2; sparse++)
-                test_attn_decode(fp8, sparse);
+                test_attn_decode(fp8, sparse, 4, 0);
+        test_attn_decode(1, 0, 7, 0);
+        test_attn_decode(1, 1, 13, 1);
+        test_isa_forms_equal();
         B->ops->destroy(B);
     }
     unsetenv("SG_CPU_PAR_WORK");

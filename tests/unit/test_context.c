@@ -29,8 +29,8 @@ is_marker(const char *s, size_t n)
 
 /* Stand-in encoder: packs up to 3 bytes per id (reversible). */
 static int
-enc3(void *ud, const char *text, size_t len, const sg_text_span *marks,
-    size_t n_marks, int32_t **ids, size_t *n)
+enc3(void *ud, const char *text, size_t len, const size_t *spans,
+    int n_spans, int32_t **ids, size_t *n)
 {
     size_t k = (len + 2) / 3;
     int   *calls = ud;
@@ -39,16 +39,16 @@ enc3(void *ud, const char *text, size_t len, const sg_text_span *marks,
     /* only the template's markers may be special: a passage carries no
      * mark; the head's are "<BOS>" and its last "<User>" (the system
      * prompt's text is text), the tail's those after the question */
-    for (size_t i = 0; i < n_marks; i++) {
-        const char *at = text + marks[i].off, *last = NULL, *p;
+    for (int i = 0; i < n_spans; i++) {
+        const char *at = text + spans[2 * i], *last = NULL, *p;
+        size_t      slen = spans[2 * i + 1] - spans[2 * i];
         const char *key = len >= 5 && memcmp(text, "<BOS>", 5) == 0
                           ? "<User>" : "<Assistant>";
 
         for (p = text; (p = memmem(p, len - (p - text), key,
                                    strlen(key))) != NULL; p++)
             last = p;
-        if (marks[i].off + marks[i].len > len
-            || !is_marker(at, marks[i].len)
+        if (spans[2 * i + 1] > len || !is_marker(at, slen)
             || memmem(text, len, " | doc ", 7) != NULL
             || (at != text && (last == NULL || at < last)))
             special_wrong++;
@@ -91,12 +91,14 @@ dec3(const int32_t *ids, size_t n)
  * its markers listed. */
 static int
 fmt(const sg_chat_msg *m, int n, int thinking, char **out, size_t *len,
-    sg_text_span **marks, size_t *n_marks)
+    size_t **spans, int *n_spans)
 {
-    size_t        cap = 64, k = 0;
-    sg_text_span *mk = malloc(8 * sizeof(*mk));
+    size_t  cap = 64;
+    int     k = 0;
+    size_t *mk = malloc(16 * sizeof(*mk));
 
-#define MARK(s) (mk[k].off = strlen(*out), mk[k].len = strlen(s), k++, \
+#define MARK(s) (mk[2 * k] = strlen(*out), \
+                 mk[2 * k + 1] = strlen(*out) + strlen(s), k++, \
                  strcat(*out, s))
     for (int i = 0; i < n; i++)
         cap += strlen(m[i].content) + 16;
@@ -120,8 +122,8 @@ fmt(const sg_chat_msg *m, int n, int thinking, char **out, size_t *len,
         MARK("</think>");
 #undef MARK
     *len = strlen(*out);
-    *marks = mk;
-    *n_marks = k;
+    *spans = mk;
+    *n_spans = k;
     return 0;
 }
 
@@ -315,6 +317,28 @@ test_dedupe(void)
         CHECK(c.dropped_dupes == 2 && c.n_cites == 6 && once,
               "context_dedupe", "dupes %d, passages %zu", c.dropped_dupes,
               c.n_cites);
+        sg_context_free(&c);
+    }
+    sg_passage_list_free(&ranked);
+
+    /* ids are per collection: the same id in another collection, with
+     * its own text, is another passage */
+    make_passages(&ranked, "d", 6, 1);
+    dup = ranked.v[1];
+    dup.collection = "e";
+    dup.text = "a text of its own in collection e";
+    sg_passage_list_push(&ranked, &dup);
+    if (sg_context_build(NULL, &ranked, "q", &o, &c, err, sizeof(err))) {
+        CHECK(0, "context_same_id_other_collection", "%s", err);
+    } else {
+        int in_e = 0;
+
+        for (size_t i = 0; i < c.n_cites; i++)
+            in_e += strcmp(c.cites[i].collection, "e") == 0
+                    && strcmp(c.cites[i].id, dup.id) == 0;
+        CHECK(c.dropped_dupes == 0 && c.n_cites == 7 && in_e == 1,
+              "context_same_id_other_collection", "dupes %d, passages %zu",
+              c.dropped_dupes, c.n_cites);
         sg_context_free(&c);
     }
     sg_passage_list_free(&ranked);

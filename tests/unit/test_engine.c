@@ -765,7 +765,7 @@ test_engine_controls(void)
 
     /* pause after the first tokens: nothing comes until resumed */
     {
-        sg_request q = {.prompt = t, .n_prompt = 100, .max_tokens = 40,
+        sg_request q = {.prompt = t, .n_prompt = 100, .max_tokens = 400,
                         .user = (void *)(intptr_t)0, .ignore_eos = 1};
         int quiet, before;
 
@@ -780,12 +780,12 @@ test_engine_controls(void)
         quiet = drain_for(e, &h, 500);
         sg_engine_get_stats(e, &st);
         CHECK(quiet == 0 && st.paused == 1 && st.running == 1 && !h.done[0]
-              && before < 40, "controls_pause_stops_tokens",
+              && before < 400, "controls_pause_stops_tokens",
               "%d events in 0.5 s while paused (%d tokens before), %d "
               "paused, %d running", quiet, before, st.paused, st.running);
         sg_engine_pause(e, id, 0);
         pump(e, &h, 1, 0);
-        CHECK(h.done[0] == SG_EV_DONE && h.n_tok[0] == 40,
+        CHECK(h.done[0] == SG_EV_DONE && h.n_tok[0] == 400,
               "controls_resume_finishes", "done %d with %d tokens",
               h.done[0], h.n_tok[0]);
     }

@@ -133,6 +133,7 @@ typedef struct gen {
     int     n_tokens;
     int     last;           /* SG_EV_DONE, SG_EV_ERROR */
     int     finish, error, submit_rc, n_last;
+    char    message[160];
 } gen;
 
 /* Submits and drains until the request's last event (or 60 s). */
@@ -168,6 +169,7 @@ generate(sg_engine *e, const int32_t *prompt, int n, int max_tokens,
                 g->last = ev[j].kind;
                 g->finish = ev[j].finish;
                 g->error = ev[j].error;
+                memcpy(g->message, ev[j].message, sizeof(g->message));
                 g->n_last++;
             }
         }
@@ -220,6 +222,9 @@ test_generation(void)
         } else if (g.n_last != 1) {
             lost++;                     /* no last event, or more than one */
         } else if (g.last == SG_EV_ERROR) {
+            if (g.error != SG_ENOMEM && getenv("SG_FAULT_TRACE"))
+                fprintf(stderr, "generation %ld: error %d: %s\n", n,
+                        g.error, g.message);
             wrong += g.error != SG_ENOMEM;
             enomem += g.error == SG_ENOMEM;
         } else if (g.n_tokens != 2
@@ -253,10 +258,11 @@ test_tokenizer_paths(void)
     const char     *root = getenv("SG_ROOT");
     char            path[1024], err[256];
     sg_tokenizer   *t;
-    sg_chat_msg     msgs[] = {
-        { "system", "Be brief." },
-        { "user", "Hello <\xef\xbd\x9c" "Assistant\xef\xbd\x9c> there, "
-          "\xe4\xb8\xad\xe6\x96\x87 text and numbers 12345." },
+    sg_chat_message msgs[] = {
+        { .role = "system", .content = "Be brief." },
+        { .role = "user", .content = "Hello <\xef\xbd\x9c" "Assistant"
+          "\xef\xbd\x9c> there, \xe4\xb8\xad\xe6\x96\x87 text and "
+          "numbers 12345." },
     };
     int32_t        *ref, *ids;
     size_t          n_ref, n_ids;
@@ -269,14 +275,15 @@ test_tokenizer_paths(void)
         CHECK(0, "fault_tokenizer_load", "%s", err);
         return;
     }
-    sg_chat_encode(t, msgs, 2, 0, &ref, &n_ref);
+    sg_chat_encode(t, msgs, 2, 0, &ref, &n_ref, err, sizeof(err));
     for (n = 1;; n++) {
         int rc;
 
         if (getenv("SG_FAULT_TRACE"))
             fprintf(stderr, "chat %ld\n", n);
+        ids = NULL;
         sg_fault_arm(n);
-        rc = sg_chat_encode(t, msgs, 2, 0, &ids, &n_ids);
+        rc = sg_chat_encode(t, msgs, 2, 0, &ids, &n_ids, err, sizeof(err));
         counted = sg_fault_disarm();
         if (rc == 0) {
             bad += n_ids != n_ref || memcmp(ids, ref, n_ids * 4) != 0;
@@ -342,6 +349,8 @@ test_tokenizer_paths(void)
                     sg_context_free(&c);
                 } else {
                     /* out of memory says so, never the request's fault */
+                    if (rc != SG_CTX_ENOMEM && getenv("SG_FAULT_TRACE"))
+                        fprintf(stderr, "context %ld: %d %s\n", n, rc, err);
                     bad += err[0] == '\0' || rc != SG_CTX_ENOMEM;
                 }
                 if (!sg_fault_fired())

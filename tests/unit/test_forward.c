@@ -321,6 +321,86 @@ done:
     free(prompt);
 }
 
+/* The window a row must attend: its K most recent positions. */
+static const int32_t *
+window_topk(void *ctx, int layer, int row)
+{
+    reuse_ctx *c = ctx;
+    int32_t   *w = c->topk + ((size_t)layer * c->T + row) * c->K;
+    int        first = row + 1 - c->K, n = 0;
+
+    for (int s = first > 0 ? first : 0; s <= row; s++)
+        w[n++] = s;
+    for (; n < c->K; n++)
+        w[n] = -1;
+    return w;
+}
+
+/*
+ * The sliding-window switch: every row's set is its index_topk most recent
+ * keys, the logits equal (bitwise) those of forcing those sets through the
+ * trace with the switch off, chunked prefill equals one shot, and the
+ * output differs from the indexer's selection.
+ */
+static void
+test_window(void)
+{
+    sg_model *on = load("bf16", 1, 0, 1);
+    sg_model *off = load("bf16", 1, 0, 1);
+    size_t    np;
+    int32_t  *prompt = fixture_file("bf16", NULL, "prompt.i32.bin", &np);
+    char      err[512];
+
+    if (!on || !off || !prompt) {
+        CHECK(0, "window/fixtures", "missing fixture files");
+        goto done;
+    }
+    on->num.window = 1;
+    int    P = (int)np, V = on->cfg.vocab_size, L = on->cfg.num_hidden_layers;
+    int    K = on->cfg.index_topk, bad = 0;
+    size_t nsel = (size_t)L * P * K;
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+    float *c = malloc(sizeof(float) * V), *d = malloc(sizeof(float) * V);
+    reuse_ctx got = { malloc(sizeof(int32_t) * nsel), P, K };
+    reuse_ctx want = { malloc(sizeof(int32_t) * nsel), P, K };
+    sg_trace  t_on = { .out_topk = got.topk };
+    sg_trace  t_emu = { .force_topk = window_topk, .ctx = &want };
+    int       ok = prefill(on, prompt, P, P, &t_on, a, err, sizeof(err)) == 0;
+
+    ok = ok && prefill(off, prompt, P, P, &t_emu, b, err, sizeof(err)) == 0;
+    ok = ok && prefill(on, prompt, P, 37, NULL, c, err, sizeof(err)) == 0;
+    ok = ok && prefill(off, prompt, P, P, NULL, d, err, sizeof(err)) == 0;
+    CHECK(ok && P > K, "window/run", "%s (prompt %d, top-k %d)",
+          ok ? "prompt not longer than top-k" : err, P, K);
+    if (ok) {
+        for (int l = 0; l < L; l++)
+            for (int r = 0; r < P; r++)
+                bad += memcmp(got.topk + ((size_t)l * P + r) * K,
+                              window_topk(&want, l, r),
+                              sizeof(int32_t) * K) != 0;
+        CHECK(bad == 0, "window/sets-are-recent-keys", "%d of %d rows differ",
+              bad, L * P);
+        CHECK(memcmp(a, b, sizeof(float) * V) == 0,
+              "window/logits-equal-forced-sets", "rel err %.3g",
+              check_rel_err(a, b, V));
+        CHECK(memcmp(a, c, sizeof(float) * V) == 0, "window/chunked-equal",
+              "rel err %.3g", check_rel_err(a, c, V));
+        double e = check_rel_err(a, d, V);
+        CHECK(e > 0 && e == e, "window/differs-from-indexer",
+              "rel err vs the indexer's sets %.3g", e);
+    }
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    free(got.topk);
+    free(want.topk);
+done:
+    sg_model_free(on);
+    sg_model_free(off);
+    free(prompt);
+}
+
 /*
  * With the MHA form limited to the first 100 positions, a prompt's later
  * tokens take the absorbed form: chunked prefill (chunks across the limit)
@@ -345,6 +425,9 @@ test_mha_limit(void)
     float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
     float *d = malloc(sizeof(float) * V);
 
+    /* set explicitly: every prompt token in the MHA form (the default
+     * turns to the absorbed form past index_topk) */
+    all->num.mha_max_bytes = (size_t)1 << 40;
     lim->num.mha_max_bytes = (size_t)100 * c->num_attention_heads
                              * (c->qk_nope_head_dim + c->v_head_dim)
                              * sizeof(float);
@@ -392,6 +475,7 @@ main(void)
     test_fp8_forced();
     test_chunks_and_batches();
     test_index_share();
+    test_window();
     test_mha_limit();
     return check_finish();
 }

@@ -5,7 +5,8 @@
  * brute-force reference, a pool of concurrent async queries, and faults:
  * server down, a query past its deadline (table locked by another
  * connection) while the event loop never blocks, a backend killed
- * mid-query, a malformed row, recovery after each.
+ * mid-query, a malformed row, recovery after each; what every store does
+ * alike (store_checks.c), and a store of schema 1 upgraded.
  */
 #include <poll.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "check.h"
 #include "drive_aquery.h"
 #include "store.h"
+#include "store_checks.h"
 
 #define NP 200
 #define NW 30
@@ -84,6 +86,65 @@ psql(PGconn *c, const char *sql)
     return PQexec(c, sql);
 }
 
+/* A database holding a store of schema 1 (ids unique across
+ * collections): read as it is; an open to ingest upgrades it in place. */
+static void
+test_schema_1(const char *ci)
+{
+    PGconn         *admin = PQconnectdb(ci), *old;
+    char            uri[700], oci[600], err[512] = "";
+    sg_store       *s = NULL;
+    sg_passage_list l = { 0 };
+    sg_passage      again = { .id = "p1", .doc_id = "d1", .title = "",
+                              .text = "zebra again", .collection = "new",
+                              .n_tokens = -1 };
+    int             rc;
+
+    PQclear(psql(admin, "DROP DATABASE IF EXISTS sg_schema1"));
+    PQclear(psql(admin, "CREATE DATABASE sg_schema1"));
+    PQfinish(admin);
+    snprintf(oci, sizeof(oci), "%s dbname=sg_schema1", ci);
+    old = PQconnectdb(oci);
+    PQclear(psql(old,
+        "CREATE TABLE documents (doc_id text COLLATE \"C\" PRIMARY KEY,"
+        " collection text COLLATE \"C\" NOT NULL,"
+        " title text NOT NULL DEFAULT '', meta jsonb);"
+        "CREATE TABLE passages (id text COLLATE \"C\" PRIMARY KEY,"
+        " doc_id text COLLATE \"C\" NOT NULL,"
+        " collection text COLLATE \"C\" NOT NULL,"
+        " title text NOT NULL DEFAULT '', text text NOT NULL, meta jsonb,"
+        " tsv tsvector GENERATED ALWAYS AS ("
+        "  setweight(to_tsvector('english', title), 'A') ||"
+        "  setweight(to_tsvector('english', text), 'B')) STORED);"
+        "CREATE INDEX passages_by_collection ON passages (collection, id);"
+        "INSERT INTO documents VALUES ('d1', 'old', '', NULL);"
+        "INSERT INTO passages (id, doc_id, collection, text) VALUES"
+        " ('p1', 'd1', 'old', 'zebra crossing'),"
+        " ('p2', 'd1', 'old', 'giraffe neck')"));
+    PQfinish(old);
+    snprintf(uri, sizeof(uri), "postgres:%s", oci);
+    rc = sg_store_open(uri, &s, err, sizeof(err));
+    if (rc == 0)
+        rc = sg_store_search(s, "zebra giraffe", NULL, &l, err, 512);
+    CHECK(rc == 0 && l.n == 2, "pg_schema_1_read", "rc %d n %zu %s", rc,
+          l.n, err);
+    sg_passage_list_free(&l);
+    sg_store_close(s);
+    rc = sg_store_open_rw(uri, &s, err, sizeof(err));
+    if (rc == 0)
+        rc = sg_store_ingest(s, &again, 1, err, sizeof(err));
+    if (rc == 0)
+        rc = sg_store_search(s, "zebra", NULL, &l, err, 512);
+    CHECK(rc == 0 && l.n == 2 && sg_store_count(s, "old", err, 512) == 2
+          && sg_store_count(s, "new", err, 512) == 1, "pg_schema_1_upgraded",
+          "rc %d n %zu %s", rc, l.n, err);
+    sg_passage_list_free(&l);
+    sg_store_close(s);
+    admin = PQconnectdb(ci);
+    PQclear(psql(admin, "DROP DATABASE IF EXISTS sg_schema1"));
+    PQfinish(admin);
+}
+
 int
 main(void)
 {
@@ -104,7 +165,7 @@ main(void)
     check_seed_from_env();
     make_corpus(p);
     snprintf(uri, sizeof(uri), "postgres:%s", ci);
-    rc = sg_store_open(uri, &s, err, sizeof(err));
+    rc = sg_store_open_rw(uri, &s, err, sizeof(err));
     CHECK(rc == SG_STORE_OK, "pg_open", "%s", err);
     if (rc != SG_STORE_OK)
         return check_finish();
@@ -153,13 +214,15 @@ main(void)
         const char     *g[] = { ids[42], "no-such-id", ids[7] };
         sg_passage_list l = { 0 };
 
-        rc = sg_store_get(s, g, 3, &l, err, sizeof(err));
+        rc = sg_store_get(s, coll, g, 3, &l, err, sizeof(err));
         CHECK(rc == 0 && l.n == 2 && strcmp(l.v[0].id, ids[42]) == 0
               && strcmp(l.v[0].text, texts[42]) == 0
               && strcmp(l.v[1].id, ids[7]) == 0, "pg_get",
               "rc %d n %zu %s", rc, l.n, err);
         sg_passage_list_free(&l);
     }
+
+    store_checks(s, as, "pg");
 
     /* three queries in flight at once on the pool, driven together */
     {
@@ -245,6 +308,9 @@ main(void)
               rc, err);
         sg_passage_list_free(&l);
     }
+
+    CHECK(collections_hold(as, coll, NP, err, sizeof(err)),
+          "pg_collections", "%s", err);
 
     /* the backend dies mid-query: EDOWN, and the next query reconnects */
     sg_astore_close(as);
@@ -337,6 +403,8 @@ main(void)
     }
     sg_astore_close(as);
     sg_store_close(s);
+
+    test_schema_1(ci);
 
     /* down at start */
     {

@@ -1,10 +1,6 @@
 /*
- * The scheduler with a fake model.  The fake writes, for every position, a
- * hash of the value at the previous position and the token into the slot
- * of the sequence's block table, and draws its logits from the last one:
- * so a token depends on the whole prefix exactly as it would with a real
- * model, and a block reused from the prefix cache with the wrong content,
- * a write into a shared block, or a missing block shows up in the output.
+ * The scheduler with a fake model (fake_model.h: a token depends on its
+ * whole prefix through the cache blocks, so a wrong reuse shows).
  *
  * Fuzzed random schedules of submits, cancels and steps check every
  * invariant after every step; each finished request is then rerun alone
@@ -16,126 +12,15 @@
 #include <string.h>
 
 #include "check.h"
+#include "fake_model.h"
 #include "model/kv.h"
 #include "serve/sampling.h"
 #include "serve/scheduler.h"
 
-#define VOCAB 64
+#define VOCAB FAKE_VOCAB
 
-typedef struct fake {
-    sg_sched *s;
-    uint64_t *kv;            /* [n_blocks * SG_KV_BLOCK] */
-    int       n_blocks;
-    int       fail_percent;  /* injected model errors */
-    int       violations;    /* bad block tables, writes to shared blocks */
-    int       max_batch_tokens;
-    int       calls;
-    long      total_tokens;
-} fake;
-
-static uint64_t
-mix(uint64_t a, uint64_t b)
-{
-    uint64_t z = a * 0x9e3779b97f4a7c15ull + b + 0x632be59bd9b4e019ull;
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static int
-fake_step(void *ctx, sg_batch_item *items, int n, char *err, int errlen)
-{
-    fake          *f = ctx;
-    sg_block_pool *pool = sg_sched_pool(f->s);
-    int            total = 0;
-
-    f->calls++;
-    if (f->fail_percent && (int)(check_rand32() % 100) < f->fail_percent) {
-        snprintf(err, errlen, "injected model error");
-        return -1;
-    }
-    for (int i = 0; i < n; i++) {
-        sg_seq   *seq = items[i].seq;
-        int       end = seq->n_tokens + items[i].n_tokens;
-        uint64_t  h = 0;
-
-        total += items[i].n_tokens;
-        if (seq->n_blocks * SG_KV_BLOCK < end) {
-            f->violations++;
-            continue;
-        }
-        for (int j = 0; j < items[i].n_tokens; j++) {
-            int     pos = seq->n_tokens + j;
-            int32_t blk = seq->blocks[pos / SG_KV_BLOCK];
-            if (pos > 0) {
-                int32_t pb = seq->blocks[(pos - 1) / SG_KV_BLOCK];
-                h = f->kv[(size_t)pb * SG_KV_BLOCK + (pos - 1) % SG_KV_BLOCK];
-            } else {
-                h = 12345;
-            }
-            /* Only the sequence's own block may be written. */
-            if (sg_block_refcount(pool, blk) != 1)
-                f->violations++;
-            h = mix(h, (uint64_t)items[i].tokens[j]);
-            f->kv[(size_t)blk * SG_KV_BLOCK + pos % SG_KV_BLOCK] = h;
-        }
-        if (items[i].logits) {
-            for (int v = 0; v < VOCAB; v++)
-                items[i].logits[v] = (float)(mix(h, v) >> 40) / 4194304.0f;
-        }
-        seq->n_tokens = end;
-    }
-    if (total > f->max_batch_tokens)
-        f->max_batch_tokens = total;
-    f->total_tokens += total;
-    return 0;
-}
-
-/* What the host sees, per request id. */
-#define MAXREQ 400
-#define MAXGEN 48
-
-typedef struct seen {
-    int      accepted;
-    int      terminal;           /* terminal events received */
-    int      after_terminal;     /* events after the terminal one */
-    int      kind, finish;
-    int      n_tok;
-    int32_t  tok[MAXGEN];
-    int      completion, cached, prompt;
-    /* the request, to rerun it alone */
-    int32_t *prompt_ids;
-    int      n_prompt, max_tokens;
-    float    temperature, top_p;
-    uint64_t seed;
-} seen;
-
-static seen reqs[MAXREQ];
-
-static void
-record_event(void *ctx, const sg_event *ev)
-{
-    seen *r = &reqs[ev->id];
-
-    (void)ctx;
-    if (r->terminal) {
-        r->after_terminal++;
-        return;
-    }
-    if (ev->kind == SG_EV_TOKEN) {
-        if (r->n_tok < MAXGEN)
-            r->tok[r->n_tok] = ev->token;
-        r->n_tok++;
-        return;
-    }
-    r->terminal++;
-    r->kind = ev->kind;
-    r->finish = ev->finish;
-    r->completion = ev->completion_tokens;
-    r->cached = ev->cached_tokens;
-    r->prompt = ev->prompt_tokens;
-}
+#define MAXREQ FAKE_MAXREQ
+#define MAXGEN FAKE_MAXGEN
 
 /* Collects the tokens of one request run alone. */
 typedef struct solo {
@@ -189,7 +74,7 @@ free_fake(fake *f)
 
 /* Runs a request alone, without cache, and compares its tokens. */
 static int
-same_as_alone(const seen *r)
+same_as_alone(const fake_seen *r)
 {
     fake          f;
     solo          out = {0};
@@ -238,15 +123,15 @@ fuzz(const char *name, int n_blocks, int fail_percent, int ops)
     int           busy = 0, toolong = 0, cancels = 0, hits = 0, errors = 0;
     char          err[200] = "", nm[96];
 
-    memset(reqs, 0, sizeof(reqs));
-    if (new_sched(&f, &o, record_event, NULL) == NULL)
+    memset(fake_reqs, 0, sizeof(fake_reqs));
+    if (new_sched(&f, &o, fake_record, NULL) == NULL)
         return;
     f.fail_percent = fail_percent;
 
     for (int op = 0; op < ops && inv_ok; op++) {
         unsigned a = check_rand32() % 100;
         if (a < 25 && n_req < MAXREQ) {
-            seen      *r = &reqs[n_req];
+            fake_seen *r = &fake_reqs[n_req];
             int32_t    t[600];
             int        n = make_prompt(t, 500);
             sg_request q;
@@ -316,7 +201,7 @@ fuzz(const char *name, int n_blocks, int fail_percent, int ops)
 
     int events_ok = 1, alone_ok = 1, compared = 0, finished = 0;
     for (int i = 0; i < n_req; i++) {
-        seen *r = &reqs[i];
+        fake_seen *r = &fake_reqs[i];
         if (!r->accepted) {
             events_ok &= r->terminal == 0 && r->n_tok == 0;
             continue;
@@ -369,7 +254,7 @@ fuzz(const char *name, int n_blocks, int fail_percent, int ops)
     CHECK(p->n_free == n_blocks, nm, "%d of %d free", p->n_free, n_blocks);
 
     for (int i = 0; i < n_req; i++)
-        free(reqs[i].prompt_ids);
+        free(fake_reqs[i].prompt_ids);
     free_fake(&f);
 }
 
@@ -387,8 +272,8 @@ test_admission(void)
 
     o.max_queue = 2;
     o.max_running = 4;
-    memset(reqs, 0, sizeof(reqs));
-    new_sched(&f, &o, record_event, NULL);
+    memset(fake_reqs, 0, sizeof(fake_reqs));
+    new_sched(&f, &o, fake_record, NULL);
     for (int i = 0; i < 400; i++)
         t[i] = 1 + i % 60;
     /* 499 tokens of KV: 8 blocks; two cannot run at once in 10. */
@@ -415,7 +300,7 @@ test_admission(void)
     t[0] = 1;
 
     sg_sched_cancel(f.s, 0);
-    CHECK(reqs[0].terminal && reqs[0].finish == SG_FINISH_CANCELLED
+    CHECK(fake_reqs[0].terminal && fake_reqs[0].finish == SG_FINISH_CANCELLED
           && sg_block_pool_used(sg_sched_pool(f.s)) == 0,
           "cancel_frees_blocks_at_once", "%d blocks used",
           sg_block_pool_used(sg_sched_pool(f.s)));
@@ -426,7 +311,7 @@ test_admission(void)
     sg_sched_step(f.s);
     sg_sched_cancel_all(f.s);
     CHECK(sg_sched_idle(f.s) && sg_sched_pool(f.s)->n_free == 10
-          && reqs[1].finish == SG_FINISH_CANCELLED,
+          && fake_reqs[1].finish == SG_FINISH_CANCELLED,
           "cancel_all_returns_pool", "%d free",
           sg_sched_pool(f.s)->n_free);
     sg_sched_stats(f.s, &st);
@@ -448,8 +333,8 @@ test_chunked_prefill(void)
     char          err[160];
     int           steps = 0, ok = 1;
 
-    memset(reqs, 0, sizeof(reqs));
-    new_sched(&f, &o, record_event, NULL);
+    memset(fake_reqs, 0, sizeof(fake_reqs));
+    new_sched(&f, &o, fake_record, NULL);
     for (int i = 0; i < 2000; i++)
         b[i] = 1 + i % 50;
     for (int i = 0; i < 10; i++)
@@ -461,12 +346,12 @@ test_chunked_prefill(void)
     sg_sched_submit(f.s, &qa, 0, err, sizeof(err));
     sg_sched_step(f.s);                  /* a prefilled, first token */
     sg_sched_submit(f.s, &qb, 1, err, sizeof(err));
-    while (reqs[1].n_tok == 0 && steps < 100) {
-        int before = reqs[0].n_tok;
+    while (fake_reqs[1].n_tok == 0 && steps < 100) {
+        int before = fake_reqs[0].n_tok;
         sg_sched_step(f.s);
         steps++;
-        if (reqs[0].n_tok < 40)
-            ok &= reqs[0].n_tok == before + 1;
+        if (fake_reqs[0].n_tok < 40)
+            ok &= fake_reqs[0].n_tok == before + 1;
     }
     CHECK(ok && steps >= 2000 / 160, "chunked_prefill_decodes_flow",
           "decode stalled during a %d-step prefill", steps);
@@ -485,8 +370,8 @@ test_prefix_hit(void)
     int32_t       t[256];
     char          err[160];
 
-    memset(reqs, 0, sizeof(reqs));
-    new_sched(&f, &o, record_event, NULL);
+    memset(fake_reqs, 0, sizeof(fake_reqs));
+    new_sched(&f, &o, fake_record, NULL);
     for (int i = 0; i < 256; i++)
         t[i] = 1 + check_rand32() % (VOCAB - 1);
     for (int k = 0; k < 3; k++) {
@@ -494,15 +379,15 @@ test_prefix_hit(void)
         sg_request q = {.prompt = t, .n_prompt = k < 2 ? 256 : 200,
                         .max_tokens = 8, .ignore_eos = 1};
         sg_sched_submit(f.s, &q, k, err, sizeof(err));
-        for (int i = 0; i < 100 && !reqs[k].terminal; i++)
+        for (int i = 0; i < 100 && !fake_reqs[k].terminal; i++)
             sg_sched_step(f.s);
     }
-    CHECK(reqs[0].cached == 0 && reqs[1].cached == 192
-          && reqs[2].cached == 192, "prefix_hit_cached_tokens",
-          "cached %d, %d, %d", reqs[0].cached, reqs[1].cached,
-          reqs[2].cached);
-    CHECK(reqs[1].n_tok == 8
-          && memcmp(reqs[0].tok, reqs[1].tok, sizeof(int32_t) * 8) == 0,
+    CHECK(fake_reqs[0].cached == 0 && fake_reqs[1].cached == 192
+          && fake_reqs[2].cached == 192, "prefix_hit_cached_tokens",
+          "cached %d, %d, %d", fake_reqs[0].cached, fake_reqs[1].cached,
+          fake_reqs[2].cached);
+    CHECK(fake_reqs[1].n_tok == 8
+          && memcmp(fake_reqs[0].tok, fake_reqs[1].tok, sizeof(int32_t) * 8) == 0,
           "prefix_hit_same_tokens", "tokens differ after a hit");
     CHECK(f.violations == 0, "prefix_hit_no_shared_writes", "%d",
           f.violations);
@@ -611,8 +496,8 @@ test_burst(void)
     int32_t       doc[640], other[300];
     char          err[160];
 
-    memset(reqs, 0, sizeof(reqs));
-    new_sched(&f, &o, record_event, NULL);
+    memset(fake_reqs, 0, sizeof(fake_reqs));
+    new_sched(&f, &o, fake_record, NULL);
     for (int i = 0; i < 640; i++)
         doc[i] = 1 + check_rand32() % (VOCAB - 1);
     for (int i = 0; i < 300; i++)
@@ -629,14 +514,14 @@ test_burst(void)
         if (i == 0)
             sg_sched_submit(f.s, &q2, 3, err, sizeof(err));
     }
-    CHECK(reqs[1].cached == 576 && reqs[2].cached == 576,
+    CHECK(fake_reqs[1].cached == 576 && fake_reqs[2].cached == 576,
           "burst_waits_for_shared_prefix", "cached %d and %d (want 576)",
-          reqs[1].cached, reqs[2].cached);
+          fake_reqs[1].cached, fake_reqs[2].cached);
     CHECK(f.total_tokens <= 640 + 2 * 64 + 300 + 4 * 3, "burst_computes_once",
           "%ld tokens computed", f.total_tokens);
-    CHECK(memcmp(reqs[0].tok, reqs[1].tok, sizeof(int32_t) * 4) == 0
-          && memcmp(reqs[0].tok, reqs[2].tok, sizeof(int32_t) * 4) == 0
-          && reqs[3].terminal, "burst_same_tokens", "tokens differ");
+    CHECK(memcmp(fake_reqs[0].tok, fake_reqs[1].tok, sizeof(int32_t) * 4) == 0
+          && memcmp(fake_reqs[0].tok, fake_reqs[2].tok, sizeof(int32_t) * 4) == 0
+          && fake_reqs[3].terminal, "burst_same_tokens", "tokens differ");
     free_fake(&f);
 }
 

@@ -1,7 +1,11 @@
 /*
  * The SQLite store on a temp file: ingest (idempotent upserts), search
  * against a brute-force reference, filters, canonical listing, get, the
- * async face, and bad data.
+ * async face (its search in the host's thread, a pool of connections), bad
+ * data, what every store does alike (store_checks.c); and the file's life:
+ * read-only opens that create nothing, refuse what is not a store of the
+ * current schema, upgrade a store of schema 1, and follow a file replaced
+ * or rewritten under them.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +16,9 @@
 
 #include "check.h"
 #include "chunk.h"
+#include "drive_aquery.h"
 #include "store.h"
+#include "store_checks.h"
 
 #define NP 300
 #define NW 40
@@ -197,6 +203,201 @@ test_chunking(void)
     }
 }
 
+static void
+remove_store(const char *path)
+{
+    char f[128];
+
+    unlink(path);
+    snprintf(f, sizeof(f), "%s-wal", path);
+    unlink(f);
+    snprintf(f, sizeof(f), "%s-shm", path);
+    unlink(f);
+}
+
+/* A store of pool_size connections: that many queries at once, then
+ * SG_STORE_EBUSY until one is freed. */
+static void
+test_pool(sg_astore *as)
+{
+    sg_aquery *q[SG_STORE_POOL_SIZE + 1] = { 0 };
+    char       err[256] = "";
+    int        ok = 1, rc;
+
+    for (int i = 0; i < SG_STORE_POOL_SIZE; i++)
+        ok &= sg_astore_search(as, vocab[i], NULL, &q[i], err, 256) == 0;
+    rc = sg_astore_search(as, vocab[0], NULL, &q[SG_STORE_POOL_SIZE], err,
+                          256);
+    ok &= rc == SG_STORE_EBUSY;
+    sg_aquery_free(q[0]);
+    q[0] = NULL;
+    ok &= sg_astore_search(as, vocab[0], NULL, &q[0], err, 256) == 0;
+    for (int i = 0; i <= SG_STORE_POOL_SIZE; i++)
+        sg_aquery_free(q[i]);
+    CHECK(ok, "sqlite_async_pool_busy", "rc %d %s", rc, err);
+}
+
+/* How stores were written before schema versions: ids unique across
+ * collections. */
+static const char schema_1[] =
+    "PRAGMA journal_mode=WAL;"
+    "CREATE TABLE documents(doc_id TEXT PRIMARY KEY,"
+    "  collection TEXT NOT NULL, title TEXT NOT NULL DEFAULT '', meta TEXT);"
+    "CREATE TABLE passages(rowid INTEGER PRIMARY KEY, id TEXT NOT NULL"
+    "  UNIQUE, doc_id TEXT NOT NULL, collection TEXT NOT NULL,"
+    "  title TEXT NOT NULL DEFAULT '', text TEXT NOT NULL, meta TEXT);"
+    "CREATE INDEX passages_by_collection ON passages(collection, id);"
+    "CREATE INDEX passages_by_doc ON passages(doc_id);"
+    "CREATE VIRTUAL TABLE passages_fts USING fts5(title, text,"
+    "  content='passages', content_rowid='rowid',"
+    "  tokenize='porter unicode61');"
+    "CREATE TRIGGER passages_ai AFTER INSERT ON passages BEGIN"
+    "  INSERT INTO passages_fts(rowid, title, text)"
+    "  VALUES (new.rowid, new.title, new.text); END;"
+    "INSERT INTO documents VALUES ('d1', 'old', 'T', NULL);"
+    "INSERT INTO passages(id, doc_id, collection, title, text) VALUES"
+    "  ('p1', 'd1', 'old', 'T', 'zebra crossing'),"
+    "  ('p2', 'd1', 'old', 'T', 'giraffe neck');";
+
+/* A store of schema 1: read-only opens refuse it naming the command that
+ * upgrades it; that (an open to ingest) keeps every passage and makes ids
+ * per collection. */
+static void
+test_schema_1(const char *path, sg_passage *p)
+{
+    sqlite3        *db;
+    sg_store       *s = NULL;
+    char            uri[128], err[512] = "";
+    sg_passage_list l = { 0 };
+    int             rc;
+
+    snprintf(uri, sizeof(uri), "sqlite:%s", path);
+    sqlite3_open(path, &db);
+    rc = sqlite3_exec(db, schema_1, NULL, NULL, NULL);
+    sqlite3_close(db);
+    CHECK(rc == SQLITE_OK, "sqlite_schema_1_fixture", "rc %d", rc);
+    rc = sg_store_check(uri, err, sizeof(err));
+    CHECK(rc != SG_STORE_OK && strstr(err, "schema 1")
+          && strstr(err, "sparsegate migrate --store sqlite:"),
+          "sqlite_schema_1_refused", "rc %d %s", rc, err);
+    rc = sg_store_open_rw(uri, &s, err, sizeof(err));
+    if (rc == SG_STORE_OK) {
+        sg_passage again = p[0];
+
+        again.id = "p1";
+        again.collection = "new";
+        rc = sg_store_ingest(s, &again, 1, err, sizeof(err));
+        sg_store_close(s);
+    }
+    if (rc == SG_STORE_OK)
+        rc = sg_store_open(uri, &s, err, sizeof(err));
+    if (rc == SG_STORE_OK) {
+        rc = sg_store_search(s, "zebra giraffe", NULL, &l, err, 256);
+        CHECK(rc == 0 && l.n == 2 && sg_store_count(s, "old", err, 256) == 2
+              && sg_store_count(s, "new", err, 256) == 1,
+              "sqlite_schema_1_upgraded", "rc %d n %zu %s", rc, l.n, err);
+        sg_passage_list_free(&l);
+        sg_store_close(s);
+    } else {
+        CHECK(0, "sqlite_schema_1_upgraded", "rc %d %s", rc, err);
+    }
+    remove_store(path);
+    /* a SQLite database that is not a store */
+    sqlite3_open(path, &db);
+    sqlite3_exec(db, "CREATE TABLE t(x)", NULL, NULL, NULL);
+    sqlite3_close(db);
+    rc = sg_store_check(uri, err, sizeof(err));
+    CHECK(rc != SG_STORE_OK && strstr(err, "not a SparseGate store")
+          && strstr(err, path), "sqlite_not_a_store", "rc %d %s", rc, err);
+    remove_store(path);
+}
+
+/* Makes a store at path holding one passage of text. */
+static int
+make_store(const char *path, const char *text, sg_passage *p)
+{
+    char        uri[128], err[256];
+    sg_store   *s;
+    sg_passage  one = p[0];
+    int         rc;
+
+    snprintf(uri, sizeof(uri), "sqlite:%s", path);
+    remove_store(path);
+    rc = sg_store_open_rw(uri, &s, err, sizeof(err));
+    if (rc != SG_STORE_OK)
+        return rc;
+    one.text = (char *)text;
+    rc = sg_store_ingest(s, &one, 1, err, sizeof(err));
+    sg_store_close(s);
+    return rc;
+}
+
+/* The text an async search of word finds, or "" (or the error). */
+static const char *
+found(sg_astore *as, const char *word, char *buf, size_t len)
+{
+    sg_passage_list l = { 0 };
+    sg_aquery      *q;
+    double          max_step;
+    int             rc = sg_astore_search(as, word, NULL, &q, buf, len);
+
+    if (rc == 0) {
+        rc = drive_aquery(q, &l, buf, (int)len, &max_step);
+        sg_aquery_free(q);
+    }
+    if (rc == 0)
+        snprintf(buf, len, "%s", l.n ? l.v[0].text : "");
+    sg_passage_list_free(&l);
+    return buf;
+}
+
+/* A file replaced under a running store (renamed over, rewritten in place,
+ * broken, then fixed): the next query sees the new file. */
+static void
+test_file_replaced(const char *path, sg_passage *p)
+{
+    char       other[128], uri[128], err[256], buf[512], cmd[400];
+    sg_astore *as;
+
+    snprintf(other, sizeof(other), "%s.new", path);
+    snprintf(uri, sizeof(uri), "sqlite:%s", path);
+    if (make_store(path, "first aardvark", p) != 0
+        || sg_astore_open(uri, NULL, &as, err, sizeof(err)) != 0)
+    {
+        CHECK(0, "sqlite_file_replaced", "setup: %s", err);
+        return;
+    }
+    CHECK(strcmp(found(as, "aardvark", buf, sizeof(buf)), "first aardvark")
+          == 0, "sqlite_file_first", "%s", buf);
+    /* renamed over: a new inode */
+    make_store(other, "second aardvark", p);
+    rename(other, path);
+    CHECK(strcmp(found(as, "aardvark", buf, sizeof(buf)), "second aardvark")
+          == 0, "sqlite_file_renamed_over", "%s", buf);
+    /* rewritten in place: same inode, other bytes */
+    make_store(other, "third aardvark, a longer text than before", p);
+    snprintf(cmd, sizeof(cmd), "cat '%s' > '%s'", other, path);
+    CHECK(system(cmd) == 0
+          && strcmp(found(as, "aardvark", buf, sizeof(buf)),
+                    "third aardvark, a longer text than before") == 0,
+          "sqlite_file_rewritten_in_place", "%s", buf);
+    /* broken: an error of the query (not the old answer); fixed: found */
+    snprintf(cmd, sizeof(cmd), "head -c 2048 /dev/zero > '%s'", path);
+    CHECK(system(cmd) == 0
+          && strstr(found(as, "aardvark", buf, sizeof(buf)), path) != NULL,
+          "sqlite_file_broken_is_an_error", "%s", buf);
+    make_store(path, "fourth aardvark", p);
+    CHECK(strcmp(found(as, "aardvark", buf, sizeof(buf)), "fourth aardvark")
+          == 0, "sqlite_file_fixed", "%s", buf);
+    /* gone: an error naming it, no file made */
+    remove_store(path);
+    CHECK(strstr(found(as, "aardvark", buf, sizeof(buf)), path) != NULL
+          && access(path, F_OK) != 0, "sqlite_file_gone", "%s", buf);
+    sg_astore_close(as);
+    remove_store(other);
+    remove_store(path);
+}
+
 int
 main(void)
 {
@@ -217,6 +418,11 @@ main(void)
 
         snprintf(uri, sizeof(uri), "sqlite:%s", path);
         rc = sg_store_open(uri, &s, err, sizeof(err));
+        CHECK(rc == SG_STORE_EDOWN && strstr(err, path) != NULL
+              && access(path, F_OK) != 0, "sqlite_read_missing_file",
+              "rc %d, %s, file %s", rc, err,
+              access(path, F_OK) == 0 ? "created" : "not created");
+        rc = sg_store_open_rw(uri, &s, err, sizeof(err));
     }
     CHECK(rc == SG_STORE_OK, "sqlite_open", "%s", err);
     if (rc != SG_STORE_OK)
@@ -292,38 +498,50 @@ main(void)
 
     /* get by ids, in the asked order, missing skipped. */
     {
-        const char     *g[] = { "p0042", "nope", "p0001" };
+        const char     *g[] = { "p0042", "nope", "p0001", "p0040" };
         sg_passage_list l = { 0 };
 
-        rc = sg_store_get(s, g, 3, &l, err, sizeof(err));
+        rc = sg_store_get(s, "alpha", g, 4, &l, err, sizeof(err));
         CHECK(rc == 0 && l.n == 2 && strcmp(l.v[0].id, "p0042") == 0
               && strcmp(l.v[0].text, texts[42]) == 0
-              && strcmp(l.v[1].id, "p0001") == 0, "sqlite_get",
+              && strcmp(l.v[1].id, "p0040") == 0, "sqlite_get",
               "rc %d n %zu", rc, l.n);
         sg_passage_list_free(&l);
     }
 
-    /* The async face gives the same passages, already done. */
+    /* The async face gives the same passages, its search done as the
+     * host's thread's work; what every store does alike. */
     {
         char            uri[64];
         sg_astore      *as;
         sg_aquery      *q;
         sg_passage_list a = { 0 }, b = { 0 };
-        int             same;
+        int             same, work;
+        double          max_step;
 
         snprintf(uri, sizeof(uri), "sqlite:%s", path);
         rc = sg_astore_open(uri, NULL, &as, err, sizeof(err));
         if (rc == 0) {
             rc = sg_astore_search(as, vocab[3], NULL, &q, err, sizeof(err));
-            same = rc == 0 && sg_aquery_done(q) && sg_aquery_fd(q) == -1
-                   && sg_aquery_result(q, &a, err, sizeof(err)) == 0
+            work = rc == 0 && !sg_aquery_done(q) && sg_aquery_fd(q) == -1
+                   && sg_aquery_wants(q) == SG_AQ_WORK
+                   && sg_aquery_step(q, 0) == SG_AQ_AGAIN;
+            same = rc == 0
+                   && drive_aquery(q, &a, err, sizeof(err), &max_step) == 0
                    && sg_store_search(s, vocab[3], NULL, &b, err, 256) == 0
                    && a.n == b.n && a.n > 0;
             for (size_t k = 0; same && k < a.n; k++)
                 same = strcmp(a.v[k].id, b.v[k].id) == 0;
+            CHECK(work, "sqlite_async_search_is_thread_work", "rc %d %s",
+                  rc, err);
             CHECK(same, "sqlite_async_same_as_sync", "%s", err);
             if (rc == 0)
                 sg_aquery_free(q);
+            CHECK(collections_hold(as, "alpha", NP / 2, err, sizeof(err))
+                  && collections_hold(as, "beta", NP / 2, err, sizeof(err)),
+                  "sqlite_collections", "%s", err);
+            test_pool(as);
+            store_checks(s, as, "sqlite");
             sg_astore_close(as);
         }
         sg_passage_list_free(&a);
@@ -360,7 +578,8 @@ main(void)
         sqlite3_exec(db, "UPDATE passages SET meta = 'not json' WHERE id ="
                      " 'p0010'", NULL, NULL, NULL);
         sqlite3_close(db);
-        rc = sg_store_get(s, (const char *[]){ "p0010" }, 1, &l, err, 256);
+        rc = sg_store_get(s, "alpha", (const char *[]){ "p0010" }, 1, &l,
+                          err, 256);
         CHECK(rc == SG_STORE_EBADROW && strstr(err, "p0010"),
               "sqlite_malformed_row", "rc %d %s", rc, err);
         sg_passage_list_free(&l);
@@ -391,14 +610,8 @@ main(void)
         if (rc == SG_STORE_OK)
             sg_store_close(s);
     }
-    {
-        char wal[64];
-
-        unlink(path);
-        snprintf(wal, sizeof(wal), "%s-wal", path);
-        unlink(wal);
-        snprintf(wal, sizeof(wal), "%s-shm", path);
-        unlink(wal);
-    }
+    remove_store(path);
+    test_schema_1(path, p);
+    test_file_replaced(path, p);
     return check_finish();
 }

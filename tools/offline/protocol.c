@@ -7,7 +7,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "model/group.h"
 #include "protocol.h"
+
+#define PREFILL_CHUNK 2048     /* prompt tokens per forward call */
 
 int32_t
 sg_argmax(const float *x, int n)
@@ -47,6 +50,17 @@ now(void)
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU time of the whole process: on a shared machine a run's wall time
+ * also counts the time other jobs held the cores. */
+static double
+cpu_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -152,7 +166,7 @@ sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *o,
     sg_seq      seq = { 0 };
     sg_trace    tr = { 0 };
     force_ctx   fc = { p, c, -1 };
-    double      t0;
+    double      t0, c0;
     uint64_t    rng = p->seed * 0x9E3779B97F4A7C15ull + 1;
 
     memset(o, 0, sizeof(*o));
@@ -210,12 +224,28 @@ sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *o,
     tr.force_experts = force_experts;
     tr.ctx = &fc;
 
-    /* prefill */
+    /* prefill: without a trace to record or decisions to force (both
+     * indexed by prompt position), in chunks of PREFILL_CHUNK tokens, so
+     * that the working memory stays bounded whatever the prompt's length;
+     * a token's result does not depend on the chunking (test_forward's
+     * chunks/equal) */
     sg_batch_item item = { &seq, p->prompt, P, o->prefill_logits, 1 };
+    int chunked = !p->trace && !p->force_prefill_topk
+                  && !p->force_prefill_experts;
     t0 = now();
-    if (sg_forward(m, pool, &item, 1, &tr, err, errlen) != 0)
-        goto done;
+    c0 = cpu_now();
+    for (int r0 = 0; r0 < P; ) {
+        int n = chunked && P - r0 > PREFILL_CHUNK ? PREFILL_CHUNK : P - r0;
+
+        item.tokens = p->prompt + r0;
+        item.n_tokens = n;
+        item.logits = r0 + n == P ? o->prefill_logits : NULL;
+        if (sg_forward(m, pool, &item, 1, &tr, err, errlen) != 0)
+            goto done;
+        r0 += n;
+    }
     o->prefill_seconds = now() - t0;
+    o->prefill_cpu_seconds = cpu_now() - c0;
     o->tokens[0] = p->temperature > 0
                    ? sample(o->prefill_logits, V, p->temperature, &rng)
                    : sg_argmax(o->prefill_logits, V);
@@ -234,6 +264,7 @@ sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *o,
 
     /* decode: step i feeds tokens[i] (or the teacher's) at position P + i */
     t0 = now();
+    c0 = cpu_now();
     for (int i = 0; i < N; i++) {
         int32_t tok = p->teacher ? p->teacher[i] : o->tokens[i];
 
@@ -251,6 +282,7 @@ sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *o,
             keep_row(c, &tr, 1, 0, i + 1, N, P, sparse, o);
     }
     o->decode_seconds = now() - t0;
+    o->decode_cpu_seconds = cpu_now() - c0;
     rc = 0;
 
 done:
@@ -264,4 +296,45 @@ done:
     if (rc != 0)
         sg_protocol_out_free(o);
     return rc;
+}
+
+typedef struct {
+    struct sg_group   *g;
+    int                rank;
+    const sg_protocol *p;
+    sg_protocol_out   *out;
+    int                rc;
+    char              *err;
+    int                errlen;
+} group_run;
+
+static void
+run_rank(void *ctx, int r)
+{
+    group_run *gr = ctx;
+    sg_model  *m = sg_group_model(gr->g, r);
+    char       err[256];
+
+    if (r == gr->rank) {
+        gr->rc = sg_protocol_run(m, gr->p, gr->out, gr->err, gr->errlen);
+        /* failed outside a step: the others must not wait for it */
+        if (gr->rc != 0 && m->coll)
+            m->coll->ops->abort(m->coll, gr->err);
+        return;
+    }
+    /* the prefill, then one step per decode */
+    for (int s = 0; s <= gr->p->steps; s++) {
+        if (sg_forward(m, NULL, NULL, 0, NULL, err, sizeof(err)) != 0)
+            return;              /* the protocol's rank reports the error */
+    }
+}
+
+int
+sg_protocol_run_group(struct sg_group *g, int rank, const sg_protocol *p,
+    sg_protocol_out *out, char *err, int errlen)
+{
+    group_run gr = { g, rank, p, out, -1, err, errlen };
+
+    sg_group_run(g, run_rank, &gr);
+    return gr.rc;
 }

@@ -42,10 +42,18 @@ typedef struct sg_protocol_out {
     int32_t *prefill_topk_all;     /* [L][P][K] (sparse only) */
     double   prefill_seconds;
     double   decode_seconds;
+    double   prefill_cpu_seconds;   /* the process's CPU time (all threads) */
+    double   decode_cpu_seconds;
 } sg_protocol_out;
 
 int sg_protocol_run(sg_model *m, const sg_protocol *p, sg_protocol_out *out,
     char *err, int errlen);
+
+/* The same on rank `rank` of a device group, the other ranks taking part
+ * in every forward step with nothing of their own (model/group.h). */
+struct sg_group;
+int sg_protocol_run_group(struct sg_group *g, int rank, const sg_protocol *p,
+    sg_protocol_out *out, char *err, int errlen);
 void sg_protocol_out_free(sg_protocol_out *out);
 
 /* Index of the largest value, first on ties (the reference's argmax). */

@@ -1,0 +1,403 @@
+"""Trains the SparseGate demo model, DeepSeek-V3.2's recipe at small scale.
+
+  /usr/bin/python3 training/train.py --out models/sparsegate-rag-tiny
+
+Steps (each logged with its time):
+  0. filler text from Debian's manual pages and licences (tools/make_corpus.sh)
+  1. a byte-level BPE tokenizer trained on generated text (training/bpe.py)
+  2. training prompts built by `sparsegate prompts` (the gateway's context
+     builder and chat format) from generated passages and questions
+  3. copy warm-up: sequences that repeat random token strings (induction)
+  4. dense training on the RAG task, loss on every token, the answer
+     weighted up
+  5. indexer warm-up: everything else frozen, the indexer trained by KL to
+     the head-summed, L1-normalised dense attention
+  6. sparse training: attention over the indexer's top-k only; the indexer
+     still trained by KL on its selected set (its input detached), the rest
+     by the LM loss
+  7. export (config.json, model.safetensors, tokenizer.json) + TRAINING.md
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import bpe  # noqa: E402
+import data  # noqa: E402
+import export  # noqa: E402
+from model import Model  # noqa: E402
+
+CONFIG = {
+    "vocab_size": 2048, "hidden_size": 128, "intermediate_size": 384,
+    "moe_intermediate_size": 128, "num_hidden_layers": 3,
+    "first_k_dense_replace": 1, "num_attention_heads": 4, "q_lora_rank": 96,
+    "kv_lora_rank": 128, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
+    "v_head_dim": 32, "n_routed_experts": 4, "n_shared_experts": 1,
+    "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1,
+    "routed_scaling_factor": 1.0, "norm_topk_prob": True,
+    "index_n_heads": 2, "index_head_dim": 128, "index_topk": 128,
+    # every rotary wavelength is shorter than the training contexts, so
+    # no unseen angle appears at long range; YaRN admits 64K positions
+    "rope_theta": 500.0, "max_position_embeddings": 65536,
+    "rms_norm_eps": 1e-6, "bos_token_id": 0, "eos_token_id": 1,
+    "rope_scaling": {"type": "yarn", "factor": 32.0,
+                     "original_max_position_embeddings": 2048,
+                     "beta_fast": 32, "beta_slow": 1, "mscale": 1.0,
+                     "mscale_all_dim": 1.0},
+}
+
+LOG = []
+
+
+def log(msg):
+    line = "[%7.1fs] %s" % (time.time() - T0, msg)
+    print(line, flush=True)
+    LOG.append(line)
+
+
+# ---- data ------------------------------------------------------------------
+
+
+def build_prompts(sg, tokenizer, samples, work, name):
+    """samples: dicts with passages, question, answer -> list of
+    (ids int32 array, n_prompt, n_placed == n_passages)."""
+    jl, out = os.path.join(work, name + ".jsonl"), os.path.join(work, name + ".bin")
+    with open(jl, "w") as f:
+        for s in samples:
+            f.write(json.dumps({"passages": s["passages"],
+                                "question": s["question"],
+                                "answer": s.get("answer"),
+                                "budget": s.get("budget", 65536)}) + "\n")
+    subprocess.run([sg, "prompts", "--tokenizer", tokenizer, "--in", jl,
+                    "--out", out], check=True)
+    raw = np.fromfile(out, dtype="<i4")
+    res, at = [], 0
+    for _ in samples:
+        n_prompt, n_ans, placed, total = raw[at:at + 4]
+        ids = raw[at + 4:at + 4 + n_prompt + n_ans]
+        at += 4 + n_prompt + n_ans
+        res.append((ids.astype(np.int64), int(n_prompt), placed == total))
+    return res
+
+
+def qa_samples(gen, n, tokens, fact_share=0.5):
+    out = []
+    for _ in range(n):
+        passages, facts = gen.context(tokens, fact_share=fact_share)
+        f = gen.r.choice(facts)
+        out.append({"passages": [{k: p[k] for k in ("id", "doc_id", "title",
+                                                     "text", "collection")}
+                                 for p in passages],
+                    "question": f["question"], "answer": f["sentence"],
+                    "fact": f})
+    return out
+
+
+def copy_batch(rng, B, T, lo, hi):
+    """Random strings of ids in [lo, hi), each followed by itself: only
+    induction (find the earlier copy, read what came next) predicts the
+    second half, where the loss is."""
+    x = torch.empty(B, T, dtype=torch.long)
+    for b in range(B):
+        half = [rng.randrange(lo, hi) for _ in range(T // 2)]
+        x[b] = torch.tensor(half + half)
+    w = torch.zeros(B, T)
+    w[:, T // 2 - 1:] = 1.0
+    return x, w
+
+
+def qa_batch(pool, rng, B):
+    pick = [pool[rng.randrange(len(pool))] for _ in range(B)]
+    T = max(len(p[0]) for p in pick)
+    x = torch.full((B, T), 1, dtype=torch.long)
+    w = torch.zeros(B, T)
+    for b, (ids, n_prompt, _) in enumerate(pick):
+        n = len(ids)
+        x[b, :n] = torch.from_numpy(ids)
+        w[b, :n - 1] = 1.0                       # predict every next token
+        w[b, n_prompt - 1:n - 1] = ANSWER_WEIGHT  # the answer counts more
+    return x, w
+
+
+ANSWER_WEIGHT = 8.0
+
+
+def lm_loss(logits, x, w):
+    ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                         x[:, 1:].reshape(-1), reduction="none")
+    ww = w[:, :-1].reshape(-1)
+    return (ce * ww).sum() / ww.sum()
+
+
+def answer_exact(model, pool, mode, n=None):
+    """Share of samples whose every answer token is the argmax, teacher
+    forced (greedy decoding would then write exactly the answer)."""
+    model.eval()
+    ok = 0
+    items = pool[:n] if n else pool
+    with torch.no_grad():
+        for ids, n_prompt, _ in items:
+            x = torch.from_numpy(ids)[None]
+            lg = model(x, mode=mode)
+            pred = lg[0, n_prompt - 1:len(ids) - 1].argmax(-1)
+            ok += bool((pred == x[0, n_prompt:]).all())
+    model.train()
+    return ok / len(items)
+
+
+def update_bias(load, rate=1e-3):
+    """Auxiliary-loss-free balancing: nudge each expert's selection bias
+    toward equal load (DeepSeek-V3)."""
+    with torch.no_grad():
+        for blk, cnt in load:
+            c = cnt.float()
+            blk.gate_bias += rate * torch.sign(c.mean() - c)
+    load.clear()
+
+
+def run_stage(name, model, params, seconds, lr, batch_fn, mode, kl=False,
+              lm=True, eval_fn=None, n_evals=0, curve=None):
+    """Trains for `seconds` of wall time (the schedule follows the time, so
+    a busy machine trains fewer steps, never longer)."""
+    if seconds <= 0:
+        return
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95),
+                            weight_decay=0.0)
+    load = []
+    t0 = time.time()
+    step, evals_done = 0, 0
+    while True:
+        step += 1
+        frac = (time.time() - t0) / seconds
+        if frac >= 1:
+            break
+        cur = lr * min(1.0, step / 30) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = cur
+        x, w = batch_fn()
+        out = model(x, mode=mode, indexer_kl=kl, load=load)
+        logits, aux = out if kl else (out, [])
+        loss = torch.zeros(())
+        parts = {}
+        if lm:
+            l1 = lm_loss(logits, x, w)
+            loss = loss + l1
+            parts["lm"] = l1.item()
+            aw = w.clone()
+            aw[aw < ANSWER_WEIGHT] = 0
+            if aw.sum() > 0:
+                with torch.no_grad():
+                    parts["answer"] = lm_loss(logits, x, aw).item()
+        if kl:
+            lk = sum(aux) / len(aux)
+            loss = loss + lk
+            parts["kl"] = lk.item()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        update_bias(load)
+        if curve is not None:
+            curve.append({"stage": name, "step": step,
+                          "t": round(time.time() - T0, 1), **parts})
+        if step % 10 == 0:
+            msg = " ".join("%s %.3f" % kv for kv in parts.items())
+            log("%s step %d (%.0f%%) %s (%.0f tok/s)" % (
+                name, step, 100 * frac, msg,
+                x.numel() * step / (time.time() - t0)))
+        if eval_fn and evals_done < n_evals * frac - 1:
+            evals_done += 1
+            eval_fn(step)
+    log("%s: %d steps in %.0f s" % (name, step - 1, time.time() - t0))
+    if eval_fn:
+        eval_fn(step - 1)
+
+
+# ---- main ------------------------------------------------------------------
+
+
+def main():
+    global T0
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(ROOT, "models",
+                                                  "sparsegate-rag-tiny"))
+    ap.add_argument("--work", default=os.path.join(ROOT, "build", "train"))
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--minutes", type=float, default=65,
+                    help="wall time of the training stages")
+    ap.add_argument("--resume", default=None,
+                    help="continue from this exported model (its tokenizer "
+                    "and weights; no copy warm-up)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1 beats 2 on a busy 2-core machine)")
+    a = ap.parse_args()
+    T0 = time.time()
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    rng = random.Random(a.seed)
+    os.makedirs(a.work, exist_ok=True)
+    sg = os.path.join(ROOT, "build", "sparsegate")
+    if not os.path.exists(sg):
+        subprocess.run(["make", "-C", ROOT, "-j2", "build/sparsegate"],
+                       check=True)
+
+    # 0. filler
+    filler = os.path.join(a.work, "filler.jsonl")
+    if not os.path.exists(filler):
+        subprocess.run(["bash", os.path.join(ROOT, "tools", "make_corpus.sh"),
+                        filler], check=True, env=dict(os.environ,
+                                                      SECTIONS="5 7 8"))
+    docs = data.load_filler(filler)
+    gen = data.Gen(a.seed, docs)
+    log("filler: %d documents" % len(docs))
+
+    # 1. tokenizer
+    tok = os.path.join(a.work, "tokenizer.json")
+    text = []
+    tgen = data.Gen(a.seed + 1000, docs)
+    for s in qa_samples(tgen, 150, 1200):
+        for p in s["passages"]:
+            text.append("[passage %s | doc %s | %s]\n%s" % (
+                p["id"], p["doc_id"], p["title"], p["text"]))
+        text.append("Question: " + s["question"] + "\n\n" + s["answer"])
+    if a.resume:
+        with open(os.path.join(a.resume, "tokenizer.json"), encoding="utf-8") as f:
+            tj = json.load(f)
+        vocab = [None] * len(tj["model"]["vocab"])
+        with open(tok, "w", encoding="utf-8") as f:
+            json.dump(tj, f, ensure_ascii=False)
+    else:
+        vocab, merges = bpe.train("\n\n".join(text), CONFIG["vocab_size"])
+        with open(tok, "w", encoding="utf-8") as f:
+            json.dump(bpe.tokenizer_json(vocab, merges), f, ensure_ascii=False)
+    log("tokenizer: %d tokens" % len(vocab))
+    cfg = dict(CONFIG, vocab_size=len(vocab))
+    n_special = len(bpe.SPECIALS)
+
+    # 2. prompts through the gateway's context builder
+    def pool(n, tokens, name, g=gen, share=0.5):
+        ss = qa_samples(g, n, tokens, share)
+        built = build_prompts(sg, tok, ss, a.work, name)
+        return [b for b in built if b[2]], ss
+    short, _ = pool(6000, 300, "short")
+    mid, _ = pool(3000, 700, "mid")
+    long_, _ = pool(600, 1400, "long")
+    egen = data.Gen(a.seed + 7777, docs, heldout=True)
+    ev, _ = pool(60, 300, "eval_short", egen)
+    evl, _ = pool(60, 700, "eval_mid", egen)
+    log("prompts: short %d (~%d tokens), mid %d (~%d), long %d (~%d), "
+        "held-out %d + %d" % (
+            len(short), np.mean([len(p[0]) for p in short]), len(mid),
+            np.mean([len(p[0]) for p in mid]), len(long_),
+            np.mean([len(p[0]) for p in long_]), len(ev), len(evl)))
+
+    model = export.load(a.resume) if a.resume else Model(cfg)
+    if a.resume:
+        log("resumed from %s" % a.resume)
+    log("model: %.2f M parameters" % (sum(p.numel() for p in model.parameters()) / 1e6))
+    curve, evals = [], []
+
+    def ev_fn(tag, mode="dense", which=None):
+        def f(step):
+            acc = answer_exact(model, which or ev, mode, 30)
+            evals.append({"stage": tag, "step": step, "mode": mode,
+                          "answer_exact": acc})
+            log("eval %s step %d: held-out answers exact (teacher forced, "
+                "%s) %.3f" % (tag, step, mode, acc))
+        return f
+
+    main_params = [p for n, p in model.named_parameters()
+                   if ".indexer." not in n]
+    idx_params = [p for n, p in model.named_parameters() if ".indexer." in n]
+
+    M = a.minutes * 60     # wall-time budget of the training stages
+    # 3. copy warm-up (not when resuming): induction heads form within a
+    # few hundred steps on short strings of a small alphabet, then the
+    # alphabet grows to the whole vocabulary
+    cw = 0 if a.resume else M
+    run_stage("copy-64", model, main_params, 0.08 * cw, 2e-3,
+              lambda: copy_batch(rng, 32, 64, n_special, n_special + 64),
+              "dense", curve=curve)
+    run_stage("copy-all", model, main_params, 0.06 * cw, 2e-3,
+              lambda: copy_batch(rng, 16, 128, n_special, cfg["vocab_size"]),
+              "dense", curve=curve)
+    # 4. dense RAG training, short then longer contexts
+    run_stage("dense-short", model, main_params, 0.40 * M, 2e-3,
+              lambda: qa_batch(short, rng, 8), "dense",
+              eval_fn=ev_fn("dense-short"), n_evals=2, curve=curve)
+    run_stage("dense-mid", model, main_params, 0.18 * M, 1e-3,
+              lambda: qa_batch(mid, rng, 4), "dense",
+              eval_fn=ev_fn("dense-mid", which=evl), n_evals=1, curve=curve)
+    # 5. indexer warm-up (rest frozen)
+    for p in main_params:
+        p.requires_grad_(False)
+    run_stage("indexer-warmup", model, idx_params, 0.07 * M, 2e-3,
+              lambda: qa_batch(mid, rng, 2), "dense", kl=True, lm=False,
+              curve=curve)
+    for p in main_params:
+        p.requires_grad_(True)
+    # 6. sparse training
+    run_stage("sparse", model, main_params + idx_params, 0.13 * M, 3e-4,
+              lambda: qa_batch(long_ if rng.random() < 0.3 else mid, rng, 2),
+              "sparse", kl=True, eval_fn=ev_fn("sparse", "sparse", evl),
+              n_evals=1, curve=curve)
+
+    final = {m: answer_exact(model, evl, m) for m in ("dense", "sparse",
+                                                      "window")}
+    log("final held-out answers exact at ~700 tokens (teacher forced): %s"
+        % json.dumps(final))
+
+    # 7. export
+    export.round_bf16_(model)
+    secs = time.time() - T0
+    info = {"seed": a.seed, "minutes": a.minutes, "seconds": round(secs),
+            "machine": "%s, %d cores, %s" % (platform.processor() or
+                                             platform.machine(),
+                                             os.cpu_count(),
+                                             platform.platform()),
+            "torch": torch.__version__, "final": final, "evals": evals}
+    md = TRAINING_MD.format(cmd="bash training/train.sh --seed %d"
+                            " --minutes %g" % (a.seed, a.minutes),
+                            minutes=secs / 60, info=json.dumps(info, indent=1),
+                            log="\n".join(LOG))
+    export.export(model, a.out, tok, {"TRAINING.md": md,
+                                      "curves.json": json.dumps(curve)})
+    log("exported to %s" % a.out)
+
+
+TRAINING_MD = """# sparsegate-rag-tiny
+
+A DeepSeek-V3.2-architecture model trained by the project on its generated
+RAG task (training/train.py).  Retrain it with:
+
+    {cmd}
+
+It took {minutes:.1f} minutes on the machine below.  Per-step losses are
+in curves.json.
+
+```
+{info}
+```
+
+## Log
+
+```
+{log}
+```
+"""
+
+if __name__ == "__main__":
+    main()
