@@ -11,18 +11,24 @@
 #   bench/*.c            -> $(B)/bench/*           (one binary per file)
 # Hosts include engine/include/ (the public headers); the engine's own
 # files and the tools include engine/ parts as "model/kv.h" and the like.
-# `make SAN=1` builds the same tree with ASan + UBSan into build-san/.
+# `make SAN=1` builds the same tree with ASan + UBSan into build-san/, with
+# fault injection (engine/include/sg_fault.h) on.
 
 SAN ?= 0
+# The SAN build is also the test build of fault injection (sg_fault.h):
+# every allocation of the code linked goes through the countdown.
+FAULT_WRAP := malloc calloc realloc strdup strndup posix_memalign aligned_alloc
 ifeq ($(SAN),1)
 B       ?= build-san
 OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
-           -fno-sanitize-recover=undefined
+           -fno-sanitize-recover=undefined -DSG_FAULT_INJECTION
 LDSAN   := -fsanitize=address,undefined
+LDFAULT := $(foreach f,$(FAULT_WRAP),-Wl,--wrap=$(f))
 else
 B       ?= build
 OPT     := -O2 -g
 LDSAN   :=
+LDFAULT :=
 endif
 
 CC      ?= cc
@@ -33,7 +39,7 @@ CFLAGS  += $(OPT) $(ARCH) -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
            -I/usr/include/postgresql -MMD -MP
 LDLIBS  += -lcjson -lpcre2-8 -lopenblas -lsqlite3 -lhiredis -lpq -lnuma -lm \
            -lpthread -ldl
-LDFLAGS += $(LDSAN) -pthread
+LDFLAGS += $(LDSAN) $(LDFAULT) -pthread
 
 ENGINE_SRC := $(wildcard engine/*/*.c)
 OFFL_SRC   := $(wildcard tools/offline/*.c)

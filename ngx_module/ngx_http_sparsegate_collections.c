@@ -77,8 +77,8 @@ ngx_http_sparsegate_collections_done(void *data)
 {
     ngx_http_sparsegate_collections_t *c = data;
 
-    ngx_http_finalize_request(c->request,
-                              ngx_http_sparsegate_collections_answer(c));
+    ngx_http_sparsegate_finalize(c->request,
+                                 ngx_http_sparsegate_collections_answer(c));
 }
 
 

@@ -1,6 +1,7 @@
 /*
  * The module's configuration: what the directives set (module.c reads
- * them), shared read-only by every file after the configuration cycle.
+ * them), shared read-only by every file after the configuration cycle; and
+ * the request context every file may read.
  */
 #ifndef NGX_HTTP_SPARSEGATE_CONF_H
 #define NGX_HTTP_SPARSEGATE_CONF_H
@@ -60,6 +61,33 @@ typedef struct {
 } ngx_http_sparsegate_loc_conf_t;
 
 
+/* A request's own state, in its module context: what the handler learns
+ * that the files below read (the tenant), and the job that answers it. */
+typedef struct {
+    u_char               tenant[32];       /* SHA-256 of the API key the
+                                              location accepted */
+    unsigned             keyed:1;          /* tenant is set */
+    void                *job;              /* job.c's, while it runs */
+} ngx_http_sparsegate_ctx_t;
+
+
 extern ngx_module_t  ngx_http_sparsegate_module;
+
+
+/* The request's context, made on first use; NULL when out of memory. */
+static ngx_inline ngx_http_sparsegate_ctx_t *
+ngx_http_sparsegate_ctx(ngx_http_request_t *r)
+{
+    ngx_http_sparsegate_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_sparsegate_module);
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_sparsegate_ctx_t));
+        if (ctx != NULL) {
+            ngx_http_set_ctx(r, ctx, ngx_http_sparsegate_module);
+        }
+    }
+    return ctx;
+}
 
 #endif /* NGX_HTTP_SPARSEGATE_CONF_H */

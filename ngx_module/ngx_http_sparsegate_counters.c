@@ -7,10 +7,12 @@
 #include "ngx_http_sparsegate_counters.h"
 
 
-#define NGX_HTTP_SG_GAUGES_N  9
+#define NGX_HTTP_SG_GAUGES_N     10
+#define NGX_HTTP_SG_COUNTERS_AT  7      /* the engines' totals from here */
 
 
-#define NGX_HTTP_SG_MAX_WORKERS  64
+/* gauge slots: the workers, and old ones still finishing after reloads */
+#define NGX_HTTP_SG_MAX_WORKERS  128
 
 static const double  ngx_http_sparsegate_ttft_bounds[] = {
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
@@ -49,6 +51,7 @@ static const char  *ngx_http_sparsegate_error_labels[NGX_HTTP_SG_ERR_N] = {
     [NGX_HTTP_SG_ERR_STORE] = "store",
     [NGX_HTTP_SG_ERR_TIMEOUT] = "timeout",
     [NGX_HTTP_SG_ERR_CLIENT_CLOSED] = "client_closed",
+    [NGX_HTTP_SG_ERR_NO_MEMORY] = "out_of_memory",
 };
 
 
@@ -60,6 +63,7 @@ typedef struct {
     ngx_atomic_t  kv_total;
     ngx_atomic_t  kv_used;
     ngx_atomic_t  kv_cached;
+    ngx_atomic_t  paused;
     ngx_atomic_t  done;
     ngx_atomic_t  cancelled;
     ngx_atomic_t  refused;
@@ -86,10 +90,13 @@ typedef struct {
 
 
 static ngx_http_sparsegate_shm_t  *ngx_http_sparsegate_shm;
+/* this process's slot, or NULL */
+static ngx_http_sparsegate_worker_gauges_t  *ngx_http_sparsegate_mine;
 
 
 /* The per-worker gauges, summed over the workers: name, help; the last
- * three are counters (the engines' totals). */
+ * three (from NGX_HTTP_SG_COUNTERS_AT) are counters (the engines'
+ * totals). */
 static const char  *ngx_http_sparsegate_gauges[NGX_HTTP_SG_GAUGES_N][2] = {
     { "sparsegate_queue_depth", "requests waiting in the engines' queues" },
     { "sparsegate_running_sequences", "sequences being generated" },
@@ -99,6 +106,8 @@ static const char  *ngx_http_sparsegate_gauges[NGX_HTTP_SG_GAUGES_N][2] = {
     { "sparsegate_kv_blocks_used", "KV cache blocks in use" },
     { "sparsegate_kv_blocks_cached", "KV cache blocks held only by the "
       "prefix cache" },
+    { "sparsegate_paused_sequences", "sequences paused while their client "
+      "cannot take more output" },
     { "sparsegate_engine_requests_done", "requests the engines finished" },
     { "sparsegate_engine_requests_cancelled", "requests the engines "
       "cancelled" },
@@ -135,26 +144,67 @@ ngx_http_sparsegate_counters_init_zone(ngx_shm_zone_t *zone, void *data)
 }
 
 
-void
-ngx_http_sparsegate_counters_attach(ngx_shm_zone_t *zone)
+/* A slot's process is alive (a zombie counts until the master reaps it). */
+static ngx_uint_t
+ngx_http_sparsegate_alive(ngx_pid_t pid)
 {
-    ngx_http_sparsegate_shm = zone ? zone->data : NULL;
+    return kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH;
 }
 
 
-static ngx_http_sparsegate_worker_gauges_t *
-ngx_http_sparsegate_worker_gauges(void)
+static void
+ngx_http_sparsegate_clear_slot(ngx_http_sparsegate_worker_gauges_t *g)
 {
+    g->queued = 0;
+    g->running = 0;
+    g->active = 0;
+    g->kv_total = 0;
+    g->kv_used = 0;
+    g->kv_cached = 0;
+    g->paused = 0;
+    g->done = 0;
+    g->cancelled = 0;
+    g->refused = 0;
+}
+
+
+void
+ngx_http_sparsegate_counters_attach(ngx_shm_zone_t *zone)
+{
+    ngx_uint_t                            i;
+    ngx_atomic_uint_t                     pid;
     ngx_http_sparsegate_worker_gauges_t  *g;
 
-    if (ngx_http_sparsegate_shm == NULL
-        || ngx_worker >= NGX_HTTP_SG_MAX_WORKERS)
-    {
-        return NULL;
+    ngx_http_sparsegate_shm = zone ? zone->data : NULL;
+    ngx_http_sparsegate_mine = NULL;
+    if (ngx_http_sparsegate_shm == NULL) {
+        return;
     }
-    g = &ngx_http_sparsegate_shm->workers[ngx_worker];
-    g->pid = ngx_pid;
-    return g;
+
+    for (i = 0; i < NGX_HTTP_SG_MAX_WORKERS; i++) {
+        g = &ngx_http_sparsegate_shm->workers[i];
+        pid = g->pid;
+
+        /* a worker that was killed ran no exit handler: its share goes */
+        if (pid != 0 && !ngx_http_sparsegate_alive((ngx_pid_t) pid)
+            && ngx_atomic_cmp_set(&g->pid, pid, 0))
+        {
+            ngx_http_sparsegate_clear_slot(g);
+        }
+    }
+
+    for (i = 0; i < NGX_HTTP_SG_MAX_WORKERS; i++) {
+        g = &ngx_http_sparsegate_shm->workers[i];
+        if (g->pid == 0 && ngx_atomic_cmp_set(&g->pid, 0, ngx_pid)) {
+            ngx_http_sparsegate_clear_slot(g);
+            ngx_http_sparsegate_mine = g;
+            return;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "sparsegate: all %d gauge slots taken, this worker's "
+                  "gauges are not counted", NGX_HTTP_SG_MAX_WORKERS);
 }
 
 
@@ -163,15 +213,12 @@ ngx_http_sparsegate_counters_worker_exit(void)
 {
     ngx_http_sparsegate_worker_gauges_t  *g;
 
-    if (ngx_http_sparsegate_shm == NULL
-        || ngx_worker >= NGX_HTTP_SG_MAX_WORKERS)
-    {
-        return;
+    g = ngx_http_sparsegate_mine;
+    if (g != NULL && g->pid == (ngx_atomic_uint_t) ngx_pid) {
+        ngx_http_sparsegate_clear_slot(g);
+        (void) ngx_atomic_cmp_set(&g->pid, ngx_pid, 0);
     }
-    g = &ngx_http_sparsegate_shm->workers[ngx_worker];
-    if (g->pid == (ngx_atomic_uint_t) ngx_pid) {
-        ngx_memzero(g, sizeof(*g));
-    }
+    ngx_http_sparsegate_mine = NULL;
 }
 
 
@@ -247,11 +294,8 @@ ngx_http_sparsegate_observe_itl(double seconds)
 void
 ngx_http_sparsegate_gauge_jobs(ngx_uint_t jobs)
 {
-    ngx_http_sparsegate_worker_gauges_t  *g;
-
-    g = ngx_http_sparsegate_worker_gauges();
-    if (g != NULL) {
-        g->active = jobs;
+    if (ngx_http_sparsegate_mine != NULL) {
+        ngx_http_sparsegate_mine->active = jobs;
     }
 }
 
@@ -261,7 +305,7 @@ ngx_http_sparsegate_gauge_engine(const ngx_http_sparsegate_engine_gauges_t *e)
 {
     ngx_http_sparsegate_worker_gauges_t  *g;
 
-    g = ngx_http_sparsegate_worker_gauges();
+    g = ngx_http_sparsegate_mine;
     if (g == NULL) {
         return;
     }
@@ -270,6 +314,7 @@ ngx_http_sparsegate_gauge_engine(const ngx_http_sparsegate_engine_gauges_t *e)
     g->kv_total = e->kv_total;
     g->kv_used = e->kv_used;
     g->kv_cached = e->kv_cached;
+    g->paused = e->paused;
     g->done = e->done;
     g->cancelled = e->cancelled;
     g->refused = e->refused;
@@ -293,7 +338,9 @@ ngx_http_sparsegate_sum_gauges(ngx_http_sparsegate_shm_t *m,
     ngx_memzero(sum, NGX_HTTP_SG_GAUGES_N * sizeof(ngx_atomic_uint_t));
     for (i = 0; i < NGX_HTTP_SG_MAX_WORKERS; i++) {
         g = &m->workers[i];
-        if (g->pid == 0) {
+        if (g->pid == 0
+            || !ngx_http_sparsegate_alive((ngx_pid_t) g->pid))
+        {
             continue;
         }
         sum[0] += g->queued;
@@ -302,9 +349,10 @@ ngx_http_sparsegate_sum_gauges(ngx_http_sparsegate_shm_t *m,
         sum[3] += g->kv_total;
         sum[4] += g->kv_used;
         sum[5] += g->kv_cached;
-        sum[6] += g->done;
-        sum[7] += g->cancelled;
-        sum[8] += g->refused;
+        sum[6] += g->paused;
+        sum[7] += g->done;
+        sum[8] += g->cancelled;
+        sum[9] += g->refused;
     }
 }
 
@@ -402,7 +450,7 @@ ngx_http_sparsegate_counters_text(ngx_pool_t *pool, size_t *len)
                          ngx_http_sparsegate_gauges[i][0],
                          ngx_http_sparsegate_gauges[i][1],
                          ngx_http_sparsegate_gauges[i][0],
-                         i >= 6 ? "counter" : "gauge",
+                         i >= NGX_HTTP_SG_COUNTERS_AT ? "counter" : "gauge",
                          ngx_http_sparsegate_gauges[i][0], sum[i]);
     }
 

@@ -1,8 +1,11 @@
 /*
  * Counters and histograms in a shared memory zone, so that any worker
- * answers /metrics for all of them (and they survive a reload); engine
- * gauges are per worker (each worker owns an engine) and summed when
- * printed.
+ * answers /metrics for all of them (and they survive a reload); gauges are
+ * per worker process (each owns an engine and its jobs), in a slot it
+ * claims by its pid at start and frees at exit, and summed when printed
+ * over the processes still alive: a killed worker's share (it ran no exit
+ * handler) is dropped, and an old worker finishing its streams after a
+ * reload has a slot of its own beside its successor's.
  */
 #ifndef NGX_HTTP_SPARSEGATE_COUNTERS_H
 #define NGX_HTTP_SPARSEGATE_COUNTERS_H
@@ -26,6 +29,7 @@ typedef enum {
     NGX_HTTP_SG_ERR_STORE,
     NGX_HTTP_SG_ERR_TIMEOUT,
     NGX_HTTP_SG_ERR_CLIENT_CLOSED,
+    NGX_HTTP_SG_ERR_NO_MEMORY,             /* 503: retry later */
     NGX_HTTP_SG_ERR_N
 } ngx_http_sparsegate_error_e;
 
@@ -54,6 +58,7 @@ typedef struct {
     ngx_uint_t  kv_total;
     ngx_uint_t  kv_used;
     ngx_uint_t  kv_cached;
+    ngx_uint_t  paused;
     ngx_uint_t  done;
     ngx_uint_t  cancelled;
     ngx_uint_t  refused;
@@ -70,6 +75,7 @@ typedef struct {
 size_t ngx_http_sparsegate_counters_size(void);
 ngx_int_t ngx_http_sparsegate_counters_init_zone(ngx_shm_zone_t *zone,
     void *data);
+/* the worker's start: its slot claimed, those of dead workers freed */
 void ngx_http_sparsegate_counters_attach(ngx_shm_zone_t *zone);
 void ngx_http_sparsegate_counters_worker_exit(void);
 

@@ -6,6 +6,7 @@
 #include "ngx_http_sparsegate_conf.h"
 #include "ngx_http_sparsegate_errors.h"
 #include "ngx_http_sparsegate_offload.h"
+#include "ngx_http_sparsegate_send.h"
 
 
 typedef struct {
@@ -90,7 +91,7 @@ ngx_http_sparsegate_encoding_done(ngx_http_request_t *r, void *data)
 
     rc = ngx_http_sparsegate_encoded(r, data);
     if (rc != NGX_DONE) {
-        ngx_http_finalize_request(r, rc);
+        ngx_http_sparsegate_finalize(r, rc);
     }
 }
 

@@ -186,8 +186,50 @@ ngx_http_sparsegate_engine_conf_model(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
+    /* the weights' files against their headers: a truncated file fails
+     * here, not in every worker (which would then answer 503) */
+    if (sg_model_check_files((char *) smcf->model.data, err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "sparsegate_model \"%V\": %s", &smcf->model, err);
+        return NGX_CONF_ERROR;
+    }
+
     smcf->model_context = info.max_position_embeddings;
     smcf->vocab_size = info.vocab_size;
+    return NGX_CONF_OK;
+}
+
+
+/* The tokenizer and the model go together: every id the tokenizer makes
+ * is one the model has (else every request would be refused as the
+ * client's fault), and the chat template's special tokens are tokens. */
+char *
+ngx_http_sparsegate_engine_conf_check(ngx_conf_t *cf,
+    ngx_http_sparsegate_main_conf_t *smcf)
+{
+    int   ids;
+    char  err[256];
+
+    ids = sg_tokenizer_vocab_size(smcf->tokenizer);
+    if (ids > smcf->vocab_size) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "sparsegate: the tokenizer \"%V\" makes ids up to %d "
+                      "but the model \"%V\" has vocab_size %i "
+                      "(config.json): they do not go together",
+                      &smcf->tokenizer_path, ids - 1, &smcf->model,
+                      smcf->vocab_size);
+        return NGX_CONF_ERROR;
+    }
+
+    if (sg_chat_check(smcf->tokenizer, err, sizeof(err)) != 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "sparsegate: the tokenizer \"%V\": %s",
+                      &smcf->tokenizer_path, err);
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -371,6 +413,8 @@ ngx_http_sparsegate_engine_submit(ngx_http_sparsegate_engine_client_t *c,
     req.script = s->script;
     req.n_script = (int) s->n_script;
     req.user = c;
+    req.cache_salt = s->cache_salt.data;
+    req.cache_salt_len = s->cache_salt.len;
 
     rc = sg_engine_submit(ngx_http_sparsegate_the_engine, &req, &c->id, err,
                           sizeof(err));
@@ -395,9 +439,27 @@ ngx_http_sparsegate_engine_submit(ngx_http_sparsegate_engine_client_t *c,
         return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
                    NGX_HTTP_SG_ERR_BAD_REQUEST, NULL, "%s", err);
 
+    case SG_ENOMEM:
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "%s", err);
+
     default:
         return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
                    NGX_HTTP_SG_ERR_ENGINE, NULL, "engine error: %s", err);
+    }
+}
+
+
+void
+ngx_http_sparsegate_engine_pause(ngx_http_sparsegate_engine_client_t *c,
+    ngx_uint_t paused)
+{
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "sparsegate engine: %s #%uL",
+                   paused ? "pause" : "resume", c->id);
+
+    if (ngx_http_sparsegate_the_engine != NULL) {
+        sg_engine_pause(ngx_http_sparsegate_the_engine, c->id, (int) paused);
     }
 }
 
@@ -473,7 +535,9 @@ ngx_http_sparsegate_engine_readable(ngx_event_t *ev)
                 break;
 
             case SG_EV_ERROR:
-                c->error(c, e->message);
+                c->error(c, e->error == SG_ENOMEM
+                            ? NGX_HTTP_SERVICE_UNAVAILABLE
+                            : NGX_HTTP_INTERNAL_SERVER_ERROR, e->message);
                 break;
             }
         }
@@ -502,6 +566,7 @@ ngx_http_sparsegate_engine_read(ngx_http_sparsegate_engine_gauges_t *g)
     g->kv_total = st.kv_blocks_total;
     g->kv_used = st.kv_blocks_used;
     g->kv_cached = st.kv_blocks_cached;
+    g->paused = st.paused;
     g->done = st.requests_done;
     g->cancelled = st.requests_cancelled;
     g->refused = st.requests_refused;

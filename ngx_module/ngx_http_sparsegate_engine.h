@@ -43,6 +43,9 @@ typedef struct {
     sg_grammar                *grammar;      /* constrained decoding */
     int32_t                   *script;       /* test hook: tokens to emit */
     ngx_uint_t                 n_script;
+    ngx_str_t                  cache_salt;   /* the prefix cache's
+                                                namespace: shared when
+                                                empty */
 } ngx_http_sparsegate_sampling_t;
 
 
@@ -86,8 +89,10 @@ struct ngx_http_sparsegate_engine_client_s {
                         const ngx_http_sparsegate_token_lp_t *lp);
     void       (*done)(ngx_http_sparsegate_engine_client_t *c,
                        const ngx_http_sparsegate_engine_done_t *d);
+    /* status: 503 when the engine ran out of memory (try again later),
+     * 500 when it failed */
     void       (*error)(ngx_http_sparsegate_engine_client_t *c,
-                        const char *message);
+                        ngx_uint_t status, const char *message);
     uint64_t     id;                         /* set by submit */
     ngx_int_t    cached_tokens;              /* the prompt tokens the
                                                 prefix cache served, as
@@ -105,6 +110,10 @@ char *ngx_http_sparsegate_engine_conf_model(ngx_conf_t *cf,
     ngx_http_sparsegate_main_conf_t *smcf);
 char *ngx_http_sparsegate_engine_conf_tokenizer(ngx_conf_t *cf,
     ngx_http_sparsegate_main_conf_t *smcf, ngx_str_t *path);
+/* configuration time: the tokenizer's ids fit the model's vocabulary, and
+ * the chat template's special tokens are in it */
+char *ngx_http_sparsegate_engine_conf_check(ngx_conf_t *cf,
+    ngx_http_sparsegate_main_conf_t *smcf);
 
 /* configuration time: the device group's memory plan must fit (nginx -t
  * refuses it with the numbers otherwise) */
@@ -118,11 +127,16 @@ void ngx_http_sparsegate_engine_stop(void);
 /* NULL while the engine runs, else why it does not */
 const char *ngx_http_sparsegate_engine_unavailable(void);
 
-/* NGX_OK, or NGX_ERROR with f saying how to answer (429 when full) */
+/* NGX_OK, or NGX_ERROR with f saying how to answer (429 when full, 503
+ * when out of memory) */
 ngx_int_t ngx_http_sparsegate_engine_submit(
     ngx_http_sparsegate_engine_client_t *c, const int32_t *ids, size_t n_ids,
     const ngx_http_sparsegate_sampling_t *s, ngx_http_sparsegate_fault_t *f);
 void ngx_http_sparsegate_engine_cancel(ngx_http_sparsegate_engine_client_t *c);
+/* Stops (paused 1) or lets go on (0) a generation whose client cannot take
+ * more output; neither can fail. */
+void ngx_http_sparsegate_engine_pause(ngx_http_sparsegate_engine_client_t *c,
+    ngx_uint_t paused);
 
 /* the engine's gauges into the counters */
 void ngx_http_sparsegate_engine_publish(void);

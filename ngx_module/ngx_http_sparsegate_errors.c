@@ -6,6 +6,7 @@
 
 #include "ngx_http_sparsegate_errors.h"
 #include "ngx_http_sparsegate_counters.h"
+#include "ngx_http_sparsegate_json.h"
 #include "ngx_http_sparsegate_send.h"
 
 
@@ -27,7 +28,13 @@ static const struct {
     [NGX_HTTP_SG_ERR_STORE] = { "server_error", "store_error" },
     [NGX_HTTP_SG_ERR_TIMEOUT] = { "server_error", "timeout" },
     [NGX_HTTP_SG_ERR_CLIENT_CLOSED] = { "server_error", "client_closed" },
+    [NGX_HTTP_SG_ERR_NO_MEMORY] = { "server_error", "out_of_memory" },
 };
+
+
+static const char  ngx_http_sparsegate_oom_json[] =
+    "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+    "\"param\":null,\"code\":\"out_of_memory\"}}";
 
 
 ngx_int_t
@@ -55,6 +62,7 @@ ngx_http_sparsegate_error_json(ngx_http_sparsegate_error_e kind,
 {
     char        *text;
     cJSON       *root, *err;
+    ngx_uint_t   failed;
     const char  *code;
 
     code = ngx_http_sparsegate_errors[kind].code;
@@ -64,6 +72,7 @@ ngx_http_sparsegate_error_json(ngx_http_sparsegate_error_e kind,
         code = "not_found";
     }
 
+    failed = ngx_http_sparsegate_json_failures();
     root = cJSON_CreateObject();
     err = cJSON_AddObjectToObject(root, "error");
     if (err == NULL) {
@@ -83,7 +92,8 @@ ngx_http_sparsegate_error_json(ngx_http_sparsegate_error_e kind,
         cJSON_AddNullToObject(err, "code");
     }
 
-    text = cJSON_PrintUnformatted(root);
+    text = ngx_http_sparsegate_json_failures() == failed
+           ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
     if (text == NULL) {
         return NULL;
@@ -113,7 +123,10 @@ ngx_http_sparsegate_send_error(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_ERROR;
     }
 
-    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
+    /* try again later: the queue was full, or memory ran out */
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS
+        || status == NGX_HTTP_SERVICE_UNAVAILABLE)
+    {
         h = ngx_list_push(&r->headers_out.headers);
         if (h != NULL) {
             h->hash = 1;
@@ -124,7 +137,11 @@ ngx_http_sparsegate_send_error(ngx_http_request_t *r, ngx_uint_t status,
 
     json = ngx_http_sparsegate_error_json(kind, param, msg, &len);
     if (json == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        /* no memory for the JSON: an answer that needs none */
+        return ngx_http_sparsegate_send_text(r,
+                   NGX_HTTP_SERVICE_UNAVAILABLE, "application/json",
+                   (u_char *) ngx_http_sparsegate_oom_json,
+                   sizeof(ngx_http_sparsegate_oom_json) - 1);
     }
 
     rc = ngx_http_sparsegate_send_text(r, status, "application/json", json,

@@ -13,6 +13,7 @@
 #include "ngx_http_sparsegate_endpoints.h"
 #include "ngx_http_sparsegate_engine.h"
 #include "ngx_http_sparsegate_errors.h"
+#include "ngx_http_sparsegate_fault.h"
 
 
 typedef ngx_int_t (*ngx_http_sparsegate_endpoint_pt)(ngx_http_request_t *r);
@@ -232,6 +233,7 @@ ngx_http_sparsegate_access(ngx_http_request_t *r,
     size_t                           len;
     ngx_uint_t                       i, match;
     ngx_table_elt_t                 *h;
+    ngx_http_sparsegate_ctx_t       *ctx;
     ngx_http_sparsegate_loc_conf_t  *slcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_sparsegate_module);
@@ -270,6 +272,16 @@ ngx_http_sparsegate_access(ngx_http_request_t *r,
                    match ? "accepted" : "refused");
 
     if (match) {
+        /* the key's digest is the tenant: its prompts share the prefix
+         * cache with its own requests only */
+        ctx = ngx_http_sparsegate_ctx(r);
+        if (ctx == NULL) {
+            return ngx_http_sparsegate_fault(f,
+                       NGX_HTTP_SERVICE_UNAVAILABLE,
+                       NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+        }
+        ngx_memcpy(ctx->tenant, digest, SHA256_DIGEST_LENGTH);
+        ctx->keyed = 1;
         return NGX_OK;
     }
     return ngx_http_sparsegate_fault(f, NGX_HTTP_UNAUTHORIZED,
@@ -297,6 +309,7 @@ ngx_http_sparsegate_handler(ngx_http_request_t *r)
                    "sparsegate: %V \"%V\": endpoint %V", &r->method_name,
                    &r->uri, &ep->name);
 
+    ngx_http_sparsegate_fault_arm(r);
     ngx_http_sparsegate_count_request(ep->counter);
 
     if (ngx_http_sparsegate_access(r, &f) != NGX_OK) {

@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 
 #include "ngx_http_sparsegate_endpoints.h"
+#include "ngx_http_sparsegate_json.h"
 #include "ngx_http_sparsegate_conf.h"
 #include "ngx_http_sparsegate_counters.h"
 #include "ngx_http_sparsegate_engine.h"
@@ -44,7 +45,8 @@ ngx_http_sparsegate_models(ngx_http_request_t *r)
     cJSON_AddStringToObject(root, "object", "list");
     data = cJSON_AddArrayToObject(root, "data");
     if (smcf->model_name.len > 0) {
-        cJSON_AddItemToArray(data, ngx_http_sparsegate_model_object(r));
+        ngx_http_sparsegate_json_push(data,
+                                      ngx_http_sparsegate_model_object(r));
     }
 
     rc = ngx_http_sparsegate_send_json(r, NGX_HTTP_OK, root);
@@ -166,8 +168,8 @@ ngx_http_sparsegate_health_probed(void *data)
 {
     ngx_http_sparsegate_health_t *h = data;
 
-    ngx_http_finalize_request(h->request,
-                              ngx_http_sparsegate_health_send(h, NGX_OK));
+    ngx_http_sparsegate_finalize(h->request,
+                                 ngx_http_sparsegate_health_send(h, NGX_OK));
 }
 
 

@@ -9,12 +9,16 @@
  *   a stop string: cancel that choice; its cancelled done ends it
  *   the deadline: cancel all, and a 504 (or an error event mid-stream)
  *   the client gone: cancel all; the last cancelled done frees the job
+ *   the client slow: while its send buffer is full every choice is paused
+ *   (the engine keeps their cache), resumed when the buffer drains;
+ *   send_timeout ends a client that stops reading
  */
 
 #include "ngx_http_sparsegate_job.h"
 #include "ngx_http_sparsegate_choice.h"
 #include "ngx_http_sparsegate_counters.h"
 #include "ngx_http_sparsegate_running.h"
+#include "ngx_http_sparsegate_send.h"
 
 
 typedef struct ngx_http_sparsegate_job_s  ngx_http_sparsegate_job_t;
@@ -39,6 +43,7 @@ struct ngx_http_sparsegate_job_s {
 
     unsigned                              failed:1;    /* error answered */
     unsigned                              got_token:1;
+    unsigned                              paused:1;    /* client is slow */
 
     ngx_http_sparsegate_running_t         running;  /* for /v1/status */
 
@@ -53,6 +58,10 @@ static ngx_http_sparsegate_job_t *ngx_http_sparsegate_job_create(
 static void ngx_http_sparsegate_job_free(ngx_http_sparsegate_job_t *job);
 static void ngx_http_sparsegate_job_request_gone(void *data);
 static void ngx_http_sparsegate_job_cancel_all(ngx_http_sparsegate_job_t *job);
+static void ngx_http_sparsegate_job_pause_all(ngx_http_sparsegate_job_t *job,
+    ngx_uint_t paused);
+static void ngx_http_sparsegate_job_backpressure(
+    ngx_http_sparsegate_job_t *job);
 static void ngx_http_sparsegate_job_timeout(ngx_event_t *ev);
 static void ngx_http_sparsegate_job_writer(ngx_http_request_t *r);
 static void ngx_http_sparsegate_job_token(
@@ -62,7 +71,8 @@ static void ngx_http_sparsegate_job_done(
     ngx_http_sparsegate_engine_client_t *c,
     const ngx_http_sparsegate_engine_done_t *d);
 static void ngx_http_sparsegate_job_error(
-    ngx_http_sparsegate_engine_client_t *c, const char *message);
+    ngx_http_sparsegate_engine_client_t *c, ngx_uint_t status,
+    const char *message);
 static void ngx_http_sparsegate_job_fail(ngx_http_sparsegate_job_t *job,
     ngx_uint_t status, ngx_http_sparsegate_error_e kind, const char *msg);
 
@@ -121,7 +131,9 @@ ngx_http_sparsegate_job_run(ngx_http_request_t *r,
 
     job = ngx_http_sparsegate_job_create(r, o);
     if (job == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return ngx_http_sparsegate_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         NGX_HTTP_SG_ERR_NO_MEMORY, NULL,
+                                         "out of memory");
     }
 
     ngx_gettimeofday(&job->tv_submit);
@@ -175,6 +187,7 @@ ngx_http_sparsegate_job_create(ngx_http_request_t *r,
 {
     ngx_uint_t                         i, k;
     ngx_pool_cleanup_t                *cln;
+    ngx_http_sparsegate_ctx_t         *ctx;
     ngx_http_sparsegate_job_t         *job;
     ngx_http_sparsegate_choice_t      *ch;
     ngx_http_sparsegate_loc_conf_t    *slcf;
@@ -184,8 +197,9 @@ ngx_http_sparsegate_job_create(ngx_http_request_t *r,
     smcf = ngx_http_get_module_main_conf(r, ngx_http_sparsegate_module);
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_sparsegate_module);
 
+    ctx = ngx_http_sparsegate_ctx(r);
     cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
+    if (ctx == NULL || cln == NULL) {
         return NULL;
     }
 
@@ -270,6 +284,7 @@ ngx_http_sparsegate_job_create(ngx_http_request_t *r,
 
     cln->handler = ngx_http_sparsegate_job_request_gone;
     cln->data = job;
+    ctx->job = job;
 
     job->running.id = job->reply.id;
     job->running.stream = o->stream;
@@ -349,11 +364,65 @@ ngx_http_sparsegate_job_cancel_all(ngx_http_sparsegate_job_t *job)
 }
 
 
+/* Pauses (1) or resumes (0) every choice still generating. */
+static void
+ngx_http_sparsegate_job_pause_all(ngx_http_sparsegate_job_t *job,
+    ngx_uint_t paused)
+{
+    ngx_uint_t  i;
+
+    job->paused = paused;
+    for (i = 0; i < job->n; i++) {
+        if (job->choices[i].submitted && !job->choices[i].engine_done) {
+            ngx_http_sparsegate_engine_pause(&job->choices[i].client, paused);
+        }
+    }
+}
+
+
+/* What could not be sent waits in nginx's buffers: while it does, the
+ * generations are paused (a client that stops reading no longer keeps its
+ * sequences generating at full speed, bounded only by max_tokens);
+ * job_writer resumes them once everything is sent, and send_timeout ends a
+ * client that never reads again. */
+static void
+ngx_http_sparsegate_job_backpressure(ngx_http_sparsegate_job_t *job)
+{
+    ngx_event_t               *wev;
+    ngx_http_request_t        *r;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    r = job->request;
+    if (r == NULL || job->paused || job->n_done == job->n_submitted
+        || !(r->buffered || r->connection->buffered))
+    {
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "sparsegate job %s: client's buffer full, paused",
+                   job->reply.id);
+
+    ngx_http_sparsegate_job_pause_all(job, 1);
+
+    wev = r->connection->write;
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    if (!wev->timer_set && !wev->delayed) {
+        ngx_add_timer(wev, clcf->send_timeout);
+    }
+    if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+        ngx_http_sparsegate_finalize(r, NGX_ERROR);
+    }
+}
+
+
 /* The request is going away (answered, failed, or the client left). */
 static void
 ngx_http_sparsegate_job_request_gone(void *data)
 {
     ngx_http_sparsegate_job_t *job = data;
+
+    ngx_http_sparsegate_ctx_t  *ctx;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, job->request->connection->log, 0,
                    "sparsegate job %s: request gone, submitted:%ui "
@@ -362,6 +431,10 @@ ngx_http_sparsegate_job_request_gone(void *data)
 
     if (job->timeout.timer_set) {
         ngx_del_timer(&job->timeout);
+    }
+    ctx = ngx_http_get_module_ctx(job->request, ngx_http_sparsegate_module);
+    if (ctx != NULL) {
+        ctx->job = NULL;
     }
     job->request = NULL;
 
@@ -399,20 +472,22 @@ ngx_http_sparsegate_job_timeout(ngx_event_t *ev)
 static void
 ngx_http_sparsegate_job_writer(ngx_http_request_t *r)
 {
-    ngx_int_t                  rc;
-    ngx_event_t               *wev;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_int_t                   rc;
+    ngx_event_t                *wev;
+    ngx_http_sparsegate_ctx_t  *ctx;
+    ngx_http_sparsegate_job_t  *job;
+    ngx_http_core_loc_conf_t   *clcf;
 
     wev = r->connection->write;
     if (wev->timedout) {
         r->connection->timedout = 1;
-        ngx_http_finalize_request(r, NGX_HTTP_REQUEST_TIME_OUT);
+        ngx_http_sparsegate_finalize(r, NGX_HTTP_REQUEST_TIME_OUT);
         return;
     }
 
     rc = ngx_http_output_filter(r, NULL);
     if (rc == NGX_ERROR) {
-        ngx_http_finalize_request(r, NGX_ERROR);
+        ngx_http_sparsegate_finalize(r, NGX_ERROR);
         return;
     }
 
@@ -422,13 +497,20 @@ ngx_http_sparsegate_job_writer(ngx_http_request_t *r)
             ngx_add_timer(wev, clcf->send_timeout);
         }
         if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
-            ngx_http_finalize_request(r, NGX_ERROR);
+            ngx_http_sparsegate_finalize(r, NGX_ERROR);
         }
         return;
     }
 
     if (wev->timer_set) {
         ngx_del_timer(wev);
+    }
+
+    /* all sent: the generations paused for this client go on */
+    ctx = ngx_http_get_module_ctx(r, ngx_http_sparsegate_module);
+    job = ctx ? ctx->job : NULL;
+    if (job != NULL && job->paused) {
+        ngx_http_sparsegate_job_pause_all(job, 0);
     }
 }
 
@@ -502,8 +584,9 @@ ngx_http_sparsegate_job_token(ngx_http_sparsegate_engine_client_t *c,
     rc = ngx_http_sparsegate_choice_token(ch, token, lp);
     if (rc == NGX_ERROR) {
         ngx_http_sparsegate_job_cancel_all(job);
-        ngx_http_sparsegate_job_fail(job, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                     NGX_HTTP_SG_ERR_ENGINE, "out of memory");
+        ngx_http_sparsegate_job_fail(job, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     NGX_HTTP_SG_ERR_NO_MEMORY,
+                                     "out of memory");
         return;
     }
     if (rc == NGX_DONE) {
@@ -514,11 +597,14 @@ ngx_http_sparsegate_job_token(ngx_http_sparsegate_engine_client_t *c,
         ngx_http_sparsegate_engine_cancel(&ch->client);
     }
 
-    if (job->reply.stream
-        && ngx_http_sparsegate_job_send(job, ch, 0) != NGX_OK)
-    {
-        ngx_http_finalize_request(r, NGX_ERROR);
+    if (!job->reply.stream) {
+        return;
     }
+    if (ngx_http_sparsegate_job_send(job, ch, 0) != NGX_OK) {
+        ngx_http_sparsegate_finalize(r, NGX_ERROR);
+        return;
+    }
+    ngx_http_sparsegate_job_backpressure(job);
 }
 
 
@@ -542,7 +628,7 @@ ngx_http_sparsegate_job_answer(ngx_http_sparsegate_job_t *job)
         d = ngx_pcalloc(r->pool,
                         job->n * sizeof(ngx_http_sparsegate_delta_t));
         if (d == NULL) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            ngx_http_sparsegate_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
         for (i = 0; i < job->n; i++) {
@@ -550,7 +636,7 @@ ngx_http_sparsegate_job_answer(ngx_http_sparsegate_job_t *job)
                                                   &last);
             ngx_free(last.logprobs);
             if (rc != NGX_OK) {
-                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+                ngx_http_sparsegate_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
                 return;
             }
             ngx_http_sparsegate_choice_message(&job->choices[i], &d[i]);
@@ -572,7 +658,7 @@ ngx_http_sparsegate_job_answer(ngx_http_sparsegate_job_t *job)
         /* may free the job: nothing of it is touched after this */
         rc = ngx_http_sparsegate_reply_finish(r, &job->reply, NULL, 0,
                                               &job->usage);
-        ngx_http_finalize_request(r, rc);
+        ngx_http_sparsegate_finalize(r, rc);
         return;
     }
 
@@ -581,7 +667,7 @@ ngx_http_sparsegate_job_answer(ngx_http_sparsegate_job_t *job)
     for (i = 0; i < job->n; i++) {
         ngx_free(d[i].logprobs);
     }
-    ngx_http_finalize_request(r, rc);
+    ngx_http_sparsegate_finalize(r, rc);
 }
 
 
@@ -652,7 +738,7 @@ ngx_http_sparsegate_job_done(ngx_http_sparsegate_engine_client_t *c,
                              != NGX_OK)
     {
         ngx_http_sparsegate_job_cancel_all(job);
-        ngx_http_finalize_request(r, NGX_ERROR);
+        ngx_http_sparsegate_finalize(r, NGX_ERROR);
         return;
     }
 
@@ -664,7 +750,7 @@ ngx_http_sparsegate_job_done(ngx_http_sparsegate_engine_client_t *c,
 
 static void
 ngx_http_sparsegate_job_error(ngx_http_sparsegate_engine_client_t *c,
-    const char *message)
+    ngx_uint_t status, const char *message)
 {
     ngx_http_sparsegate_job_t     *job;
     ngx_http_sparsegate_choice_t  *ch;
@@ -675,8 +761,10 @@ ngx_http_sparsegate_job_error(ngx_http_sparsegate_engine_client_t *c,
     }
 
     ngx_http_sparsegate_job_cancel_all(job);
-    ngx_http_sparsegate_job_fail(job, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                 NGX_HTTP_SG_ERR_ENGINE, message);
+    ngx_http_sparsegate_job_fail(job, status,
+                                 status == NGX_HTTP_SERVICE_UNAVAILABLE
+                                 ? NGX_HTTP_SG_ERR_NO_MEMORY
+                                 : NGX_HTTP_SG_ERR_ENGINE, message);
 }
 
 
@@ -703,5 +791,5 @@ ngx_http_sparsegate_job_fail(ngx_http_sparsegate_job_t *job,
     }
 
     rc = ngx_http_sparsegate_reply_error(r, &job->reply, status, kind, msg);
-    ngx_http_finalize_request(r, rc);
+    ngx_http_sparsegate_finalize(r, rc);
 }

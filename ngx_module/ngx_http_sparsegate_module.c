@@ -22,9 +22,11 @@
  *   engine.c store.c            the worker's engine and store on the
  *                               event loop
  *   errors.c offload.c          OpenAI-shaped errors; nginx's thread pool
- *   send.c counters.c running.c
+ *   send.c counters.c running.c json.c
  *                               bytes out; counters for /metrics; the
- *                               requests running now (/v1/status)
+ *                               requests running now (/v1/status); cJSON's
+ *                               allocations
+ *   fault.c                     fault injection (test builds)
  */
 
 #include "ngx_http_sparsegate_conf.h"
@@ -33,6 +35,7 @@
 #include "ngx_http_sparsegate_engine.h"
 #include "ngx_http_sparsegate_handler.h"
 #include "ngx_http_sparsegate_job.h"
+#include "ngx_http_sparsegate_json.h"
 #include "ngx_http_sparsegate_prefix_key.h"
 #include "ngx_http_sparsegate_store.h"
 
@@ -353,6 +356,12 @@ ngx_http_sparsegate_init_main_conf(ngx_conf_t *cf, void *conf)
         }
     }
 
+    if (smcf->configured
+        && ngx_http_sparsegate_engine_conf_check(cf, smcf) != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     if (smcf->configured && smcf->max_context > smcf->model_context) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "sparsegate: sparsegate_max_context %i is over the "
@@ -569,6 +578,7 @@ ngx_http_sparsegate_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_sparsegate_counters_attach(smcf->shm_zone);
+    ngx_http_sparsegate_json_init();
 
     if (smcf->store.len > 0) {
         ngx_http_sparsegate_store_open(cycle, smcf);

@@ -31,11 +31,13 @@ ngx_http_sparsegate_offload_thread(void *data, ngx_log_t *log)
 static void
 ngx_http_sparsegate_offload_event(ngx_event_t *ev)
 {
+    ngx_connection_t               *c;
     ngx_http_request_t             *r;
     ngx_http_sparsegate_offload_t  *o;
 
     o = ev->data;
     r = o->request;
+    c = r->connection;
 
     r->main->blocked--;
     r->aio = 0;
@@ -44,6 +46,7 @@ ngx_http_sparsegate_offload_event(ngx_event_t *ev)
         /* the client left while the thread ran: nginx parked the request
          * on its finalizer until now */
         r->write_event_handler(r);
+        ngx_http_run_posted_requests(c);
         return;
     }
 
@@ -51,6 +54,7 @@ ngx_http_sparsegate_offload_event(ngx_event_t *ev)
                    "sparsegate offload: back on the worker");
 
     o->done(r, o->data);
+    ngx_http_run_posted_requests(c);
 }
 
 #endif

@@ -21,14 +21,15 @@ static const char *const  ngx_http_sparsegate_chat_fields[] = {
     "frequency_penalty", "repetition_penalty", "logit_bias", "logprobs",
     "top_logprobs", "response_format", "tools", "tool_choice",
     "parallel_tool_calls", "thinking", "chat_template_kwargs", "ignore_eos",
-    NULL
+    "cache_salt", NULL
 };
 
 static const char *const  ngx_http_sparsegate_completion_fields[] = {
     "model", "prompt", "max_tokens", "temperature", "top_p", "top_k",
     "min_p", "n", "stream", "stream_options", "stop", "seed",
     "presence_penalty", "frequency_penalty", "repetition_penalty",
-    "logit_bias", "logprobs", "response_format", "ignore_eos", NULL
+    "logit_bias", "logprobs", "response_format", "ignore_eos", "cache_salt",
+    NULL
 };
 
 

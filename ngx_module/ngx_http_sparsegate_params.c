@@ -4,12 +4,14 @@
 
 #include "ngx_http_sparsegate_params.h"
 #include "ngx_http_sparsegate_conf.h"
+#include "ngx_http_sparsegate_json.h"
 
 #include <stdlib.h>
 
 
 /* The whole body in one buffer (pool memory, NUL-terminated), from memory
- * or from the temp file nginx spooled a large body into. */
+ * or from the temp file nginx spooled a large body into; NGX_DECLINED when
+ * out of memory, NGX_ERROR when the file cannot be read. */
 ngx_int_t
 ngx_http_sparsegate_read_body(ngx_http_request_t *r, u_char **data,
     size_t *len)
@@ -33,7 +35,7 @@ ngx_http_sparsegate_read_body(ngx_http_request_t *r, u_char **data,
 
     p = ngx_pnalloc(r->pool, (size_t) size + 1);
     if (p == NULL) {
-        return NGX_ERROR;
+        return NGX_DECLINED;
     }
     *data = p;
 
@@ -135,14 +137,23 @@ ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
     ngx_http_sparsegate_fault_t *f)
 {
     u_char       *data, *param;
-    size_t        len;
+    size_t        len, valid;
     cJSON        *root;
+    ngx_int_t     rc;
     ngx_str_t     key;
+    ngx_uint_t    failed;
     const char   *where;
 
-    if (ngx_http_sparsegate_read_body(r, &data, &len) != NGX_OK) {
+    rc = ngx_http_sparsegate_read_body(r, &data, &len);
+    if (rc == NGX_DECLINED) {
+        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL,
+                   "out of memory for the request body");
+        return NULL;
+    }
+    if (rc != NGX_OK) {
         (void) ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                   NGX_HTTP_SG_ERR_BAD_REQUEST, NULL,
+                   NGX_HTTP_SG_ERR_ENGINE, NULL,
                    "cannot read the request body");
         return NULL;
     }
@@ -153,7 +164,23 @@ ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
         return NULL;
     }
 
+    /* JSON is UTF-8 (RFC 8259): bytes that are not never reach the
+     * tokenizer, or an error message that quotes them */
+    valid = sg_utf8_valid_prefix((char *) data, len);
+    if (valid != len) {
+        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, NULL,
+                   "the request body is not valid UTF-8 (byte %uz)", valid);
+        return NULL;
+    }
+    failed = ngx_http_sparsegate_json_failures();
     root = cJSON_ParseWithLengthOpts((char *) data, len, &where, 0);
+    if (root == NULL && ngx_http_sparsegate_json_failures() != failed) {
+        (void) ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL,
+                   "out of memory for the request's JSON");
+        return NULL;
+    }
     if (root == NULL || !cJSON_IsObject(root)) {
         (void) ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
                    NGX_HTTP_SG_ERR_BAD_REQUEST, NULL,
@@ -568,6 +595,58 @@ ngx_http_sparsegate_parse_sampling(ngx_http_request_t *r, cJSON *root,
 }
 
 
+/*
+ * The prefix cache's namespace: the tenant (the digest of the API key the
+ * location accepted, so that no key can learn another's prompts from
+ * cached_tokens) and the request's "cache_salt" (as vLLM offers: requests
+ * share cached prefixes only with the same salt).  The bytes: 'k' and the
+ * digest, or '-' without a key, then the salt; none at all (the shared
+ * namespace) without a key or a salt.
+ */
+static ngx_int_t
+ngx_http_sparsegate_parse_cache_salt(ngx_http_request_t *r, cJSON *root,
+    ngx_http_sparsegate_job_opts_t *o, ngx_http_sparsegate_fault_t *f)
+{
+    u_char                     *p;
+    size_t                      len;
+    cJSON                      *salt;
+    ngx_http_sparsegate_ctx_t  *ctx;
+
+    salt = cJSON_GetObjectItemCaseSensitive(root, "cache_salt");
+    if (salt != NULL && !cJSON_IsNull(salt)
+        && (!cJSON_IsString(salt) || salt->valuestring[0] == '\0'
+            || ngx_strlen(salt->valuestring) > NGX_HTTP_SG_MAX_CACHE_SALT))
+    {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_BAD_REQUEST,
+                   NGX_HTTP_SG_ERR_BAD_REQUEST, "cache_salt",
+                   "'cache_salt' must be a non-empty string of at most %d "
+                   "bytes", NGX_HTTP_SG_MAX_CACHE_SALT);
+    }
+    len = cJSON_IsString(salt) ? ngx_strlen(salt->valuestring) : 0;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_sparsegate_module);
+    if (len == 0 && (ctx == NULL || !ctx->keyed)) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, 1 + sizeof(ctx->tenant) + len);
+    if (p == NULL) {
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+    }
+    o->sampling.cache_salt.data = p;
+    if (ctx != NULL && ctx->keyed) {
+        *p++ = 'k';
+        p = ngx_cpymem(p, ctx->tenant, sizeof(ctx->tenant));
+    } else {
+        *p++ = '-';
+    }
+    p = ngx_cpymem(p, len ? salt->valuestring : "", len);
+    o->sampling.cache_salt.len = p - o->sampling.cache_salt.data;
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_sparsegate_parse_job_opts(ngx_http_request_t *r, cJSON *root,
     ngx_http_sparsegate_format_e format, ngx_http_sparsegate_job_opts_t *o,
@@ -694,6 +773,10 @@ ngx_http_sparsegate_parse_job_opts(ngx_http_request_t *r, cJSON *root,
     o->sampling.ignore_eos = flag;
 
     if (ngx_http_sparsegate_parse_stops(r, root, o, f) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_sparsegate_parse_cache_salt(r, root, o, f) != NGX_OK) {
         return NGX_ERROR;
     }
 

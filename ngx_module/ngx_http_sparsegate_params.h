@@ -21,7 +21,7 @@ ngx_int_t ngx_http_sparsegate_read_body(ngx_http_request_t *r, u_char **data,
     size_t *len);
 
 /* The body (read by the handler) as a JSON object the caller deletes, or
- * NULL with f filled. */
+ * NULL with f filled (400 for malformed JSON, 503 out of memory). */
 cJSON *ngx_http_sparsegate_parse_body(ngx_http_request_t *r,
     ngx_http_sparsegate_fault_t *f);
 
@@ -47,6 +47,13 @@ ngx_int_t ngx_http_sparsegate_check_fields(ngx_http_request_t *r,
  * logprobs (chat and rag: true/false with top_logprobs; completions: how
  * many alternatives), the test hooks' sparsegate_script; copied into the
  * request's pool.  NGX_OK, or NGX_ERROR and f. */
+/* The longest cache_salt taken. */
+#define NGX_HTTP_SG_MAX_CACHE_SALT  1024
+
+/* The generation's options: temperature, top_p, seed, n, max_tokens (or
+ * max_completion_tokens), stream, stream_options, ignore_eos, stop,
+ * cache_salt with the request's tenant (copied into the request's pool).
+ * NGX_OK, or NGX_ERROR and f. */
 ngx_int_t ngx_http_sparsegate_parse_job_opts(ngx_http_request_t *r,
     cJSON *root, ngx_http_sparsegate_format_e format,
     ngx_http_sparsegate_job_opts_t *o, ngx_http_sparsegate_fault_t *f);

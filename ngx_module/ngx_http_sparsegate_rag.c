@@ -32,10 +32,12 @@
 #include "ngx_http_sparsegate_conf.h"
 #include "ngx_http_sparsegate_constrain.h"
 #include "ngx_http_sparsegate_job.h"
+#include "ngx_http_sparsegate_json.h"
 #include "ngx_http_sparsegate_messages.h"
 #include "ngx_http_sparsegate_offload.h"
 #include "ngx_http_sparsegate_params.h"
 #include "ngx_http_sparsegate_running.h"
+#include "ngx_http_sparsegate_send.h"
 #include "ngx_http_sparsegate_store.h"
 
 #include "context.h"
@@ -79,7 +81,7 @@ typedef struct {
     sg_ctx_opts                       ctx_opts;
     sg_context                        sc;
     ngx_uint_t                        built;
-    int                               build_failed;
+    int                               build_rc;     /* sg_context_build */
     char                              build_err[256];
 
     ngx_http_sparsegate_running_t     running;    /* for /v1/status, until
@@ -107,7 +109,8 @@ static const char *const  ngx_http_sparsegate_rag_fields[] = {
     "temperature", "top_p", "min_p", "n", "stream", "stream_options", "stop",
     "seed", "presence_penalty", "frequency_penalty", "repetition_penalty",
     "logit_bias", "logprobs", "top_logprobs", "response_format", "thinking",
-    "chat_template_kwargs", "ignore_eos", "citation_text", NULL
+    "chat_template_kwargs", "ignore_eos", "citation_text", "cache_salt",
+    NULL
 };
 
 
@@ -227,7 +230,7 @@ ngx_http_sparsegate_rag_resume(ngx_http_sparsegate_rag_t *rag, ngx_int_t rc)
     }
 
     if (rc != NGX_DONE) {
-        ngx_http_finalize_request(r, rc);
+        ngx_http_sparsegate_finalize(r, rc);
     }
 }
 
@@ -471,24 +474,38 @@ ngx_http_sparsegate_rag_build_work(void *data)
 {
     ngx_http_sparsegate_rag_t *rag = data;
 
-    rag->build_failed = sg_context_build(
-                            rag->want_shared
-                            ? &rag->lists[NGX_HTTP_SG_RAG_SHARED] : NULL,
-                            &rag->lists[NGX_HTTP_SG_RAG_RANKED],
-                            rag->question, &rag->ctx_opts, &rag->sc,
-                            rag->build_err, sizeof(rag->build_err))
-                        != 0;
-    rag->built = !rag->build_failed;
+    rag->build_rc = sg_context_build(
+                        rag->want_shared
+                        ? &rag->lists[NGX_HTTP_SG_RAG_SHARED] : NULL,
+                        &rag->lists[NGX_HTTP_SG_RAG_RANKED],
+                        rag->question, &rag->ctx_opts, &rag->sc,
+                        rag->build_err, sizeof(rag->build_err));
+    rag->built = rag->build_rc == 0;
 }
 
 
 static ngx_int_t
 ngx_http_sparsegate_rag_built(ngx_http_sparsegate_rag_t *rag)
 {
-    if (rag->build_failed) {
+    switch (rag->build_rc) {
+
+    case 0:
+        break;
+
+    case SG_CTX_ETOOLONG:
         return ngx_http_sparsegate_fault(&rag->fault, NGX_HTTP_BAD_REQUEST,
                    NGX_HTTP_SG_ERR_CONTEXT_LENGTH, "question",
                    "cannot build the context: %s", rag->build_err);
+
+    case SG_CTX_ENOMEM:
+        return ngx_http_sparsegate_fault(&rag->fault,
+                   NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SG_ERR_NO_MEMORY,
+                   NULL, "cannot build the context: %s", rag->build_err);
+
+    default:
+        return ngx_http_sparsegate_fault(&rag->fault,
+                   NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SG_ERR_ENGINE,
+                   NULL, "cannot build the context: %s", rag->build_err);
     }
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, rag->request->connection->log, 0,
@@ -571,16 +588,19 @@ ngx_http_sparsegate_rag_passage_text(ngx_http_sparsegate_rag_t *rag,
 }
 
 
-/* The passages the prompt holds, as the response's "citations" array. */
+/* The passages the prompt holds, as the response's "citations" array;
+ * NULL when out of memory. */
 static char *
 ngx_http_sparsegate_rag_citations(ngx_http_sparsegate_rag_t *rag)
 {
     char         *text;
     cJSON        *arr, *c;
     size_t        i, at[2];
+    ngx_uint_t    failed;
     sg_context   *sc;
     sg_citation  *ct;
 
+    failed = ngx_http_sparsegate_json_failures();
     sc = &rag->sc;
     at[0] = 0;
     at[1] = 0;
@@ -610,9 +630,11 @@ ngx_http_sparsegate_rag_citations(ngx_http_sparsegate_rag_t *rag)
             cJSON_AddStringToObject(c, "text",
                 ngx_http_sparsegate_rag_passage_text(rag, ct->id, at));
         }
-        cJSON_AddItemToArray(arr, c);
+        ngx_http_sparsegate_json_push(arr, c);
     }
-    text = cJSON_PrintUnformatted(arr);
+    /* a citation that lost a field for want of memory is no citation */
+    text = ngx_http_sparsegate_json_failures() == failed
+           ? cJSON_PrintUnformatted(arr) : NULL;
     cJSON_Delete(arr);
     return text;
 }
@@ -629,10 +651,14 @@ ngx_http_sparsegate_rag_generate(ngx_http_sparsegate_rag_t *rag,
     ngx_http_sparsegate_running_remove(&rag->running);
 
     citations = ngx_http_sparsegate_rag_citations(rag);
-    if (citations != NULL) {
-        rag->job.citations.data = (u_char *) citations;
-        rag->job.citations.len = ngx_strlen(citations);
+    if (citations == NULL) {
+        /* the request's end frees the context and the lists */
+        return ngx_http_sparsegate_fault(&rag->fault,
+                   NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SG_ERR_NO_MEMORY,
+                   NULL, "out of memory for the citations");
     }
+    rag->job.citations.data = (u_char *) citations;
+    rag->job.citations.len = ngx_strlen(citations);
 
     rag->rc = ngx_http_sparsegate_job_run(rag->request, &rag->job,
                                           rag->sc.ids,

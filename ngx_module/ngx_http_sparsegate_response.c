@@ -11,6 +11,7 @@
 
 #include "ngx_http_sparsegate_response.h"
 #include "ngx_http_sparsegate_counters.h"
+#include "ngx_http_sparsegate_json.h"
 #include "ngx_http_sparsegate_send.h"
 
 
@@ -90,7 +91,7 @@ ngx_http_sparsegate_reply_str(const ngx_str_t *s)
 static void
 ngx_http_sparsegate_add_str(cJSON *obj, const char *name, const ngx_str_t *s)
 {
-    cJSON_AddItemToObject(obj, name, ngx_http_sparsegate_reply_str(s));
+    ngx_http_sparsegate_json_add(obj, name, ngx_http_sparsegate_reply_str(s));
 }
 
 
@@ -102,7 +103,7 @@ ngx_http_sparsegate_lp_bytes(const ngx_str_t *b)
 
     arr = cJSON_CreateArray();
     for (i = 0; arr && i < b->len; i++) {
-        cJSON_AddItemToArray(arr, cJSON_CreateNumber(b->data[i]));
+        ngx_http_sparsegate_json_push(arr, cJSON_CreateNumber(b->data[i]));
     }
     return arr;
 }
@@ -133,20 +134,20 @@ ngx_http_sparsegate_chat_logprobs(const ngx_http_sparsegate_delta_t *d)
         ngx_http_sparsegate_add_str(e, "token", &l->chosen.text);
         cJSON_AddNumberToObject(e, "logprob",
                       ngx_http_sparsegate_lp_value(l->chosen.logprob));
-        cJSON_AddItemToObject(e, "bytes",
-                              ngx_http_sparsegate_lp_bytes(&l->chosen.bytes));
+        ngx_http_sparsegate_json_add(e, "bytes",
+            ngx_http_sparsegate_lp_bytes(&l->chosen.bytes));
         tops = cJSON_AddArrayToObject(e, "top_logprobs");
         for (k = 0; tops && k < l->n_top; k++) {
             t = cJSON_CreateObject();
             ngx_http_sparsegate_add_str(t, "token", &l->top[k].text);
             cJSON_AddNumberToObject(t, "logprob",
                           ngx_http_sparsegate_lp_value(l->top[k].logprob));
-            cJSON_AddItemToObject(t, "bytes",
-                                  ngx_http_sparsegate_lp_bytes(
-                                      &l->top[k].bytes));
-            cJSON_AddItemToArray(tops, t);
+            ngx_http_sparsegate_json_add(t, "bytes",
+                                         ngx_http_sparsegate_lp_bytes(
+                                             &l->top[k].bytes));
+            ngx_http_sparsegate_json_push(tops, t);
         }
-        cJSON_AddItemToArray(content, e);
+        ngx_http_sparsegate_json_push(content, e);
     }
     cJSON_AddNullToObject(lp, "refusal");
     return lp;
@@ -173,10 +174,10 @@ ngx_http_sparsegate_text_logprobs(const ngx_http_sparsegate_delta_t *d)
     }
     for (i = 0; i < d->n_logprobs; i++) {
         l = &d->logprobs[i];
-        cJSON_AddItemToArray(tokens,
-                             ngx_http_sparsegate_reply_str(&l->chosen.text));
-        cJSON_AddItemToArray(values, cJSON_CreateNumber(
-                  ngx_http_sparsegate_lp_value(l->chosen.logprob)));
+        ngx_http_sparsegate_json_push(tokens,
+            ngx_http_sparsegate_reply_str(&l->chosen.text));
+        ngx_http_sparsegate_json_push(values, cJSON_CreateNumber(
+            ngx_http_sparsegate_lp_value(l->chosen.logprob)));
         t = cJSON_CreateObject();
         for (k = 0; t && k < l->n_top; k++) {
             name = malloc(l->top[k].text.len + 1);
@@ -191,9 +192,9 @@ ngx_http_sparsegate_text_logprobs(const ngx_http_sparsegate_delta_t *d)
             }
             free(name);
         }
-        cJSON_AddItemToArray(tops, t);
-        cJSON_AddItemToArray(off,
-                             cJSON_CreateNumber((double) l->text_offset));
+        ngx_http_sparsegate_json_push(tops, t);
+        ngx_http_sparsegate_json_push(off,
+            cJSON_CreateNumber((double) l->text_offset));
     }
     return lp;
 }
@@ -249,9 +250,11 @@ ngx_http_sparsegate_reply_chunk(ngx_http_request_t *r,
     ngx_uint_t role, const ngx_http_sparsegate_call_t *call,
     ngx_uint_t call_head, const char *finish)
 {
-    cJSON      *root, *choices, *choice, *delta, *calls;
-    ngx_int_t   rc;
+    cJSON       *root, *choices, *choice, *delta, *calls;
+    ngx_int_t    rc;
+    ngx_uint_t   failed;
 
+    failed = ngx_http_sparsegate_json_failures();
     root = ngx_http_sparsegate_reply_head(rp, 1);
     if (root == NULL) {
         return NGX_ERROR;
@@ -263,7 +266,7 @@ ngx_http_sparsegate_reply_chunk(ngx_http_request_t *r,
         cJSON_Delete(root);
         return NGX_ERROR;
     }
-    cJSON_AddItemToArray(choices, choice);
+    ngx_http_sparsegate_json_push(choices, choice);
     cJSON_AddNumberToObject(choice, "index", (double) d->index);
 
     if (rp->format == NGX_HTTP_SG_FMT_COMPLETION) {
@@ -283,14 +286,15 @@ ngx_http_sparsegate_reply_chunk(ngx_http_request_t *r,
         }
         if (call != NULL) {
             calls = cJSON_AddArrayToObject(delta, "tool_calls");
-            cJSON_AddItemToArray(calls, ngx_http_sparsegate_reply_call(call,
-                                     call_head, !call_head, 1));
+            ngx_http_sparsegate_json_push(calls,
+                ngx_http_sparsegate_reply_call(call, call_head, !call_head,
+                                               1));
         }
     }
-    cJSON_AddItemToObject(choice, "logprobs", rp->logprobs && !role
-                          && call == NULL
-                          ? ngx_http_sparsegate_reply_logprobs(rp, d)
-                          : cJSON_CreateNull());
+    ngx_http_sparsegate_json_add(choice, "logprobs", rp->logprobs && !role
+                                 && call == NULL
+                                 ? ngx_http_sparsegate_reply_logprobs(rp, d)
+                                 : cJSON_CreateNull());
     if (finish) {
         cJSON_AddStringToObject(choice, "finish_reason", finish);
     } else {
@@ -300,10 +304,14 @@ ngx_http_sparsegate_reply_chunk(ngx_http_request_t *r,
         cJSON_AddNullToObject(root, "usage");
     }
     if (role && rp->citations && d->index == 0) {
-        cJSON_AddItemToObject(root, "citations", cJSON_Parse(rp->citations));
+        ngx_http_sparsegate_json_add(root, "citations",
+                                     cJSON_Parse(rp->citations));
     }
 
-    rc = ngx_http_sparsegate_sse_json(r, root);
+    /* a chunk that lost a part for want of memory is not sent: the text
+     * would go missing from a stream that still looks whole */
+    rc = ngx_http_sparsegate_json_failures() == failed
+         ? ngx_http_sparsegate_sse_json(r, root) : NGX_ERROR;
     cJSON_Delete(root);
     return rc;
 }
@@ -378,16 +386,17 @@ ngx_http_sparsegate_reply_object(ngx_http_request_t *r,
 {
     cJSON       *root, *choices, *choice, *msg, *calls;
     ngx_int_t    rc;
-    ngx_uint_t   i, k;
+    ngx_uint_t   i, k, failed;
 
+    failed = ngx_http_sparsegate_json_failures();
     root = ngx_http_sparsegate_reply_head(rp, 0);
     if (root == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto oom;
     }
     choices = cJSON_AddArrayToObject(root, "choices");
     for (i = 0; choices && i < n; i++) {
         choice = cJSON_CreateObject();
-        cJSON_AddItemToArray(choices, choice);
+        ngx_http_sparsegate_json_push(choices, choice);
         cJSON_AddNumberToObject(choice, "index", (double) d[i].index);
 
         if (rp->format == NGX_HTTP_SG_FMT_COMPLETION) {
@@ -407,28 +416,42 @@ ngx_http_sparsegate_reply_object(ngx_http_request_t *r,
             if (d[i].n_calls > 0) {
                 calls = cJSON_AddArrayToObject(msg, "tool_calls");
                 for (k = 0; calls && k < d[i].n_calls; k++) {
-                    cJSON_AddItemToArray(calls,
+                    ngx_http_sparsegate_json_push(calls,
                         ngx_http_sparsegate_reply_call(&d[i].calls[k], 1, 1,
                                                        0));
                 }
             }
         }
-        cJSON_AddItemToObject(choice, "logprobs",
-                              ngx_http_sparsegate_reply_logprobs(rp, &d[i]));
+        ngx_http_sparsegate_json_add(choice, "logprobs",
+            ngx_http_sparsegate_reply_logprobs(rp, &d[i]));
         cJSON_AddStringToObject(choice, "finish_reason",
                                 d[i].finish_reason ? d[i].finish_reason
                                                    : "stop");
     }
-    cJSON_AddItemToObject(root, "usage",
-                          ngx_http_sparsegate_reply_usage(rp, usage));
+    ngx_http_sparsegate_json_add(root, "usage",
+                                 ngx_http_sparsegate_reply_usage(rp, usage));
 
     if (rp->citations) {
-        cJSON_AddItemToObject(root, "citations", cJSON_Parse(rp->citations));
+        ngx_http_sparsegate_json_add(root, "citations",
+                                     cJSON_Parse(rp->citations));
     }
 
+    if (ngx_http_sparsegate_json_failures() != failed) {
+        cJSON_Delete(root);
+        goto oom;
+    }
     rc = ngx_http_sparsegate_send_json(r, NGX_HTTP_OK, root);
     cJSON_Delete(root);
-    return rc;
+    if (rc != NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        return rc;
+    }
+
+oom:
+
+    /* the response could not be built: nothing was sent yet */
+    return ngx_http_sparsegate_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     NGX_HTTP_SG_ERR_NO_MEMORY, NULL,
+                                     "out of memory for the response");
 }
 
 
@@ -437,8 +460,9 @@ ngx_http_sparsegate_reply_finish(ngx_http_request_t *r,
     ngx_http_sparsegate_reply_t *rp, const ngx_http_sparsegate_delta_t *d,
     ngx_uint_t n, const ngx_http_sparsegate_usage_t *usage)
 {
-    cJSON      *root;
-    ngx_int_t   rc;
+    cJSON       *root;
+    ngx_int_t    rc;
+    ngx_uint_t   failed;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "sparsegate response: %s ends, %ui choices, %i "
@@ -449,16 +473,19 @@ ngx_http_sparsegate_reply_finish(ngx_http_request_t *r,
     }
 
     if (rp->include_usage) {
+        failed = ngx_http_sparsegate_json_failures();
         root = ngx_http_sparsegate_reply_head(rp, 1);
-        if (root != NULL) {
-            cJSON_AddArrayToObject(root, "choices");
-            cJSON_AddItemToObject(root, "usage",
-                                  ngx_http_sparsegate_reply_usage(rp, usage));
-            rc = ngx_http_sparsegate_sse_json(r, root);
-            cJSON_Delete(root);
-            if (rc == NGX_ERROR) {
-                return NGX_ERROR;
-            }
+        if (root == NULL) {
+            return NGX_ERROR;
+        }
+        cJSON_AddArrayToObject(root, "choices");
+        ngx_http_sparsegate_json_add(root, "usage",
+            ngx_http_sparsegate_reply_usage(rp, usage));
+        rc = ngx_http_sparsegate_json_failures() == failed
+             ? ngx_http_sparsegate_sse_json(r, root) : NGX_ERROR;
+        cJSON_Delete(root);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
         }
     }
 

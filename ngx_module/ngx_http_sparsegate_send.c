@@ -5,6 +5,21 @@
 #include "ngx_http_sparsegate_send.h"
 
 
+void
+ngx_http_sparsegate_finalize(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    /* what the finalizing posted (a termination, a subrequest) runs now:
+     * nothing else on this connection would run it before its next event,
+     * and a stream cut by an error would hang open until the client gave
+     * up (as nginx's own upstream handlers do; c outlives a close) */
+    c = r->connection;
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
 ngx_int_t
 ngx_http_sparsegate_send_text(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, u_char *data, size_t len)

@@ -25,4 +25,9 @@ ngx_int_t ngx_http_sparsegate_sse(ngx_http_request_t *r, const char *payload,
     size_t len, ngx_uint_t last);
 ngx_int_t ngx_http_sparsegate_sse_json(ngx_http_request_t *r, cJSON *json);
 
+/* Finalizes a request from an event that is not its connection's own (the
+ * engine's eventfd, a timer, a store query, a thread's completion), and
+ * runs what that posted. */
+void ngx_http_sparsegate_finalize(ngx_http_request_t *r, ngx_int_t rc);
+
 #endif /* NGX_HTTP_SPARSEGATE_SEND_H */

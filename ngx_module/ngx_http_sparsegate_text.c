@@ -6,21 +6,33 @@
 #include "ngx_http_sparsegate_text.h"
 
 
-ngx_int_t
-ngx_http_sparsegate_text_grow(u_char **data, size_t *len, size_t *cap,
-    const void *s, size_t n)
+/* Room for n more bytes and the NUL in a malloc'ed buffer. */
+static ngx_int_t
+ngx_http_sparsegate_text_room(u_char **data, size_t len, size_t *cap,
+    size_t n)
 {
     u_char  *p;
     size_t   c;
 
-    if (*len + n + 1 > *cap) {
-        c = ngx_max(*cap * 2, *len + n + 256);
+    if (len + n + 1 > *cap) {
+        c = ngx_max(*cap * 2, len + n + 256);
         p = realloc(*data, c);
         if (p == NULL) {
             return NGX_ERROR;
         }
         *data = p;
         *cap = c;
+    }
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_sparsegate_text_grow(u_char **data, size_t *len, size_t *cap,
+    const void *s, size_t n)
+{
+    if (ngx_http_sparsegate_text_room(data, *len, cap, n) != NGX_OK) {
+        return NGX_ERROR;
     }
     ngx_memcpy(*data + *len, s, n);
     *len += n;
@@ -29,11 +41,11 @@ ngx_http_sparsegate_text_grow(u_char **data, size_t *len, size_t *cap,
 }
 
 
+/* Room for n more bytes and the NUL. */
 static ngx_int_t
-ngx_http_sparsegate_text_append(ngx_http_sparsegate_text_t *t, const char *s,
-    size_t n)
+ngx_http_sparsegate_text_reserve(ngx_http_sparsegate_text_t *t, size_t n)
 {
-    return ngx_http_sparsegate_text_grow(&t->data, &t->len, &t->cap, s, n);
+    return ngx_http_sparsegate_text_room(&t->data, t->len, &t->cap, n);
 }
 
 
@@ -57,8 +69,14 @@ ngx_http_sparsegate_text_init(ngx_http_sparsegate_text_t *t,
         t->max_stop_len = ngx_max(t->max_stop_len, stops[i].len);
     }
 
-    /* an empty text, so that data is never NULL */
-    return ngx_http_sparsegate_text_append(t, "", 0);
+    /* one token's text at most (the detokenizer's bound), so that data is
+     * never NULL */
+    t->room = 3 * (sg_tokenizer_max_token_len(tokenizer) + 3);
+    if (ngx_http_sparsegate_text_reserve(t, t->room) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    t->data[0] = '\0';
+    return NGX_OK;
 }
 
 
@@ -106,18 +124,20 @@ ngx_http_sparsegate_text_match(ngx_http_sparsegate_text_t *t, size_t old_len)
 ngx_int_t
 ngx_http_sparsegate_text_push(ngx_http_sparsegate_text_t *t, int32_t token)
 {
-    char    buf[1024];
     size_t  n, old_len;
 
-    n = sg_detok_push(&t->detok, token, buf, sizeof(buf));
+    /* the detokenizer writes valid UTF-8 straight into the text */
+    if (ngx_http_sparsegate_text_reserve(t, t->room) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    n = sg_detok_push(&t->detok, token, (char *) t->data + t->len, t->room);
     if (n == 0) {
         return NGX_OK;
     }
 
     old_len = t->len;
-    if (ngx_http_sparsegate_text_append(t, buf, n) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    t->len += n;
+    t->data[t->len] = '\0';
     if (t->n_stops == 0) {
         return NGX_OK;
     }
@@ -128,17 +148,15 @@ ngx_http_sparsegate_text_push(ngx_http_sparsegate_text_t *t, int32_t token)
 ngx_int_t
 ngx_http_sparsegate_text_finish(ngx_http_sparsegate_text_t *t)
 {
-    char    buf[64];
-    size_t  n;
-
     if (t->stopped) {
         return NGX_OK;
     }
-    n = sg_detok_finish(&t->detok, buf, sizeof(buf));
-    if (n == 0) {
-        return NGX_OK;
+    if (ngx_http_sparsegate_text_reserve(t, t->room) != NGX_OK) {
+        return NGX_ERROR;
     }
-    return ngx_http_sparsegate_text_append(t, buf, n);
+    t->len += sg_detok_finish(&t->detok, (char *) t->data + t->len, t->room);
+    t->data[t->len] = '\0';
+    return NGX_OK;
 }
 
 
@@ -178,63 +196,9 @@ ngx_http_sparsegate_text_free(ngx_http_sparsegate_text_t *t)
 }
 
 
-/* The length of the whole UTF-8 character at s (RFC 3629: no overlong
- * forms, no surrogates), or 0. */
-static size_t
-ngx_http_sparsegate_utf8_char(const u_char *s, size_t n)
-{
-    size_t  k, i;
-    u_char  lo = 0x80, hi = 0xBF;
-
-    if (s[0] < 0x80) {
-        return 1;
-    }
-    if (s[0] >= 0xC2 && s[0] <= 0xDF) {
-        k = 2;
-    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-        k = 3;
-        lo = s[0] == 0xE0 ? 0xA0 : 0x80;
-        hi = s[0] == 0xED ? 0x9F : 0xBF;
-    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-        k = 4;
-        lo = s[0] == 0xF0 ? 0x90 : 0x80;
-        hi = s[0] == 0xF4 ? 0x8F : 0xBF;
-    } else {
-        return 0;
-    }
-    if (n < k || s[1] < lo || s[1] > hi) {
-        return 0;
-    }
-    for (i = 2; i < k; i++) {
-        if (s[i] < 0x80 || s[i] > 0xBF) {
-            return 0;
-        }
-    }
-    return k;
-}
-
-
 u_char *
 ngx_http_sparsegate_text_sanitize(const u_char *s, size_t n, size_t *len)
 {
-    u_char  *out, *p;
-    size_t   i, k;
-
-    out = malloc(3 * n + 1);
-    if (out == NULL) {
-        return NULL;
-    }
-    p = out;
-    for (i = 0; i < n; i += k) {
-        k = ngx_http_sparsegate_utf8_char(s + i, n - i);
-        if (k > 0) {
-            p = ngx_cpymem(p, s + i, k);
-        } else {
-            k = 1;
-            p = ngx_cpymem(p, "\xEF\xBF\xBD", 3);
-        }
-    }
-    *p = '\0';
-    *len = p - out;
-    return out;
+    /* as the generated text is made: each ill-formed sequence is U+FFFD */
+    return (u_char *) sg_utf8_lossy((const char *) s, n, len);
 }

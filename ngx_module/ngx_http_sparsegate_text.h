@@ -1,5 +1,6 @@
 /*
- * A generation's text: tokens in, UTF-8 out (whole characters only), cut at
+ * A generation's text: tokens in, valid UTF-8 out (whole characters only;
+ * an ill-formed sequence is U+FFFD, decided before it is handed out), cut at
  * the first stop string.  Text that could still grow into a stop string is
  * held back from a stream until it cannot.
  */
@@ -20,6 +21,7 @@ typedef struct {
     u_char              *data;          /* malloc'ed, NUL-terminated */
     size_t               len;
     size_t               cap;
+    size_t               room;          /* one push's text at most */
     size_t               taken;         /* bytes handed out by _next() */
     char                *stops[NGX_HTTP_SG_MAX_STOPS];   /* malloc'ed */
     ngx_uint_t           n_stops;
@@ -48,8 +50,9 @@ void ngx_http_sparsegate_text_free(ngx_http_sparsegate_text_t *t);
 ngx_int_t ngx_http_sparsegate_text_grow(u_char **data, size_t *len,
     size_t *cap, const void *s, size_t n);
 
-/* s with U+FFFD for each byte that begins no whole UTF-8 character (so
- * that it can be a JSON string): malloc'ed, NUL-terminated. */
+/* s as valid UTF-8 (so that it can be a JSON string): each ill-formed
+ * sequence is U+FFFD, as in the generated text; malloc'ed,
+ * NUL-terminated, NULL when out of memory. */
 u_char *ngx_http_sparsegate_text_sanitize(const u_char *s, size_t n,
     size_t *len);
 

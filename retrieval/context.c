@@ -25,12 +25,19 @@ sg_ctx_opts_default(sg_ctx_opts *o)
     o->shared_fraction = SG_CTX_SHARED_FRACTION;
 }
 
+/* The message, and the code (SG_CTX_E*). */
 static int
-ctx_err(char *err, int errlen, const char *msg)
+ctx_fail(char *err, int errlen, int code, const char *msg)
 {
     if (err && errlen > 0)
         snprintf(err, errlen, "context: %s", msg);
-    return -1;
+    return code;
+}
+
+static int
+ctx_err(char *err, int errlen, const char *msg)
+{
+    return ctx_fail(err, errlen, SG_CTX_EFAIL, msg);
 }
 
 char *
@@ -157,7 +164,7 @@ ensure_tokens(sg_passage *p, const sg_ctx_opts *o, int *encoded)
     if (block == NULL)
         return -1;
     /* passage text is data: special-token strings in it stay text */
-    if (o->encode(o->encode_ud, block, len, 0, &ids, &n) != 0) {
+    if (o->encode(o->encode_ud, block, len, NULL, 0, &ids, &n) != 0) {
         free(block);
         return -1;
     }
@@ -231,13 +238,15 @@ ibuf_add(ibuf *b, const int32_t *v, size_t n)
 }
 
 /* Formats system + user(content) and splits the result around content:
- * *head = everything before it, *tail = everything after. */
+ * *head = everything before it, *tail = everything after; *marks lists the
+ * template's markers. */
 static int
 format_split(const sg_ctx_opts *o, const char *content, char **prompt,
-    size_t *plen, size_t *head_len, size_t *tail_off)
+    size_t *plen, size_t *head_len, size_t *tail_off, size_t **spans,
+    int *n_spans)
 {
     sg_chat_msg      msgs[2];
-    sg_ctx_format_fn fmt = o->format ? o->format : sg_chat_format;
+    sg_ctx_format_fn fmt = o->format ? o->format : sg_chat_format_spans;
     size_t           clen = strlen(content);
     char            *hit = NULL;
 
@@ -245,7 +254,7 @@ format_split(const sg_ctx_opts *o, const char *content, char **prompt,
     msgs[0].content = o->system_prompt ? o->system_prompt : default_system;
     msgs[1].role = "user";
     msgs[1].content = content;
-    if (fmt(msgs, 2, o->thinking, prompt, plen) != 0)
+    if (fmt(msgs, 2, o->thinking, prompt, plen, spans, n_spans) != 0)
         return -1;
     /* The template copies content verbatim after the system prompt: find
      * its last occurrence (the system prompt could quote it). */
@@ -254,7 +263,9 @@ format_split(const sg_ctx_opts *o, const char *content, char **prompt,
         hit = p;
     if (hit == NULL) {
         free(*prompt);
+        free(*spans);
         *prompt = NULL;
+        *spans = NULL;
         return -3;
     }
     *head_len = hit - *prompt;
@@ -262,17 +273,32 @@ format_split(const sg_ctx_opts *o, const char *content, char **prompt,
     return 0;
 }
 
+/* Encodes s[from, to) of the prompt with the markers' spans that lie in
+ * it. */
 static int
-encode_piece(const sg_ctx_opts *o, const char *s, size_t n, int special,
-    ibuf *out)
+encode_piece(const sg_ctx_opts *o, const char *s, size_t from, size_t to,
+    const size_t *spans, int n_spans, ibuf *out)
 {
     int32_t *ids = NULL;
-    size_t   k = 0;
-    int      rc;
+    size_t   k = 0, *in;
+    int      a = 0, b, rc;
 
-    if (n == 0)
+    if (to <= from)
         return 0;
-    if (o->encode(o->encode_ud, s, n, special, &ids, &k) != 0)
+    while (a < n_spans && spans[2 * a] < from)
+        a++;
+    for (b = a; b < n_spans && spans[2 * b + 1] <= to; b++) {
+    }
+    in = malloc(2 * (size_t)(b - a + 1) * sizeof(*in));
+    if (in == NULL)
+        return -1;
+    for (int i = a; i < b; i++) {
+        in[2 * (i - a)] = spans[2 * i] - from;
+        in[2 * (i - a) + 1] = spans[2 * i + 1] - from;
+    }
+    rc = o->encode(o->encode_ud, s + from, to - from, in, b - a, &ids, &k);
+    free(in);
+    if (rc != 0)
         return -1;
     rc = ibuf_add(out, ids, k);
     free(ids);
@@ -282,17 +308,20 @@ encode_piece(const sg_ctx_opts *o, const char *s, size_t n, int special,
 /* The prompt around the passages: the chat template applied to
  * "Passages:\n\n" + "Question: " + question, cut where the passages go. */
 typedef struct skeleton {
-    char   *prompt;       /* the formatted text */
-    size_t  plen;
-    size_t  head_len;     /* template head + "Passages:\n\n" */
-    size_t  suffix_len;   /* template after the question */
-    ibuf    head, tail;   /* the encodings of the two sides */
+    char         *prompt;       /* the formatted text */
+    size_t        plen;
+    size_t        head_len;     /* template head + "Passages:\n\n" */
+    size_t        suffix_len;   /* template after the question */
+    size_t       *spans;        /* the template's markers in prompt */
+    int           n_spans;
+    ibuf          head, tail;   /* the encodings of the two sides */
 } skeleton;
 
 static void
 skeleton_free(skeleton *k)
 {
     free(k->prompt);
+    free(k->spans);
     free(k->head.v);
     free(k->tail.v);
 }
@@ -308,25 +337,31 @@ skeleton_make(const sg_ctx_opts *o, const char *question, skeleton *k,
     slen = strlen(passages_head) + strlen(question_head) + strlen(question);
     skel = malloc(slen + 1);
     if (skel == NULL)
-        return ctx_err(err, errlen, "out of memory");
+        return ctx_fail(err, errlen, SG_CTX_ENOMEM, "out of memory");
     snprintf(skel, slen + 1, "%s%s%s", passages_head, question_head,
              question);
-    f = format_split(o, skel, &k->prompt, &k->plen, &head_len, &tail_off);
+    f = format_split(o, skel, &k->prompt, &k->plen, &head_len, &tail_off,
+                     &k->spans, &k->n_spans);
     free(skel);
+    /* the roles are the builder's own: the format fails only for want of
+     * memory, or when it does not copy the text (a bug) */
+    if (f == -3)
+        return ctx_err(err, errlen, "chat format did not keep the message "
+                       "text verbatim");
     if (f != 0)
-        return ctx_err(err, errlen, f == -3 ? "chat format did not keep the "
-                       "message text verbatim" : "chat format failed");
+        return ctx_fail(err, errlen, SG_CTX_ENOMEM, "out of memory for the "
+                        "chat format");
     k->suffix_len = k->plen - tail_off;
     k->head_len = head_len + strlen(passages_head);
-    /* The template's own markers are special tokens; the question is
-     * text (a question that spells "<｜User｜>" gets no new turn). */
-    if (encode_piece(o, k->prompt, k->head_len, 1, &k->head) < 0
-        || encode_piece(o, k->prompt + k->head_len,
-                        k->plen - k->head_len - k->suffix_len, 0,
-                        &k->tail) < 0
-        || encode_piece(o, k->prompt + k->plen - k->suffix_len,
-                        k->suffix_len, 1, &k->tail) < 0)
-        return ctx_err(err, errlen, "encoding the prompt template failed");
+    /* The template's own markers are special tokens; the system prompt
+     * and the question are text (a question that spells "<｜User｜>" gets
+     * no new turn). */
+    if (encode_piece(o, k->prompt, 0, k->head_len, k->spans, k->n_spans,
+                     &k->head) < 0
+        || encode_piece(o, k->prompt, k->head_len, k->plen, k->spans,
+                        k->n_spans, &k->tail) < 0)
+        return ctx_fail(err, errlen, SG_CTX_ENOMEM, "out of memory encoding "
+                        "the prompt template");
     return 0;
 }
 
@@ -505,18 +540,22 @@ is_template_output(const sg_ctx_opts *o, const skeleton *k, const buf *text)
 {
     size_t pre = k->head_len - strlen(passages_head);
     size_t clen = text->n - pre - k->suffix_len;
-    char  *content, *p2 = NULL;
-    size_t p2len, h2, t2;
-    int    same;
+    char         *content, *p2 = NULL;
+    size_t        p2len, h2, t2, *m2 = NULL;
+    int           same, n2;
 
     content = malloc(clen + 1);
     if (content == NULL)
         return -1;
     memcpy(content, text->s + pre, clen);
     content[clen] = '\0';
-    same = format_split(o, content, &p2, &p2len, &h2, &t2) == 0
-           && p2len == text->n && memcmp(p2, text->s, p2len) == 0;
+    same = format_split(o, content, &p2, &p2len, &h2, &t2, &m2, &n2);
+    /* the format fails only for want of memory (-1), or not keeping the
+     * text (-3: not the template's output) */
+    same = same == -1 ? -1
+           : same == 0 && p2len == text->n && memcmp(p2, text->s, p2len) == 0;
     free(p2);
+    free(m2);
     free(content);
     return same;
 }
@@ -533,7 +572,7 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
     size_t    n = (shared ? shared->n : 0) + (ranked ? ranked->n : 0);
     long      budget, avail;
     double    frac;
-    int       rc = -1, same;
+    int       rc = SG_CTX_EFAIL, same;
 
     memset(out, 0, sizeof(*out));
     if (o == NULL || o->encode == NULL)
@@ -548,7 +587,8 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
     if (frac > 1)
         frac = 1;
 
-    if (skeleton_make(o, question, &k, err, errlen) != 0)
+    rc = skeleton_make(o, question, &k, err, errlen);
+    if (rc != 0)
         goto fail;
     avail = budget - (long)k.head.n - (long)k.tail.n;
     if (avail < 0) {
@@ -556,6 +596,7 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
             snprintf(err, errlen, "context: the question and template take "
                      "%zu tokens, over the budget of %ld",
                      k.head.n + k.tail.n, budget);
+        rc = SG_CTX_ETOOLONG;
         goto fail;
     }
 
@@ -567,7 +608,8 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
         || ch.S == NULL || ch.R == NULL)
         goto oom;
     if (choose(&ch, shared, ranked, (long)(avail * frac), avail) != 0) {
-        ctx_err(err, errlen, "encoding a passage failed");
+        rc = ctx_fail(err, errlen, SG_CTX_ENOMEM, "out of memory encoding "
+                      "a passage");
         goto fail;
     }
     if (assemble(&ch, &k, &text, &ids, out) != 0)
@@ -576,8 +618,8 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
     if (same < 0)
         goto oom;
     if (!same) {
-        ctx_err(err, errlen, "chat format is not a plain concatenation; "
-                "cannot split the prompt");
+        rc = ctx_err(err, errlen, "chat format is not a plain concatenation; "
+                     "cannot split the prompt");
         goto fail;
     }
 
@@ -593,7 +635,7 @@ sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
     goto done;
 
 oom:
-    ctx_err(err, errlen, "out of memory");
+    rc = ctx_fail(err, errlen, SG_CTX_ENOMEM, "out of memory");
 fail:
     sg_context_free(out);
 done:

@@ -34,22 +34,25 @@
 #include "store.h"
 #include "tokenizer.h"
 
-/* Encodes text to token ids (malloc'ed *ids); 0 or -1.  special as in
- * sg_tokenizer_encode: the builder passes 1 only for the chat template's
- * own text, 0 for passages and the question (special-token strings in
- * them stay plain text).  The real one wraps sg_tokenizer_encode; tests
- * may pass a stand-in. */
+/* Encodes text to token ids (malloc'ed *ids); 0 or -1.  Only the spans
+ * ([start, end) pairs) may hold special tokens, as in
+ * sg_tokenizer_encode_spans: the builder gives the chat template's own
+ * markers and nothing else, so passages, the question and the system
+ * prompt are plain text (a passage that spells "<｜User｜>" gets no new
+ * turn).  The real one wraps sg_tokenizer_encode_spans; tests may pass a
+ * stand-in. */
 typedef int (*sg_ctx_encode_fn)(void *ud, const char *text, size_t len,
-    int special, int32_t **ids, size_t *n_ids);
+    const size_t *spans, int n_spans, int32_t **ids, size_t *n_ids);
 
 /* Adapter: ud is a const sg_tokenizer *. */
 int sg_ctx_tokenizer_encode(void *ud, const char *text, size_t len,
-    int special, int32_t **ids, size_t *n_ids);
+    const size_t *spans, int n_spans, int32_t **ids, size_t *n_ids);
 
-/* Makes the chat prompt from messages (same contract as sg_chat_format);
- * NULL in the options = sg_chat_format. */
+/* Makes the chat prompt from messages and the spans of the template's
+ * markers in it (same contract as sg_chat_format_spans); NULL in the
+ * options = sg_chat_format_spans. */
 typedef int (*sg_ctx_format_fn)(const sg_chat_msg *msgs, int n, int thinking,
-    char **out, size_t *len);
+    char **out, size_t *len, size_t **spans, int *n_spans);
 
 /* The defaults, written once (sg_ctx_opts_default, the nginx module's
  * sparsegate_context_budget): a prompt budget of 32768 tokens, 92% of the
@@ -70,7 +73,7 @@ typedef struct sg_ctx_opts {
     int               thinking;
     sg_ctx_encode_fn  encode;          /* required */
     void             *encode_ud;
-    sg_ctx_format_fn  format;          /* NULL = sg_chat_format */
+    sg_ctx_format_fn  format;          /* NULL = sg_chat_format_spans */
 } sg_ctx_opts;
 
 void sg_ctx_opts_default(sg_ctx_opts *o);
@@ -109,9 +112,13 @@ typedef struct sg_context {
  * can put them into the token cache afterwards.  The prompt ids are the
  * concatenation of the encodings of its pieces (head, blocks, tail), so
  * cached blocks are never re-encoded; n_tokens <= the budget always.
- * Returns 0, or -1 with a message (question alone over the budget, out of
- * memory, encoder failure).
+ * Returns 0, or an SG_CTX_E* code with a message.
  */
+#define SG_CTX_EFAIL     -1     /* the options or the format (a bug) */
+#define SG_CTX_ETOOLONG  -2     /* the question and the template alone are
+                                   over the budget: the request's fault */
+#define SG_CTX_ENOMEM    -3     /* out of memory (the encoder fails only
+                                   so): try again later */
 int sg_context_build(sg_passage_list *shared, sg_passage_list *ranked,
     const char *question, const sg_ctx_opts *o, sg_context *out, char *err,
     int errlen);

@@ -7,8 +7,8 @@
 
 int
 sg_ctx_tokenizer_encode(void *ud, const char *text, size_t len,
-    int special, int32_t **ids, size_t *n_ids)
+    const size_t *spans, int n_spans, int32_t **ids, size_t *n_ids)
 {
-    return sg_tokenizer_encode((const sg_tokenizer *)ud, text, len, special,
-                               ids, n_ids);
+    return sg_tokenizer_encode_spans((const sg_tokenizer *)ud, text, len,
+                                     spans, n_spans, ids, n_ids);
 }

@@ -11,8 +11,14 @@ root=$PWD
 
 if [ "${SAN:-0}" = 1 ]; then
     B=$root/build-san
-    extra_cc="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined"
+    # the test build: fault injection too (sg_fault.h), the module's nginx
+    # pool calls routed through the countdown like its mallocs
+    extra_cc="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -DSG_FAULT_INJECTION=1"
     extra_ld="-fsanitize=address,undefined"
+    for f in ngx_palloc ngx_pnalloc ngx_pcalloc ngx_pool_cleanup_add \
+             ngx_create_temp_buf ngx_alloc_chain_link; do
+        extra_ld="$extra_ld -Wl,--wrap=$f"
+    done
     make -s SAN=1 build-san/libsparsegate.a build-san/libsgretrieval.a \
         build-san/link-flags.txt
 else
@@ -32,7 +38,7 @@ mkdir -p "$out"
 # Makefile, dependencies included).
 stamp=$out/configured
 files=$(ls ngx_module/*.[ch] engine/include/*.h retrieval/*.h | md5sum | cut -c1-32)
-want="$(dpkg-query -W -f='${Version}' nginx-dev 2>/dev/null) $(md5sum config | cut -c1-32) $files ${SAN:-0}"
+want="$(dpkg-query -W -f='${Version}' nginx-dev 2>/dev/null) $(md5sum config | cut -c1-32) $files ${SAN:-0} $(echo "$extra_cc $extra_ld" | md5sum | cut -c1-32)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -f "$out/objs/Makefile" ]; then
     rm -rf "$out/src" "$out/objs"
     cp -r "$src" "$out/src"

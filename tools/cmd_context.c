@@ -49,12 +49,13 @@ now_ms(void)
 }
 
 static int
-timed_encode(void *ud, const char *text, size_t len, int special,
-    int32_t **ids, size_t *n)
+timed_encode(void *ud, const char *text, size_t len, const size_t *spans,
+    int n_spans, int32_t **ids, size_t *n)
 {
     timed_enc *t = ud;
     double     t0 = now_ms();
-    int        rc = sg_tokenizer_encode(t->tok, text, len, special, ids, n);
+    int        rc = sg_tokenizer_encode_spans(t->tok, text, len, spans,
+                                              n_spans, ids, n);
 
     t->ms += now_ms() - t0;
     return rc;
@@ -358,7 +359,7 @@ sg_cmd_context(int argc, char **argv)
     te.tok = tok;
     rc.ctx.encode = timed_encode;
     rc.ctx.encode_ud = &te;
-    rc.ctx.format = sg_chat_format;
+    rc.ctx.format = sg_chat_format_spans;
     rc.tok_hash = sg_tokenizer_hash(tok);
     if ((rc.use_async
          ? sg_astore_open(rc.uri, NULL, &rc.astore, err, sizeof(err))

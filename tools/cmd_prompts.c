@@ -113,7 +113,7 @@ one(const sg_tokenizer *tok, const char *line, FILE *out, char *err,
     o.budget = b->valueint;
     o.encode = sg_ctx_tokenizer_encode;
     o.encode_ud = (void *)tok;
-    o.format = sg_chat_format;
+    o.format = sg_chat_format_spans;
     if (sg_context_build(&shared, NULL, q, &o, &ctx, err, errlen) != 0)
         goto done;
     if (a != NULL) {

@@ -3,8 +3,10 @@
  *
  *   sparsegate tokenize [--tokenizer PATH] [--no-special] [--out F.i32.bin]
  *                       [--file F | TEXT...]
- *   sparsegate tokenize --decode [--tokenizer PATH] [--out F]
+ *   sparsegate tokenize --decode [--text] [--tokenizer PATH] [--out F]
  *                       [--file F(.i32.bin) | ID...]
+ *       the ids' bytes; with --text, valid UTF-8 as a generation's text is
+ *       (ill-formed sequences as U+FFFD, as Hugging Face's decoder gives)
  *   sparsegate tokenize --bench REPS [--tokenizer PATH] --file F
  *       times REPS encodes of F (one thread) and prints MB/s as JSON
  *
@@ -33,7 +35,8 @@ usage(FILE *f)
     fprintf(f,
         "usage: sparsegate tokenize [--tokenizer PATH] [--no-special]\n"
         "           [--out FILE.i32.bin] [--file FILE | TEXT...]\n"
-        "       sparsegate tokenize --decode [--tokenizer PATH] [--out FILE]\n"
+        "       sparsegate tokenize --decode [--text] [--tokenizer PATH] "
+        "[--out FILE]\n"
         "           [--file FILE | ID...]   (FILE: *.i32.bin raw int32, or "
         "text ids)\n"
         "       sparsegate tokenize --bench REPS [--tokenizer PATH] "
@@ -151,7 +154,7 @@ join_args(int argc, char **argv, int from, size_t *len)
 
 static int
 do_decode(sg_tokenizer *t, const char *file, char *input, size_t len,
-    const char *out)
+    const char *out, int as_text)
 {
     int32_t *ids = NULL;
     size_t n = 0, tlen;
@@ -172,7 +175,8 @@ do_decode(sg_tokenizer *t, const char *file, char *input, size_t len,
         free(ids);
         return 1;
     }
-    if (sg_tokenizer_decode(t, ids, n, &text, &tlen) != 0) {
+    if ((as_text ? sg_tokenizer_decode_text(t, ids, n, &text, &tlen)
+                 : sg_tokenizer_decode(t, ids, n, &text, &tlen)) != 0) {
         free(ids);
         return 1;
     }
@@ -257,7 +261,7 @@ int
 sg_cmd_tokenize(int argc, char **argv)
 {
     const char *tok_path = NULL, *file = NULL, *out = NULL;
-    int decode = 0, special = 1, bench = 0, i, rc;
+    int decode = 0, as_text = 0, special = 1, bench = 0, i, rc;
     char err[512], pathbuf[4200];
     sg_tokenizer *t;
     char *input;
@@ -266,6 +270,8 @@ sg_cmd_tokenize(int argc, char **argv)
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--decode") == 0) {
             decode = 1;
+        } else if (strcmp(argv[i], "--text") == 0) {
+            as_text = 1;
         } else if (strcmp(argv[i], "--bench") == 0 && i + 1 < argc) {
             bench = atoi(argv[++i]);
             if (bench < 1 || bench > 1000) {
@@ -315,7 +321,7 @@ sg_cmd_tokenize(int argc, char **argv)
         return 1;
     }
     rc = bench ? do_bench(t, input, len, special, bench)
-         : decode ? do_decode(t, file, input, len, out)
+         : decode ? do_decode(t, file, input, len, out, as_text)
                   : do_encode(t, input, len, special, out);
     free(input);
     sg_tokenizer_free(t);

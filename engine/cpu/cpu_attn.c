@@ -190,18 +190,21 @@ prefill_range(void *c, int64_t b0, int64_t b1)
     int          qk = nope + rope, kvw = nope + P->v, n = P->n;
     int          cap = P->k;           /* a row's list is a subset of sel */
     sparse_block B;
+    int          ok;
 
     if (cap < 1)
         cap = 1;
     B.ukey = malloc(sizeof(int32_t) * SPARSE_ROWS * (size_t)cap);
     B.umask = malloc(sizeof(uint32_t) * SPARSE_ROWS * (size_t)cap);
-    if (B.ukey == NULL || B.umask == NULL)
-        abort();
+    ok = B.ukey != NULL && B.umask != NULL;
     for (int r = 0; r < SPARSE_ROWS; r++) {
         B.keys[r] = malloc(sizeof(int32_t) * cap);
         B.p[r] = malloc(sizeof(float) * (size_t)heads * cap);
-        if (B.keys[r] == NULL || B.p[r] == NULL)
-            abort();
+        ok = ok && B.keys[r] != NULL && B.p[r] != NULL;
+    }
+    if (!ok) {
+        cpu_oom();
+        b1 = b0;                       /* nothing computed, all freed */
     }
     for (int64_t blk = b0; blk < b1; blk++) {
         int i0 = (int)blk * SPARSE_ROWS;
@@ -312,8 +315,10 @@ cpu_attn_prefill(sg_backend *b, const float *q, const float *kv,
         free(idx);
         return;
     }
-    if (idx == NULL)
-        abort();
+    if (idx == NULL) {
+        cpu_backend_oom(b);
+        return;
+    }
     /* each row's path depends on its own set only, never on which rows
      * share the call: rows that attend every earlier key take the dense
      * (flash) kernel, the others their own key lists; dense rows fill idx
@@ -361,8 +366,10 @@ absorb_range(void *c, int64_t h0, int64_t h1)
     int         qs = A->heads * (nope + A->rope);
     float      *wrow = malloc(sizeof(float) * kv_lora);
 
-    if (wrow == NULL)
-        abort();
+    if (wrow == NULL) {
+        cpu_oom();
+        return;
+    }
     for (int64_t h = h0; h < h1; h++) {
         for (int d = 0; d < nope; d++) {
             cpu_weight_row(A->kv_b, h * (nope + A->v) + d, wrow);
@@ -396,8 +403,10 @@ unabsorb_range(void *c, int64_t t0, int64_t t1)
     int         kv_lora = A->kv_lora, v = A->v;
     float      *wrow = malloc(sizeof(float) * kv_lora);
 
-    if (wrow == NULL)
-        abort();
+    if (wrow == NULL) {
+        cpu_oom();
+        return;
+    }
     for (int64_t t = t0; t < t1; t++) {
         int64_t h = t / v, j = t % v;
 

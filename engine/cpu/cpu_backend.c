@@ -56,6 +56,11 @@ cpu_prepare_weight(sg_backend *b, sg_tensor *t, char *err, int errlen)
 static int
 cpu_sync(sg_backend *b, char *err, int errlen)
 {
+    if (cpu_take_oom(b)) {
+        snprintf(err, errlen, "cpu backend: out of memory for an op's "
+                 "scratch");
+        return SG_BACKEND_ENOMEM;
+    }
     return 0;
 }
 

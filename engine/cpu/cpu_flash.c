@@ -108,8 +108,10 @@ flash_range(void *c, int64_t t0, int64_t t1)
     float      m[FLASH_RB], l[FLASH_RB];
     int        cnt[FLASH_RB], act[FLASH_RB];
 
-    if (kt == NULL)
-        abort();
+    if (kt == NULL) {
+        cpu_oom();
+        return;
+    }
     for (int64_t t = t0; t < t1; t++) {
         int h = (int)(t / nblk), i0 = (int)(t % nblk) * FLASH_RB;
         int rn = n - i0 < FLASH_RB ? n - i0 : FLASH_RB;

@@ -54,8 +54,10 @@ index_range(void *c, int64_t t0, int64_t t1)
     float     *dots = kf + (size_t)KEY_CHUNK * idim;
     int        block = -1;
 
-    if (qf == NULL)
-        abort();
+    if (qf == NULL) {
+        cpu_oom();
+        return;
+    }
     for (int64_t t = t0; t < t1; t++) {
         int            bi = (int)(t / X->chunks_per_row);
         int            i0 = X->block_row[bi], i1 = X->block_row[bi + 1];
@@ -121,8 +123,10 @@ cpu_index_scores(sg_backend *b, const sg_kv_pool *pool, int layer,
     int       nb = 0;
     double    work = 0;
 
-    if (block_row == NULL)
-        abort();
+    if (block_row == NULL) {
+        cpu_backend_oom(b);
+        return;
+    }
     for (int i = 0; i < rows->n; i++) {
         if (nb == 0 || i - block_row[nb - 1] == ROW_BLOCK
             || rows->seq[i] != rows->seq[block_row[nb - 1]])
@@ -194,8 +198,14 @@ topk_range(void *c, int64_t i0, int64_t i1)
     int       k = T->k;
     float    *tmp = malloc(sizeof(float) * (T->stride > 0 ? T->stride : 1));
 
-    if (tmp == NULL)
-        abort();
+    if (tmp == NULL) {
+        /* no keys selected: the indices stay in range */
+        for (int64_t i = i0; i < i1; i++)
+            for (int c = 0; c < k; c++)
+                T->idx[(size_t)i * k + c] = -1;
+        cpu_oom();
+        return;
+    }
     for (int64_t i = i0; i < i1; i++) {
         const float *row = T->scores + (size_t)i * T->stride;
         int32_t     *out = T->idx + (size_t)i * k;

@@ -48,6 +48,18 @@ void cpu_parallel(sg_backend *b, int64_t n, int64_t min_chunk, double work,
                   cpu_range_fn fn, void *ctx);
 int cpu_online_cpus(void);
 
+/*
+ * Out of memory inside an op (its scratch): the op gives up, leaving
+ * outputs safe to read (index outputs in range), and the backend's next
+ * sync returns SG_BACKEND_ENOMEM, so the step's results are never used
+ * (backend.h).  cpu_oom() from a range function (the loop's backend),
+ * cpu_backend_oom(b) from an op's own body.
+ */
+void cpu_oom(void);
+void cpu_backend_oom(sg_backend *b);
+/* 1 when an op ran out of memory since the last call (and clears it). */
+int cpu_take_oom(sg_backend *b);
+
 /* Element j of a 1-D (or row-major) weight as f32, any stored dtype. */
 static inline float
 cpu_weight_at(const sg_tensor *t, int64_t i)

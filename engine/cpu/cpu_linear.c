@@ -129,8 +129,10 @@ cpu_linear(sg_backend *b, const sg_tensor *w, const float *x, int n, float *y,
     /* DeepSeek's fp8_gemm quantizes its input per row and 128 columns */
     if (w->dtype == SG_F8_E4M3 && act_quant) {
         xq = malloc(sizeof(float) * n * cols);
-        if (xq == NULL)
-            abort();
+        if (xq == NULL) {
+            cpu_backend_oom(b);
+            return;
+        }
         cpu_act_quant_dequant(b, x, n, cols, xq, ue8m0);
         x = xq;
     }

@@ -162,8 +162,10 @@ LK(linear_range)(void *c, int64_t t0, int64_t t1)
     size_t           es = sg_dtype_size(w->dtype);
     pair_state      *st = malloc(sizeof(pair_state) * W_TILE * X_TILE);
 
-    if (st == NULL)
-        abort();
+    if (st == NULL) {
+        cpu_oom();
+        return;
+    }
     for (int64_t t = t0; t < t1; t++) {
         int64_t x0 = (t / L->n_wt) * X_TILE, r0 = (t % L->n_wt) * W_TILE;
         int64_t x1 = x0 + X_TILE < L->n ? x0 + X_TILE : L->n;

@@ -91,8 +91,18 @@ route_range(void *c, int64_t i0, int64_t i1)
     float     *orig = malloc(sizeof(float) * 2 * E);
     char      *used = malloc(E);
 
-    if (orig == NULL || used == NULL)
-        abort();
+    if (orig == NULL || used == NULL) {
+        /* experts 0..K-1 with no weight: ids in range, nothing added */
+        for (int64_t i = i0; i < i1; i++)
+            for (int j = 0; j < K; j++) {
+                R->experts[(size_t)i * K + j] = j;
+                R->weights[(size_t)i * K + j] = 0;
+            }
+        free(orig);
+        free(used);
+        cpu_oom();
+        return;
+    }
     for (int64_t i = i0; i < i1; i++)
         route_row(R->logits + (size_t)i * E, R->bias, E, R->n_group,
                   R->topk_group, K, R->norm, R->route_scale,

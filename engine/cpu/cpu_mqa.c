@@ -139,8 +139,10 @@ mqa_row(const mqa_ctx *A, int i, int h0, int h1, mqa_scratch *S)
     /* q_lat and q_pe of a head side by side, as the packed keys */
     float *qcat = malloc(sizeof(float) * (size_t)(h1 - h0) * dk);
 
-    if (qcat == NULL)
-        abort();
+    if (qcat == NULL) {
+        cpu_oom();
+        return;
+    }
     for (int h = h0; h < h1; h++) {
         memcpy(qcat + (size_t)(h - h0) * dk,
                A->q_lat + ((size_t)i * H + h) * lora, sizeof(float) * lora);
@@ -201,8 +203,10 @@ rows_range(void *c, int64_t i0, int64_t i1)
     mqa_ctx    *A = c;
     mqa_scratch S;
 
-    if (mqa_scratch_init(A, list_cap(A), &S) != 0)
-        abort();
+    if (mqa_scratch_init(A, list_cap(A), &S) != 0) {
+        cpu_oom();
+        return;
+    }
     for (int64_t i = i0; i < i1; i++)
         mqa_row(A, (int)i, 0, A->heads, &S);
     mqa_scratch_free(&S);
@@ -215,8 +219,10 @@ heads_range(void *c, int64_t t0, int64_t t1)
     mqa_ctx    *A = c;
     mqa_scratch S;
 
-    if (mqa_scratch_init(A, list_cap(A), &S) != 0)
-        abort();
+    if (mqa_scratch_init(A, list_cap(A), &S) != 0) {
+        cpu_oom();
+        return;
+    }
     for (int64_t t = t0; t < t1; t++) {
         int h0 = (int)t * A->hchunk;
         int h1 = h0 + A->hchunk < A->heads ? h0 + A->hchunk : A->heads;

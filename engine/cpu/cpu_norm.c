@@ -12,12 +12,14 @@
 /* The norm's weight (or bias) as an f32 vector; ones (zeros for a bias)
  * when the tensor is absent. */
 static float *
-norm_vector(const sg_tensor *t, int dim, float absent)
+norm_vector(sg_backend *b, const sg_tensor *t, int dim, float absent)
 {
     float *v = malloc(sizeof(float) * (dim > 0 ? dim : 1));
 
-    if (v == NULL)
-        abort();
+    if (v == NULL) {
+        cpu_backend_oom(b);
+        return NULL;
+    }
     for (int j = 0; j < dim; j++)
         v[j] = t && t->data ? cpu_weight_at(t, j) : absent;
     return v;
@@ -53,10 +55,11 @@ void
 cpu_rmsnorm(sg_backend *b, const float *x, int x_stride, const sg_tensor *w,
             float eps, int n, int dim, float *out, int out_stride)
 {
-    float   *wv = norm_vector(w, dim, 1.0f);
+    float   *wv = norm_vector(b, w, dim, 1.0f);
     norm_ctx N = { x, wv, NULL, out, eps, dim, x_stride, out_stride };
 
-    cpu_parallel(b, n, 1, (double)n * dim * 4, rms_range, &N);
+    if (wv != NULL)
+        cpu_parallel(b, n, 1, (double)n * dim * 4, rms_range, &N);
     free(wv);
 }
 
@@ -90,11 +93,12 @@ void
 cpu_layernorm(sg_backend *b, const float *x, const sg_tensor *w,
               const sg_tensor *bias, float eps, int n, int dim, float *out)
 {
-    float   *wv = norm_vector(w, dim, 1.0f);
-    float   *bv = norm_vector(bias, dim, 0.0f);
+    float   *wv = norm_vector(b, w, dim, 1.0f);
+    float   *bv = norm_vector(b, bias, dim, 0.0f);
     norm_ctx N = { x, wv, bv, out, eps, dim, dim, dim };
 
-    cpu_parallel(b, n, 1, (double)n * dim * 4, ln_range, &N);
+    if (wv != NULL && bv != NULL)
+        cpu_parallel(b, n, 1, (double)n * dim * 4, ln_range, &N);
     free(wv);
     free(bv);
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cpu_internal.h"
+#include "sg_fault.h"
 
 struct cpu_pool {
     pthread_mutex_t  call;         /* one parallel loop at a time */
@@ -38,11 +39,38 @@ struct cpu_pool {
     atomic_llong     next;
     double           min_work;     /* loops below it run serially */
     pid_t            pid;          /* the process whose threads these are */
+    atomic_int       oom;          /* an op ran out of memory */
 };
 
 /* Set while a thread runs chunks: a loop started from inside one runs
  * serially. */
 static _Thread_local int in_worker;
+/* The pool whose loop this thread runs (for cpu_oom). */
+static _Thread_local cpu_pool *loop_pool;
+
+void
+cpu_oom(void)
+{
+    if (loop_pool != NULL)
+        atomic_store(&loop_pool->oom, 1);
+}
+
+void
+cpu_backend_oom(sg_backend *b)
+{
+    cpu_pool *p = b->impl;
+
+    if (p != NULL)
+        atomic_store(&p->oom, 1);
+}
+
+int
+cpu_take_oom(sg_backend *b)
+{
+    cpu_pool *p = b->impl;
+
+    return p != NULL && atomic_exchange(&p->oom, 0) != 0;
+}
 
 static void
 run_chunks(cpu_pool *p)
@@ -69,6 +97,8 @@ worker_main(void *arg)
     uint64_t  seen = 0;
 
     in_worker = 1;
+    loop_pool = p;
+    sg_fault_engine_thread();
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (!p->stop && (p->gen == seen || !p->open))
@@ -112,6 +142,7 @@ cpu_pool_new(int n_threads, double min_work)
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
     atomic_init(&p->next, 0);
+    atomic_init(&p->oom, 0);
     if (n_threads > 1) {
         p->threads = calloc(n_threads - 1, sizeof(pthread_t));
         for (int i = 0; p->threads && i < n_threads - 1; i++) {
@@ -146,7 +177,7 @@ void
 cpu_parallel(sg_backend *b, int64_t n, int64_t min_chunk, double work,
              cpu_range_fn fn, void *ctx)
 {
-    cpu_pool *p = b->impl;
+    cpu_pool *p = b->impl, *outer = loop_pool;
     int       nt = p ? p->n_workers + 1 : 1;
     int64_t   chunk;
 
@@ -158,7 +189,9 @@ cpu_parallel(sg_backend *b, int64_t n, int64_t min_chunk, double work,
      * has none of its parent's threads: it runs loops serially */
     if (nt == 1 || in_worker || work < p->min_work || n <= min_chunk
         || getpid() != p->pid) {
+        loop_pool = p;
         fn(ctx, 0, n);
+        loop_pool = outer;
         return;
     }
     /* about four chunks per thread: a late or slow thread leaves its share
@@ -180,7 +213,9 @@ cpu_parallel(sg_backend *b, int64_t n, int64_t min_chunk, double work,
     pthread_mutex_unlock(&p->mu);
 
     in_worker = 1;
+    loop_pool = p;
     run_chunks(p);
+    loop_pool = outer;
     in_worker = 0;
 
     /* every chunk is taken: close the loop, wait for the workers that

@@ -83,6 +83,11 @@ typedef struct sg_model_info {
 int sg_model_info_load(const char *model_dir, sg_model_info *info,
     char *err, int errlen);
 
+/* Checks every safetensors file of model_dir against its header (dtype,
+ * shape, offsets inside the file: a truncated file is named with its
+ * size and the offset it lacks), reading the headers only; -1 with a
+ * message naming the file. */
+int sg_model_check_files(const char *model_dir, char *err, int errlen);
 /*
  * What an engine started with o needs on each of its devices, from
  * config.json and the checkpoint's headers (or, without its files, the
@@ -147,6 +152,13 @@ typedef struct sg_request {
      * a test hook (a host offers it only when configured to); copied. */
     const int32_t *script;
     int            n_script;
+    /* The prefix cache's namespace (bytes, copied): cached prefixes are
+     * shared only between requests of the same salt, so that no tenant can
+     * learn from cached_tokens what another's prompts hold.  A host puts
+     * its tenant in it (the nginx module: a digest of the API key and the
+     * client's cache_salt).  NULL or 0 bytes: the shared namespace. */
+    const void    *cache_salt;
+    size_t         cache_salt_len;
 } sg_request;
 
 #define SG_MAX_TOP_LOGPROBS  20
@@ -182,13 +194,18 @@ typedef struct sg_event {
     int           n_top;
     int32_t       top_ids[SG_MAX_TOP_LOGPROBS];
     float         top_logprobs[SG_MAX_TOP_LOGPROBS];
+    int           error;             /* on ERROR: SG_ENOMEM (out of memory:
+                                        retry later) or SG_EENGINE */
 } sg_event;
 
-/* Submit results. */
+/* Submit results (and an ERROR event's error). */
 #define SG_OK          0
 #define SG_EINVAL     -1             /* bad request (message says why) */
 #define SG_EBUSY      -2             /* queue full: retry later */
 #define SG_ETOOLONG   -3             /* prompt + max_tokens over the limit */
+#define SG_ENOMEM     -4             /* out of memory: retry later */
+#define SG_EENGINE    -5             /* the engine failed (message says
+                                        why): not the request's fault */
 
 /* Loads the model and starts the engine thread. */
 int sg_engine_start(const sg_engine_opts *o, sg_engine **out, char *err,
@@ -197,11 +214,24 @@ int sg_engine_start(const sg_engine_opts *o, sg_engine **out, char *err,
 int sg_engine_fd(const sg_engine *e);
 /* The loaded model's facts (valid until sg_engine_stop). */
 const sg_model_info *sg_engine_model_info(const sg_engine *e);
+/*
+ * Queues a request: SG_OK, or SG_EINVAL, SG_ETOOLONG, SG_EBUSY, SG_ENOMEM
+ * at once with the reason.  After SG_OK exactly one DONE or ERROR event
+ * follows, whatever happens (what it needs is reserved here), after any
+ * number of TOKEN events.
+ */
 int sg_engine_submit(sg_engine *e, const sg_request *r, uint64_t *id,
     char *err, int errlen);
 /* Stops a request and frees its cache at the next step; a DONE event with
- * SG_FINISH_CANCELLED follows. */
+ * SG_FINISH_CANCELLED follows (unless its last event is already out).
+ * Never fails; an unknown or finished id is ignored. */
 void sg_engine_cancel(sg_engine *e, uint64_t id);
+/* Pauses a request's generation (paused 1) or lets it go on (0): a paused
+ * sequence keeps its cache and slot but gets no tokens, so a host whose
+ * client cannot take more output stops it from generating.  A prompt still
+ * being computed is finished first.  Never fails; an unknown or finished
+ * id is ignored. */
+void sg_engine_pause(sg_engine *e, uint64_t id, int paused);
 /* Moves up to max events out; returns how many (0 when none). */
 int sg_engine_drain(sg_engine *e, sg_event *ev, int max);
 
@@ -219,6 +249,8 @@ typedef struct sg_engine_stats {
     uint64_t requests_refused;
     size_t   kv_block_bytes;         /* one block of 64 tokens, all layers */
     uint64_t kv_blocks_evicted;      /* cached blocks evicted for room */
+    int      paused;                 /* running sequences paused */
+    int      cache_namespaces;       /* prefix cache namespaces held */
 } sg_engine_stats;
 
 void sg_engine_get_stats(sg_engine *e, sg_engine_stats *st);

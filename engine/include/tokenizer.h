@@ -23,6 +23,15 @@ void sg_tokenizer_free(sg_tokenizer *t);
 int sg_tokenizer_encode(const sg_tokenizer *t, const char *text, size_t len,
     int special, int32_t **ids, size_t *n_ids);
 
+/* The length of the longest prefix of s[0, n) that is valid UTF-8 (RFC
+ * 3629: no overlongs, surrogates or code points past U+10FFFF); n when all
+ * of it is. */
+size_t sg_utf8_valid_prefix(const char *s, size_t n);
+/* Bytes as valid UTF-8 text: every ill-formed sequence (each maximal
+ * subpart) replaced by U+FFFD, as sg_tokenizer_decode_text does (malloc'ed,
+ * NUL-terminated; NULL when out of memory). */
+char *sg_utf8_lossy(const char *s, size_t n, size_t *len);
+
 /* The same with added tokens recognized only wholly inside the given
  * spans ([start, end) byte pairs, sorted, not overlapping): the markup of
  * a chat prompt, so that the same strings in a message's content stay
@@ -32,9 +41,16 @@ int sg_tokenizer_encode_spans(const sg_tokenizer *t, const char *text,
     size_t len, const size_t *spans, int n_spans, int32_t **ids,
     size_t *n_ids);
 
-/* Decodes ids to bytes (malloc'ed, NUL-terminated); unknown ids are
- * skipped.  Returns 0 or -1. */
+/* Decodes ids to their bytes (malloc'ed, NUL-terminated), which need not
+ * be valid UTF-8; unknown ids are skipped.  Returns 0 or -1.  decode(encode(
+ * bytes)) gives the bytes back. */
 int sg_tokenizer_decode(const sg_tokenizer *t, const int32_t *ids,
+    size_t n_ids, char **text, size_t *len);
+/* Decodes ids to text as Hugging Face's decoder does: decode()'s bytes with
+ * every ill-formed UTF-8 sequence (each maximal subpart, as WHATWG and
+ * Unicode say) replaced by U+FFFD, so the text is always valid UTF-8.
+ * Returns 0 or -1. */
+int sg_tokenizer_decode_text(const sg_tokenizer *t, const int32_t *ids,
     size_t n_ids, char **text, size_t *len);
 
 int sg_tokenizer_vocab_size(const sg_tokenizer *t);   /* max id + 1 */
@@ -50,8 +66,12 @@ uint64_t sg_tokenizer_hash(const sg_tokenizer *t);
 /* Bytes of the longest token (128 for DeepSeek's vocabulary). */
 size_t sg_tokenizer_max_token_len(const sg_tokenizer *t);
 
-/* Streaming detokenizer: push ids one by one, get only complete UTF-8
- * characters; the concatenation of all outputs + finish equals decode(). */
+/* Streaming detokenizer: push ids one by one, get valid UTF-8 text made of
+ * whole characters; the concatenation of all outputs + finish equals
+ * sg_tokenizer_decode_text().  The start of a character that a later token
+ * may complete is held back until it is complete (written then) or cannot
+ * be (U+FFFD, then what follows); finish writes U+FFFD for a character the
+ * text ends inside of. */
 typedef struct sg_detok {
     const sg_tokenizer *t;
     char                pending[8];
@@ -60,9 +80,11 @@ typedef struct sg_detok {
 
 void sg_detok_init(sg_detok *d, const sg_tokenizer *t);
 /* Appends to out (up to cap bytes); returns bytes written.  One push
- * writes at most sg_tokenizer_max_token_len() + 3 bytes: give at least
- * that much room (bytes past cap would be lost). */
+ * writes at most 3 * (sg_tokenizer_max_token_len() + 3) bytes (each byte
+ * in gives at most 3 out: a lone bad byte is U+FFFD): give at least that
+ * much room (bytes past cap would be lost). */
 size_t sg_detok_push(sg_detok *d, int32_t id, char *out, size_t cap);
+/* The end: at most 3 bytes. */
 size_t sg_detok_finish(sg_detok *d, char *out, size_t cap);
 
 /* The DeepSeek-V3.2 chat format. */
@@ -71,11 +93,23 @@ typedef struct sg_chat_msg {
     const char *content;
 } sg_chat_msg;
 
-/* Builds the prompt text (with special-token strings) for the messages and
- * the generation prompt; thinking selects "<think>" vs "</think>".  The
- * result is malloc'ed; encode it with special = 1. */
+/* Builds the prompt text for the messages and the generation prompt (the
+ * V3.1 form; the RAG context builder's); thinking selects "<think>" vs
+ * "</think>".  The result is malloc'ed.  The text holds the template's
+ * markers as special-token strings, and so may the messages: encode it
+ * with the spans of sg_chat_format_spans (sg_tokenizer_encode_spans), never
+ * with special = 1, or a message that spells "<｜Assistant｜>" becomes a
+ * turn. */
 int sg_chat_format(const sg_chat_msg *msgs, int n, int thinking, char **out,
     size_t *len);
+/* The same, and the spans where the template's own markers are in it
+ * ([start, end) pairs, sorted, malloc'ed; spans may be NULL). */
+int sg_chat_format_spans(const sg_chat_msg *msgs, int n, int thinking,
+    char **out, size_t *len, size_t **spans, int *n_spans);
+/* 0 when every special token the template writes (begin and end of
+ * sentence, User, Assistant) is one token of t; -1 with a message naming
+ * the one that is not. */
+int sg_chat_check(const sg_tokenizer *t, char *err, int errlen);
 
 /*
  * DeepSeek-V3.2's own chat encoding, as its model repository publishes it

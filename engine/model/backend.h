@@ -17,8 +17,9 @@
  *    to a power of two through its f32 exponent (exact powers stay); then
  *    q = e4m3_rne(clamp(x / scale, -448, 448)).
  *  - Ops report nothing: argument errors are the caller's bugs.  A backend
- *    that can fail at run time (device errors) records the error and returns
- *    it from ops->status.
+ *    that can fail at run time (device errors, an op's scratch memory)
+ *    records the error and returns it from ops->sync; an op that fails
+ *    leaves outputs that are safe to read (indices in range), never used.
  */
 #ifndef SG_BACKEND_H
 #define SG_BACKEND_H
@@ -30,6 +31,9 @@
 #include "kv.h"
 
 #define SG_FP8_BLOCK 128
+
+/* ops->sync: an op ran out of memory. */
+#define SG_BACKEND_ENOMEM  (-2)
 
 typedef struct sg_backend_ops sg_backend_ops;
 
@@ -75,7 +79,9 @@ struct sg_backend_ops {
     void  (*download)(sg_backend *b, void *dst, const void *src, size_t bytes);
     /* Makes a weight usable by this backend (CUDA: copy to the device once). */
     int   (*prepare_weight)(sg_backend *b, sg_tensor *t, char *err, int errlen);
-    /* Waits for queued work; returns 0 or -1 with the first error. */
+    /* Waits for queued work; returns 0, -1 with the first error, or
+     * SG_BACKEND_ENOMEM when an op ran out of memory (its outputs are not
+     * to be used). */
     int   (*sync)(sg_backend *b, char *err, int errlen);
     void  (*destroy)(sg_backend *b);
 

@@ -96,17 +96,25 @@ typedef struct {
     int              ue8m0;
     char            *err;
     int              errlen;
+    int              oom;          /* the step failed for want of memory */
 } fwd_t;
+
+/* The step cannot have the memory it needs: -1, and sg_forward says
+ * SG_FORWARD_ENOMEM. */
+static int
+fwd_oom(fwd_t *f, const char *what, size_t bytes)
+{
+    snprintf(f->err, f->errlen, "backend %s: out of memory (%zu bytes of "
+             "%s)", f->m->backend->name, bytes, what);
+    f->oom = 1;
+    return -1;
+}
 
 #define NEED(var, which, bytes) \
     do { \
         (var) = need(f->m, (which), (bytes)); \
-        if ((var) == NULL) { \
-            snprintf(f->err, f->errlen, "backend %s: out of memory " \
-                     "(%zu bytes of working memory)", f->m->backend->name, \
-                     (size_t)(bytes)); \
-            return -1; \
-        } \
+        if ((var) == NULL) \
+            return fwd_oom(f, "working memory", (size_t)(bytes)); \
     } while (0)
 
 /* A sub-range of the batch's rows [r0, r0 + n). */
@@ -126,7 +134,7 @@ rows_sub(const fwd_t *f, int r0, int n)
  * no strided copy; when the strides are multiples of ncols the rows are
  * gathered as ncols-wide rows, else the copy goes through the host.
  */
-static void
+static int
 copy_cols(fwd_t *f, const float *src, int stride, int col0, int ncols, int n,
     float *dst)
 {
@@ -143,13 +151,14 @@ copy_cols(fwd_t *f, const float *src, int stride, int col0, int ncols, int n,
                 idx[i] = (int32_t)(((int64_t)i * stride + col0) / ncols);
             b->ops->gather_rows(b, src, idx, n, ncols, dst);
             free(tmp);
-            return;
+            return 0;
         }
     }
     {
         size_t all = (size_t)n * stride;
         float *h = malloc(sizeof(float) * (all ? all : 1));
         float *o = malloc(sizeof(float) * (size_t)n * ncols + 1);
+        int    rc = 0;
 
         if (h && o) {
             b->ops->download(b, h, src, sizeof(float) * all);
@@ -157,9 +166,12 @@ copy_cols(fwd_t *f, const float *src, int stride, int col0, int ncols, int n,
                 memcpy(o + (size_t)i * ncols, h + (size_t)i * stride + col0,
                        sizeof(float) * ncols);
             b->ops->upload(b, dst, o, sizeof(float) * (size_t)n * ncols);
+        } else {
+            rc = fwd_oom(f, "a column copy", sizeof(float) * (all + 1));
         }
         free(h);
         free(o);
+        return rc;
     }
 }
 
@@ -409,7 +421,9 @@ attend_absorbed(fwd_t *f, int l, const float *q, int r0, int n, float *att)
         NEED(olat, S_OLAT, sizeof(float) * piece * H * lora);
         b->ops->mla_absorb(b, &L->kv_b, q + (size_t)r * H * qk, piece, H,
                            nope, rope, v, lora, qlat);
-        copy_cols(f, q + (size_t)r * H * qk, qk, nope, rope, piece * H, qpe);
+        if (copy_cols(f, q + (size_t)r * H * qk, qk, nope, rope, piece * H,
+                      qpe) != 0)
+            return -1;
         b->ops->attn_decode(b, f->pool, l, &rs, qlat, qpe,
                             f->sel ? f->sel + (size_t)r * K : NULL, K, H,
                             scale, olat);
@@ -487,7 +501,8 @@ attention(fwd_t *f, int l, float *x)
     b->ops->rmsnorm(b, kv, lora + rope, &L->kv_a_norm, 1e-6f, T, lora, lat,
                     lora);
     b->ops->rope(b, kv, T, 1, lora + rope, 0, lora, f->pos, &m->rope, 1);
-    copy_cols(f, kv, lora + rope, lora, rope, T, pe);
+    if (copy_cols(f, kv, lora + rope, lora, rope, T, pe) != 0)
+        return -1;
 
     /* the keys go into the cache first: a row's own key is one of its
      * candidates */
@@ -667,6 +682,7 @@ moe_gather(fwd_t *f, moe_plan *p)
     return 0;
 oom:
     snprintf(f->err, f->errlen, "out of memory for the MoE exchange plan");
+    f->oom = 1;
     return -1;
 }
 
@@ -806,6 +822,7 @@ moe_combine(fwd_t *f, moe_plan *p, const float *yall, int n_y, int *n_back)
     if (back == NULL || backr == NULL) {
         snprintf(f->err, f->errlen, "backend %s: out of memory (MoE "
                  "exchange buffers)", b->name);
+        f->oom = 1;
         return NULL;
     }
     if (n)
@@ -940,10 +957,8 @@ feed_forward(fwd_t *f, int l, float *x)
          * expert GEMMs) */
         size_t bytes = sizeof(float) * T * D;
         float *hz = calloc(1, bytes);
-        if (hz == NULL) {
-            snprintf(f->err, f->errlen, "out of memory");
-            return -1;
-        }
+        if (hz == NULL)
+            return fwd_oom(f, "host zeros", bytes);
         b->ops->upload(b, y, hz, bytes);
         free(hz);
     }
@@ -1126,7 +1141,7 @@ forward_batch(sg_model *m, sg_kv_pool *pool, sg_batch_item *items,
         || (!m->num.dense && !f.sel) || !f.len || !f.experts || !f.eweights
         || !f.forced || !f.erows || !f.ew || !f.host_f)
     {
-        snprintf(err, errlen, "out of memory for a batch of %d rows", T);
+        fwd_oom(&f, "a batch's row data", (size_t)T * sizeof(int32_t));
         goto done;
     }
 
@@ -1151,7 +1166,7 @@ forward_batch(sg_model *m, sg_kv_pool *pool, sg_batch_item *items,
 
     x = need(m, S_X, sizeof(float) * T * c->hidden_size);
     if (x == NULL) {
-        snprintf(err, errlen, "backend %s: out of memory", b->name);
+        fwd_oom(&f, "working memory", sizeof(float) * T * c->hidden_size);
         goto done;
     }
     b->ops->embed(b, &m->w.embed, f.tokens, T, x);
@@ -1164,14 +1179,20 @@ forward_batch(sg_model *m, sg_kv_pool *pool, sg_batch_item *items,
     }
     if (final_logits(&f, x) != 0)
         goto done;
-    if (b->ops->sync(b, err, errlen) != 0)
+    rc = b->ops->sync(b, err, errlen);
+    if (rc != 0) {
+        f.oom = rc == SG_BACKEND_ENOMEM;
+        rc = -1;
         goto done;
+    }
 
     for (int it = 0; it < n_items; it++)
         items[it].seq->n_tokens += items[it].n_tokens;
     rc = 0;
 
 done:
+    if (rc != 0 && f.oom)
+        rc = SG_FORWARD_ENOMEM;
     free(f.tokens);
     free(f.pos);
     free(f.row_seq);

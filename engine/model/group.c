@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sg_fault.h"
 #include "group.h"
 
 struct sg_group {
@@ -123,6 +124,7 @@ rank_main(void *p)
     uint64_t  seen = 0;
 
     free(a);
+    sg_fault_engine_thread();
     pthread_mutex_lock(&g->mu);
     for (;;) {
         while (!g->stop && g->gen == seen)

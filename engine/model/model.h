@@ -120,13 +120,17 @@ typedef struct sg_batch_item {
  * Runs the model on a batch.  Each item's tokens take positions
  * seq->n_tokens.. and their KV goes into the item's blocks (the caller
  * ensures enough blocks: ceil((n_tokens + new) / SG_KV_BLOCK)); on success
- * seq->n_tokens grows.  Returns 0, or -1 with a message (backend error).
+ * seq->n_tokens grows.  Returns 0, -1 with a message (backend error), or
+ * SG_FORWARD_ENOMEM with a message when memory ran out (the host, the
+ * backend's working memory or an op's scratch): a condition to retry
+ * later, not a fault of the request.
  *
  * In a device group every rank calls it at the same step, each with its
  * own batch (n_items 0: an empty step, which still serves the MoE layers'
  * exchanges for the other ranks' tokens); a token's result is the same
  * bits whichever rank runs it and with whatever company.
  */
+#define SG_FORWARD_ENOMEM  (-2)
 int sg_forward(sg_model *m, sg_kv_pool *pool, sg_batch_item *items,
     int n_items, const sg_trace *trace, char *err, int errlen);
 

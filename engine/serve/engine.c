@@ -22,15 +22,40 @@
 #include "model/group.h"
 #include "model/kv.h"
 #include "ranks.h"
+#include "sg_fault.h"
 #include "sparsegate.h"
 #include "util/mem.h"
 
-typedef struct inbox_req {
-    sg_request        r;          /* its arrays owned here, and a
-                                     reference to its grammar */
-    uint64_t          id;
-    struct inbox_req *next;
-} inbox_req;
+/*
+ * A request from submit until the host has drained its last event.  It is
+ * allocated whole at submit, with room for that last event, so a DONE or
+ * ERROR can always be delivered: nothing the engine must allocate later
+ * stands between a request and its end.  It is on one of the lists below
+ * at a time (inbox, then the scheduler, then pending finals, then the out
+ * queue), and on the live list throughout, where cancel and pause find it
+ * without allocating.
+ */
+typedef struct job job;
+struct job {
+    uint64_t      id;
+    void         *user;          /* the host's, in every event */
+    sg_request    r;             /* its arrays and salt owned here, and a
+                                    reference to its grammar, until the
+                                    scheduler has its copies */
+    sg_event      last;          /* its DONE or ERROR */
+    uint64_t      after;         /* pending: tokens before it; out: ring
+                                    events that go out before it */
+    unsigned      submitted:1;   /* the scheduler has it (or refused it) */
+    unsigned      cancel:1;      /* the host asked (under mu) */
+    unsigned      paused:1;      /* the host's wish (under mu) */
+    unsigned      in_ctl:1;      /* on the control list */
+    unsigned      oom:1;         /* a token could not be queued */
+    unsigned      out:1;         /* its last event is in the out queue */
+    job          *next;          /* inbox / pending finals / out queue */
+    job          *ctl_next;      /* control list (under mu) */
+    job          *oom_next;      /* the engine thread's */
+    job          *live_prev, *live_next;
+};
 
 /* One rank's model and cache pool, its step function's context. */
 typedef struct rank_model {
@@ -60,102 +85,220 @@ struct sg_engine {
     int              efd;
 
     /* in (under mu) */
-    inbox_req       *in_head, *in_tail;
+    job             *in_head, *in_tail;
     int              n_inbox;
-    uint64_t        *cancels;
-    int              n_cancels, cap_cancels;
+    job             *ctl;         /* jobs to cancel, pause or resume */
+    job             *live;        /* every job not yet drained */
     uint64_t         next_id;
     uint64_t         refused;     /* refused at submit */
 
-    /* out (under mu): a ring of events */
+    /* out (under mu): a ring of token events, and the last events of
+     * requests, each after the ring events that precede it */
     sg_event        *out;
     size_t           out_head, out_n, out_cap;
+    uint64_t         out_pushed, out_popped;
+    job             *fin_head, *fin_tail;
 
-    /* the engine thread's own */
+    /* the engine thread's own: events of the step, published at its end */
     sg_event        *pending;
     size_t           pending_n, pending_cap;
+    job             *pfin_head, *pfin_tail;
+    job             *oom;         /* jobs whose tokens could not be queued */
 
     /* snapshot for submit and stats (under mu) */
     sg_engine_stats  snap;
-    int              sched_busy;
+    int              runnable;    /* the scheduler has work it can step */
+    int              stalled;     /* the last step ran nothing */
 };
 
-/* Scheduler events go to a thread-local list first and are published in
- * one go after each step (one lock, one eventfd write). */
+static void
+fin_append(job **head, job **tail, job *j)
+{
+    j->next = NULL;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
+    *tail = j;
+}
+
+/* The request's last event, kept in its job (its room was reserved at
+ * submit) until the step's events are published. */
+static void
+collect_last(sg_engine *e, job *j, const sg_event *ev)
+{
+    j->last = *ev;
+    j->last.user = j->user;
+    if (j->oom) {
+        /* tokens were lost: the request fails, and says why */
+        j->last.kind = SG_EV_ERROR;
+        j->last.error = SG_ENOMEM;
+        snprintf(j->last.message, sizeof(j->last.message),
+                 "out of memory: the engine could not queue this request's "
+                 "tokens");
+    }
+    j->after = e->pending_n;
+    fin_append(&e->pfin_head, &e->pfin_tail, j);
+}
+
+/* Scheduler events go to the engine thread's lists first and are published
+ * in one go after each step (one lock, one eventfd write).  A token that
+ * cannot be queued fails its request (cancelled after the step, its last
+ * event an out-of-memory error), rather than going missing. */
 static void
 collect_event(void *ctx, const sg_event *ev)
 {
     sg_engine *e = ctx;
+    job       *j = ev->user;
 
+    if (ev->kind != SG_EV_TOKEN) {
+        collect_last(e, j, ev);
+        return;
+    }
+    if (j->oom)
+        return;
     if (e->pending_n == e->pending_cap) {
         size_t    cap = e->pending_cap ? e->pending_cap * 2 : 256;
         sg_event *p = realloc(e->pending, cap * sizeof(*p));
-        if (p == NULL)
-            return;           /* out of memory: the event is lost */
+        if (p == NULL) {
+            j->oom = 1;
+            j->oom_next = e->oom;
+            e->oom = j;
+            return;
+        }
         e->pending = p;
         e->pending_cap = cap;
     }
-    e->pending[e->pending_n++] = *ev;
+    e->pending[e->pending_n] = *ev;
+    e->pending[e->pending_n].user = j->user;
+    e->pending_n++;
 }
 
-static int
+/* Room in the ring for extra more events, as much as memory allows. */
+static void
 out_reserve(sg_engine *e, size_t extra)
 {
     size_t    cap;
     sg_event *p;
 
     if (e->out_n + extra <= e->out_cap)
-        return 0;
+        return;
     cap = e->out_cap ? e->out_cap : 256;
     while (cap < e->out_n + extra)
         cap *= 2;
     p = malloc(cap * sizeof(*p));
     if (p == NULL)
-        return -1;
+        return;
     for (size_t i = 0; i < e->out_n; i++)
         p[i] = e->out[(e->out_head + i) % e->out_cap];
     free(e->out);
     e->out = p;
     e->out_cap = cap;
     e->out_head = 0;
-    return 0;
 }
 
-/* Under mu: moves pending events to the ring and signals the fd. */
+/* Under mu: moves the step's events to the out queue and signals the fd.
+ * What the ring has no room for stays pending (with the last events that
+ * follow it) and goes at the next publish: late, never lost. */
 static void
 publish(sg_engine *e)
 {
-    uint64_t one = 1;
+    uint64_t one = 1, before = e->out_pushed;
+    size_t   moved;
+    int      any = 0;
 
-    if (e->pending_n == 0 || out_reserve(e, e->pending_n) != 0)
-        return;
-    for (size_t i = 0; i < e->pending_n; i++)
+    out_reserve(e, e->pending_n);
+    moved = e->out_cap - e->out_n;
+    if (moved > e->pending_n)
+        moved = e->pending_n;
+    for (size_t i = 0; i < moved; i++)
         e->out[(e->out_head + e->out_n + i) % e->out_cap] = e->pending[i];
-    e->out_n += e->pending_n;
-    e->pending_n = 0;
+    e->out_n += moved;
+    e->out_pushed += moved;
+    e->pending_n -= moved;
+    if (e->pending_n > 0)
+        memmove(e->pending, e->pending + moved,
+                e->pending_n * sizeof(*e->pending));
+    while (e->pfin_head != NULL && e->pfin_head->after <= moved) {
+        job *j = e->pfin_head;
+
+        e->pfin_head = j->next;
+        if (e->pfin_head == NULL)
+            e->pfin_tail = NULL;
+        j->after += before;
+        j->out = 1;
+        fin_append(&e->fin_head, &e->fin_tail, j);
+        any = 1;
+    }
+    for (job *j = e->pfin_head; j; j = j->next)
+        j->after -= moved;
     /* Cannot fail short of a counter overflow (2^64 - 1 writes). */
-    if (write(e->efd, &one, sizeof(one)) != sizeof(one))
+    if ((moved > 0 || any) && write(e->efd, &one, sizeof(one)) != sizeof(one))
         return;
 }
 
 static void
-free_inbox_req(inbox_req *q)
+free_job_request(job *j)
 {
-    free((void *)q->r.prompt);
-    free((void *)q->r.stop_ids);
-    free((void *)q->r.bias_ids);
-    free((void *)q->r.bias_values);
-    free((void *)q->r.script);
-    sg_grammar_unref(q->r.grammar);
-    free(q);
+    free((void *)j->r.prompt);
+    free((void *)j->r.stop_ids);
+    free((void *)j->r.bias_ids);
+    free((void *)j->r.bias_values);
+    free((void *)j->r.script);
+    free((void *)j->r.cache_salt);
+    sg_grammar_unref(j->r.grammar);
+    j->r.prompt = NULL;
+    j->r.stop_ids = NULL;
+    j->r.bias_ids = NULL;
+    j->r.bias_values = NULL;
+    j->r.script = NULL;
+    j->r.cache_salt = NULL;
+    j->r.grammar = NULL;
+}
+
+static void
+free_job(job *j)
+{
+    free_job_request(j);
+    free(j);
+}
+
+/* Under mu. */
+static void
+live_remove(sg_engine *e, job *j)
+{
+    if (j->live_prev)
+        j->live_prev->live_next = j->live_next;
+    else
+        e->live = j->live_next;
+    if (j->live_next)
+        j->live_next->live_prev = j->live_prev;
+    if (j->in_ctl) {
+        job **l = &e->ctl;
+        while (*l != j)
+            l = &(*l)->ctl_next;
+        *l = j->ctl_next;
+        j->in_ctl = 0;
+    }
+}
+
+/* Under mu: the job of a request whose last event is not out yet. */
+static job *
+live_find(sg_engine *e, uint64_t id)
+{
+    for (job *j = e->live; j; j = j->live_next)
+        if (j->id == id)
+            return j->out ? NULL : j;
+    return NULL;
 }
 
 static int
 step_model(void *ctx, sg_batch_item *items, int n, char *err, int errlen)
 {
     rank_model *rm = ctx;
+    int         rc = sg_forward(rm->m, rm->pool, items, n, NULL, err, errlen);
 
-    return sg_forward(rm->m, rm->pool, items, n, NULL, err, errlen);
+    return rc == SG_FORWARD_ENOMEM ? SG_ENOMEM : rc;
 }
 
 /* The ranks' steps on the group's rank threads (the MoE exchanges need
@@ -275,7 +418,74 @@ update_snapshot(sg_engine *e)
 {
     sg_ranks_stats(e->ranks, &e->snap);
     e->snap.kv_block_bytes = e->kv_block_bytes;
-    e->sched_busy = !sg_ranks_idle(e->ranks);
+    e->runnable = sg_ranks_runnable(e->ranks);
+}
+
+/* Hands the taken inbox to the scheduler; a request it refuses (out of
+ * memory) ends at once with an error. */
+static void
+submit_inbox(sg_engine *e, job *in)
+{
+    char err[160];
+
+    while (in) {
+        job *next = in->next;
+        int  rc;
+
+        in->r.user = in;
+        rc = sg_ranks_submit(e->ranks, &in->r, in->id, NULL, err,
+                             sizeof(err));
+        in->submitted = 1;
+        free_job_request(in);
+        if (rc != SG_OK) {
+            sg_event ev;
+            memset(&ev, 0, sizeof(ev));
+            ev.kind = SG_EV_ERROR;
+            ev.id = in->id;
+            ev.token = -1;
+            ev.prompt_tokens = in->r.n_prompt;
+            ev.error = rc == SG_ENOMEM ? SG_ENOMEM : SG_EENGINE;
+            snprintf(ev.message, sizeof(ev.message), "%.*s",
+                     (int)sizeof(ev.message) - 1, err);
+            collect_last(e, in, &ev);
+        }
+        in = next;
+    }
+}
+
+/* Under mu: the host's cancels, pauses and resumes of submitted requests
+ * (one still in the inbox keeps its place on the list for the next
+ * round). */
+static void
+apply_controls(sg_engine *e)
+{
+    job **l = &e->ctl;
+
+    while (*l != NULL) {
+        job *j = *l;
+        if (!j->submitted) {
+            l = &j->ctl_next;
+            continue;
+        }
+        *l = j->ctl_next;
+        j->in_ctl = 0;
+        if (j->cancel)
+            sg_ranks_cancel(e->ranks, j->id);
+        else
+            sg_ranks_pause(e->ranks, j->id, j->paused);
+    }
+}
+
+/* After a step: requests whose tokens could not be queued are cancelled;
+ * their last event says out of memory (collect_last). */
+static void
+fail_lost_tokens(sg_engine *e)
+{
+    while (e->oom) {
+        job *j = e->oom;
+        e->oom = j->oom_next;
+        sg_ranks_cancel(e->ranks, j->id);
+    }
 }
 
 static void *
@@ -283,7 +493,10 @@ engine_main(void *arg)
 {
     sg_engine *e = arg;
     char       err[256];
-    int        ok = load(e, err, sizeof(err)) == 0;
+    int        ok;
+
+    sg_fault_engine_thread();
+    ok = load(e, err, sizeof(err)) == 0;
 
     pthread_mutex_lock(&e->mu);
     if (!ok) {
@@ -298,13 +511,28 @@ engine_main(void *arg)
     pthread_cond_broadcast(&e->ready);
 
     for (;;) {
-        inbox_req *in;
-        uint64_t  *cancels;
-        int        n_cancels, ran;
+        job *in;
+        int  ran;
 
-        while (!e->stop && e->n_inbox == 0 && e->n_cancels == 0
-               && !e->sched_busy)
-        {
+        for (;;) {
+            if (e->stop || e->in_head || e->ctl
+                || (e->runnable && !e->stalled))
+                break;
+            if (e->pending_n > 0 || e->pfin_head) {
+                /* the ring had no room: try again soon (the host drains) */
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 10 * 1000 * 1000;
+                if (ts.tv_nsec >= 1000000000) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&e->wake, &e->mu, &ts);
+                break;
+            }
+            /* nothing runs and nothing can change that but the host (a
+             * request, a cancel, a resume): requests may wait for blocks
+             * that paused sequences hold */
             pthread_cond_wait(&e->wake, &e->mu);
         }
         if (e->stop)
@@ -314,56 +542,21 @@ engine_main(void *arg)
         /* Still counted as queued until the snapshot after the step. */
         e->snap.queued += e->n_inbox;
         e->n_inbox = 0;
-        cancels = e->cancels;
-        n_cancels = e->n_cancels;
-        e->cancels = NULL;
-        e->n_cancels = e->cap_cancels = 0;
         pthread_mutex_unlock(&e->mu);
 
-        while (in) {
-            inbox_req *next = in->next;
-            if (sg_ranks_submit(e->ranks, &in->r, in->id, NULL, err,
-                                sizeof(err)) != SG_OK)
-            {
-                sg_event ev;
-                memset(&ev, 0, sizeof(ev));
-                ev.kind = SG_EV_ERROR;
-                ev.id = in->id;
-                ev.user = in->r.user;
-                ev.token = -1;
-                ev.prompt_tokens = in->r.n_prompt;
-                snprintf(ev.message, sizeof(ev.message), "%.*s",
-                         (int)sizeof(ev.message) - 1, err);
-                collect_event(e, &ev);
-            }
-            free_inbox_req(in);
-            in = next;
-        }
-        for (int i = 0; i < n_cancels; i++)
-            sg_ranks_cancel(e->ranks, cancels[i]);
-        free(cancels);
+        submit_inbox(e, in);
+
+        pthread_mutex_lock(&e->mu);
+        apply_controls(e);
+        pthread_mutex_unlock(&e->mu);
 
         ran = sg_ranks_step(e->ranks, run_on_group, e->group);
+        fail_lost_tokens(e);
 
         pthread_mutex_lock(&e->mu);
         publish(e);
         update_snapshot(e);
-        if (ran == 0 && e->sched_busy && e->n_inbox == 0
-            && e->n_cancels == 0 && !e->stop)
-        {
-            /* Requests wait for room that only a finishing request can
-             * make; nothing runs, so no step can change that: sleep a
-             * little rather than spin (should not happen: an idle pool
-             * holds any admitted request). */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 10 * 1000 * 1000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
-            pthread_cond_timedwait(&e->wake, &e->mu, &ts);
-        }
+        e->stalled = ran == 0;
     }
     pthread_mutex_unlock(&e->mu);
 
@@ -378,23 +571,23 @@ engine_main(void *arg)
 static void
 engine_free(sg_engine *e)
 {
-    inbox_req *q;
+    job *j;
 
     sg_ranks_free(e->ranks);
     if (e->group && e->rank)
         sg_group_run(e->group, free_pool, e);
     free(e->rank);
     sg_group_free(e->group);
-    while ((q = e->in_head) != NULL) {
-        e->in_head = q->next;
-        free_inbox_req(q);
+    /* every job not drained, wherever it is */
+    while ((j = e->live) != NULL) {
+        e->live = j->live_next;
+        free_job(j);
     }
     if (e->efd >= 0)
         close(e->efd);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->wake);
     pthread_cond_destroy(&e->ready);
-    free(e->cancels);
     free(e->out);
     free(e->pending);
     free(e->model_dir);
@@ -482,8 +675,9 @@ int
 sg_engine_submit(sg_engine *e, const sg_request *r, uint64_t *id, char *err,
     int errlen)
 {
-    inbox_req *q;
-    int        rc;
+    job    *j;
+    int     rc;
+    size_t  salt = r->cache_salt ? r->cache_salt_len : 0;
 
     /* The limits are fixed after start: check on the caller's thread so
      * that a bad request gets its answer at once. */
@@ -494,21 +688,27 @@ sg_engine_submit(sg_engine *e, const sg_request *r, uint64_t *id, char *err,
         pthread_mutex_unlock(&e->mu);
         return rc;
     }
-    q = calloc(1, sizeof(*q));
-    if (q == NULL)
+    /* Everything the request will need from here to its last event. */
+    j = calloc(1, sizeof(*j));
+    if (j == NULL)
         goto oom;
-    q->r = *r;
-    q->r.grammar = sg_grammar_ref(r->grammar);
-    if (sg_memdup(&q->r.prompt, r->prompt, r->n_prompt,
-                   sizeof(int32_t))
-        || sg_memdup(&q->r.stop_ids, r->stop_ids,
-                      r->n_stop_ids, sizeof(int32_t))
-        || sg_memdup(&q->r.bias_ids, r->bias_ids, r->n_bias,
-                      sizeof(int32_t))
-        || sg_memdup(&q->r.bias_values, r->bias_values,
-                      r->n_bias, sizeof(float))
-        || sg_memdup(&q->r.script, r->script, r->n_script,
-                      sizeof(int32_t)))
+    j->r = *r;
+    j->user = r->user;
+    /* no array of the caller's is kept: each one copied, or NULL */
+    j->r.prompt = j->r.stop_ids = j->r.bias_ids = j->r.script = NULL;
+    j->r.bias_values = NULL;
+    j->r.cache_salt = NULL;
+    j->r.cache_salt_len = salt;
+    j->r.grammar = sg_grammar_ref(r->grammar);
+    if (sg_memdup(&j->r.prompt, r->prompt, r->n_prompt, sizeof(int32_t))
+        || sg_memdup(&j->r.stop_ids, r->stop_ids, r->n_stop_ids,
+                     sizeof(int32_t))
+        || sg_memdup(&j->r.bias_ids, r->bias_ids, r->n_bias,
+                     sizeof(int32_t))
+        || sg_memdup(&j->r.bias_values, r->bias_values, r->n_bias,
+                     sizeof(float))
+        || sg_memdup(&j->r.script, r->script, r->n_script, sizeof(int32_t))
+        || sg_memdup(&j->r.cache_salt, r->cache_salt, (int)salt, 1))
         goto oom;
 
     pthread_mutex_lock(&e->mu);
@@ -518,45 +718,71 @@ sg_engine_submit(sg_engine *e, const sg_request *r, uint64_t *id, char *err,
                  : "the queue is full (%d requests waiting)",
                  e->n_inbox + e->snap.queued);
         pthread_mutex_unlock(&e->mu);
-        free_inbox_req(q);
+        free_job(j);
         return SG_EBUSY;
     }
-    q->id = e->next_id++;
-    if (e->in_tail)
-        e->in_tail->next = q;
-    else
-        e->in_head = q;
-    e->in_tail = q;
+    j->id = e->next_id++;
+    fin_append(&e->in_head, &e->in_tail, j);
     e->n_inbox++;
+    j->live_next = e->live;
+    if (e->live)
+        e->live->live_prev = j;
+    e->live = j;
     if (id)
-        *id = q->id;
+        *id = j->id;
     pthread_cond_signal(&e->wake);
     pthread_mutex_unlock(&e->mu);
     return SG_OK;
 
 oom:
-    if (q)
-        free_inbox_req(q);
-    snprintf(err, errlen, "engine: out of memory");
-    return SG_EINVAL;
+    if (j)
+        free_job(j);
+    pthread_mutex_lock(&e->mu);
+    e->refused++;
+    pthread_mutex_unlock(&e->mu);
+    snprintf(err, errlen, "engine: out of memory for a request of %d prompt "
+             "tokens", r->n_prompt);
+    return SG_ENOMEM;
+}
+
+/* Under mu: puts a job on the control list (no allocation: the list runs
+ * through the jobs). */
+static void
+control(sg_engine *e, job *j)
+{
+    if (!j->in_ctl) {
+        j->in_ctl = 1;
+        j->ctl_next = e->ctl;
+        e->ctl = j;
+    }
+    pthread_cond_signal(&e->wake);
 }
 
 void
 sg_engine_cancel(sg_engine *e, uint64_t id)
 {
+    job *j;
+
     pthread_mutex_lock(&e->mu);
-    if (e->n_cancels == e->cap_cancels) {
-        int       cap = e->cap_cancels ? e->cap_cancels * 2 : 16;
-        uint64_t *p = realloc(e->cancels, sizeof(uint64_t) * cap);
-        if (p == NULL) {
-            pthread_mutex_unlock(&e->mu);
-            return;
-        }
-        e->cancels = p;
-        e->cap_cancels = cap;
+    j = live_find(e, id);
+    if (j != NULL && !j->cancel) {
+        j->cancel = 1;
+        control(e, j);
     }
-    e->cancels[e->n_cancels++] = id;
-    pthread_cond_signal(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void
+sg_engine_pause(sg_engine *e, uint64_t id, int paused)
+{
+    job *j;
+
+    pthread_mutex_lock(&e->mu);
+    j = live_find(e, id);
+    if (j != NULL && !j->cancel && j->paused != (paused != 0)) {
+        j->paused = paused != 0;
+        control(e, j);
+    }
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -567,14 +793,30 @@ sg_engine_drain(sg_engine *e, sg_event *ev, int max)
     uint64_t v;
 
     pthread_mutex_lock(&e->mu);
-    while (n < max && e->out_n > 0) {
-        ev[n++] = e->out[e->out_head];
-        e->out_head = (e->out_head + 1) % e->out_cap;
-        e->out_n--;
+    while (n < max) {
+        job *j = e->fin_head;
+
+        if (j != NULL && j->after <= e->out_popped) {
+            /* a request's last event, after all of its tokens */
+            ev[n++] = j->last;
+            e->fin_head = j->next;
+            if (e->fin_head == NULL)
+                e->fin_tail = NULL;
+            live_remove(e, j);
+            free_job(j);
+        } else if (e->out_n > 0) {
+            ev[n++] = e->out[e->out_head];
+            e->out_head = (e->out_head + 1) % e->out_cap;
+            e->out_n--;
+            e->out_popped++;
+        } else {
+            break;
+        }
     }
     /* Readable exactly while events wait: clear the counter only once
-     * the ring is empty (the engine writes it under the same lock). */
-    if (e->out_n == 0 && read(e->efd, &v, sizeof(v)) < 0) {
+     * the queue is empty (the engine writes it under the same lock). */
+    if (e->out_n == 0 && e->fin_head == NULL
+        && read(e->efd, &v, sizeof(v)) < 0) {
         /* EAGAIN: already clear */
     }
     pthread_mutex_unlock(&e->mu);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "engine_opts.h"
+#include "model/checkpoint.h"
 #include "model/group.h"
 #include "model/plan.h"
 
@@ -74,6 +75,19 @@ sg_model_info_load(const char *model_dir, sg_model_info *info, char *err,
     if (sg_config_load(path, &c, err, errlen) != 0)
         return -1;
     sg_model_info_of(&c, info);
+    return 0;
+}
+
+int
+sg_model_check_files(const char *model_dir, char *err, int errlen)
+{
+    sg_checkpoint *ck;
+
+    /* the headers are parsed and every tensor's offsets checked against
+     * its file's size; the files are mapped, never read past the header */
+    if (sg_checkpoint_open(model_dir, &ck, err, errlen) != 0)
+        return -1;
+    sg_checkpoint_close(ck);
     return 0;
 }
 

@@ -127,7 +127,8 @@ sg_ranks_sched(sg_ranks *R, int rank)
 }
 
 int
-sg_ranks_place(sg_ranks *R, const int32_t *prompt, int n_prompt)
+sg_ranks_place(sg_ranks *R, const int32_t *prompt, int n_prompt,
+    const void *salt, size_t salt_len)
 {
     int     best = -1;
     int64_t best_cost = 0;
@@ -139,7 +140,7 @@ sg_ranks_place(sg_ranks *R, const int32_t *prompt, int n_prompt)
 
         if (R->n > 1 && sg_sched_queue_full(s))
             continue;
-        shared = sg_sched_prefix_blocks(s, prompt, n_prompt);
+        shared = sg_sched_prefix_blocks(s, prompt, n_prompt, salt, salt_len);
         cost = sg_sched_backlog(s)
                + 2 * (n_prompt - (int64_t)shared * SG_KV_BLOCK);
         if (best < 0 || cost < best_cost) {
@@ -155,7 +156,8 @@ sg_ranks_submit(sg_ranks *R, const sg_request *q, uint64_t id, int *rank,
     char *err, int errlen)
 {
     int r = q->prompt && q->n_prompt > 0
-            ? sg_ranks_place(R, q->prompt, q->n_prompt) : 0;
+            ? sg_ranks_place(R, q->prompt, q->n_prompt, q->cache_salt,
+                             q->cache_salt_len) : 0;
     int rc;
 
     if (r < 0) {
@@ -186,6 +188,26 @@ sg_ranks_cancel_all(sg_ranks *R)
     for (int r = 0; r < R->n; r++)
         sg_sched_cancel_all(R->rk[r].sched);
     flush(R);
+}
+
+int
+sg_ranks_pause(sg_ranks *R, uint64_t id, int paused)
+{
+    int rc = -1;
+
+    for (int r = 0; r < R->n && rc != 0; r++)
+        rc = sg_sched_pause(R->rk[r].sched, id, paused);
+    return rc;
+}
+
+int
+sg_ranks_runnable(const sg_ranks *R)
+{
+    for (int r = 0; r < R->n; r++) {
+        if (sg_sched_runnable(R->rk[r].sched))
+            return 1;
+    }
+    return 0;
 }
 
 int
@@ -233,6 +255,8 @@ sg_ranks_stats(const sg_ranks *R, sg_engine_stats *st)
         st->kv_blocks_total += one.kv_blocks_total;
         st->kv_blocks_used += one.kv_blocks_used;
         st->kv_blocks_cached += one.kv_blocks_cached;
+        st->paused += one.paused;
+        st->cache_namespaces += one.cache_namespaces;
         st->prompt_tokens += one.prompt_tokens;
         st->cached_tokens += one.cached_tokens;
         st->generated_tokens += one.generated_tokens;

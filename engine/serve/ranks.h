@@ -53,7 +53,8 @@ sg_sched *sg_ranks_sched(sg_ranks *R, int rank);
 
 /* The rank a request would go to (the placement above), or -1 when every
  * rank's queue is full. */
-int sg_ranks_place(sg_ranks *R, const int32_t *prompt, int n_prompt);
+int sg_ranks_place(sg_ranks *R, const int32_t *prompt, int n_prompt,
+    const void *salt, size_t salt_len);
 
 /* Queues a request on the rank placement picks (sg_sched_submit's
  * results); *rank gets it (may be NULL). */
@@ -62,6 +63,10 @@ int sg_ranks_submit(sg_ranks *R, const sg_request *r, uint64_t id,
 /* 0 when the request was found on a rank and cancelled. */
 int sg_ranks_cancel(sg_ranks *R, uint64_t id);
 void sg_ranks_cancel_all(sg_ranks *R);
+/* 0 when the request was found on a rank and paused (or resumed). */
+int sg_ranks_pause(sg_ranks *R, uint64_t id, int paused);
+/* 1 when a step of some rank may have work (sg_sched_runnable). */
+int sg_ranks_runnable(const sg_ranks *R);
 
 /* One lockstep step of every rank through exec (nothing when all are
  * idle); returns the tokens run over all ranks. */

@@ -39,6 +39,8 @@ typedef struct sreq {
     int          need_blocks;     /* blocks of the longest possible run */
     int          n_cached_blocks; /* leading blocks that are cache nodes */
     int          cached_tokens;
+    int32_t      ns;              /* its prefix cache namespace (held) */
+    int          paused;          /* no decode until resumed */
     struct sreq *prev, *next;
 } sreq;
 
@@ -264,8 +266,9 @@ release_blocks(sg_sched *s, sreq *r)
 }
 
 static void
-free_req(sreq *r)
+free_req(sg_sched *s, sreq *r)
 {
+    sg_prefix_cache_ns_put(s->cache, r->ns);
     free(r->tokens);
     free(r->stop_ids);
     free(r->bias_ids);
@@ -286,12 +289,12 @@ sg_sched_free(sg_sched *s)
         return;
     while ((r = s->waiting.head) != NULL) {
         list_remove(&s->waiting, r);
-        free_req(r);
+        free_req(s, r);
     }
     while ((r = s->running.head) != NULL) {
         list_remove(&s->running, r);
         release_blocks(s, r);
-        free_req(r);
+        free_req(s, r);
     }
     sg_prefix_cache_free(s->cache);
     sg_block_pool_destroy(&s->pool);
@@ -343,6 +346,12 @@ sg_sched_submit(sg_sched *s, const sg_request *q, uint64_t id, char *err,
         memcpy(r->stop_ids, q->stop_ids, sizeof(int32_t) * q->n_stop_ids);
         r->n_stop = q->n_stop_ids;
     }
+    r->ns = sg_prefix_cache_ns_get(s->cache, q->cache_salt,
+                                   q->cache_salt ? q->cache_salt_len : 0);
+    if (r->ns < 0) {
+        r->ns = 0;
+        goto oom;
+    }
     sg_sampler_init(&r->sampler, q->temperature, q->top_p, q->seed);
     r->sampler.top_k = q->top_k;
     r->sampler.min_p = q->min_p;
@@ -371,13 +380,13 @@ sg_sched_submit(sg_sched *s, const sg_request *q, uint64_t id, char *err,
     return SG_OK;
 oom:
     if (r)
-        free_req(r);
+        free_req(s, r);
     snprintf(err, errlen, "out of memory");
-    return SG_EINVAL;
+    return SG_ENOMEM;
 }
 
 static void
-emit_done(sg_sched *s, sreq *r, sg_event_kind kind, int finish,
+emit_done(sg_sched *s, sreq *r, sg_event_kind kind, int finish, int error,
     const char *message)
 {
     sg_event ev;
@@ -393,11 +402,14 @@ emit_done(sg_sched *s, sreq *r, sg_event_kind kind, int finish,
     ev.completion_tokens = r->n_tokens - r->n_prompt;
     if (message)
         snprintf(ev.message, sizeof(ev.message), "%s", message);
+    if (kind == SG_EV_ERROR)
+        ev.error = error ? error : SG_EENGINE;
     s->emit(s->emit_ctx, &ev);
 }
 
 /* Takes a request out of whichever list holds it, frees its blocks, sends
- * its last event and frees it. */
+ * its last event and frees it.  On ERROR, reason is the error (SG_ENOMEM,
+ * SG_EENGINE). */
 static void
 finish(sg_sched *s, sreq *r, int running, sg_event_kind kind, int reason,
     const char *message)
@@ -408,26 +420,53 @@ finish(sg_sched *s, sreq *r, int running, sg_event_kind kind, int reason,
         s->cancelled++;
     else if (kind == SG_EV_DONE)
         s->done++;
-    emit_done(s, r, kind, reason, message);
-    free_req(r);
+    emit_done(s, r, kind, kind == SG_EV_DONE ? reason : 0,
+              kind == SG_EV_ERROR ? reason : 0, message);
+    free_req(s, r);
 }
+
+static sreq *find(sg_sched *s, uint64_t id, int *running);
 
 int
 sg_sched_cancel(sg_sched *s, uint64_t id)
 {
-    for (sreq *r = s->waiting.head; r; r = r->next) {
-        if (r->id == id) {
-            finish(s, r, 0, SG_EV_DONE, SG_FINISH_CANCELLED, NULL);
-            return 0;
-        }
-    }
+    int   running;
+    sreq *r = find(s, id, &running);
+
+    if (r == NULL)
+        return -1;
+    finish(s, r, running, SG_EV_DONE, SG_FINISH_CANCELLED, NULL);
+    return 0;
+}
+
+static sreq *
+find(sg_sched *s, uint64_t id, int *running)
+{
     for (sreq *r = s->running.head; r; r = r->next) {
         if (r->id == id) {
-            finish(s, r, 1, SG_EV_DONE, SG_FINISH_CANCELLED, NULL);
-            return 0;
+            *running = 1;
+            return r;
         }
     }
-    return -1;
+    for (sreq *r = s->waiting.head; r; r = r->next) {
+        if (r->id == id) {
+            *running = 0;
+            return r;
+        }
+    }
+    return NULL;
+}
+
+int
+sg_sched_pause(sg_sched *s, uint64_t id, int paused)
+{
+    int   running;
+    sreq *r = find(s, id, &running);
+
+    if (r == NULL)
+        return -1;
+    r->paused = paused != 0;
+    return 0;
 }
 
 void
@@ -489,8 +528,8 @@ worth_waiting(const sg_sched *s, const sreq *r, int hits)
 
     for (const sreq *o = s->running.head; o; o = o->next) {
         int k;
-        if (o->seq.n_tokens >= o->n_prompt)
-            continue;                    /* not prefilling */
+        if (o->seq.n_tokens >= o->n_prompt || o->ns != r->ns)
+            continue;                    /* not prefilling, or no sharing */
         k = shared_blocks(o, r->tokens, max_hit);
         /* Wait while o still has shared blocks to compute, if what is
          * shared in all is worth it. */
@@ -512,7 +551,7 @@ try_admit(sg_sched *s, sreq *r)
         /* At least the last prompt token is computed, so logits exist;
          * partial blocks are never shared. */
         int max_hit = (r->n_prompt - 1) / SG_KV_BLOCK;
-        hits = sg_prefix_cache_match(s->cache, r->tokens, r->n_prompt,
+        hits = sg_prefix_cache_match(s->cache, r->ns, r->tokens, r->n_prompt,
                                      max_hit, r->seq.blocks);
         if (worth_waiting(s, r, hits)) {
             for (int i = 0; i < hits; i++)
@@ -630,8 +669,8 @@ add_item(sg_sched *s, int *n, sreq *r, int n_new, int want_logits)
     sg_batch_item *it = &s->items[*n];
 
     if (grow(s, r, r->seq.n_tokens + n_new) != 0) {
-        finish(s, r, 1, SG_EV_ERROR, 0, "cache pool: no block for this "
-               "request although one was reserved");
+        finish(s, r, 1, SG_EV_ERROR, SG_EENGINE, "cache pool: no block for "
+               "this request although one was reserved");
         return -1;
     }
     it->seq = &r->seq;
@@ -649,7 +688,7 @@ add_item(sg_sched *s, int *n, sreq *r, int n_new, int want_logits)
 int
 sg_sched_step(sg_sched *s)
 {
-    int  n = 0, budget = s->o.step_tokens, ran = 0;
+    int  n = 0, budget = s->o.step_tokens, ran = 0, rc;
     char err[160];
 
     while (s->waiting.head && s->running.n < s->o.max_running
@@ -657,10 +696,11 @@ sg_sched_step(sg_sched *s)
     {
     }
 
-    /* Decodes first: a running sequence's next token never waits. */
+    /* Decodes first: a running sequence's next token never waits (unless
+     * it is paused). */
     for (sreq *r = s->running.head, *next; r; r = next) {
         next = r->next;
-        if (r->seq.n_tokens >= r->n_prompt && budget > 0) {
+        if (r->seq.n_tokens >= r->n_prompt && budget > 0 && !r->paused) {
             if (add_item(s, &n, r, 1, 1) == 0)
                 budget--;
         }
@@ -688,9 +728,11 @@ sg_sched_step(sg_sched *s)
     for (int i = 0; i < n; i++)
         ran += s->items[i].n_tokens;
     err[0] = 0;
-    if (s->step(s->step_ctx, s->items, n, err, sizeof(err)) != 0) {
+    rc = s->step(s->step_ctx, s->items, n, err, sizeof(err));
+    if (rc != 0) {
         for (int i = 0; i < n; i++)
-            finish(s, s->item_req[i], 1, SG_EV_ERROR, 0,
+            finish(s, s->item_req[i], 1, SG_EV_ERROR,
+                   rc == SG_ENOMEM ? SG_ENOMEM : SG_EENGINE,
                    err[0] ? err : "model step failed");
         return ran;
     }
@@ -703,8 +745,8 @@ sg_sched_step(sg_sched *s)
         sg_event       ev;
 
         if (s->o.prefix_cache && full > r->n_cached_blocks)
-            r->n_cached_blocks = sg_prefix_cache_insert(s->cache, r->tokens,
-                full, r->seq.blocks, r->n_cached_blocks);
+            r->n_cached_blocks = sg_prefix_cache_insert(s->cache, r->ns,
+                r->tokens, full, r->seq.blocks, r->n_cached_blocks);
         if (it->logits == NULL)
             continue;
 
@@ -734,18 +776,25 @@ sg_sched_step(sg_sched *s)
 }
 
 int
-sg_sched_prefix_blocks(sg_sched *s, const int32_t *tokens, int n_tokens)
+sg_sched_prefix_blocks(sg_sched *s, const int32_t *tokens, int n_tokens,
+    const void *salt, size_t salt_len)
 {
-    int max = (n_tokens - 1) / SG_KV_BLOCK, best = 0;
+    int     max = (n_tokens - 1) / SG_KV_BLOCK, best = 0;
+    int32_t ns;
 
     if (!s->o.prefix_cache || max <= 0)
         return 0;
-    best = sg_prefix_cache_match(s->cache, tokens, n_tokens, max, NULL);
+    /* within the request's namespace only: no other tenant's prefix
+     * draws it to a rank */
+    ns = sg_prefix_cache_ns_find(s->cache, salt, salt ? salt_len : 0);
+    if (ns < 0)
+        return 0;
+    best = sg_prefix_cache_match(s->cache, ns, tokens, n_tokens, max, NULL);
     for (int l = 0; l < 2; l++) {
         for (const sreq *r = (l ? s->running : s->waiting).head; r;
              r = r->next)
         {
-            int k = shared_blocks(r, tokens, max);
+            int k = r->ns == ns ? shared_blocks(r, tokens, max) : 0;
             if (k > best)
                 best = k;
         }
@@ -799,6 +848,17 @@ sg_sched_idle(const sg_sched *s)
 }
 
 int
+sg_sched_runnable(const sg_sched *s)
+{
+    if (s->waiting.n > 0)
+        return 1;
+    for (const sreq *r = s->running.head; r; r = r->next)
+        if (!r->paused || r->seq.n_tokens < r->n_prompt)
+            return 1;
+    return 0;
+}
+
+int
 sg_sched_waiting(const sg_sched *s)
 {
     return s->waiting.n;
@@ -820,16 +880,24 @@ sg_sched_stats(const sg_sched *s, sg_engine_stats *st)
     st->requests_cancelled = s->cancelled;
     st->requests_refused = s->refused;
     st->kv_blocks_evicted = s->evicted;
+    for (const sreq *r = s->running.head; r; r = r->next)
+        st->paused += r->paused;
+    st->cache_namespaces = sg_prefix_cache_namespaces(s->cache);
 }
 
 int
 sg_sched_check(const sg_sched *s, char *err, int errlen)
 {
     int32_t *count;
-    int      rc = -1, reserved, avail;
+    int      rc = -1, reserved, avail, held = 0;
 
+    for (const sreq *r = s->running.head; r; r = r->next)
+        held += r->ns > 0;
+    for (const sreq *r = s->waiting.head; r; r = r->next)
+        held += r->ns > 0;
     if (sg_block_pool_check(&s->pool, err, errlen) != 0
-        || sg_prefix_cache_check(s->cache, err, errlen) != 0)
+        || sg_prefix_cache_check(s->cache, err, errlen) != 0
+        || sg_prefix_cache_check_ns(s->cache, held, err, errlen) != 0)
     {
         return -1;
     }

@@ -24,7 +24,9 @@
 #include "prefix_cache.h"
 #include "sparsegate.h"
 
-/* Runs the model on a batch (sg_forward's contract); 0 or -1 + message. */
+/* Runs the model on a batch (sg_forward's contract); 0, or -1 + message, or
+ * SG_ENOMEM + message when memory ran out (the requests end with errors
+ * that say so). */
 typedef int (*sg_step_fn)(void *ctx, sg_batch_item *items, int n_items,
     char *err, int errlen);
 /* Receives each event as it happens. */
@@ -64,29 +66,37 @@ sg_sched *sg_sched_new(const sg_sched_opts *o, sg_step_fn step,
 void sg_sched_free(sg_sched *s);
 
 /* Queues a request under the given id (validates it; SG_EBUSY when the
- * queue is full). */
+ * queue is full, SG_ENOMEM when out of memory); its cache_salt names its
+ * prefix cache namespace. */
 int sg_sched_submit(sg_sched *s, const sg_request *r, uint64_t id,
     char *err, int errlen);
 /* Finishes a waiting or running request now (DONE, SG_FINISH_CANCELLED);
  * 0 when it was found. */
 int sg_sched_cancel(sg_sched *s, uint64_t id);
 void sg_sched_cancel_all(sg_sched *s);
+/* Pauses (1) or resumes (0) a request's decoding; 0 when it was found. */
+int sg_sched_pause(sg_sched *s, uint64_t id, int paused);
 
 /* One step; returns the tokens run through the model (0: nothing to do
  * or nothing admissible). */
 int sg_sched_step(sg_sched *s);
 /* 1 when no request is waiting or running. */
 int sg_sched_idle(const sg_sched *s);
+/* 1 when a step may have work: a request waiting, or one running that is
+ * not paused (or still has prompt to compute). */
+int sg_sched_runnable(const sg_sched *s);
 int sg_sched_waiting(const sg_sched *s);
 
 void sg_sched_stats(const sg_sched *s, sg_engine_stats *st);
 
 /* For placing a request on one of several schedulers (serve/ranks.c):
  * the leading full blocks of tokens (at most those a hit may cover) that
- * its cache holds or that a waiting or running prompt shares, and the
+ * its cache holds or that a waiting or running prompt shares, in the
+ * namespace of the salt, and the
  * tokens of work it holds (prompt tokens not yet computed plus tokens
  * still to generate, at most). */
-int sg_sched_prefix_blocks(sg_sched *s, const int32_t *tokens, int n_tokens);
+int sg_sched_prefix_blocks(sg_sched *s, const int32_t *tokens, int n_tokens,
+    const void *salt, size_t salt_len);
 int64_t sg_sched_backlog(const sg_sched *s);
 /* 1 when a submit would be refused for a full queue. */
 int sg_sched_queue_full(const sg_sched *s);

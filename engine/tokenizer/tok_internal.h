@@ -205,6 +205,9 @@ size_t tok_utf8_valid_prefix(const char *s, size_t n);
 /* Length of the ill-formed subsequence at s (WHATWG / Unicode "maximal
  * subpart"); 0 when s starts a valid character. */
 size_t tok_utf8_bad_len(const unsigned char *s, size_t n);
+/* A lead byte's continuation count (1..3) and the range of the byte after
+ * it (the later ones are 80..BF); -1 when c never starts a character. */
+int tok_utf8_lead(unsigned char c, unsigned char *lo, unsigned char *hi);
 /* 1..4: length of the valid character at s, 0 if none (n > 0). */
 size_t tok_utf8_char_len(const unsigned char *s, size_t n);
 

@@ -7,10 +7,11 @@
 #include <string.h>
 
 #include "tok_internal.h"
+#include "tokenizer.h"
 
 /* Range of the byte after a lead byte (the later ones are 80..BF). */
-static int
-lead_info(unsigned char c, unsigned char *lo, unsigned char *hi)
+int
+tok_utf8_lead(unsigned char c, unsigned char *lo, unsigned char *hi)
 {
     *lo = 0x80;
     *hi = 0xBF;
@@ -31,7 +32,7 @@ tok_utf8_char_len(const unsigned char *s, size_t n)
     int need;
 
     if (s[0] < 0x80) return 1;
-    need = lead_info(s[0], &lo, &hi);
+    need = tok_utf8_lead(s[0], &lo, &hi);
     if (need < 0 || (size_t)need >= n) return 0;
     if (s[1] < lo || s[1] > hi) return 0;
     for (int i = 2; i <= need; i++) {
@@ -48,7 +49,7 @@ tok_utf8_bad_len(const unsigned char *s, size_t n)
     size_t i;
 
     if (tok_utf8_char_len(s, n) != 0) return 0;
-    need = lead_info(s[0], &lo, &hi);
+    need = tok_utf8_lead(s[0], &lo, &hi);
     if (need < 0) return 1;
     /* A valid lead: the subpart runs over the continuation bytes that
      * could still belong to it. */
@@ -84,4 +85,10 @@ tok_utf8_valid_prefix(const char *str, size_t n)
         i += k;
     }
     return i;
+}
+
+size_t
+sg_utf8_valid_prefix(const char *s, size_t n)
+{
+    return tok_utf8_valid_prefix(s, n);
 }

@@ -89,7 +89,7 @@ PY
 ids="15 200 3000 77 4242"
 cli_ids=$("$gw_cli" run --model "$gw_model_dir" --prompt "$ids" --steps 7 --threads 1 2>/dev/null \
           | sed -n 's/^tokens: //p')
-cli_text=$("$gw_cli" tokenize --decode --tokenizer "$gw_model_dir/tokenizer.json" $cli_ids 2>/dev/null)
+cli_text=$("$gw_cli" tokenize --decode --text --tokenizer "$gw_model_dir/tokenizer.json" $cli_ids 2>/dev/null)
 s=$(status POST /v1/completions -d "{\"prompt\":[${ids// /,}],\"max_tokens\":8,\"temperature\":0,\"ignore_eos\":true}")
 gw_text=$(j "d['choices'][0]['text']")
 gw_check greedy_matches_cli "$([ "$s" = 200 ] && [ -n "$cli_ids" ] && [ "$gw_text" = "$cli_text" ]; echo $?)" \

@@ -390,7 +390,7 @@ test_pressure(model_ctx *mc)
 typedef struct host_log {
     int32_t tok[MAXR][MAXT];
     int     n_tok[MAXR];
-    int     done[MAXR], finish[MAXR], n_events;
+    int     done[MAXR], finish[MAXR], cached[MAXR], error[MAXR], n_events;
     char    msg[160];
 } host_log;
 
@@ -432,6 +432,8 @@ pump(sg_engine *e, host_log *h, int n, int until)
                 } else {
                     h->done[s] = ev[j].kind;
                     h->finish[s] = ev[j].finish;
+                    h->cached[s] = ev[j].cached_tokens;
+                    h->error[s] = ev[j].error;
                     memcpy(h->msg, ev[j].message, sizeof(h->msg));
                 }
             }
@@ -686,6 +688,135 @@ test_engine_api(model_ctx *mc)
           "got '%s'", err);
 }
 
+/* Drains what comes within ms milliseconds; returns the events seen. */
+static int
+drain_for(sg_engine *e, host_log *h, int ms)
+{
+    double end = seconds() + ms / 1000.0;
+    int    before = h->n_events;
+
+    while (seconds() < end) {
+        sg_event ev[16];
+        int      k;
+
+        if (!wait_readable(sg_engine_fd(e), 20))
+            continue;
+        while ((k = sg_engine_drain(e, ev, 16)) > 0) {
+            for (int j = 0; j < k; j++) {
+                int s = (int)(intptr_t)ev[j].user;
+                h->n_events++;
+                if (ev[j].kind == SG_EV_TOKEN)
+                    h->n_tok[s]++;
+                else
+                    h->done[s] = ev[j].kind;
+            }
+        }
+    }
+    return h->n_events - before;
+}
+
+/*
+ * The host's controls: the prefix cache's namespaces (one tenant's prompt
+ * is never another's hit: before, a second tenant sending the same prompt
+ * got 192 cached tokens and could so confirm its content), pause and
+ * resume (a host whose client stops reading stops the generation), cancel
+ * of a paused request.
+ */
+static void
+test_engine_controls(void)
+{
+    sg_engine_opts  o;
+    sg_engine      *e = NULL;
+    sg_engine_stats st;
+    char            err[256];
+    host_log        h;
+    int32_t         t[200];
+    uint64_t        id;
+    const char     *salts[] = { "tenant-a", "tenant-b", NULL, "tenant-a" };
+
+    sg_engine_opts_default(&o);
+    o.model_dir = model_dir;
+    o.n_threads = 1;
+    o.kv_bytes = 200 * 64 * 3 * 1000;
+    o.prefill_chunk = 64;
+    if (sg_engine_start(&o, &e, err, sizeof(err)) != 0) {
+        CHECK(0, "controls_start", "%s", err);
+        return;
+    }
+    for (int i = 0; i < 200; i++)
+        t[i] = check_rand32() % sg_engine_model_info(e)->vocab_size;
+
+    memset(&h, 0, sizeof(h));
+    for (int r = 0; r < 4; r++) {
+        sg_request q = {.prompt = t, .n_prompt = 200, .max_tokens = 2,
+                        .user = (void *)(intptr_t)r, .ignore_eos = 1,
+                        .cache_salt = salts[r],
+                        .cache_salt_len = salts[r] ? strlen(salts[r]) : 0};
+        sg_engine_submit(e, &q, NULL, err, sizeof(err));
+        pump(e, &h, 4, r);
+    }
+    sg_engine_get_stats(e, &st);
+    CHECK(h.cached[0] == 0 && h.cached[1] == 0 && h.cached[2] == 0
+          && h.cached[3] == 192 && st.cache_namespaces == 2,
+          "controls_cache_isolated_per_salt",
+          "cached tokens %d (a), %d (b), %d (none), %d (a again), want 0 0 "
+          "0 192; %d namespaces", h.cached[0], h.cached[1], h.cached[2],
+          h.cached[3], st.cache_namespaces);
+
+    /* pause after the first tokens: nothing comes until resumed */
+    {
+        sg_request q = {.prompt = t, .n_prompt = 100, .max_tokens = 400,
+                        .user = (void *)(intptr_t)0, .ignore_eos = 1};
+        int quiet, before;
+
+        memset(&h, 0, sizeof(h));
+        sg_engine_submit(e, &q, &id, err, sizeof(err));
+        while (h.n_tok[0] < 2 && drain_for(e, &h, 50) >= 0
+               && !h.done[0]) {
+        }
+        sg_engine_pause(e, id, 1);
+        drain_for(e, &h, 200);        /* a step in flight may still land */
+        before = h.n_tok[0];
+        quiet = drain_for(e, &h, 500);
+        sg_engine_get_stats(e, &st);
+        CHECK(quiet == 0 && st.paused == 1 && st.running == 1 && !h.done[0]
+              && before < 400, "controls_pause_stops_tokens",
+              "%d events in 0.5 s while paused (%d tokens before), %d "
+              "paused, %d running", quiet, before, st.paused, st.running);
+        sg_engine_pause(e, id, 0);
+        pump(e, &h, 1, 0);
+        CHECK(h.done[0] == SG_EV_DONE && h.n_tok[0] == 400,
+              "controls_resume_finishes", "done %d with %d tokens",
+              h.done[0], h.n_tok[0]);
+    }
+    /* a paused request is cancelled like any other */
+    {
+        sg_request q = {.prompt = t, .n_prompt = 100, .max_tokens = 40,
+                        .user = (void *)(intptr_t)0, .ignore_eos = 1};
+
+        memset(&h, 0, sizeof(h));
+        sg_engine_submit(e, &q, &id, err, sizeof(err));
+        while (h.n_tok[0] < 1 && !h.done[0])
+            drain_for(e, &h, 50);
+        sg_engine_pause(e, id, 1);
+        drain_for(e, &h, 100);
+        sg_engine_cancel(e, id);
+        sg_engine_cancel(e, id);            /* twice: one done */
+        pump(e, &h, 1, 0);
+        drain_for(e, &h, 100);
+        sg_engine_get_stats(e, &st);
+        CHECK(h.done[0] == SG_EV_DONE && h.finish[0] == SG_FINISH_CANCELLED
+              && st.running == 0 && st.paused == 0
+              && st.kv_blocks_used == st.kv_blocks_cached,
+              "controls_cancel_paused", "done %d finish %d, %d running, %d "
+              "used, %d cached", h.done[0], h.finish[0], st.running,
+              st.kv_blocks_used, st.kv_blocks_cached);
+        sg_engine_pause(e, id, 0);          /* finished: ignored */
+        sg_engine_cancel(e, id);
+    }
+    sg_engine_stop(e);
+}
+
 int
 main(void)
 {
@@ -706,6 +837,7 @@ main(void)
     double t0 = seconds();
     test_prefix_hits(&mc);
     sg_model_free(mc.m);
+    test_engine_controls();
     printf("# prefix hits: %.1f s\n", seconds() - t0);
 
     /* Batches change the GEMM shapes and so the rounding (this backend is

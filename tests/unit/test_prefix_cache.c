@@ -56,11 +56,11 @@ make_prompt(int32_t *t, int n, const int32_t *family, int f_len)
  * inserts, and returns its block table (the caller releases it).
  */
 static int
-run_sequence(sg_block_pool *p, sg_prefix_cache *pc, const int32_t *t, int n,
-    int32_t *blocks, int *hit, int *ok)
+run_sequence(sg_block_pool *p, sg_prefix_cache *pc, int32_t ns,
+    const int32_t *t, int n, int32_t *blocks, int *hit, int *ok)
 {
     int full = n / B, nb = (n + B - 1) / B;
-    int h = sg_prefix_cache_match(pc, t, n, full, blocks);
+    int h = sg_prefix_cache_match(pc, ns, t, n, full, blocks);
 
     for (int i = 0; i < h; i++)
         *ok &= block_holds(blocks[i], t, (i + 1) * B);
@@ -75,7 +75,7 @@ run_sequence(sg_block_pool *p, sg_prefix_cache *pc, const int32_t *t, int n,
         }
         record_block(blocks[i], t, i + 1 < nb || n % B == 0 ? (i + 1) * B : n);
     }
-    *ok &= sg_prefix_cache_insert(pc, t, full, blocks, h) == full;
+    *ok &= sg_prefix_cache_insert(pc, ns, t, full, blocks, h) == full;
     *hit = h;
     return nb;
 }
@@ -89,13 +89,15 @@ release(sg_block_pool *p, int32_t *blocks, int nb)
 
 /* Longest prefix (in full blocks) of t shared with any inserted prompt. */
 static int
-reference_match(int32_t **seen, int *seen_len, int n_seen, const int32_t *t,
-    int n)
+reference_match(int32_t **seen, int *seen_len, int *seen_ns, int n_seen,
+    const int32_t *t, int n, int ns)
 {
     int best = 0;
 
     for (int s = 0; s < n_seen; s++) {
         int k = 0;
+        if (seen_ns[s] != ns)
+            continue;                   /* another tenant's prompt */
         while ((k + 1) * B <= n && (k + 1) * B <= seen_len[s]
                && memcmp(seen[s] + k * B, t + k * B, sizeof(int32_t) * B) == 0)
         {
@@ -107,8 +109,12 @@ reference_match(int32_t **seen, int *seen_len, int n_seen, const int32_t *t,
     return best;
 }
 
+/* Random rounds; with tenants > 0 each prompt belongs to one of them
+ * (salts "tenant-0".. and the shared namespace), and a match must be the
+ * longest prefix among that tenant's prompts only. */
 static void
-test_random(int n_blocks, int rounds, const char *name, int check_longest)
+test_random(int n_blocks, int rounds, const char *name, int check_longest,
+    int tenants)
 {
     enum { FAMILIES = 4, MAXLEN = 8 * B };
     sg_block_pool    p;
@@ -116,6 +122,7 @@ test_random(int n_blocks, int rounds, const char *name, int check_longest)
     int32_t          family[FAMILIES][MAXLEN];
     int32_t        **seen = calloc(rounds, sizeof(int32_t *));
     int             *seen_len = calloc(rounds, sizeof(int));
+    int             *seen_ns = calloc(rounds, sizeof(int));
     int32_t          held[3][MAXLEN / B + 1];
     int              held_n[3] = {0}, ok = 1, longest = 1, hits = 0;
     char             err[200] = "", nm[96];
@@ -132,15 +139,24 @@ test_random(int n_blocks, int rounds, const char *name, int check_longest)
         int     n = 1 + check_rand32() % MAXLEN;
         int     f = check_rand32() % FAMILIES;
         int     f_len = check_rand32() % (MAXLEN + 1);
-        int     slot = check_rand32() % 3, nb, h, want;
+        int     slot = check_rand32() % 3, nb, h, want, tenant;
+        char    salt[32];
+        int32_t ns = 0;
 
+        /* a request holds its namespace while it runs */
+        tenant = tenants ? (int)(check_rand32() % (tenants + 1)) : 0;
+        if (tenant > 0) {
+            snprintf(salt, sizeof(salt), "tenant-%d", tenant);
+            ns = sg_prefix_cache_ns_get(pc, salt, strlen(salt));
+        }
         make_prompt(t, n, family[f], f_len);
-        want = reference_match(seen, seen_len, r, t, n);
+        want = reference_match(seen, seen_len, seen_ns, r, t, n, tenant);
         /* Up to three sequences stay in flight: their blocks must
          * survive any eviction. */
         release(&p, held[slot], held_n[slot]);
         held_n[slot] = 0;
-        nb = run_sequence(&p, pc, t, n, blocks, &h, &ok);
+        nb = run_sequence(&p, pc, ns, t, n, blocks, &h, &ok);
+        sg_prefix_cache_ns_put(pc, ns);
         if (nb < 0)
             continue;
         hits += h > 0;
@@ -154,7 +170,9 @@ test_random(int n_blocks, int rounds, const char *name, int check_longest)
         seen[r] = malloc(sizeof(int32_t) * n);
         memcpy(seen[r], t, sizeof(int32_t) * n);
         seen_len[r] = n;
+        seen_ns[r] = tenant;
         if (sg_prefix_cache_check(pc, err, sizeof(err)) != 0
+            || sg_prefix_cache_check_ns(pc, 0, err, sizeof(err)) != 0
             || sg_block_pool_check(&p, err, sizeof(err)) != 0)
         {
             ok = 0;
@@ -180,9 +198,11 @@ test_random(int n_blocks, int rounds, const char *name, int check_longest)
     while (sg_prefix_cache_evict_one(pc))
         ;
     snprintf(nm, sizeof(nm), "%s_evicts_down_to_empty", name);
-    CHECK(sg_prefix_cache_nodes(pc) == 0 && p.n_free == n_blocks, nm,
-          "%d nodes and %d free blocks left", sg_prefix_cache_nodes(pc),
-          p.n_free);
+    CHECK(sg_prefix_cache_nodes(pc) == 0 && p.n_free == n_blocks
+          && sg_prefix_cache_namespaces(pc) == 0, nm,
+          "%d nodes, %d free blocks and %d namespaces left",
+          sg_prefix_cache_nodes(pc), p.n_free,
+          sg_prefix_cache_namespaces(pc));
 
     sg_prefix_cache_free(pc);
     sg_block_pool_destroy(&p);
@@ -193,6 +213,7 @@ test_random(int n_blocks, int rounds, const char *name, int check_longest)
         free(seen[r]);
     free(seen);
     free(seen_len);
+    free(seen_ns);
 }
 
 /* Scripted: LRU order, leaves first, in-use blocks kept, partial blocks
@@ -214,8 +235,8 @@ test_scripted(void)
     }
     ok = 1;
     int h;
-    run_sequence(&p, pc, a, 3 * B, ba, &h, &ok);
-    run_sequence(&p, pc, b, 3 * B, bb, &h, &ok);
+    run_sequence(&p, pc, 0, a, 3 * B, ba, &h, &ok);
+    run_sequence(&p, pc, 0, b, 3 * B, bb, &h, &ok);
     CHECK(h == 1 && bb[0] == ba[0] && ok, "cache_shares_common_first_block",
           "hit %d blocks", h);
     release(&p, ba, 3);
@@ -224,15 +245,15 @@ test_scripted(void)
           "%d nodes", sg_prefix_cache_nodes(pc));
 
     /* Use a again: b's blocks become the least recently used. */
-    CHECK(sg_prefix_cache_match(pc, a, 3 * B, 3, m) == 3, "cache_full_hit",
+    CHECK(sg_prefix_cache_match(pc, 0, a, 3 * B, 3, m) == 3, "cache_full_hit",
           "a not fully cached");
     release(&p, m, 3);
     sg_prefix_cache_evict_one(pc);
     sg_prefix_cache_evict_one(pc);
-    CHECK(sg_prefix_cache_match(pc, b, 3 * B, 3, m) == 1,
+    CHECK(sg_prefix_cache_match(pc, 0, b, 3 * B, 3, m) == 1,
           "cache_evicts_lru_leaves_first", "b's blocks survived eviction");
     release(&p, m, 1);
-    CHECK(sg_prefix_cache_match(pc, a, 3 * B, 3, m) == 3,
+    CHECK(sg_prefix_cache_match(pc, 0, a, 3 * B, 3, m) == 3,
           "cache_keeps_recently_used", "a lost blocks");
 
     /* While a's blocks are held, nothing can be evicted. */
@@ -242,7 +263,7 @@ test_scripted(void)
     release(&p, m, 3);
 
     /* A partial block never matches, even when its tokens agree. */
-    CHECK(sg_prefix_cache_match(pc, a, 3 * B - 1, 3, m) == 2,
+    CHECK(sg_prefix_cache_match(pc, 0, a, 3 * B - 1, 3, m) == 2,
           "cache_partial_block_not_matched", "matched a partial block");
     release(&p, m, 2);
 
@@ -252,7 +273,7 @@ test_scripted(void)
         c[0] = sg_block_alloc(&p);
         c[1] = sg_block_alloc(&p);
         int before = sg_block_pool_used(&p);
-        sg_prefix_cache_insert(pc, a, 2, c, 0);
+        sg_prefix_cache_insert(pc, 0, a, 2, c, 0);
         CHECK(c[0] == m[0] && c[1] == m[1]
               && sg_block_pool_used(&p) == before - 2,
               "cache_folds_duplicate_prefix", "kept two copies");
@@ -270,14 +291,97 @@ test_scripted(void)
     free(records);
 }
 
+/* Two tenants send the same prompt: neither hits the other's blocks (the
+ * cross-tenant leak: one could confirm the other's prompt by its cached
+ * tokens), each hits its own; one salt is one namespace, kept once. */
+static void
+test_namespaces(void)
+{
+    sg_block_pool    p;
+    sg_prefix_cache *pc;
+    int32_t          t[4 * B], ba[4], bb[4], bc[4], m[4];
+    int              ok = 1, h;
+    int32_t          na, nb, na2;
+    char             err[200] = "";
+
+    records = calloc(64, sizeof(block_record));
+    sg_block_pool_init(&p, 64);
+    pc = sg_prefix_cache_new(&p);
+    for (int i = 0; i < 4 * B; i++)
+        t[i] = check_rand32() % 1000;
+    na = sg_prefix_cache_ns_get(pc, "key-a", 5);
+    nb = sg_prefix_cache_ns_get(pc, "key-b", 5);
+    na2 = sg_prefix_cache_ns_get(pc, "key-a", 5);
+    CHECK(na > 0 && nb > 0 && na != nb && na2 == na
+          && sg_prefix_cache_namespaces(pc) == 2
+          && sg_prefix_cache_ns_get(pc, "", 0) == 0, "cache_ns_interned",
+          "ids %d %d %d, %d live", na, nb, na2,
+          sg_prefix_cache_namespaces(pc));
+    sg_prefix_cache_ns_put(pc, na2);
+    run_sequence(&p, pc, na, t, 4 * B, ba, &h, &ok);
+    run_sequence(&p, pc, nb, t, 4 * B, bb, &h, &ok);
+    CHECK(h == 0 && ok, "cache_ns_other_tenant_misses",
+          "tenant b hit %d blocks of tenant a's prompt", h);
+    run_sequence(&p, pc, 0, t, 4 * B, bc, &h, &ok);
+    CHECK(h == 0, "cache_ns_shared_misses_tenants", "hit %d blocks", h);
+    h = sg_prefix_cache_match(pc, na, t, 4 * B, 4, m);
+    CHECK(h == 4 && m[0] == ba[0], "cache_ns_own_tenant_hits",
+          "tenant a hit %d blocks", h);
+    release(&p, m, h);
+    release(&p, ba, 4);
+    release(&p, bb, 4);
+    release(&p, bc, 4);
+    CHECK(sg_prefix_cache_check(pc, err, sizeof(err)) == 0
+          && sg_prefix_cache_check_ns(pc, 2, err, sizeof(err)) == 0,
+          "cache_ns_invariants", "%s", err);
+    sg_prefix_cache_ns_put(pc, na);
+    sg_prefix_cache_ns_put(pc, nb);
+    /* the nodes keep their namespaces until evicted */
+    CHECK(sg_prefix_cache_namespaces(pc) == 2, "cache_ns_held_by_nodes",
+          "%d live", sg_prefix_cache_namespaces(pc));
+    while (sg_prefix_cache_evict_one(pc))
+        ;
+    CHECK(sg_prefix_cache_namespaces(pc) == 0
+          && sg_prefix_cache_check_ns(pc, 0, err, sizeof(err)) == 0,
+          "cache_ns_freed_with_last_node", "%d live: %s",
+          sg_prefix_cache_namespaces(pc), err);
+    /* many namespaces: the table grows and shrinks back */
+    {
+        int32_t ids[300];
+        int     distinct = 1;
+        char    salt[16];
+
+        for (int i = 0; i < 300; i++) {
+            snprintf(salt, sizeof(salt), "s%d", i);
+            ids[i] = sg_prefix_cache_ns_get(pc, salt, strlen(salt));
+            for (int j = 0; j < i; j++)
+                distinct &= ids[j] != ids[i];
+        }
+        for (int i = 0; i < 300; i++)
+            sg_prefix_cache_ns_put(pc, ids[i]);
+        CHECK(distinct && sg_prefix_cache_namespaces(pc) == 0,
+              "cache_ns_many", "distinct %d, %d live", distinct,
+              sg_prefix_cache_namespaces(pc));
+    }
+    sg_prefix_cache_free(pc);
+    sg_block_pool_destroy(&p);
+    for (int i = 0; i < 64; i++)
+        free(records[i].prefix);
+    free(records);
+}
+
 int
 main(void)
 {
     check_seed_from_env();
     test_scripted();
+    test_namespaces();
     /* Roomy pool: nothing is evicted, so matches must be the longest. */
-    test_random(4096, 400, "roomy", 1);
+    test_random(4096, 400, "roomy", 1, 0);
     /* Tight pool: constant eviction with sequences in flight. */
-    test_random(40, 2000, "tight", 0);
+    test_random(40, 2000, "tight", 0, 0);
+    /* Tenants: matches within each one's own prompts only. */
+    test_random(4096, 400, "tenants", 1, 3);
+    test_random(40, 2000, "tenants_tight", 0, 3);
     return check_finish();
 }
