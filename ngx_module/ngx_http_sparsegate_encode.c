@@ -159,12 +159,16 @@ ngx_http_sparsegate_encode_chat(ngx_http_request_t *r,
     const sg_chat_message *msgs, ngx_uint_t n, ngx_uint_t thinking,
     ngx_http_sparsegate_encoded_pt done, void *data)
 {
+    int             rc;
     char            err[512];
     sg_chat_prompt  p;
 
-    if (sg_chat_render(msgs, (int) n, (int) thinking, &p, err, sizeof(err))
-        != 0)
-    {
+    rc = sg_chat_render(msgs, (int) n, (int) thinking, &p, err, sizeof(err));
+    if (rc == SG_CHAT_ENOMEM) {
+        return ngx_http_sparsegate_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+    }
+    if (rc != 0) {
         return ngx_http_sparsegate_error(r, NGX_HTTP_BAD_REQUEST,
                    NGX_HTTP_SG_ERR_BAD_REQUEST, "messages", "%s", err);
     }

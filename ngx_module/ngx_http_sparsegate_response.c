@@ -69,21 +69,23 @@ ngx_http_sparsegate_reply_usage(ngx_http_sparsegate_reply_t *rp,
 
 
 /* A string of the request's pool memory as a JSON string (generated text
- * holds no NUL; its pieces are not terminated where they end). */
+ * holds no NUL; its pieces are not terminated where they end).  The copy
+ * goes through cJSON's allocator so that its failure is counted as the
+ * builder's: a reply never goes out with a field missing. */
 static cJSON *
 ngx_http_sparsegate_reply_str(const ngx_str_t *s)
 {
     char   *p;
     cJSON  *v;
 
-    p = malloc(s->len + 1);
+    p = cJSON_malloc(s->len + 1);
     if (p == NULL) {
         return NULL;
     }
     ngx_memcpy(p, s->data, s->len);
     p[s->len] = '\0';
     v = cJSON_CreateString(p);
-    free(p);
+    cJSON_free(p);
     return v;
 }
 
@@ -180,7 +182,7 @@ ngx_http_sparsegate_text_logprobs(const ngx_http_sparsegate_delta_t *d)
             ngx_http_sparsegate_lp_value(l->chosen.logprob)));
         t = cJSON_CreateObject();
         for (k = 0; t && k < l->n_top; k++) {
-            name = malloc(l->top[k].text.len + 1);
+            name = cJSON_malloc(l->top[k].text.len + 1);
             if (name == NULL) {
                 break;
             }
@@ -190,7 +192,7 @@ ngx_http_sparsegate_text_logprobs(const ngx_http_sparsegate_delta_t *d)
                 cJSON_AddNumberToObject(t, name,
                           ngx_http_sparsegate_lp_value(l->top[k].logprob));
             }
-            free(name);
+            cJSON_free(name);
         }
         ngx_http_sparsegate_json_push(tops, t);
         ngx_http_sparsegate_json_push(off,

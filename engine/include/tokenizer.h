@@ -140,7 +140,9 @@ typedef struct sg_chat_message {
  * the spans where its markup lies (the template's own text: special tokens
  * are recognized there only, see sg_tokenizer_encode_spans).  text and
  * spans are malloc'ed; -1 with the published encoding's complaint, naming
- * the message, in err. */
+ * the message, in err; SG_CHAT_ENOMEM when memory ran out (the request
+ * was fine: retry later). */
+#define SG_CHAT_ENOMEM  -2
 typedef struct sg_chat_prompt {
     char   *text;
     size_t  len;
@@ -151,7 +153,7 @@ typedef struct sg_chat_prompt {
 int sg_chat_render(const sg_chat_message *msgs, int n, int thinking,
     sg_chat_prompt *out, char *err, int errlen);
 void sg_chat_prompt_free(sg_chat_prompt *p);
-/* Render and encode in one: the ids (malloc'ed). */
+/* Render and encode in one: the ids (malloc'ed); errors as sg_chat_render. */
 int sg_chat_encode(const sg_tokenizer *t, const sg_chat_message *msgs,
     int n, int thinking, int32_t **ids, size_t *n_ids, char *err,
     int errlen);

@@ -366,7 +366,8 @@ sg_chat_render(const sg_chat_message *msgs, int n, int thinking,
     if (p.b.oom || p.oom) {
         free(p.b.p);
         free(p.spans);
-        return sg_err(err, errlen, "out of memory");
+        sg_err(err, errlen, "out of memory");
+        return SG_CHAT_ENOMEM;
     }
     out->text = p.b.p;
     out->len = p.b.n;
@@ -382,12 +383,15 @@ sg_chat_encode(const sg_tokenizer *t, const sg_chat_message *msgs, int n,
     sg_chat_prompt p;
     int            rc;
 
-    if (sg_chat_render(msgs, n, thinking, &p, err, errlen) != 0)
-        return -1;
+    rc = sg_chat_render(msgs, n, thinking, &p, err, errlen);
+    if (rc != 0)
+        return rc;
     rc = sg_tokenizer_encode_spans(t, p.text, p.len, p.spans, p.n_spans, ids,
                                    n_ids);
     sg_chat_prompt_free(&p);
-    if (rc != 0)
-        return sg_err(err, errlen, "out of memory");
+    if (rc != 0) {
+        sg_err(err, errlen, "out of memory");
+        return SG_CHAT_ENOMEM;
+    }
     return 0;
 }

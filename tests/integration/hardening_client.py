@@ -274,15 +274,16 @@ def fault_loop(port, name, path, body, log, limit="5000"):
             elif status == 503:
                 json.loads(raw)["error"]["message"]
             elif status not in (500, "closed"):
-                bad.append("N=%d: status %s %r" % (n, status, raw[:120]))
+                bad.append("N=%d: status %s %r" % (n, status, raw[:400]))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             bad.append("N=%d: %s with a malformed body %r" % (n, status,
-                                                            raw[:120]))
+                                                            raw[:400]))
         statuses[kind] = statuses.get(kind, 0) + 1
         s2, raw2 = send({})
-        if s2 != 200 or text_of(raw2) != want:
-            bad.append("N=%d: the next request got %s %r" % (n, s2,
-                                                           raw2[:120]))
+        got2 = text_of(raw2) if s2 == 200 else None
+        if s2 != 200 or got2 != want:
+            bad.append("N=%d: the next request got %s, text %r (want %r): %r"
+                       % (n, s2, got2, want, raw2[-400:]))
         m = re.search(r"sparsegate fault: (fired|not reached), (\d+)", line)
         if m is None:
             bad.append("N=%d: the request's end was not logged" % n)

@@ -63,8 +63,10 @@ for k in 1 2; do
         -d '{"prompt":"killed","max_tokens":1000,"ignore_eos":true,"stream":true}' &
     spids+=($!)
 done
+# one sequence runs at a time: either stream may be the one under way
 for i in $(seq 1 100); do
-    [ "$(metric sparsegate_active_requests)" = 2 ] && [ -s "$gw_dir/k.1" ] && break
+    [ "$(metric sparsegate_active_requests)" = 2 ] \
+        && { [ -s "$gw_dir/k.1" ] || [ -s "$gw_dir/k.2" ]; } && break
     sleep 0.1
 done
 active_before=$(metric sparsegate_active_requests)

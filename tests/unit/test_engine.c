@@ -705,10 +705,12 @@ drain_for(sg_engine *e, host_log *h, int ms)
             for (int j = 0; j < k; j++) {
                 int s = (int)(intptr_t)ev[j].user;
                 h->n_events++;
-                if (ev[j].kind == SG_EV_TOKEN)
+                if (ev[j].kind == SG_EV_TOKEN) {
                     h->n_tok[s]++;
-                else
+                } else {
                     h->done[s] = ev[j].kind;
+                    h->finish[s] = ev[j].finish;
+                }
             }
         }
     }
@@ -791,7 +793,9 @@ test_engine_controls(void)
     }
     /* a paused request is cancelled like any other */
     {
-        sg_request q = {.prompt = t, .n_prompt = 100, .max_tokens = 40,
+        /* room for far more tokens than come before the pause lands: a
+         * request that ran out first would end by length, not be cancelled */
+        sg_request q = {.prompt = t, .n_prompt = 100, .max_tokens = 400,
                         .user = (void *)(intptr_t)0, .ignore_eos = 1};
 
         memset(&h, 0, sizeof(h));

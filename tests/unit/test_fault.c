@@ -289,7 +289,7 @@ test_tokenizer_paths(void)
             bad += n_ids != n_ref || memcmp(ids, ref, n_ids * 4) != 0;
             free(ids);
         } else {
-            bad += ids != NULL;
+            bad += ids != NULL || rc != SG_CHAT_ENOMEM;
         }
         if (!sg_fault_fired())
             break;
