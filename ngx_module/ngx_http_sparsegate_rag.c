@@ -857,6 +857,7 @@ ngx_http_sparsegate_rag(ngx_http_request_t *r)
     rag->request = r;
     cln->handler = ngx_http_sparsegate_rag_cleanup;
     f = &rag->fault;
+    thinking = 0;               /* parse_thinking leaves it when absent */
 
     rag->root = ngx_http_sparsegate_parse_body(r, f);
     if (rag->root == NULL

@@ -252,6 +252,11 @@ def fault_loop(port, name, path, body, log, limit="5000"):
 
     ok_status, ref = send({})
     want = text_of(ref) if ok_status == 200 else None
+    if ok_status == 200 and not stream and "thinking" not in body:
+        # no thinking asked: the answer is content, never reasoning
+        msg = json.loads(ref)["choices"][0].get("message", {})
+        check(name + "_no_reasoning", "reasoning_content" not in msg
+              and want, "reference %r" % ref[:400])
     statuses, bad, n, counted, t0 = {}, [], 0, 0, time.time()
     for n in range(1, int(limit) + 1):
         before = last_fault_line()
