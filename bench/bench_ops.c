@@ -4,7 +4,7 @@
  * CPU has it, 16-lane AVX-512) and memory loops (read and copy over a
  * buffer larger than the caches), each on the backend's thread count.
  *
- *   bench_ops [threads] [seconds per kernel]
+ *   bench_ops [threads] [seconds per kernel] [linear]
  *
  * Prints a markdown table: per kernel, time per call, its rate (GFLOP/s,
  * a multiply-add counted as 2, or GB/s of weights read) and that rate as a
@@ -465,6 +465,11 @@ main(int argc, char **argv)
     printf("|---|---|---:|---:|---:|---:|\n");
     ceilings();
     bench_linear(b);
+    /* "linear" as the third argument: the ceilings and linear rows only */
+    if (argc > 3 && strcmp(argv[3], "linear") == 0) {
+        b->ops->destroy(b);
+        return 0;
+    }
     bench_prefill(b, avx512 ? peak512 : peak256,
                   avx512 ? "AVX-512 peak" : "AVX2 peak");
     bench_cache_ops(b, avx512 ? peak512 : peak256,

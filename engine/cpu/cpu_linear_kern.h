@@ -119,9 +119,14 @@ LK(tile_any)(const void *const *wr, sg_dtype dt, const float *const *srow,
     LK(pairs_tile)(wr, DT, srow, NW, cols, x, NX, c0, c1, st)
 #define SHAPES(DT)                                                          \
     if (nx == 4) {                                                          \
-        if (nw == 3) TILE(DT, 3, 4);                                        \
-        else if (nw == 2) TILE(DT, 2, 4);                                   \
-        else TILE(DT, 1, 4);                                                \
+        switch (nw) {                                                       \
+        case 6: if (LANES == 16) { TILE(DT, 6, 4); break; } /* fallthrough */ \
+        case 5: if (LANES == 16) { TILE(DT, 5, 4); break; } /* fallthrough */ \
+        case 4: if (LANES == 16) { TILE(DT, 4, 4); break; } /* fallthrough */ \
+        case 3: TILE(DT, 3, 4); break;                                      \
+        case 2: TILE(DT, 2, 4); break;                                      \
+        default: TILE(DT, 1, 4); break;                                     \
+        }                                                                   \
     } else {                                                                \
         switch (nw) {                                                       \
         case 6: TILE(DT, 6, 1); break;                                      \
@@ -172,7 +177,7 @@ LK(linear_range)(void *c, int64_t t0, int64_t t1)
         int64_t r1 = r0 + W_TILE < L->rows ? r0 + W_TILE : L->rows;
 
         /* a lone input row takes weight rows 6 at a time */
-        int     step = x1 - x0 < 4 ? 6 : 3;
+        int     step = x1 - x0 < 4 || LANES == 16 ? 6 : 3;
 
         for (int64_t r = r0; r < r1; r++)
             memset(st + (r - r0) * X_TILE, 0, sizeof(pair_state) * (x1 - x0));
@@ -193,7 +198,7 @@ LK(linear_range)(void *c, int64_t t0, int64_t t1)
                                              * w->scale_cols;
                 }
                 for (; i < x1; ) {
-                    int         nx = i + 4 <= x1 && step == 3 ? 4 : 1;
+                    int         nx = i + 4 <= x1 && (step == 3 || LANES == 16) ? 4 : 1;
                     pair_state *ps = st + (r - r0) * X_TILE + (i - x0);
 
                     for (int k = 0; k < nx; k++)
