@@ -4,7 +4,7 @@
  * CPU has it, 16-lane AVX-512) and memory loops (read and copy over a
  * buffer larger than the caches), each on the backend's thread count.
  *
- *   bench_ops [threads] [seconds per kernel]
+ *   bench_ops [threads] [seconds per kernel] [linear]
  *
  * Prints a markdown table: per kernel, time per call, its rate (GFLOP/s,
  * a multiply-add counted as 2, or GB/s of weights read) and that rate as a
@@ -307,6 +307,73 @@ bench_linear(sg_backend *b)
     }
 }
 
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Decode projections below CPU_PAR_WORK (2M multiply-adds) run on the
+ * calling thread.  Per shape, calls alternate between the default backend
+ * and one that splits every loop (SG_CPU_PAR_WORK=0); the median and the
+ * fastest call of each say whether a second thread gains anything on
+ * loops of tens of microseconds.
+ */
+static void
+bench_split(sg_backend *b)
+{
+    int         shapes[][2] = { { 512, 512 }, { 1536, 512 }, { 512, 2048 } };
+    sg_backend *all;
+    enum { CALLS = 2000 };
+    double     *t[2];
+
+    setenv("SG_CPU_PAR_WORK", "0", 1);
+    all = sg_backend_cpu_new(n_threads);
+    unsetenv("SG_CPU_PAR_WORK");
+    t[0] = malloc(sizeof(double) * CALLS);
+    t[1] = malloc(sizeof(double) * CALLS);
+    for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+        int       rows = shapes[k][0], cols = shapes[k][1];
+        sg_tensor w;
+        float    *x = malloc(sizeof(float) * cols);
+        float    *y = malloc(sizeof(float) * rows);
+        char      shape[64], name[96];
+        double    c0 = cpu_now(), w0 = now();
+
+        for (int i = 0; i < cols; i++)
+            x[i] = frand();
+        make_weight(&w, SG_BF16, rows, cols);
+        for (int i = 0; i < CALLS; i++)
+            for (int v = 0; v < 2; v++) {
+                double t0 = now();
+
+                (v ? all : b)->ops->linear(v ? all : b, &w, x, 1, y, 0, 1);
+                t[v][i] = now() - t0;
+            }
+        share = (cpu_now() - c0) / (now() - w0) / n_threads;
+        for (int v = 0; v < 2; v++) {
+            double gb = (double)rows * cols * 2 / 1e9;
+
+            qsort(t[v], CALLS, sizeof(double), cmp_double);
+            snprintf(name, sizeof(name), "linear bf16 decode GEMV, %s",
+                     v ? "split (SG_CPU_PAR_WORK=0)" : "serial (below 2M)");
+            snprintf(shape, sizeof(shape), "%dx%d, n=1, median (fastest %.1f us)",
+                     rows, cols, t[v][0] * 1e6);
+            row(name, shape, t[v][CALLS / 2], gb / t[v][CALLS / 2], "GB/s",
+                read_bw, "memory read");
+        }
+        free_weight(&w);
+        free(x);
+        free(y);
+    }
+    free(t[0]);
+    free(t[1]);
+    all->ops->destroy(all);
+}
+
 static void
 bench_prefill(sg_backend *b, double peak, const char *pname)
 {
@@ -465,6 +532,12 @@ main(int argc, char **argv)
     printf("|---|---|---:|---:|---:|---:|\n");
     ceilings();
     bench_linear(b);
+    bench_split(b);
+    /* "linear" as the third argument: the ceilings and linear rows only */
+    if (argc > 3 && strcmp(argv[3], "linear") == 0) {
+        b->ops->destroy(b);
+        return 0;
+    }
     bench_prefill(b, avx512 ? peak512 : peak256,
                   avx512 ? "AVX-512 peak" : "AVX2 peak");
     bench_cache_ops(b, avx512 ? peak512 : peak256,

@@ -232,12 +232,17 @@ past index_topk take the absorbed form over their 2048 keys in both engines, and
 both score every earlier key with the indexer (4 heads x 128) and keep the top
 2048, so DSA prefill grows with the square of the context in both. Decode at these
 contexts is bound by memory: the lm_head GEMV reads 129280 x 512 bf16 (132 MB) per
-token in both engines, and SparseGate's runs at the memory-read ceiling measured
-beside it; per CPU-second SparseGate decodes faster ("at full CPU"). Its wall-clock
-decode falls behind on this shared machine because llama.cpp runs every graph node
-on both threads and so holds two run-queue slots through a step, while SparseGate
-runs loops under 2M multiply-adds (most decode projections) on the calling thread:
-with other jobs competing it gets fewer CPU-seconds per second ("cores used").
+token in both engines, and SparseGate's runs at 70-90% of the memory-read ceiling
+measured beside it; per CPU-second SparseGate decodes faster ("at full CPU"). Where
+its wall-clock decode falls behind, it got less CPU per second during decode than
+llama.cpp (decode CPU time over decode wall time, i.e. 2 x wall rate / rate at full
+CPU): ggml's threads wait for each other at its graph barriers by
+spinning, so both stay runnable through a step, while SparseGate's pool workers
+sleep between loops (spinning workers took the CPU from the serial thread on a
+shared host) and loops under CPU_PAR_WORK (2M multiply-adds: most decode
+projections) run on the calling thread. Lowering that bound does not change it:
+the kernels section's serial / split rows show a worker woken for a 12-55 us decode
+GEMV arriving after it ends (same fastest call, slower median).
 TXT
     echo
     echo "Command: \`bash bench/peer.sh\`; scratch folder $work (llama.cpp source and build,"

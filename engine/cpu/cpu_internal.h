@@ -34,8 +34,14 @@ cpu_threads(const sg_backend *b)
  * Parallel loops (cpu_pool.c).  cpu_parallel runs fn over [0, n) in chunks
  * of at least min_chunk on the backend's threads, or serially when the
  * loop is small: about `work` multiply-adds below CPU_PAR_WORK, where
- * waking threads costs more than it gains.  SG_CPU_PAR_WORK in the
- * environment overrides the bound (tests set 0 to run every loop split).
+ * waking threads costs more than it gains.  Measured on a 2-core host
+ * (bench_ops' "serial / split" rows): a decode GEMV of 0.25-1M
+ * multiply-adds takes 12-55 us on the calling thread, a sleeping worker
+ * wakes too late to take a chunk of it, and splitting only made the
+ * median call 10-40% slower; a small model's 4K decode ran the same at
+ * bounds 2e6, 2e5, 5e4 and 0 (within the noise of alternating runs).
+ * SG_CPU_PAR_WORK in the environment overrides the bound (tests set 0 to
+ * run every loop split).
  */
 #define CPU_PAR_WORK 2e6
 

@@ -17,8 +17,8 @@
 
 #include "cpu_internal.h"
 
-#define X_TILE 16            /* input rows per work item */
-#define W_TILE 18            /* weight rows per work item (3 or 6 at a time) */
+#define X_TILE 8             /* input rows per work item */
+#define W_TILE 36            /* weight rows per work item (3 or 6 at a time) */
 #define C_TILE 512           /* columns per pass (a multiple of 128) */
 
 /* Scalar tail of the same (element value, unscaled FP8 codes as value *
