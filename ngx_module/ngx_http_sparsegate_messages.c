@@ -40,6 +40,11 @@ ngx_http_sparsegate_parse_thinking(cJSON *root, ngx_uint_t *out,
     cJSON                    *t, *type, *kw, *it;
     ngx_int_t                 a = -1, b = -1;
 
+    /* not asked for: off.  Always written: a caller's variable left as it
+     * was held whatever its stack had (a /v1/rag answer after a failed
+     * request once came back as reasoning_content) */
+    *out = 0;
+
     t = cJSON_GetObjectItemCaseSensitive(root, "thinking");
     if (cJSON_IsBool(t)) {
         a = cJSON_IsTrue(t);

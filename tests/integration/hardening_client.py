@@ -229,9 +229,10 @@ def fault_loop(port, name, path, body, log, limit="5000"):
         return status, raw
 
     def last_fault_line():
+        """(how many lines the countdown logged, the last one)"""
         with open(log, errors="replace") as f:
             lines = [l for l in f if "sparsegate fault:" in l]
-        return lines[-1] if lines else ""
+        return len(lines), lines[-1] if lines else ""
 
     def text_of(raw):
         """The generated text; None for a stream cut short (an error that
@@ -248,7 +249,19 @@ def fault_loop(port, name, path, body, log, limit="5000"):
                            for c in events if c.get("choices"))
         d = json.loads(raw)
         c = d["choices"][0]
-        return c.get("text") or c["message"]["content"]
+        text = c.get("text") or c["message"]["content"]
+        # /v1/rag: the passages it cites are part of the answer (a copy of
+        # them that failed once left them out of a 200)
+        if "citations" in d:
+            return (text, json.dumps(d["citations"], sort_keys=True))
+        return text
+
+    def usage(raw):
+        """The usage of a (non-streamed) answer, for a person reading."""
+        try:
+            return json.loads(raw).get("usage")
+        except (ValueError, AttributeError):
+            return None
 
     ok_status, ref = send({})
     want = text_of(ref) if ok_status == 200 else None
@@ -256,12 +269,19 @@ def fault_loop(port, name, path, body, log, limit="5000"):
     for n in range(1, int(limit) + 1):
         before = last_fault_line()
         status, raw = send({"X-Sparsegate-Fault": str(n)})
-        line = before
-        for _ in range(100):
-            line = last_fault_line()
-            if line != before:
+        # the countdown is disarmed when the request's pool goes, which
+        # is what logs the line: wait for it (bounded), so the next request
+        # never runs while this one's countdown may still be armed
+        now, t_end = before, time.time() + 30
+        while time.time() < t_end:
+            now = last_fault_line()
+            if now[0] != before[0]:
                 break
             time.sleep(0.01)
+        line = now[1]
+        if now[0] == before[0]:
+            bad.append("N=%d: the request's end was not logged in 30 s" % n)
+            break
         kind = status
         try:
             if status == 200:
@@ -282,8 +302,9 @@ def fault_loop(port, name, path, body, log, limit="5000"):
         s2, raw2 = send({})
         got2 = text_of(raw2) if s2 == 200 else None
         if s2 != 200 or got2 != want:
-            bad.append("N=%d: the next request got %s, text %r (want %r): %r"
-                       % (n, s2, got2, want, raw2[-400:]))
+            bad.append("N=%d: the next request got %s, text %r (want %r): "
+                       "usage %s: %r" % (n, s2, got2, want, usage(raw2),
+                                         raw2[-400:]))
         m = re.search(r"sparsegate fault: (fired|not reached), (\d+)", line)
         if m is None:
             bad.append("N=%d: the request's end was not logged" % n)

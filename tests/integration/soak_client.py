@@ -207,6 +207,11 @@ def measure(master):
     return r
 
 
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+
 GAUGES = ("sparsegate_active_requests", "sparsegate_running_sequences",
           "sparsegate_queue_depth", "sparsegate_paused_sequences")
 
@@ -266,6 +271,7 @@ def main(port, master, prefix, n, seconds, seed, leave, out_path,
     settle(port, master, n_workers)
     s0 = measure(master)
     res["before"] = s0
+    res["master_rss_kb_before"] = rss_kb(master)
 
     phases = []
     for ph in (1, 2):
@@ -365,6 +371,7 @@ def main(port, master, prefix, n, seconds, seed, leave, out_path,
         t.join()
     waited, m = settle(port, master, n_workers, limit=120)
     s3 = measure(master)
+    res["master_rss_kb_after"] = rss_kb(master)
     k = summary(got)
     # cut: only streams under way on the killed worker when it died
     cut = [s for s in got if s.kind == "cut"]
