@@ -266,6 +266,7 @@ def fault_loop(port, name, path, body, log, limit="5000"):
     ok_status, ref = send({})
     want = text_of(ref) if ok_status == 200 else None
     statuses, bad, n, counted, t0 = {}, [], 0, 0, time.time()
+    msgs500 = {}
     for n in range(1, int(limit) + 1):
         before = last_fault_line()
         status, raw = send({"X-Sparsegate-Fault": str(n)})
@@ -293,7 +294,12 @@ def fault_loop(port, name, path, body, log, limit="5000"):
                                % (n, got, want))
             elif status == 503:
                 json.loads(raw)["error"]["message"]
-            elif status not in (500, "closed"):
+            elif status == 500:
+                # nginx's own page when not even the error's JSON fits
+                m500 = "nginx's page" if raw.startswith(b"<html>") else \
+                    json.loads(raw)["error"]["message"]
+                msgs500[m500] = msgs500.get(m500, 0) + 1
+            elif status != "closed":
                 bad.append("N=%d: status %s %r" % (n, status, raw[:400]))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             bad.append("N=%d: %s with a malformed body %r" % (n, status,
@@ -314,6 +320,8 @@ def fault_loop(port, name, path, body, log, limit="5000"):
     print("# %s: %d allocations along the request, each failed once "
           "(%.0f s); answers %s" % (name, counted, time.time() - t0,
                                     statuses))
+    if msgs500:
+        print("# %s: the 500s: %s" % (name, msgs500))
     check(name, ok_status == 200 and counted > 0 and not bad,
           "reference %s; %d problems: %s" % (ok_status, len(bad), bad[:4]))
 
