@@ -16,8 +16,8 @@
 static ngx_int_t
 ngx_http_sparsegate_oom(ngx_http_sparsegate_fault_t *f)
 {
-    return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                     NGX_HTTP_SG_ERR_ENGINE, NULL,
+    return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     NGX_HTTP_SG_ERR_NO_MEMORY, NULL,
                                      "out of memory");
 }
 

@@ -773,8 +773,8 @@ ngx_http_sparsegate_rag_options(ngx_http_request_t *r,
         doc_ids = ngx_palloc(r->pool, n * sizeof(char *));
         if (doc_ids == NULL) {
             return ngx_http_sparsegate_fault(f,
-                       NGX_HTTP_INTERNAL_SERVER_ERROR,
-                       NGX_HTTP_SG_ERR_ENGINE, NULL, "out of memory");
+                       NGX_HTTP_SERVICE_UNAVAILABLE,
+                       NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
         }
         i = 0;
         cJSON_ArrayForEach(id, it) {
