@@ -214,8 +214,10 @@ def fault_loop(port, name, path, body, log, limit="5000"):
     """Fails the N-th allocation of the worker along one request, for every
     N until the request runs through without reaching N (a test build's
     "X-Sparsegate-Fault: N").  Each failure must be answered (an OpenAI
-    error, or the stream's end), the worker must live on, and the next
-    request must succeed with the same text as before."""
+    error, or the stream's end; a 500 may be nginx's own page, when not
+    even the error's JSON could be allocated), the worker must live on, and
+    the next request must succeed with the same text (and, for /v1/rag,
+    the same citations) as before."""
     import re
     import time
     body = json.loads(body)
