@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-for b in kernels engine tokenizer retrieval rag_freeze serve gateway multi plan peer grammar; do
+for b in kernels engine tokenizer retrieval rag_freeze serve gateway soak tenants multi plan peer grammar; do
     if [ -f "bench/$b.sh" ]; then
         echo "== bench/$b.sh"
         bash "bench/$b.sh" || echo "bench/$b.sh failed (exit $?)"

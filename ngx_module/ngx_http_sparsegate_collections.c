@@ -50,6 +50,7 @@ ngx_http_sparsegate_collections_answer(ngx_http_sparsegate_collections_t *c)
         return ngx_http_sparsegate_error(c->request,
                    sg_store_http_status(code),
                    code == SG_STORE_ETIMEOUT ? NGX_HTTP_SG_ERR_TIMEOUT
+                   : code == SG_STORE_ENOMEM ? NGX_HTTP_SG_ERR_NO_MEMORY
                                              : NGX_HTTP_SG_ERR_STORE,
                    NULL, "store (%s): %s", sg_store_strerror(code), err);
     }
@@ -112,7 +113,9 @@ ngx_http_sparsegate_collections(ngx_http_request_t *r)
     if (code != SG_STORE_OK) {
         /* a full pool too: the client asks again (Retry-After) */
         return ngx_http_sparsegate_error(r, sg_store_http_status(code),
-                                         NGX_HTTP_SG_ERR_STORE, NULL,
+                                         code == SG_STORE_ENOMEM
+                                         ? NGX_HTTP_SG_ERR_NO_MEMORY
+                                         : NGX_HTTP_SG_ERR_STORE, NULL,
                                          "store: %s", err);
     }
 

@@ -115,6 +115,14 @@ ngx_http_sparsegate_send_error(ngx_http_request_t *r, ngx_uint_t status,
 
     ngx_http_sparsegate_count_error(kind);
 
+    /* the worker's memory ran out: whatever the place, the client may try
+     * again (503 + Retry-After, as the engine's and a store's) */
+    if (kind == NGX_HTTP_SG_ERR_NO_MEMORY
+        && status == NGX_HTTP_INTERNAL_SERVER_ERROR)
+    {
+        status = NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
     level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
     ngx_log_error(level, r->connection->log, 0, "sparsegate: %ui %s: %s",
                   status, ngx_http_sparsegate_error_label(kind), msg);

@@ -245,12 +245,20 @@ ngx_http_sparsegate_job_create(ngx_http_request_t *r,
     }
 
     if (o->citations.len > 0) {
+        /* an answer without the citations it was built from is not the
+         * answer: no room for them fails the job */
         job->reply.citations = malloc(o->citations.len + 1);
-        if (job->reply.citations != NULL) {
-            ngx_memcpy(job->reply.citations, o->citations.data,
-                       o->citations.len);
-            job->reply.citations[o->citations.len] = '\0';
+        if (job->reply.citations == NULL) {
+            for (k = 0; k < job->n; k++) {
+                ngx_http_sparsegate_choice_free(&job->choices[k]);
+            }
+            free(job->choices);
+            free(job);
+            return NULL;
         }
+        ngx_memcpy(job->reply.citations, o->citations.data,
+                   o->citations.len);
+        job->reply.citations[o->citations.len] = '\0';
     }
 
     job->request = r;

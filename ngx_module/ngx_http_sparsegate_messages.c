@@ -16,8 +16,8 @@
 static ngx_int_t
 ngx_http_sparsegate_oom(ngx_http_sparsegate_fault_t *f)
 {
-    return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                     NGX_HTTP_SG_ERR_ENGINE, NULL,
+    return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     NGX_HTTP_SG_ERR_NO_MEMORY, NULL,
                                      "out of memory");
 }
 
@@ -39,6 +39,11 @@ ngx_http_sparsegate_parse_thinking(cJSON *root, ngx_uint_t *out,
     static const char *const  kw_fields[] = { "thinking", NULL };
     cJSON                    *t, *type, *kw, *it;
     ngx_int_t                 a = -1, b = -1;
+
+    /* not asked for: off.  Always written: a caller's variable left as it
+     * was held whatever its stack had (a /v1/rag answer after a failed
+     * request once came back as reasoning_content) */
+    *out = 0;
 
     t = cJSON_GetObjectItemCaseSensitive(root, "thinking");
     if (cJSON_IsBool(t)) {

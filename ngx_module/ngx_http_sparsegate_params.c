@@ -350,8 +350,8 @@ ngx_http_sparsegate_parse_stop(ngx_http_request_t *r, cJSON *it,
     s->len = ngx_strlen(it->valuestring);
     s->data = ngx_pnalloc(r->pool, s->len);
     if (s->data == NULL) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                   NGX_HTTP_SG_ERR_ENGINE, NULL, "out of memory");
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
     }
     ngx_memcpy(s->data, it->valuestring, s->len);
     o->n_stops++;
@@ -416,8 +416,8 @@ ngx_http_sparsegate_parse_bias(ngx_http_request_t *r, cJSON *root,
     s->bias_ids = ngx_palloc(r->pool, (n + 1) * sizeof(int32_t));
     s->bias_values = ngx_palloc(r->pool, (n + 1) * sizeof(float));
     if (s->bias_ids == NULL || s->bias_values == NULL) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                   NGX_HTTP_SG_ERR_ENGINE, NULL, "out of memory");
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
     }
     cJSON_ArrayForEach(it, lb) {
         id = strtol(it->string, &end, 10);
@@ -507,8 +507,8 @@ ngx_http_sparsegate_parse_script(ngx_http_request_t *r, cJSON *root,
             != 0)
         {
             return ngx_http_sparsegate_fault(f,
-                       NGX_HTTP_INTERNAL_SERVER_ERROR,
-                       NGX_HTTP_SG_ERR_ENGINE, NULL, "out of memory");
+                       NGX_HTTP_SERVICE_UNAVAILABLE,
+                       NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
         }
         s->script = ngx_palloc(r->pool, (n + 1) * sizeof(int32_t));
         if (s->script != NULL) {
@@ -807,8 +807,8 @@ ngx_http_sparsegate_parse_ids(ngx_http_request_t *r, cJSON *prompt,
     n = cJSON_GetArraySize(prompt);
     ids = malloc((n + 1) * sizeof(int32_t));
     if (ids == NULL) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                   NGX_HTTP_SG_ERR_ENGINE, NULL, "out of memory");
+        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
     }
 
     i = 0;

@@ -92,7 +92,7 @@ sg_store_http_status(int code)
     case SG_STORE_OK:       return 200;
     case SG_STORE_EINVAL:   return 400;
     case SG_STORE_ETIMEOUT: return 504;
-    case SG_STORE_ENOMEM:   return 500;
+    case SG_STORE_ENOMEM:   return 503;     /* the gateway's memory: retry */
     case SG_STORE_EBUSY:    return 503;
     default:                return 502;
     }

@@ -43,7 +43,7 @@
 #define SG_STORE_EDOWN     -2   /* server unreachable or lost (502) */
 #define SG_STORE_ETIMEOUT  -3   /* past the deadline (504) */
 #define SG_STORE_EBADROW   -4   /* the store returned malformed data (502) */
-#define SG_STORE_ENOMEM    -5   /* out of memory (500) */
+#define SG_STORE_ENOMEM    -5   /* out of memory (503, as the engine's) */
 #define SG_STORE_EFAIL     -6   /* other server-side error (502) */
 #define SG_STORE_EBUSY     -7   /* every pooled connection in use: retry (503) */
 

@@ -234,3 +234,50 @@ gw_stop() {
     wait "$gw_pid" 2>/dev/null
     gw_pid=
 }
+
+# gw_san_start PREFIX PORT: starts the test build (SAN=1: ASan + UBSan, the
+# allocator countdown) as one process (master_process off: a crash ends
+# the server, so a check that it lives sees one), its sanitizer reports
+# into $gw_dir/asan.* and ubsan.* (leaks included, nginx's own startup
+# allocations suppressed).
+gw_san_start() {
+    local libasan
+    libasan=$(gcc -print-file-name=libasan.so)
+    cat >"$gw_dir/lsan.supp" <<'SUPP'
+leak:ngx_set_environment
+leak:ngx_os_init
+leak:ngx_init_setproctitle
+leak:ngx_save_argv
+leak:ngx_crc32_table_init
+leak:ngx_single_process_cycle
+leak:_dl_init
+SUPP
+    GW_NGINX_G=" master_process off;" GW_LOG_LEVEL=notice \
+    gw_start "$1" "$2" LD_PRELOAD="$libasan" \
+        ASAN_OPTIONS="detect_odr_violation=0:detect_leaks=1:log_path=$gw_dir/asan" \
+        LSAN_OPTIONS="suppressions=$gw_dir/lsan.supp" \
+        UBSAN_OPTIONS="print_stacktrace=1:log_path=$gw_dir/ubsan"
+}
+
+# gw_san_check PREFIX NAME: stops the server started by gw_san_start
+# (checking first that it lived) and checks that no sanitizer reported.
+gw_san_check() {
+    local prefix=$1 name=$2 pid=$gw_pid reports
+    gw_check "${name}_server_lived" "$(kill -0 "$pid" 2>/dev/null; echo $?)" "nginx $pid is gone"
+    gw_stop
+    reports=$(cat "$gw_dir"/asan.* "$gw_dir"/ubsan.* 2>/dev/null)
+    if ! grep -Eq 'ERROR: (Address|Leak)Sanitizer|runtime error:' <<<"$reports" \
+        && ! grep -q 'runtime error:' "$prefix/logs/stderr.log"; then
+        gw_pass "${name}_sanitizers_clean"
+    else
+        gw_fail "${name}_sanitizers_clean" "sanitizer report (nginx pid $pid):"
+        printf '%s\n' "$reports" | head -n 60
+    fi
+}
+
+# gw_fault_loop PORT NAME PATH BODY LOG: hardening_client.py's fault_loop
+# (the N-th allocation along the request failed, for every N).
+gw_fault_loop() {
+    timeout "${GW_FAULT_TIMEOUT:-900}" python3 "$root/tests/integration/hardening_client.py" \
+        "$1" fault_loop "$2" "$3" "$4" "$5"
+}

@@ -214,8 +214,10 @@ def fault_loop(port, name, path, body, log, limit="5000"):
     """Fails the N-th allocation of the worker along one request, for every
     N until the request runs through without reaching N (a test build's
     "X-Sparsegate-Fault: N").  Each failure must be answered (an OpenAI
-    error, or the stream's end), the worker must live on, and the next
-    request must succeed with the same text as before."""
+    error, or the stream's end; a 500 may be nginx's own page, when not
+    even the error's JSON could be allocated), the worker must live on, and
+    the next request must succeed with the same text (and, for /v1/rag,
+    the same citations) as before."""
     import re
     import time
     body = json.loads(body)
@@ -229,9 +231,10 @@ def fault_loop(port, name, path, body, log, limit="5000"):
         return status, raw
 
     def last_fault_line():
+        """(how many lines the countdown logged, the last one)"""
         with open(log, errors="replace") as f:
             lines = [l for l in f if "sparsegate fault:" in l]
-        return lines[-1] if lines else ""
+        return len(lines), lines[-1] if lines else ""
 
     def text_of(raw):
         """The generated text; None for a stream cut short (an error that
@@ -248,7 +251,19 @@ def fault_loop(port, name, path, body, log, limit="5000"):
                            for c in events if c.get("choices"))
         d = json.loads(raw)
         c = d["choices"][0]
-        return c.get("text") or c["message"]["content"]
+        text = c.get("text") or c["message"]["content"]
+        # /v1/rag: the passages it cites are part of the answer (a copy of
+        # them that failed once left them out of a 200)
+        if "citations" in d:
+            return (text, json.dumps(d["citations"], sort_keys=True))
+        return text
+
+    def usage(raw):
+        """The usage of a (non-streamed) answer, for a person reading."""
+        try:
+            return json.loads(raw).get("usage")
+        except (ValueError, AttributeError):
+            return None
 
     ok_status, ref = send({})
     want = text_of(ref) if ok_status == 200 else None
@@ -258,15 +273,23 @@ def fault_loop(port, name, path, body, log, limit="5000"):
         check(name + "_no_reasoning", "reasoning_content" not in msg
               and want, "reference %r" % ref[:400])
     statuses, bad, n, counted, t0 = {}, [], 0, 0, time.time()
+    msgs500 = {}
     for n in range(1, int(limit) + 1):
         before = last_fault_line()
         status, raw = send({"X-Sparsegate-Fault": str(n)})
-        line = before
-        for _ in range(100):
-            line = last_fault_line()
-            if line != before:
+        # the countdown is disarmed when the request's pool goes, which
+        # is what logs the line: wait for it (bounded), so the next request
+        # never runs while this one's countdown may still be armed
+        now, t_end = before, time.time() + 30
+        while time.time() < t_end:
+            now = last_fault_line()
+            if now[0] != before[0]:
                 break
             time.sleep(0.01)
+        line = now[1]
+        if now[0] == before[0]:
+            bad.append("N=%d: the request's end was not logged in 30 s" % n)
+            break
         kind = status
         try:
             if status == 200:
@@ -278,7 +301,12 @@ def fault_loop(port, name, path, body, log, limit="5000"):
                                % (n, got, want))
             elif status == 503:
                 json.loads(raw)["error"]["message"]
-            elif status not in (500, "closed"):
+            elif status == 500:
+                # nginx's own page when not even the error's JSON fits
+                m500 = "nginx's page" if raw.startswith(b"<html>") else \
+                    json.loads(raw)["error"]["message"]
+                msgs500[m500] = msgs500.get(m500, 0) + 1
+            elif status != "closed":
                 bad.append("N=%d: status %s %r" % (n, status, raw[:400]))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             bad.append("N=%d: %s with a malformed body %r" % (n, status,
@@ -287,8 +315,9 @@ def fault_loop(port, name, path, body, log, limit="5000"):
         s2, raw2 = send({})
         got2 = text_of(raw2) if s2 == 200 else None
         if s2 != 200 or got2 != want:
-            bad.append("N=%d: the next request got %s, text %r (want %r): %r"
-                       % (n, s2, got2, want, raw2[-400:]))
+            bad.append("N=%d: the next request got %s, text %r (want %r): "
+                       "usage %s: %r" % (n, s2, got2, want, usage(raw2),
+                                         raw2[-400:]))
         m = re.search(r"sparsegate fault: (fired|not reached), (\d+)", line)
         if m is None:
             bad.append("N=%d: the request's end was not logged" % n)
@@ -298,6 +327,8 @@ def fault_loop(port, name, path, body, log, limit="5000"):
     print("# %s: %d allocations along the request, each failed once "
           "(%.0f s); answers %s" % (name, counted, time.time() - t0,
                                     statuses))
+    if msgs500:
+        print("# %s: the 500s: %s" % (name, msgs500))
     check(name, ok_status == 200 and counted > 0 and not bad,
           "reference %s; %d problems: %s" % (ok_status, len(bad), bad[:4]))
 

@@ -7,8 +7,8 @@
 # (an OpenAI error or the stream's end), the worker must live on, the next
 # request must give the same text, and at the end no sanitizer reports
 # (leaks included).  The engine thread's allocations are failed one by one
-# by tests/unit/test_fault.c; PostgreSQL and Redis queries run the same
-# module paths over their own async clients (test_gateway_stores.sh).
+# by tests/unit/test_fault.c; /v1/rag over PostgreSQL and Redis by
+# test_gateway_faults_stores.sh.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -35,26 +35,11 @@ PY
 chmod -R a+rwX "$gw_dir"
 gw_conf "$prefix" "$port" "sparsegate_store sqlite:$gw_dir/store/p.db;"
 
-libasan=$(gcc -print-file-name=libasan.so)
-cat >"$gw_dir/lsan.supp" <<'SUPP'
-leak:ngx_set_environment
-leak:ngx_os_init
-leak:ngx_init_setproctitle
-leak:ngx_save_argv
-leak:ngx_crc32_table_init
-leak:ngx_single_process_cycle
-leak:_dl_init
-SUPP
-GW_NGINX_G=" master_process off;" GW_LOG_LEVEL=notice
-gw_start "$prefix" "$port" LD_PRELOAD="$libasan" \
-    ASAN_OPTIONS="detect_odr_violation=0:detect_leaks=1:log_path=$gw_dir/asan" \
-    LSAN_OPTIONS="suppressions=$gw_dir/lsan.supp" \
-    UBSAN_OPTIONS="print_stacktrace=1:log_path=$gw_dir/ubsan" || exit 1
+gw_san_start "$prefix" "$port" || exit 1
 trap 'gw_stop' EXIT
 
 loop() {   # loop NAME PATH BODY
-    timeout 900 python3 tests/integration/hardening_client.py "$port" \
-        fault_loop "$1" "$2" "$3" "$prefix/logs/error.log"
+    gw_fault_loop "$port" "$1" "$2" "$3" "$prefix/logs/error.log"
 }
 loop faults_chat /v1/chat/completions \
     '{"messages":[{"role":"user","content":"hi there"}],"max_tokens":2,"temperature":0}'
@@ -65,17 +50,6 @@ loop faults_completion /v1/completions \
 loop faults_rag_sqlite /v1/rag \
     '{"question":"event loops and timers","collection":"c","max_tokens":2,"temperature":0}'
 
-# one process (master_process off): a crash would have ended the server
-pid=$gw_pid
-gw_check faults_server_lived "$(kill -0 "$pid" 2>/dev/null; echo $?)" "nginx $pid is gone"
-gw_stop
-reports=$(cat "$gw_dir"/asan.* "$gw_dir"/ubsan.* 2>/dev/null)
-if ! grep -Eq 'ERROR: (Address|Leak)Sanitizer|runtime error:' <<<"$reports" \
-    && ! grep -q 'runtime error:' "$prefix/logs/stderr.log"; then
-    gw_pass faults_sanitizers_clean
-else
-    gw_fail faults_sanitizers_clean "sanitizer report (nginx pid $pid):"
-    printf '%s\n' "$reports" | head -n 60
-fi
+gw_san_check "$prefix" faults
 
 exit "$([ "${gw_failed:-0}" -eq 0 ] && echo 0 || echo 1)"
