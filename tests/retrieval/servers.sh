@@ -15,7 +15,10 @@ SG_PGBIN=${SG_PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | t
 sg_free_port() {
     local p
     for _ in $(seq 1 50); do
-        p=$((20000 + RANDOM % 40000))
+        # below Linux's ephemeral range (32768-60999): a port there can
+        # be taken by any outgoing connection between the check and the
+        # server's bind
+        p=$((12000 + RANDOM % 20000))
         if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
             echo $p
             return 0
@@ -79,9 +82,19 @@ sg_pg_start() {
             -A trust -U sg -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null \
             || return 1
     fi
-    sg_pg_ctl -l "$SG_SRV_DIR/pg/log" -w -t 30 \
-        -o "-p $SG_PG_PORT -k $SG_SRV_DIR/pg -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" \
-        start >/dev/null || { tail -n 5 "$SG_SRV_DIR/pg/log" >&2; return 1; }
+    # a port taken meanwhile by another process: try another
+    for try in 1 2 3; do
+        : >"$SG_SRV_DIR/pg/log"
+        chown postgres "$SG_SRV_DIR/pg/log"
+        sg_pg_ctl -l "$SG_SRV_DIR/pg/log" -w -t 30 \
+            -o "-p $SG_PG_PORT -k $SG_SRV_DIR/pg -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" \
+            start >/dev/null && break
+        tail -n 5 "$SG_SRV_DIR/pg/log" >&2
+        grep -q "already in use" "$SG_SRV_DIR/pg/log" && [ "$try" -lt 3 ] \
+            || return 1
+        SG_PG_PORT=$(sg_free_port)
+        SG_PG="host=127.0.0.1 port=$SG_PG_PORT user=sg dbname=sg connect_timeout=5"
+    done
     SG_PG_UP=1
     psql -qAt -h 127.0.0.1 -p "$SG_PG_PORT" -U sg -d postgres \
         -c "SELECT 1 FROM pg_database WHERE datname = 'sg'" | grep -q 1 \
