@@ -117,6 +117,46 @@ with open(sys.argv[1], "w") as f:
 PY
 }
 
+# gw_passages FILE N: N passages alike ("doc I", about sockets and event
+# loops), the fault and sanitizer runs' corpus: every request finds them all.
+gw_passages() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(int(sys.argv[2])):
+        f.write(json.dumps({"id": "d%d" % i, "title": "doc %d" % i,
+                            "text": "passage %d about sockets and event "
+                                    "loops, readiness and timers" % i}) + "\n")
+PY
+}
+
+# gw_sqlite_store NAME N: gw_passages into collection "c" of the SQLite
+# store $gw_dir/store/p.db (exits with FAIL NAME_ingest if it cannot).
+gw_sqlite_store() {
+    mkdir -p "$gw_dir/store"
+    gw_passages "$gw_dir/corpus.jsonl" "$2"
+    "$gw_cli" ingest --store "sqlite:$gw_dir/store/p.db" --collection c \
+        --jsonl "$gw_dir/corpus.jsonl" --quiet >"$gw_dir/ingest.log" 2>&1 \
+        || { echo "FAIL $1_ingest: $(tail -n 3 "$gw_dir/ingest.log")"; exit 1; }
+}
+
+# gw_servers_start NAME: private redis-server and PostgreSQL on loopback
+# (tests/retrieval/servers.sh) with the schema loaded, stopped by the EXIT
+# trap it sets; exits with FAIL NAME_... when one does not start.
+# PostgreSQL runs as the postgres user: its data lives outside the
+# checkout, which may be closed to other users.
+gw_servers_start() {
+    local name=$1
+    srv_dir=$(mktemp -d "/tmp/sg-$name.XXXXXX")
+    chmod 755 "$srv_dir"
+    sg_servers_init "$srv_dir/srv"
+    trap 'gw_stop; sg_servers_stop; rm -rf "$srv_dir"' EXIT
+    sg_redis_start || { echo "FAIL ${name}_redis_start: redis-server did not start"; exit 1; }
+    sg_pg_start || { echo "FAIL ${name}_pg_start: postgres did not start"; exit 1; }
+    sg_psql -v ON_ERROR_STOP=1 -f conf/schema.sql >/dev/null 2>"$gw_dir/schema.err" \
+        || { echo "FAIL ${name}_schema: $(head -n 3 "$gw_dir/schema.err")"; exit 1; }
+}
+
 gw_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -243,6 +283,10 @@ gw_stop() {
 gw_san_start() {
     local libasan
     libasan=$(gcc -print-file-name=libasan.so)
+    # nginx core keeps these for the process lifetime (connection and
+    # event arrays, environment); shared libraries' constructors
+    # (libstdc++'s exception pool, OpenBLAS, libgomp) allocate once when
+    # the module loads
     cat >"$gw_dir/lsan.supp" <<'SUPP'
 leak:ngx_set_environment
 leak:ngx_os_init
@@ -265,6 +309,7 @@ gw_san_check() {
     local prefix=$1 name=$2 pid=$gw_pid reports
     gw_check "${name}_server_lived" "$(kill -0 "$pid" 2>/dev/null; echo $?)" "nginx $pid is gone"
     gw_stop
+    # (a log holding only LSan's "Suppressions used" table is clean)
     reports=$(cat "$gw_dir"/asan.* "$gw_dir"/ubsan.* 2>/dev/null)
     if ! grep -Eq 'ERROR: (Address|Leak)Sanitizer|runtime error:' <<<"$reports" \
         && ! grep -q 'runtime error:' "$prefix/logs/stderr.log"; then

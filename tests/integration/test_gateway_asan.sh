@@ -15,18 +15,7 @@ mkdir -p "$gw_dir"
 export SAN=1
 gw_setup
 gw_micro_model
-mkdir -p "$gw_dir/store"
-python3 - "$gw_dir/corpus.jsonl" <<'PY'
-import json, sys
-with open(sys.argv[1], "w") as f:
-    for i in range(6):
-        f.write(json.dumps({"id": "d%d" % i, "title": "doc %d" % i,
-                            "text": "passage %d about sockets and event "
-                                    "loops, readiness and timers" % i}) + "\n")
-PY
-"$gw_cli" ingest --store "sqlite:$gw_dir/store/p.db" --collection c \
-    --jsonl "$gw_dir/corpus.jsonl" --quiet >"$gw_dir/ingest.log" 2>&1 \
-    || { echo "FAIL asan_ingest: $(tail -n 3 "$gw_dir/ingest.log")"; exit 1; }
+gw_sqlite_store asan 6
 chmod -R a+rwX "$gw_dir"
 gw_conf "$prefix" "$port" "sparsegate_store sqlite:$gw_dir/store/p.db;
     sparsegate_test_hooks on;" '
@@ -36,24 +25,7 @@ gw_conf "$prefix" "$port" "sparsegate_store sqlite:$gw_dir/store/p.db;
         location = /tokenize { sparsegate_api tokenize; }
         location = /detokenize { sparsegate_api detokenize; }'
 
-libasan=$(gcc -print-file-name=libasan.so)
-cat >"$gw_dir/lsan.supp" <<'EOF'
-# nginx core keeps these for the process lifetime (connection and event
-# arrays, environment); shared libraries' constructors (libstdc++'s
-# exception pool, OpenBLAS, libgomp) allocate once when the module loads
-leak:ngx_set_environment
-leak:ngx_os_init
-leak:ngx_init_setproctitle
-leak:ngx_save_argv
-leak:ngx_crc32_table_init
-leak:ngx_single_process_cycle
-leak:_dl_init
-EOF
-GW_NGINX_G=" master_process off;"
-gw_start "$prefix" "$port" LD_PRELOAD="$libasan" \
-    ASAN_OPTIONS="detect_odr_violation=0:fast_unwind_on_malloc=0:detect_leaks=1:log_path=$gw_dir/asan" \
-    LSAN_OPTIONS="suppressions=$gw_dir/lsan.supp" \
-    UBSAN_OPTIONS="print_stacktrace=1:log_path=$gw_dir/ubsan" || exit 1
+gw_san_start "$prefix" "$port" || exit 1
 trap 'gw_stop' EXIT
 
 codes=""
@@ -99,17 +71,7 @@ if command -v node >/dev/null && [ -d node_modules/openai ]; then
         | sed 's/^\(PASS\|FAIL\) /\1 asan_/'
 fi
 
-gw_stop
-# (a log holding only LSan's "Suppressions used" table is clean)
-reports=$(cat "$gw_dir"/asan.* "$gw_dir"/ubsan.* 2>/dev/null)
-if ! grep -Eq 'ERROR: (Address|Leak)Sanitizer|runtime error:' <<<"$reports" \
-    && ! grep -q 'runtime error:' "$prefix/logs/stderr.log"; then
-    gw_pass asan_clean
-else
-    gw_fail asan_clean "sanitizer report:"
-    printf '%s\n' "$reports" | head -n 60
-    grep -A5 'runtime error:' "$prefix/logs/stderr.log" | head -n 20
-fi
+gw_san_check "$prefix" asan
 gw_check asan_no_open_socket "$(grep -q 'open socket' "$prefix/logs/error.log" && echo 1 || echo 0)" \
     "$(grep 'open socket' "$prefix/logs/error.log" | head -n 3)"
 

@@ -20,18 +20,7 @@ mkdir -p "$gw_dir"
 export SAN=1
 gw_setup
 gw_micro_model
-mkdir -p "$gw_dir/store"
-python3 - "$gw_dir/corpus.jsonl" <<'PY'
-import json, sys
-with open(sys.argv[1], "w") as f:
-    for i in range(4):
-        f.write(json.dumps({"id": "d%d" % i, "title": "doc %d" % i,
-                            "text": "passage %d about sockets and event "
-                                    "loops, readiness and timers" % i}) + "\n")
-PY
-"$gw_cli" ingest --store "sqlite:$gw_dir/store/p.db" --collection c \
-    --jsonl "$gw_dir/corpus.jsonl" --quiet >"$gw_dir/ingest.log" 2>&1 \
-    || { echo "FAIL faults_ingest: $(tail -n 3 "$gw_dir/ingest.log")"; exit 1; }
+gw_sqlite_store faults 4
 chmod -R a+rwX "$gw_dir"
 gw_conf "$prefix" "$port" "sparsegate_store sqlite:$gw_dir/store/p.db;"
 

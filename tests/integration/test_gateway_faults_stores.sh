@@ -25,26 +25,10 @@ export SAN=1
 gw_setup
 gw_micro_model
 
-# PostgreSQL runs as the postgres user: its data lives outside the
-# checkout, which may be closed to other users.
-srv_dir=$(mktemp -d /tmp/sg-gw-faults.XXXXXX)
-chmod 755 "$srv_dir"
-sg_servers_init "$srv_dir/srv"
-trap 'gw_stop; sg_servers_stop; rm -rf "$srv_dir"' EXIT
-sg_redis_start || { echo "FAIL faults_stores_redis_start: redis-server did not start"; exit 1; }
-sg_pg_start || { echo "FAIL faults_stores_pg_start: postgres did not start"; exit 1; }
-sg_psql -v ON_ERROR_STOP=1 -f conf/schema.sql >/dev/null 2>"$gw_dir/schema.err" \
-    || { echo "FAIL faults_stores_schema: $(head -n 3 "$gw_dir/schema.err")"; exit 1; }
+gw_servers_start faults_stores
 
 # the corpus of test_gateway_faults.sh: the same request over each store
-python3 - "$gw_dir/corpus.jsonl" <<'PY'
-import json, sys
-with open(sys.argv[1], "w") as f:
-    for i in range(4):
-        f.write(json.dumps({"id": "d%d" % i, "title": "doc %d" % i,
-                            "text": "passage %d about sockets and event "
-                                    "loops, readiness and timers" % i}) + "\n")
-PY
+gw_passages "$gw_dir/corpus.jsonl" 4
 
 declare -A URI=([postgres]="postgres:$SG_PG" [redis]="redis:$SG_REDIS")
 for kind in redis postgres; do

@@ -16,18 +16,7 @@ mkdir -p "$gw_dir"
 
 gw_setup
 gw_micro_model
-mkdir -p "$gw_dir/store"
-python3 - "$gw_dir/corpus.jsonl" <<'PY'
-import json, sys
-with open(sys.argv[1], "w") as f:
-    for i in range(6):
-        f.write(json.dumps({"id": "d%d" % i, "title": "doc %d" % i,
-                            "text": "passage %d about timers, sockets and "
-                                    "event loops" % i}) + "\n")
-PY
-"$gw_cli" ingest --store "sqlite:$gw_dir/store/p.db" --collection c \
-    --jsonl "$gw_dir/corpus.jsonl" --quiet >"$gw_dir/ingest.log" 2>&1 \
-    || { echo "FAIL fuzz_ingest: $(tail -n 3 "$gw_dir/ingest.log")"; exit 1; }
+gw_sqlite_store fuzz 6
 chmod -R a+rwX "$gw_dir"
 # short generations: every valid body costs at most 8 tokens
 gw_conf "$prefix" "$port" "sparsegate_store sqlite:$gw_dir/store/p.db;"

@@ -27,16 +27,7 @@ done
 gw_build
 gw_model
 
-# PostgreSQL runs as the postgres user: its data lives outside the
-# checkout, which may be closed to other users.
-srv_dir=$(mktemp -d /tmp/sg-gw-stores.XXXXXX)
-chmod 755 "$srv_dir"
-sg_servers_init "$srv_dir/srv"
-trap 'gw_stop; sg_servers_stop; rm -rf "$srv_dir"' EXIT
-sg_redis_start || { echo "FAIL gw_stores_redis_start: redis-server did not start"; exit 1; }
-sg_pg_start || { echo "FAIL gw_stores_pg_start: postgres did not start"; exit 1; }
-sg_psql -v ON_ERROR_STOP=1 -f conf/schema.sql >/dev/null 2>"$gw_dir/schema.err" \
-    || { echo "FAIL gw_stores_schema: $(head -n 3 "$gw_dir/schema.err")"; exit 1; }
+gw_servers_start gw_stores
 
 gw_corpus "$gw_dir/corpus.jsonl"
 # another store's contents: a file put in the SQLite store's place
