@@ -121,7 +121,7 @@ def copy_batch(rng, B, T, lo, hi):
 USER_ID = 3     # <｜User｜> (training/bpe.py SPECIALS)
 
 
-def multi_pool(sg, tokenizer, gen, n, tokens, work, name, per=6):
+def multi_pool(sg, tokenizer, gen, n, tokens, work, name, per=6, share=0.5):
     """Sequences that ask several questions about one context: the first
     turn is the gateway's prompt byte for byte, each further turn is
     <｜User｜> + that question's own prompt tail (what follows the shared
@@ -130,7 +130,7 @@ def multi_pool(sg, tokenizer, gen, n, tokens, work, name, per=6):
     -> list of (ids, [(answer start, answer end)...])"""
     ctxs, flat = [], []
     for _ in range(n):
-        passages, facts = gen.context(tokens)
+        passages, facts = gen.context(tokens, fact_share=share)
         gen.r.shuffle(facts)
         keep = [{k: p[k] for k in ("id", "doc_id", "title", "text",
                                      "collection")} for p in passages]
@@ -222,7 +222,8 @@ def update_bias(load, rate=1e-3):
 
 
 def run_stage(name, model, params, seconds, lr, batch_fn, mode, kl=False,
-              lm=True, eval_fn=None, n_evals=0, curve=None, decay=True):
+              lm=True, eval_fn=None, n_evals=0, curve=None, decay=True,
+              stop_below=None):
     """Trains for `seconds` of wall time (the schedule follows the time, so
     a busy machine trains fewer steps, never longer)."""
     if seconds <= 0:
@@ -232,6 +233,7 @@ def run_stage(name, model, params, seconds, lr, batch_fn, mode, kl=False,
     load = []
     t0 = time.time()
     step, evals_done = 0, 0
+    recent = []
     while True:
         step += 1
         frac = (time.time() - t0) / seconds
@@ -269,6 +271,11 @@ def run_stage(name, model, params, seconds, lr, batch_fn, mode, kl=False,
         if curve is not None:
             curve.append({"stage": name, "step": step,
                           "t": round(time.time() - T0, 1), **parts})
+        if stop_below is not None:
+            recent.append(parts["lm"])
+            if len(recent) >= 20 and sum(recent[-20:]) / 20 < stop_below:
+                step += 1
+                break
         if step % 10 == 0:
             msg = " ".join("%s %.3f" % kv for kv in parts.items())
             log("%s step %d (%.0f%%) %s (%.0f tok/s)" % (
@@ -348,7 +355,11 @@ def main():
         ss = qa_samples(g, n, tokens, share)
         built = build_prompts(sg, tok, ss, a.work, name)
         return [b for b in built if b[2]], ss
-    mshort = multi_pool(sg, tok, gen, 5000, 300, a.work, "short")
+    # short contexts (two or three passages) with up to 8 questions each:
+    # a third of the tokens are answers, so most of each step teaches
+    # copying
+    mshort = multi_pool(sg, tok, gen, 8000, 150, a.work, "short", per=8,
+                        share=0.7)
     mmid = multi_pool(sg, tok, gen, 2500, 700, a.work, "mid")
     mid = [(ids, spans[0][0], True) for ids, spans in mmid]
     long_, _ = pool(600, 1400, "long")
@@ -385,11 +396,12 @@ def main():
     M = a.minutes * 60     # wall-time budget of the training stages
     # 3. copy warm-up (not when resuming): 32 random tokens of the whole
     # vocabulary repeated once; at a constant rate of 2e-3 the loss of the
-    # second half falls from ln(V) to ~1 in ~200 steps (a minute)
+    # second half falls from ln(V) to ~1 in ~200 steps (a minute); it
+    # stops once copying is nearly exact
     cw = 0 if a.resume else M
-    run_stage("copy", model, main_params, 0.04 * cw, 2e-3,
+    run_stage("copy", model, main_params, 0.10 * cw, 2e-3,
               lambda: copy_batch(rng, 32, 64, n_special, cfg["vocab_size"]),
-              "dense", curve=curve, decay=False)
+              "dense", curve=curve, decay=False, stop_below=0.3)
     # 4. dense RAG training, several questions per context, short then
     # longer contexts
     run_stage("dense-short", model, main_params, 0.50 * M, 2e-3,
