@@ -299,7 +299,7 @@ def main():
                                                   "sparsegate-rag-tiny"))
     ap.add_argument("--work", default=os.path.join(ROOT, "build", "train"))
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--minutes", type=float, default=65,
+    ap.add_argument("--minutes", type=float, default=50,
                     help="wall time of the training stages")
     ap.add_argument("--resume", default=None,
                     help="continue from this exported model (its tokenizer "
