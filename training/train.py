@@ -304,6 +304,8 @@ def main():
     ap.add_argument("--resume", default=None,
                     help="continue from this exported model (its tokenizer "
                     "and weights; no copy warm-up)")
+    ap.add_argument("--copy-mix", type=float, default=0.0,
+                    help="share of the short QA steps that are copy batches")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 beats 2 on a busy 2-core machine)")
     a = ap.parse_args()
@@ -404,8 +406,13 @@ def main():
               "dense", curve=curve, decay=False, stop_below=0.3)
     # 4. dense RAG training, several questions per context, short then
     # longer contexts
+    def short_batch():
+        # a share of copy batches keeps the induction the warm-up formed
+        if rng.random() < a.copy_mix:
+            return copy_batch(rng, 32, 64, n_special, cfg["vocab_size"])
+        return multi_batch(mshort, rng, 8)
     run_stage("dense-short", model, main_params, 0.50 * M, 2e-3,
-              lambda: multi_batch(mshort, rng, 8), "dense",
+              short_batch, "dense",
               eval_fn=ev_fn("dense-short"), n_evals=3, curve=curve)
     run_stage("dense-mid", model, main_params, 0.20 * M, 1e-3,
               lambda: multi_batch(mmid, rng, 4), "dense",
