@@ -408,7 +408,7 @@ def main():
     # longer contexts
     def short_batch():
         # a share of copy batches keeps the induction the warm-up formed
-        if rng.random() < a.copy_mix:
+        if a.copy_mix and rng.random() < a.copy_mix:
             return copy_batch(rng, 32, 64, n_special, cfg["vocab_size"])
         return multi_batch(mshort, rng, 8)
     run_stage("dense-short", model, main_params, 0.50 * M, 2e-3,
