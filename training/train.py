@@ -110,12 +110,65 @@ def copy_batch(rng, B, T, lo, hi):
     """Random strings of ids in [lo, hi), each followed by itself: only
     induction (find the earlier copy, read what came next) predicts the
     second half, where the loss is."""
-    x = torch.empty(B, T, dtype=torch.long)
-    for b in range(B):
-        half = [rng.randrange(lo, hi) for _ in range(T // 2)]
-        x[b] = torch.tensor(half + half)
+    g = torch.Generator().manual_seed(rng.randrange(1 << 30))
+    half = torch.randint(lo, hi, (B, T // 2), generator=g)
+    x = torch.cat((half, half), 1)
     w = torch.zeros(B, T)
     w[:, T // 2 - 1:] = 1.0
+    return x, w
+
+
+USER_ID = 3     # <｜User｜> (training/bpe.py SPECIALS)
+
+
+def multi_pool(sg, tokenizer, gen, n, tokens, work, name, per=6, share=0.5):
+    """Sequences that ask several questions about one context: the first
+    turn is the gateway's prompt byte for byte, each further turn is
+    <｜User｜> + that question's own prompt tail (what follows the shared
+    passages) + its answer.  Every answer is a copy from the passages, so
+    one forward pass teaches `per` copies instead of one.
+    -> list of (ids, [(answer start, answer end)...])"""
+    ctxs, flat = [], []
+    for _ in range(n):
+        passages, facts = gen.context(tokens, fact_share=share)
+        gen.r.shuffle(facts)
+        keep = [{k: p[k] for k in ("id", "doc_id", "title", "text",
+                                     "collection")} for p in passages]
+        ctxs.append(len(facts[:per]))
+        for f in facts[:per]:
+            flat.append({"passages": keep, "question": f["question"],
+                         "answer": f["sentence"]})
+    built = build_prompts(sg, tokenizer, flat, work, name)
+    out, at = [], 0
+    for k in ctxs:
+        group, at = built[at:at + k], at + k
+        if not group or not all(b[2] for b in group):
+            continue
+        ids0, np0, _ = group[0]
+        seq, spans = list(ids0), [(np0, len(ids0))]
+        for ids, n_prompt, _ in group[1:]:
+            c = 0
+            while c < n_prompt and ids[c] == ids0[c]:
+                c += 1
+            seq.append(USER_ID)
+            seq.extend(ids[c:n_prompt])
+            spans.append((len(seq), len(seq) + len(ids) - n_prompt))
+            seq.extend(ids[n_prompt:])
+        out.append((np.array(seq, dtype=np.int64), spans))
+    return out
+
+
+def multi_batch(pool, rng, B):
+    pick = [pool[rng.randrange(len(pool))] for _ in range(B)]
+    T = max(len(p[0]) for p in pick)
+    x = torch.full((B, T), 1, dtype=torch.long)
+    w = torch.zeros(B, T)
+    for b, (ids, spans) in enumerate(pick):
+        n = len(ids)
+        x[b, :n] = torch.from_numpy(ids)
+        w[b, :n - 1] = 1.0
+        for s0, s1 in spans:
+            w[b, s0 - 1:s1 - 1] = ANSWER_WEIGHT
     return x, w
 
 
@@ -169,7 +222,8 @@ def update_bias(load, rate=1e-3):
 
 
 def run_stage(name, model, params, seconds, lr, batch_fn, mode, kl=False,
-              lm=True, eval_fn=None, n_evals=0, curve=None):
+              lm=True, eval_fn=None, n_evals=0, curve=None, decay=True,
+              stop_below=None):
     """Trains for `seconds` of wall time (the schedule follows the time, so
     a busy machine trains fewer steps, never longer)."""
     if seconds <= 0:
@@ -179,12 +233,16 @@ def run_stage(name, model, params, seconds, lr, batch_fn, mode, kl=False,
     load = []
     t0 = time.time()
     step, evals_done = 0, 0
+    recent = []
     while True:
         step += 1
         frac = (time.time() - t0) / seconds
         if frac >= 1:
             break
-        cur = lr * min(1.0, step / 30) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        cur = lr * min(1.0, step / 30)
+        if decay:   # cosine to a tenth (the copy warm-up keeps its rate:
+            # induction forms abruptly, and a decayed rate delays it)
+            cur *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
             g["lr"] = cur
         x, w = batch_fn()
@@ -213,6 +271,11 @@ def run_stage(name, model, params, seconds, lr, batch_fn, mode, kl=False,
         if curve is not None:
             curve.append({"stage": name, "step": step,
                           "t": round(time.time() - T0, 1), **parts})
+        if stop_below is not None:
+            recent.append(parts["lm"])
+            if len(recent) >= 20 and sum(recent[-20:]) / 20 < stop_below:
+                step += 1
+                break
         if step % 10 == 0:
             msg = " ".join("%s %.3f" % kv for kv in parts.items())
             log("%s step %d (%.0f%%) %s (%.0f tok/s)" % (
@@ -236,11 +299,13 @@ def main():
                                                   "sparsegate-rag-tiny"))
     ap.add_argument("--work", default=os.path.join(ROOT, "build", "train"))
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--minutes", type=float, default=65,
+    ap.add_argument("--minutes", type=float, default=50,
                     help="wall time of the training stages")
     ap.add_argument("--resume", default=None,
                     help="continue from this exported model (its tokenizer "
                     "and weights; no copy warm-up)")
+    ap.add_argument("--copy-mix", type=float, default=0.0,
+                    help="share of the short QA steps that are copy batches")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 beats 2 on a busy 2-core machine)")
     a = ap.parse_args()
@@ -292,16 +357,23 @@ def main():
         ss = qa_samples(g, n, tokens, share)
         built = build_prompts(sg, tok, ss, a.work, name)
         return [b for b in built if b[2]], ss
-    short, _ = pool(6000, 300, "short")
-    mid, _ = pool(3000, 700, "mid")
+    # short contexts (two or three passages) with up to 8 questions each:
+    # a third of the tokens are answers, so most of each step teaches
+    # copying
+    mshort = multi_pool(sg, tok, gen, 8000, 150, a.work, "short", per=8,
+                        share=0.7)
+    mmid = multi_pool(sg, tok, gen, 2500, 700, a.work, "mid")
+    mid = [(ids, spans[0][0], True) for ids, spans in mmid]
     long_, _ = pool(600, 1400, "long")
     egen = data.Gen(a.seed + 7777, docs, heldout=True)
     ev, _ = pool(60, 300, "eval_short", egen)
     evl, _ = pool(60, 700, "eval_mid", egen)
-    log("prompts: short %d (~%d tokens), mid %d (~%d), long %d (~%d), "
-        "held-out %d + %d" % (
-            len(short), np.mean([len(p[0]) for p in short]), len(mid),
-            np.mean([len(p[0]) for p in mid]), len(long_),
+    log("prompts: short %d (~%d tokens, %.1f questions), mid %d (~%d, %.1f),"
+        " long %d (~%d), held-out %d + %d" % (
+            len(mshort), np.mean([len(p[0]) for p in mshort]),
+            np.mean([len(p[1]) for p in mshort]), len(mmid),
+            np.mean([len(p[0]) for p in mmid]),
+            np.mean([len(p[1]) for p in mmid]), len(long_),
             np.mean([len(p[0]) for p in long_]), len(ev), len(evl)))
 
     model = export.load(a.resume) if a.resume else Model(cfg)
@@ -324,22 +396,26 @@ def main():
     idx_params = [p for n, p in model.named_parameters() if ".indexer." in n]
 
     M = a.minutes * 60     # wall-time budget of the training stages
-    # 3. copy warm-up (not when resuming): induction heads form within a
-    # few hundred steps on short strings of a small alphabet, then the
-    # alphabet grows to the whole vocabulary
+    # 3. copy warm-up (not when resuming): 32 random tokens of the whole
+    # vocabulary repeated once; at a constant rate of 2e-3 the loss of the
+    # second half falls from ln(V) to ~1 in ~200 steps (a minute); it
+    # stops once copying is nearly exact
     cw = 0 if a.resume else M
-    run_stage("copy-64", model, main_params, 0.08 * cw, 2e-3,
-              lambda: copy_batch(rng, 32, 64, n_special, n_special + 64),
-              "dense", curve=curve)
-    run_stage("copy-all", model, main_params, 0.06 * cw, 2e-3,
-              lambda: copy_batch(rng, 16, 128, n_special, cfg["vocab_size"]),
-              "dense", curve=curve)
-    # 4. dense RAG training, short then longer contexts
-    run_stage("dense-short", model, main_params, 0.40 * M, 2e-3,
-              lambda: qa_batch(short, rng, 8), "dense",
-              eval_fn=ev_fn("dense-short"), n_evals=2, curve=curve)
-    run_stage("dense-mid", model, main_params, 0.18 * M, 1e-3,
-              lambda: qa_batch(mid, rng, 4), "dense",
+    run_stage("copy", model, main_params, 0.10 * cw, 2e-3,
+              lambda: copy_batch(rng, 32, 64, n_special, cfg["vocab_size"]),
+              "dense", curve=curve, decay=False, stop_below=0.3)
+    # 4. dense RAG training, several questions per context, short then
+    # longer contexts
+    def short_batch():
+        # a share of copy batches keeps the induction the warm-up formed
+        if a.copy_mix and rng.random() < a.copy_mix:
+            return copy_batch(rng, 32, 64, n_special, cfg["vocab_size"])
+        return multi_batch(mshort, rng, 8)
+    run_stage("dense-short", model, main_params, 0.50 * M, 2e-3,
+              short_batch, "dense",
+              eval_fn=ev_fn("dense-short"), n_evals=3, curve=curve)
+    run_stage("dense-mid", model, main_params, 0.20 * M, 1e-3,
+              lambda: multi_batch(mmid, rng, 4), "dense",
               eval_fn=ev_fn("dense-mid", which=evl), n_evals=1, curve=curve)
     # 5. indexer warm-up (rest frozen)
     for p in main_params:
@@ -350,8 +426,9 @@ def main():
     for p in main_params:
         p.requires_grad_(True)
     # 6. sparse training
-    run_stage("sparse", model, main_params + idx_params, 0.13 * M, 3e-4,
-              lambda: qa_batch(long_ if rng.random() < 0.3 else mid, rng, 2),
+    run_stage("sparse", model, main_params + idx_params, 0.13 * M, 5e-4,
+              lambda: (qa_batch(long_, rng, 2) if rng.random() < 0.3
+                       else multi_batch(mmid, rng, 4)),
               "sparse", kl=True, eval_fn=ev_fn("sparse", "sparse", evl),
               n_evals=1, curve=curve)
 

@@ -4,7 +4,7 @@
 # from pip), builds the `sparsegate` command (its context builder makes the
 # training prompts), then runs training/train.py under nice.
 #
-#   bash training/train.sh [--minutes 58] [--seed 1] [--out DIR]
+#   bash training/train.sh [--minutes 50] [--seed 1] [--out DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! /usr/bin/python3 -c 'import torch, numpy, regex' 2>/dev/null; then
