@@ -49,9 +49,7 @@ ngx_http_sparsegate_collections_answer(ngx_http_sparsegate_collections_t *c)
         sg_passage_list_free(&list);
         return ngx_http_sparsegate_error(c->request,
                    sg_store_http_status(code),
-                   code == SG_STORE_ETIMEOUT ? NGX_HTTP_SG_ERR_TIMEOUT
-                   : code == SG_STORE_ENOMEM ? NGX_HTTP_SG_ERR_NO_MEMORY
-                                             : NGX_HTTP_SG_ERR_STORE,
+                   ngx_http_sparsegate_store_error_kind(code),
                    NULL, "store (%s): %s", sg_store_strerror(code), err);
     }
 
@@ -113,10 +111,8 @@ ngx_http_sparsegate_collections(ngx_http_request_t *r)
     if (code != SG_STORE_OK) {
         /* a full pool too: the client asks again (Retry-After) */
         return ngx_http_sparsegate_error(r, sg_store_http_status(code),
-                                         code == SG_STORE_ENOMEM
-                                         ? NGX_HTTP_SG_ERR_NO_MEMORY
-                                         : NGX_HTTP_SG_ERR_STORE, NULL,
-                                         "store: %s", err);
+                   ngx_http_sparsegate_store_error_kind(code), NULL,
+                   "store: %s", err);
     }
 
     rc = ngx_http_sparsegate_query_wait(&c->query, r,

@@ -88,8 +88,7 @@ ngx_http_sparsegate_parse_response_format(ngx_http_request_t *r, cJSON *root,
     }
     text = cJSON_PrintUnformatted(schema);
     if (text == NULL) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
-                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+        return ngx_http_sparsegate_fault_oom(f);
     }
     len = ngx_strlen(text);
     rf->schema = ngx_pnalloc(r->pool, len + 1);
@@ -99,8 +98,7 @@ ngx_http_sparsegate_parse_response_format(ngx_http_request_t *r, cJSON *root,
     free(text);
     rf->json = 1;
     return rf->schema ? NGX_OK
-           : ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
-                 NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+           : ngx_http_sparsegate_fault_oom(f);
 }
 
 
@@ -221,8 +219,7 @@ ngx_http_sparsegate_grammar(ngx_http_request_t *r,
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
-                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+        return ngx_http_sparsegate_fault_oom(f);
     }
 
     /* what the grammar depends on, as its key */
@@ -230,8 +227,7 @@ ngx_http_sparsegate_grammar(ngx_http_request_t *r,
           + (tools ? ngx_strlen(tools) : 0) + (named ? ngx_strlen(named) : 0);
     key = ngx_pnalloc(r->pool, len);
     if (key == NULL) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
-                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+        return ngx_http_sparsegate_fault_oom(f);
     }
     if (rf->json) {
         p = ngx_sprintf(key, "json|%ui|%s", thinking,

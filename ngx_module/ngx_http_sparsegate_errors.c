@@ -56,6 +56,15 @@ ngx_http_sparsegate_fault(ngx_http_sparsegate_fault_t *f, ngx_uint_t status,
 }
 
 
+ngx_int_t
+ngx_http_sparsegate_fault_oom(ngx_http_sparsegate_fault_t *f)
+{
+    return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     NGX_HTTP_SG_ERR_NO_MEMORY, NULL,
+                                     "out of memory");
+}
+
+
 u_char *
 ngx_http_sparsegate_error_json(ngx_http_sparsegate_error_e kind,
     const char *param, const char *message, size_t *len)
@@ -114,14 +123,6 @@ ngx_http_sparsegate_send_error(ngx_http_request_t *r, ngx_uint_t status,
     ngx_table_elt_t  *h;
 
     ngx_http_sparsegate_count_error(kind);
-
-    /* the worker's memory ran out: whatever the place, the client may try
-     * again (503 + Retry-After, as the engine's and a store's) */
-    if (kind == NGX_HTTP_SG_ERR_NO_MEMORY
-        && status == NGX_HTTP_INTERNAL_SERVER_ERROR)
-    {
-        status = NGX_HTTP_SERVICE_UNAVAILABLE;
-    }
 
     level = (status >= 500) ? NGX_LOG_ERR : NGX_LOG_INFO;
     ngx_log_error(level, r->connection->log, 0, "sparsegate: %ui %s: %s",

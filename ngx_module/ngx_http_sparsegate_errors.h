@@ -29,6 +29,10 @@ ngx_int_t ngx_http_sparsegate_fault(ngx_http_sparsegate_fault_t *f,
     ngx_uint_t status, ngx_http_sparsegate_error_e kind, const char *param,
     const char *fmt, ...);
 
+/* The worker's memory ran out, wherever: 503 out_of_memory (the client
+ * may try again: Retry-After), "out of memory". */
+ngx_int_t ngx_http_sparsegate_fault_oom(ngx_http_sparsegate_fault_t *f);
+
 /* Sends the error as the whole response (counted, logged; a 429 or a 503
  * carries Retry-After); returns what to finalize the request with. */
 ngx_int_t ngx_http_sparsegate_error(ngx_http_request_t *r,

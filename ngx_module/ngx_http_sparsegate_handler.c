@@ -276,9 +276,7 @@ ngx_http_sparsegate_access(ngx_http_request_t *r,
          * cache with its own requests only */
         ctx = ngx_http_sparsegate_ctx(r);
         if (ctx == NULL) {
-            return ngx_http_sparsegate_fault(f,
-                       NGX_HTTP_SERVICE_UNAVAILABLE,
-                       NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+            return ngx_http_sparsegate_fault_oom(f);
         }
         ngx_memcpy(ctx->tenant, digest, SHA256_DIGEST_LENGTH);
         ctx->keyed = 1;

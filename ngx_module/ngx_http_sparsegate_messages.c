@@ -13,14 +13,6 @@
 #include "ngx_http_sparsegate_params.h"
 
 
-static ngx_int_t
-ngx_http_sparsegate_oom(ngx_http_sparsegate_fault_t *f)
-{
-    return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                     NGX_HTTP_SG_ERR_NO_MEMORY, NULL,
-                                     "out of memory");
-}
-
 
 static ngx_int_t
 ngx_http_sparsegate_bad(ngx_http_sparsegate_fault_t *f, const char *param,
@@ -164,7 +156,7 @@ ngx_http_sparsegate_content(ngx_http_request_t *r, cJSON *content,
     }
     s = ngx_pnalloc(r->pool, len + 1);
     if (s == NULL) {
-        return ngx_http_sparsegate_oom(f);
+        return ngx_http_sparsegate_fault_oom(f);
     }
     p = s;
     cJSON_ArrayForEach(part, content) {
@@ -200,7 +192,7 @@ ngx_http_sparsegate_parse_calls(ngx_http_request_t *r, cJSON *calls,
     out = ngx_pcalloc(r->pool, (n + 1) * sizeof(sg_chat_call));
     *ids = ngx_pcalloc(r->pool, (n + 1) * sizeof(char *));
     if (out == NULL || *ids == NULL) {
-        return ngx_http_sparsegate_oom(f);
+        return ngx_http_sparsegate_fault_oom(f);
     }
     k = 0;
     cJSON_ArrayForEach(c, calls) {
@@ -317,7 +309,7 @@ ngx_http_sparsegate_parse_messages(ngx_http_request_t *r, cJSON *root,
     call_ids = ngx_pcalloc(r->pool, (n + 1) * sizeof(char **));
     result_ids = ngx_pcalloc(r->pool, (n + 1) * sizeof(char *));
     if (msgs == NULL || call_ids == NULL || result_ids == NULL) {
-        return ngx_http_sparsegate_oom(f);
+        return ngx_http_sparsegate_fault_oom(f);
     }
     msgs += room;
 
@@ -468,13 +460,13 @@ ngx_http_sparsegate_parse_tools(ngx_http_request_t *r, cJSON *root,
 
     text = cJSON_PrintUnformatted(tools);
     if (text == NULL) {
-        return ngx_http_sparsegate_oom(f);
+        return ngx_http_sparsegate_fault_oom(f);
     }
     len = ngx_strlen(text);
     chat->tools = ngx_pnalloc(r->pool, len + 1);
     if (chat->tools == NULL) {
         free(text);
-        return ngx_http_sparsegate_oom(f);
+        return ngx_http_sparsegate_fault_oom(f);
     }
     ngx_memcpy(chat->tools, text, len + 1);
     free(text);

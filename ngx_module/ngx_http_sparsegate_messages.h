@@ -40,8 +40,7 @@ typedef struct {
 } ngx_http_sparsegate_chat_t;
 
 
-/* The thinking switch alone (rag has it too): *out untouched when
- * absent. */
+/* The thinking switch alone (rag has it too): *out is 0 when absent. */
 ngx_int_t ngx_http_sparsegate_parse_thinking(cJSON *root, ngx_uint_t *out,
     ngx_http_sparsegate_fault_t *f);
 

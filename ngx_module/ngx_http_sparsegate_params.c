@@ -350,8 +350,7 @@ ngx_http_sparsegate_parse_stop(ngx_http_request_t *r, cJSON *it,
     s->len = ngx_strlen(it->valuestring);
     s->data = ngx_pnalloc(r->pool, s->len);
     if (s->data == NULL) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
-                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+        return ngx_http_sparsegate_fault_oom(f);
     }
     ngx_memcpy(s->data, it->valuestring, s->len);
     o->n_stops++;
@@ -416,8 +415,7 @@ ngx_http_sparsegate_parse_bias(ngx_http_request_t *r, cJSON *root,
     s->bias_ids = ngx_palloc(r->pool, (n + 1) * sizeof(int32_t));
     s->bias_values = ngx_palloc(r->pool, (n + 1) * sizeof(float));
     if (s->bias_ids == NULL || s->bias_values == NULL) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
-                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+        return ngx_http_sparsegate_fault_oom(f);
     }
     cJSON_ArrayForEach(it, lb) {
         id = strtol(it->string, &end, 10);
@@ -506,9 +504,7 @@ ngx_http_sparsegate_parse_script(ngx_http_request_t *r, cJSON *root,
                                 ngx_strlen(sc->valuestring), 1, &ids, &n)
             != 0)
         {
-            return ngx_http_sparsegate_fault(f,
-                       NGX_HTTP_SERVICE_UNAVAILABLE,
-                       NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+            return ngx_http_sparsegate_fault_oom(f);
         }
         s->script = ngx_palloc(r->pool, (n + 1) * sizeof(int32_t));
         if (s->script != NULL) {
@@ -631,8 +627,7 @@ ngx_http_sparsegate_parse_cache_salt(ngx_http_request_t *r, cJSON *root,
 
     p = ngx_pnalloc(r->pool, 1 + sizeof(ctx->tenant) + len);
     if (p == NULL) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
-                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+        return ngx_http_sparsegate_fault_oom(f);
     }
     o->sampling.cache_salt.data = p;
     if (ctx != NULL && ctx->keyed) {
@@ -807,8 +802,7 @@ ngx_http_sparsegate_parse_ids(ngx_http_request_t *r, cJSON *prompt,
     n = cJSON_GetArraySize(prompt);
     ids = malloc((n + 1) * sizeof(int32_t));
     if (ids == NULL) {
-        return ngx_http_sparsegate_fault(f, NGX_HTTP_SERVICE_UNAVAILABLE,
-                   NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+        return ngx_http_sparsegate_fault_oom(f);
     }
 
     i = 0;

@@ -237,23 +237,12 @@ ngx_http_sparsegate_rag_resume(ngx_http_sparsegate_rag_t *rag, ngx_int_t rc)
 
 /* -------------------------------------------------- store query phases */
 
-/* The error kind of a store's result: out of memory is the gateway's
- * (503 out_of_memory, Retry-After, as the engine's), not the store's. */
-static ngx_http_sparsegate_error_e
-ngx_http_sparsegate_rag_store_kind(int code)
-{
-    return code == SG_STORE_ETIMEOUT ? NGX_HTTP_SG_ERR_TIMEOUT
-           : code == SG_STORE_ENOMEM ? NGX_HTTP_SG_ERR_NO_MEMORY
-           : NGX_HTTP_SG_ERR_STORE;
-}
-
-
 static ngx_int_t
 ngx_http_sparsegate_rag_store_fault(ngx_http_sparsegate_rag_t *rag, int code,
     const char *err)
 {
     return ngx_http_sparsegate_fault(&rag->fault, sg_store_http_status(code),
-               ngx_http_sparsegate_rag_store_kind(code),
+               ngx_http_sparsegate_store_error_kind(code),
                NULL, "store (%s): %s", sg_store_strerror(code), err);
 }
 
@@ -405,7 +394,7 @@ ngx_http_sparsegate_rag_search(ngx_http_sparsegate_rag_t *rag,
     if (code != SG_STORE_OK) {
         return ngx_http_sparsegate_fault(&rag->fault,
                    sg_store_http_status(code),
-                   ngx_http_sparsegate_rag_store_kind(code),
+                   ngx_http_sparsegate_store_error_kind(code),
                    NULL, "store: %s", err);
     }
 
@@ -772,9 +761,7 @@ ngx_http_sparsegate_rag_options(ngx_http_request_t *r,
         }
         doc_ids = ngx_palloc(r->pool, n * sizeof(char *));
         if (doc_ids == NULL) {
-            return ngx_http_sparsegate_fault(f,
-                       NGX_HTTP_SERVICE_UNAVAILABLE,
-                       NGX_HTTP_SG_ERR_NO_MEMORY, NULL, "out of memory");
+            return ngx_http_sparsegate_fault_oom(f);
         }
         i = 0;
         cJSON_ArrayForEach(id, it) {
@@ -866,7 +853,6 @@ ngx_http_sparsegate_rag(ngx_http_request_t *r)
     rag->request = r;
     cln->handler = ngx_http_sparsegate_rag_cleanup;
     f = &rag->fault;
-    thinking = 0;               /* parse_thinking leaves it when absent */
 
     rag->root = ngx_http_sparsegate_parse_body(r, f);
     if (rag->root == NULL

@@ -334,3 +334,12 @@ ngx_http_sparsegate_query_timeout(ngx_event_t *ev)
 {
     ngx_http_sparsegate_query_step(ev->data, 0);
 }
+
+
+ngx_http_sparsegate_error_e
+ngx_http_sparsegate_store_error_kind(int code)
+{
+    return code == SG_STORE_ETIMEOUT ? NGX_HTTP_SG_ERR_TIMEOUT
+           : code == SG_STORE_ENOMEM ? NGX_HTTP_SG_ERR_NO_MEMORY
+           : NGX_HTTP_SG_ERR_STORE;
+}

@@ -15,6 +15,7 @@
 
 #include "store.h"
 #include "ngx_http_sparsegate_conf.h"
+#include "ngx_http_sparsegate_counters.h"
 
 
 typedef void (*ngx_http_sparsegate_query_done_pt)(void *data);
@@ -62,6 +63,9 @@ ngx_int_t ngx_http_sparsegate_store_probe(ngx_http_sparsegate_query_t *q,
 /* The finished query's outcome (see sg_aquery_result); frees the query. */
 int ngx_http_sparsegate_query_result(ngx_http_sparsegate_query_t *q,
     sg_passage_list *out, char *err, int errlen);
+/* The error kind of a store's failure: out of memory is the gateway's
+ * (503 out_of_memory, as the engine's), a deadline a timeout. */
+ngx_http_sparsegate_error_e ngx_http_sparsegate_store_error_kind(int code);
 /* Stops watching and frees the query, finished or not. */
 void ngx_http_sparsegate_query_close(ngx_http_sparsegate_query_t *q);
 
