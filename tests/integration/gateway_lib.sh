@@ -140,6 +140,15 @@ gw_sqlite_store() {
         || { echo "FAIL $1_ingest: $(tail -n 3 "$gw_dir/ingest.log")"; exit 1; }
 }
 
+# gw_servers_needed NAME: SKIP NAME (exit 0) where a server's tools are
+# missing.
+gw_servers_needed() {
+    local tool
+    for tool in redis-server redis-cli psql runuser; do
+        command -v $tool >/dev/null || { echo "SKIP $1: $tool missing"; exit 0; }
+    done
+}
+
 # gw_servers_start NAME: private redis-server and PostgreSQL on loopback
 # (tests/retrieval/servers.sh) with the schema loaded, stopped by the EXIT
 # trap it sets; exits with FAIL NAME_... when one does not start.

@@ -18,9 +18,7 @@ mkdir -p "$gw_dir"
 . tests/integration/gateway_lib.sh
 . tests/retrieval/servers.sh
 
-for tool in redis-server redis-cli psql runuser; do
-    command -v $tool >/dev/null || { echo "SKIP gateway_faults_stores: $tool missing"; exit 0; }
-done
+gw_servers_needed gateway_faults_stores
 export SAN=1
 gw_setup
 gw_micro_model

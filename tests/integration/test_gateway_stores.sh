@@ -21,9 +21,7 @@ mkdir -p "$gw_dir"
 . tests/integration/gateway_lib.sh
 . tests/retrieval/servers.sh
 
-for tool in redis-server redis-cli psql runuser; do
-    command -v $tool >/dev/null || { echo "SKIP gateway_stores: $tool missing"; exit 0; }
-done
+gw_servers_needed gateway_stores
 gw_build
 gw_model
 
