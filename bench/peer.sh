@@ -221,6 +221,16 @@ best() { node -p "Math.max($1, $2)"; }
              "$sd / $ld | **$(ratio "$sd" "$ld")x** | $scd / $lcd | **$(ratio "$scd" "$lcd")x** |"
     done
     echo
+    echo "Bytes one decode step reads (\`node bench/peer/decode_bytes.mjs\`, from the checkpoint's"
+    echo "tensors: every weight a token passes through, the top-k of each MoE layer's experts;"
+    echo "SparseGate's cache: FP8 latent + RoPE key of the index_topk selected keys and the"
+    echo "indexer key of every earlier one; llama.cpp's f16 cache: latent + RoPE key + indexer"
+    echo "key of every earlier key, its DSA being a mask over a dense KQ). Decode is bound by"
+    echo "these reads in both engines, so at the same streaming rate their decode rates differ"
+    echo "by at most the last column; a measured ratio above it is llama.cpp streaming slower."
+    echo
+    node bench/peer/decode_bytes.mjs "$model" $ctxs 32768 65536
+    echo
     cat <<'TXT'
 What bounds the cells (rates of each kernel against this machine's ceilings: the
 kernels section). Prefill: SparseGate runs dense prompt rows, and DSA rows before
@@ -237,10 +247,10 @@ measured beside it; per CPU-second SparseGate decodes faster ("at full CPU"). Wh
 its wall-clock decode falls behind, it got less CPU per second during decode than
 llama.cpp (decode CPU time over decode wall time, i.e. 2 x wall rate / rate at full
 CPU): ggml's threads wait for each other at its graph barriers by
-spinning, so both stay runnable through a step, while SparseGate's pool workers
-sleep between loops (spinning workers took the CPU from the serial thread on a
-shared host) and loops under CPU_PAR_WORK (2M multiply-adds: most decode
-projections) run on the calling thread. Lowering that bound does not change it:
+spinning, so both stay runnable through a step. SparseGate's pool workers now
+watch for the next loop for up to 200 us after each one before they sleep
+(CPU_POOL_SPIN_US; sleeping at once is what the table's runs did), and loops under
+CPU_PAR_WORK (2M multiply-adds: most decode projections) run on the calling thread. Lowering that bound does not change it:
 the kernels section's serial / split rows show a worker woken for a 12-55 us decode
 GEMV arriving after it ends (same fastest call, slower median).
 TXT

@@ -245,7 +245,9 @@ sg_backend_cpu_new(int n_threads)
     b->n_threads = n_threads > 0 ? n_threads : cpu_online_cpus();
     b->mha_max_bytes = (size_t)256 << 20;
     const char *mw = getenv("SG_CPU_PAR_WORK");
-    b->impl = cpu_pool_new(b->n_threads, mw ? atof(mw) : CPU_PAR_WORK);
+    const char *spin = getenv("SG_CPU_SPIN_US");
+    b->impl = cpu_pool_new(b->n_threads, mw ? atof(mw) : CPU_PAR_WORK,
+                           spin ? atol(spin) : CPU_POOL_SPIN_US);
     if (b->impl == NULL) {
         free(b);
         return NULL;

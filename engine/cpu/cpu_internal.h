@@ -44,11 +44,17 @@ cpu_threads(const sg_backend *b)
  * run every loop split).
  */
 #define CPU_PAR_WORK 2e6
+/*
+ * How long (microseconds) a worker that finished a loop watches for the
+ * next one before it sleeps (cpu_pool.c); SG_CPU_SPIN_US overrides it, 0
+ * sleeps at once.
+ */
+#define CPU_POOL_SPIN_US 200
 
 typedef struct cpu_pool cpu_pool;
 typedef void (*cpu_range_fn)(void *ctx, int64_t i0, int64_t i1);
 
-cpu_pool *cpu_pool_new(int n_threads, double min_work);
+cpu_pool *cpu_pool_new(int n_threads, double min_work, long spin_us);
 void cpu_pool_free(cpu_pool *p);
 void cpu_parallel(sg_backend *b, int64_t n, int64_t min_chunk, double work,
                   cpu_range_fn fn, void *ctx);

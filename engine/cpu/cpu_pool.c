@@ -9,12 +9,20 @@
  * model's forward pass ran 10-25x slower.  These workers sleep on a
  * condition variable, and a loop whose chunks are all taken by the time a
  * late worker wakes costs that worker nothing.
+ *
+ * Between the two, a worker that has just finished a loop watches for the
+ * next one for a short, bounded time (CPU_POOL_SPIN_US) before it sleeps:
+ * inside a forward pass the next loop usually starts within microseconds,
+ * and a worker still awake joins it at once, where a sleeping one is woken
+ * by a system call and often arrives after the loop has ended.  Between
+ * steps and requests the workers sleep as before.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cpu_internal.h"
@@ -29,6 +37,8 @@ struct cpu_pool {
     int              n_workers;    /* started */
     int              stop;
     uint64_t         gen;
+    atomic_ullong    gen_seen;     /* gen, read without the lock (spin) */
+    long             spin_ns;      /* how long a worker watches for work */
     int              open;         /* the current loop still takes workers */
     int              inside;       /* workers that joined it, not yet out */
 
@@ -83,6 +93,43 @@ run_chunks(cpu_pool *p)
     }
 }
 
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Called without the lock: returns once a loop newer than `seen` has
+ * started, or after spin_ns. */
+static void
+watch_for_work(cpu_pool *p, uint64_t seen)
+{
+    int64_t end;
+
+    if (p->spin_ns <= 0)
+        return;
+    end = now_ns() + p->spin_ns;
+    do {
+        for (int i = 0; i < 64; i++) {
+            if (atomic_load_explicit(&p->gen_seen, memory_order_acquire)
+                != seen)
+                return;
+            cpu_relax();
+        }
+    } while (now_ns() < end);
+}
+
 /*
  * A worker joins a loop only while it is open: one that wakes after the
  * caller has taken every chunk and closed the loop goes back to sleep, and
@@ -101,6 +148,11 @@ worker_main(void *arg)
     sg_fault_engine_thread();
     pthread_mutex_lock(&p->mu);
     for (;;) {
+        if (p->gen == seen && !p->stop) {
+            pthread_mutex_unlock(&p->mu);
+            watch_for_work(p, seen);
+            pthread_mutex_lock(&p->mu);
+        }
         while (!p->stop && (p->gen == seen || !p->open))
             pthread_cond_wait(&p->wake, &p->mu);
         if (p->stop)
@@ -129,13 +181,15 @@ cpu_online_cpus(void)
 }
 
 cpu_pool *
-cpu_pool_new(int n_threads, double min_work)
+cpu_pool_new(int n_threads, double min_work, long spin_us)
 {
     cpu_pool *p = calloc(1, sizeof(*p));
 
     if (p == NULL)
         return NULL;
     p->min_work = min_work;
+    p->spin_ns = spin_us * 1000;
+    atomic_init(&p->gen_seen, 0);
     p->pid = getpid();
     pthread_mutex_init(&p->call, NULL);
     pthread_mutex_init(&p->mu, NULL);
@@ -208,6 +262,7 @@ cpu_parallel(sg_backend *b, int64_t n, int64_t min_chunk, double work,
     p->chunk = chunk;
     atomic_store(&p->next, 0);
     p->gen++;
+    atomic_store_explicit(&p->gen_seen, p->gen, memory_order_release);
     p->open = 1;
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
