@@ -1,6 +1,6 @@
 """Fact recall of the trained model through the gateway (bench/quality.sh).
 
-  quality.py prepare WORK --lengths 4096,16384,32768 --questions 200
+  quality.py prepare WORK --lengths 1024,4096,16384,32768 --questions 200
       held-out collections (another seed, held-out sentence shapes and
       kinds of entity) sized to fill each context length, as JSONL for
       `sparsegate ingest`, and the questions with their key values
@@ -287,7 +287,7 @@ def curves(model):
            "|---|---|---|"]
     for name, rs in stages:
         parts = []
-        for k in ("lm", "answer", "kl"):
+        for k in ("lm", "answer", "attn", "kl"):
             v = [r[k] for r in rs if k in r]
             if len(v) >= 2:
                 a, b = v[:10], v[-10:]
@@ -306,7 +306,7 @@ def main():
         ap.add_argument("work")
         ap.add_argument("--model", required=True)
         ap.add_argument("--filler", required=True)
-        ap.add_argument("--lengths", default="4096,16384,32768")
+        ap.add_argument("--lengths", default="1024,4096,16384,32768")
         ap.add_argument("--questions", type=int, default=200)
         ap.add_argument("--seed", type=int, default=EVAL_SEED)
         ap.add_argument("--prefix", default="eval")

@@ -258,6 +258,9 @@ class Model(nn.Module):
         self.norm = nn.Parameter(torch.ones(d))
         self.lm_head = lin(V, d, std)
         self.register_buffer("freqs", rope_freqs(cfg), persistent=False)
+        # attention supervision (training only): {layer: (head, target
+        # key per row [B, T])}; each loss lands in attn_aux
+        self.attn_targets, self.attn_aux, self._layer = None, [], 0
         self.topk = cfg["index_topk"]
 
     # -- attention ---------------------------------------------------------
@@ -302,6 +305,12 @@ class Model(nn.Module):
         bias = torch.zeros(allow.shape, dtype=sc.dtype).masked_fill_(
             ~allow, float("-inf"))
         p = torch.softmax(sc + bias[:, None], dim=-1)
+        if self.attn_targets is not None and self._layer in self.attn_targets:
+            head, target = self.attn_targets[self._layer]
+            # from the logits: -log of a probability that underflows to a
+            # denormal has an infinite gradient (it turned a run to NaN)
+            logp = torch.log_softmax(sc[:, head] + bias, dim=-1)
+            self.attn_aux.append(self.attn_target_loss(logp, target))
         out = torch.matmul(p, val.transpose(1, 2)).transpose(1, 2)
         out = out.reshape(B, T, H * v)
         if aux is not None:
@@ -325,6 +334,17 @@ class Model(nn.Module):
         rows = torch.arange(T, device=s.device)[None, :, None]
         idx = torch.where(idx <= rows, idx, torch.full_like(idx, -1))
         return m & causal[None], idx
+
+    @staticmethod
+    def attn_target_loss(logp, target):
+        """Mean -log of one head's attention weight on a given key per row
+        (logp [B, T, S] its log-probabilities, target [B, T], -1 where the
+        row has none)."""
+        got = torch.gather(logp, -1, target.clamp(min=0)[..., None])[..., 0]
+        rows = (target >= 0) & torch.isfinite(got)  # sparse: key selected
+        if not rows.any():
+            return logp.new_zeros(())
+        return -got[rows].mean()
 
     @staticmethod
     def indexer_kl(p, iscores, causal, sel):
@@ -376,7 +396,7 @@ class Model(nn.Module):
         cos, sin = rope_cos_sin(self.freqs, pos)
         x = F.embedding(tokens, self.embed_tokens)
         aux = [] if indexer_kl else None
-        for blk in self.layers:
+        for self._layer, blk in enumerate(self.layers):
             x = x + self.attend(blk, x, cos, sin, mode, kv_fp8, index_fp8,
                                 aux, detach_indexer, topk_out)
             x = x + self.ffn(blk, x, load)

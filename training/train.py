@@ -7,15 +7,15 @@ Steps (each logged with its time):
   1. a byte-level BPE tokenizer trained on generated text (training/bpe.py)
   2. training prompts built by `sparsegate prompts` (the gateway's context
      builder and chat format) from generated passages and questions
-  3. copy warm-up: sequences that repeat random token strings (induction)
-  4. dense training on the RAG task, loss on every token, the answer
-     weighted up
-  5. indexer warm-up: everything else frozen, the indexer trained by KL to
+  3. dense training on the RAG task, loss on every token, the answer
+     weighted up, two heads' attention supervised (a previous-token head
+     and a copy head: see supervision())
+  4. indexer warm-up: everything else frozen, the indexer trained by KL to
      the head-summed, L1-normalised dense attention
-  6. sparse training: attention over the indexer's top-k only; the indexer
+  5. sparse training: attention over the indexer's top-k only; the indexer
      still trained by KL on its selected set (its input detached), the rest
-     by the LM loss
-  7. export (config.json, model.safetensors, tokenizer.json) + TRAINING.md
+     by the LM loss and the same supervision
+  6. export (config.json, model.safetensors, tokenizer.json) + TRAINING.md
 """
 import argparse
 import json
@@ -106,18 +106,6 @@ def qa_samples(gen, n, tokens, fact_share=0.5):
     return out
 
 
-def copy_batch(rng, B, T, lo, hi):
-    """Random strings of ids in [lo, hi), each followed by itself: only
-    induction (find the earlier copy, read what came next) predicts the
-    second half, where the loss is."""
-    g = torch.Generator().manual_seed(rng.randrange(1 << 30))
-    half = torch.randint(lo, hi, (B, T // 2), generator=g)
-    x = torch.cat((half, half), 1)
-    w = torch.zeros(B, T)
-    w[:, T // 2 - 1:] = 1.0
-    return x, w
-
-
 USER_ID = 3     # <｜User｜> (training/bpe.py SPECIALS)
 
 
@@ -158,18 +146,48 @@ def multi_pool(sg, tokenizer, gen, n, tokens, work, name, per=6, share=0.5):
     return out
 
 
+def copy_source(seq, s0, s1):
+    """Where the answer seq[s0:s1] was copied from: the earlier position c
+    where its tokens from the second on ("The" opens a turn but is " The"
+    inside a passage) appear longest, and that length m; None when no
+    earlier copy of at least 3 tokens is found."""
+    ans = seq[s0:s1]
+    if len(ans) < 4:
+        return None
+    best, best_m = None, 0
+    for c in np.nonzero(seq[:s0] == ans[1])[0]:
+        m = 0
+        while 1 + m < len(ans) and c + m < s0 and seq[c + m] == ans[1 + m]:
+            m += 1
+        if m > best_m:
+            best, best_m = int(c), m
+    return (best, best_m) if best_m >= 3 else None
+
+
+def put_targets(tgt, b, seq, s0, s1):
+    """The copy head's target keys for one answer: reading answer token j
+    (position s0 + j, predicting token j + 1), the passage position of
+    token j + 1."""
+    src = copy_source(seq, s0, s1)
+    if src is not None:
+        c, m = src
+        tgt[b, s0:s0 + m] = torch.arange(c, c + m)
+
+
 def multi_batch(pool, rng, B):
     pick = [pool[rng.randrange(len(pool))] for _ in range(B)]
     T = max(len(p[0]) for p in pick)
     x = torch.full((B, T), 1, dtype=torch.long)
     w = torch.zeros(B, T)
+    tgt = torch.full((B, T), -1, dtype=torch.long)
     for b, (ids, spans) in enumerate(pick):
         n = len(ids)
         x[b, :n] = torch.from_numpy(ids)
         w[b, :n - 1] = 1.0
         for s0, s1 in spans:
             w[b, s0 - 1:s1 - 1] = ANSWER_WEIGHT
-    return x, w
+            put_targets(tgt, b, ids, s0, s1)
+    return x, w, tgt
 
 
 def qa_batch(pool, rng, B):
@@ -177,15 +195,32 @@ def qa_batch(pool, rng, B):
     T = max(len(p[0]) for p in pick)
     x = torch.full((B, T), 1, dtype=torch.long)
     w = torch.zeros(B, T)
+    tgt = torch.full((B, T), -1, dtype=torch.long)
     for b, (ids, n_prompt, _) in enumerate(pick):
         n = len(ids)
         x[b, :n] = torch.from_numpy(ids)
         w[b, :n - 1] = 1.0                       # predict every next token
         w[b, n_prompt - 1:n - 1] = ANSWER_WEIGHT  # the answer counts more
-    return x, w
+        put_targets(tgt, b, ids, n_prompt, n)
+    return x, w, tgt
 
 
 ANSWER_WEIGHT = 8.0
+ATTN_WEIGHT = 1.0
+
+
+def supervision(model, tgt):
+    """Attention supervision: head 0 of the first layer attends to the
+    previous token (every row), head 0 of the last layer, on answer rows,
+    to the passage token the answer copies next.  That is the induction
+    circuit copying needs (a previous-token head, and a head whose query,
+    the token just written, finds the key whose previous token matches);
+    left to the LM loss alone it does not form in this budget (the copy
+    warm-up measured 1,300 steps at ln V), and without it the model writes
+    the answer's sentence shape around invented names and numbers."""
+    B, T = tgt.shape
+    prev = torch.arange(-1, T - 1).expand(B, T)
+    return {0: (0, prev), model.cfg["num_hidden_layers"] - 1: (0, tgt)}
 
 
 def lm_loss(logits, x, w):
@@ -211,6 +246,23 @@ def answer_exact(model, pool, mode, n=None):
     return ok / len(items)
 
 
+def answer_positions(model, pool, mode, n=40, first=10):
+    """Teacher-forced accuracy at each of the answer's first tokens (where
+    copying fails shows here long before whole answers come out right)."""
+    model.eval()
+    hit, cnt = [0] * first, [0] * first
+    with torch.no_grad():
+        for ids, n_prompt, _ in pool[:n]:
+            x = torch.from_numpy(ids)[None]
+            pred = model(x, mode=mode)[0, n_prompt - 1:len(ids) - 1].argmax(-1)
+            ok = (pred == x[0, n_prompt:]).tolist()
+            for i, o in enumerate(ok[:first]):
+                hit[i] += o
+                cnt[i] += 1
+    model.train()
+    return [round(h / max(c, 1), 2) for h, c in zip(hit, cnt)]
+
+
 def update_bias(load, rate=1e-3):
     """Auxiliary-loss-free balancing: nudge each expert's selection bias
     toward equal load (DeepSeek-V3)."""
@@ -222,10 +274,10 @@ def update_bias(load, rate=1e-3):
 
 
 def run_stage(name, model, params, seconds, lr, batch_fn, mode, kl=False,
-              lm=True, eval_fn=None, n_evals=0, curve=None, decay=True,
-              stop_below=None):
+              lm=True, eval_fn=None, n_evals=0, curve=None, supervise=True):
     """Trains for `seconds` of wall time (the schedule follows the time, so
-    a busy machine trains fewer steps, never longer)."""
+    a busy machine trains fewer steps, never longer).  With supervise, the
+    batch's copy targets train two heads' attention (see supervision)."""
     if seconds <= 0:
         return
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95),
@@ -233,20 +285,19 @@ def run_stage(name, model, params, seconds, lr, batch_fn, mode, kl=False,
     load = []
     t0 = time.time()
     step, evals_done = 0, 0
-    recent = []
     while True:
         step += 1
         frac = (time.time() - t0) / seconds
         if frac >= 1:
             break
-        cur = lr * min(1.0, step / 30)
-        if decay:   # cosine to a tenth (the copy warm-up keeps its rate:
-            # induction forms abruptly, and a decayed rate delays it)
-            cur *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+        cur = lr * min(1.0, step / 30)           # warm-up, then cosine
+        cur *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))  # to 1/10
         for g in opt.param_groups:
             g["lr"] = cur
-        x, w = batch_fn()
+        x, w, tgt = batch_fn()
+        model.attn_targets = supervision(model, tgt) if supervise else None
         out = model(x, mode=mode, indexer_kl=kl, load=load)
+        model.attn_targets = None
         logits, aux = out if kl else (out, [])
         loss = torch.zeros(())
         parts = {}
@@ -259,23 +310,26 @@ def run_stage(name, model, params, seconds, lr, batch_fn, mode, kl=False,
             if aw.sum() > 0:
                 with torch.no_grad():
                     parts["answer"] = lm_loss(logits, x, aw).item()
+        if model.attn_aux:
+            la = sum(model.attn_aux) / len(model.attn_aux)
+            model.attn_aux.clear()
+            loss = loss + ATTN_WEIGHT * la
+            parts["attn"] = la.item()
         if kl:
             lk = sum(aux) / len(aux)
             loss = loss + lk
             parts["kl"] = lk.item()
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if not torch.isfinite(norm):     # one bad batch must not end the run
+            log("%s step %d: gradient not finite, step skipped" % (name, step))
+            continue
         opt.step()
         update_bias(load)
         if curve is not None:
             curve.append({"stage": name, "step": step,
                           "t": round(time.time() - T0, 1), **parts})
-        if stop_below is not None:
-            recent.append(parts["lm"])
-            if len(recent) >= 20 and sum(recent[-20:]) / 20 < stop_below:
-                step += 1
-                break
         if step % 10 == 0:
             msg = " ".join("%s %.3f" % kv for kv in parts.items())
             log("%s step %d (%.0f%%) %s (%.0f tok/s)" % (
@@ -303,9 +357,9 @@ def main():
                     help="wall time of the training stages")
     ap.add_argument("--resume", default=None,
                     help="continue from this exported model (its tokenizer "
-                    "and weights; no copy warm-up)")
-    ap.add_argument("--copy-mix", type=float, default=0.0,
-                    help="share of the short QA steps that are copy batches")
+                    "and weights)")
+    ap.add_argument("--stop-after", default=None,
+                    help="end after this stage (trials)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 beats 2 on a busy 2-core machine)")
     a = ap.parse_args()
@@ -388,7 +442,9 @@ def main():
             evals.append({"stage": tag, "step": step, "mode": mode,
                           "answer_exact": acc})
             log("eval %s step %d: held-out answers exact (teacher forced, "
-                "%s) %.3f" % (tag, step, mode, acc))
+                "%s) %.3f, by position %s" % (tag, step, mode, acc,
+                                              answer_positions(
+                                                  model, which or ev, mode)))
         return f
 
     main_params = [p for n, p in model.named_parameters()
@@ -396,37 +452,26 @@ def main():
     idx_params = [p for n, p in model.named_parameters() if ".indexer." in n]
 
     M = a.minutes * 60     # wall-time budget of the training stages
-    # 3. copy warm-up (not when resuming): 32 random tokens of the whole
-    # vocabulary repeated once; at a constant rate of 2e-3 the loss of the
-    # second half falls from ln(V) to ~1 in ~200 steps (a minute); it
-    # stops once copying is nearly exact
-    cw = 0 if a.resume else M
-    run_stage("copy", model, main_params, 0.10 * cw, 2e-3,
-              lambda: copy_batch(rng, 32, 64, n_special, cfg["vocab_size"]),
-              "dense", curve=curve, decay=False, stop_below=0.3)
-    # 4. dense RAG training, several questions per context, short then
-    # longer contexts
-    def short_batch():
-        # a share of copy batches keeps the induction the warm-up formed
-        if a.copy_mix and rng.random() < a.copy_mix:
-            return copy_batch(rng, 32, 64, n_special, cfg["vocab_size"])
-        return multi_batch(mshort, rng, 8)
-    run_stage("dense-short", model, main_params, 0.50 * M, 2e-3,
-              short_batch, "dense",
+    # 3. dense RAG training (attention supervised), several questions per
+    # context, short then longer contexts
+    run_stage("dense-short", model, main_params, 0.55 * M, 2e-3,
+              lambda: multi_batch(mshort, rng, 8), "dense",
               eval_fn=ev_fn("dense-short"), n_evals=3, curve=curve)
-    run_stage("dense-mid", model, main_params, 0.20 * M, 1e-3,
+    if a.stop_after == "dense-short":
+        return
+    run_stage("dense-mid", model, main_params, 0.22 * M, 1e-3,
               lambda: multi_batch(mmid, rng, 4), "dense",
               eval_fn=ev_fn("dense-mid", which=evl), n_evals=1, curve=curve)
-    # 5. indexer warm-up (rest frozen)
+    # 4. indexer warm-up (rest frozen)
     for p in main_params:
         p.requires_grad_(False)
     run_stage("indexer-warmup", model, idx_params, 0.07 * M, 2e-3,
               lambda: qa_batch(mid, rng, 2), "dense", kl=True, lm=False,
-              curve=curve)
+              curve=curve, supervise=False)
     for p in main_params:
         p.requires_grad_(True)
-    # 6. sparse training
-    run_stage("sparse", model, main_params + idx_params, 0.13 * M, 5e-4,
+    # 5. sparse training
+    run_stage("sparse", model, main_params + idx_params, 0.16 * M, 5e-4,
               lambda: (qa_batch(long_, rng, 2) if rng.random() < 0.3
                        else multi_batch(mmid, rng, 4)),
               "sparse", kl=True, eval_fn=ev_fn("sparse", "sparse", evl),
@@ -437,7 +482,7 @@ def main():
     log("final held-out answers exact at ~700 tokens (teacher forced): %s"
         % json.dumps(final))
 
-    # 7. export
+    # 6. export
     export.round_bf16_(model)
     secs = time.time() - T0
     info = {"seed": a.seed, "minutes": a.minutes, "seconds": round(secs),

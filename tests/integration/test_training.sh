@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The training program's attention supervision (training/train.py,
+# training/model.py): where an answer was copied from is found token for
+# token, the targets land on the right rows, the loss is -log of the
+# supervised head's weight on its target, and a few optimizer steps of a
+# tiny model on it turn head 0 of the first layer into a previous-token
+# head.  Needs Debian's PyTorch (installed here when missing, as
+# training/train.sh does).
+set -u
+root=${SG_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+if ! /usr/bin/python3 -c 'import torch, numpy' 2>/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends python3-torch \
+        python3-numpy >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null && apt-get install -y -q \
+             --no-install-recommends python3-torch python3-numpy >/dev/null; } \
+        || { echo "FAIL training/torch: python3-torch could not be installed"; exit 1; }
+fi
+cd "$root/training" && exec /usr/bin/python3 - <<'PY'
+import random
+
+import numpy as np
+import torch
+
+import train as T
+from model import Model
+
+fails = 0
+
+
+def check(name, ok, why=""):
+    global fails
+    print(("PASS " if ok else "FAIL ") + name + ("" if ok else ": " + why))
+    fails += not ok
+
+
+rng = random.Random(3)
+# a prompt holding the answer's sentence (whose first token differs: "The"
+# opens the turn, " The" sits inside a passage) among decoys sharing its
+# tokens, then the answer
+for trial in range(50):
+    sent = [rng.randrange(20, 60) for _ in range(rng.randint(4, 12))]
+    noise = [rng.randrange(20, 60) for _ in range(rng.randint(0, 40))]
+    decoy = sent[1:1 + rng.randint(1, 2)]         # a shorter partial copy
+    at = rng.randint(0, len(noise))
+    pre = noise[:at] + decoy + [7] + noise[at:]
+    c = len(pre) + 1
+    seq = np.array(pre + [9] + sent[1:] + [5, 6] + [8] + sent[1:] + [1])
+    s0 = len(pre) + 1 + len(sent) - 1 + 2
+    seq[s0] = 8                                   # "The" of the answer
+    src = T.copy_source(seq, s0, len(seq))
+    want_m = len(sent) - 1
+    if src is None or src[0] != c or src[1] < want_m:
+        check("copy_source finds the copied sentence", False,
+              "trial %d: got %s, want (%d, >=%d)" % (trial, src, c, want_m))
+        break
+else:
+    check("copy_source finds the copied sentence (50 random prompts)", True)
+
+seq = np.array([20, 21, 22, 23, 9, 8, 30, 31, 32, 1])
+check("copy_source: no earlier copy -> None", T.copy_source(seq, 5, 10) is None)
+seq = np.array([20, 30, 31, 23, 9, 8, 30, 31, 40, 1])
+check("copy_source: a copy under 3 tokens does not count",
+      T.copy_source(seq, 5, 10) is None)
+
+tgt = torch.full((1, 20), -1, dtype=torch.long)
+seq = np.array([0, 11, 12, 13, 14, 2, 8, 11, 12, 13, 14, 1] + [3] * 8)
+T.put_targets(tgt, 0, seq, 6, 12)
+want = [-1] * 6 + [1, 2, 3, 4] + [-1] * 10   # the end token: no copy
+check("put_targets: answer row j -> source of token j + 1",
+      tgt[0].tolist() == want, "%s" % tgt[0].tolist())
+
+# the loss: -log p[target] on rows with a target the head could see
+logp = torch.log_softmax(torch.randn(2, 5, 5), -1)
+target = torch.tensor([[-1, 0, 2, -1, 4], [1, -1, -1, -1, -1]])
+got = Model.attn_target_loss(logp, target)
+ref = -np.mean([logp[0, 1, 0].item(), logp[0, 2, 2].item(),
+                logp[0, 4, 4].item(), logp[1, 0, 1].item()])
+check("attn_target_loss = mean -log p[target]",
+      abs(got.item() - ref) < 1e-5 * abs(ref), "%g vs %g" % (got.item(), ref))
+lp2 = logp.clone()
+lp2[0, 1, 0] = float("-inf")                      # not selected (sparse)
+got = Model.attn_target_loss(lp2, target)
+ref2 = -np.mean([logp[0, 2, 2].item(), logp[0, 4, 4].item(),
+                 logp[1, 0, 1].item()])
+check("attn_target_loss skips keys the head cannot see",
+      torch.isfinite(got).item() and abs(got.item() - ref2) < 1e-5 * abs(ref2),
+      "%g vs %g" % (got.item(), ref2))
+lp3 = torch.full((1, 4, 4), -100.0)     # e^-100: a float32 denormal
+lp3[0, :, 0] = 0.0                                # all weight elsewhere
+lp3.requires_grad_(True)
+loss = Model.attn_target_loss(torch.log_softmax(lp3, -1),
+                              torch.tensor([[-1, 1, 2, 3]]))
+loss.backward()
+check("attn_target_loss: a target with no weight gives a finite gradient",
+      torch.isfinite(lp3.grad).all().item(), "%s" % lp3.grad)
+
+# a tiny model: the supervision alone makes layer 0's head 0 attend to the
+# previous token
+torch.manual_seed(0)
+cfg = dict(T.CONFIG, vocab_size=64, num_hidden_layers=2, index_topk=8)
+m = Model(cfg)
+opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+x = torch.randint(0, 64, (4, 32))
+prev = torch.arange(-1, 31).expand(4, 32)
+
+
+def prev_weight():
+    probe = {}
+    orig = Model.attn_target_loss
+
+    def grab(logp, target):
+        probe["w"] = logp.exp()[:, torch.arange(1, 32),
+                                torch.arange(0, 31)].mean()
+        return orig(logp, target)
+    Model.attn_target_loss = staticmethod(grab)
+    m.attn_targets = {0: (0, prev)}
+    with torch.no_grad():
+        m(x)
+    m.attn_targets, Model.attn_target_loss = None, staticmethod(orig)
+    m.attn_aux.clear()
+    return probe["w"].item()
+
+
+w0 = prev_weight()
+for _ in range(60):
+    m.attn_targets = T.supervision(m, torch.full((4, 32), -1))
+    m(x)
+    loss = sum(m.attn_aux) / len(m.attn_aux)
+    m.attn_aux.clear()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+m.attn_targets = None
+w1 = prev_weight()
+check("supervision trains a previous-token head (mean weight on t-1 %.2f -> %.2f)"
+      % (w0, w1), w1 > 0.8 and w1 > 4 * w0)
+print("training: %d failed" % fails)
+raise SystemExit(1 if fails else 0)
+PY
