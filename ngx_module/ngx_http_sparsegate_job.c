@@ -56,6 +56,8 @@ struct ngx_http_sparsegate_job_s {
 static ngx_http_sparsegate_job_t *ngx_http_sparsegate_job_create(
     ngx_http_request_t *r, const ngx_http_sparsegate_job_opts_t *o);
 static void ngx_http_sparsegate_job_free(ngx_http_sparsegate_job_t *job);
+static void ngx_http_sparsegate_job_release(ngx_http_sparsegate_job_t *job,
+    ngx_uint_t n_choices);
 static void ngx_http_sparsegate_job_request_gone(void *data);
 static void ngx_http_sparsegate_job_cancel_all(ngx_http_sparsegate_job_t *job);
 static void ngx_http_sparsegate_job_pause_all(ngx_http_sparsegate_job_t *job,
@@ -185,7 +187,7 @@ static ngx_http_sparsegate_job_t *
 ngx_http_sparsegate_job_create(ngx_http_request_t *r,
     const ngx_http_sparsegate_job_opts_t *o)
 {
-    ngx_uint_t                         i, k;
+    ngx_uint_t                         i;
     ngx_pool_cleanup_t                *cln;
     ngx_http_sparsegate_ctx_t         *ctx;
     ngx_http_sparsegate_job_t         *job;
@@ -231,11 +233,7 @@ ngx_http_sparsegate_job_create(ngx_http_request_t *r,
         ch = &job->choices[i];
         if (ngx_http_sparsegate_choice_init(ch, i, &co) != NGX_OK) {
             /* each choice up to this one was zeroed, then filled */
-            for (k = 0; k <= i; k++) {
-                ngx_http_sparsegate_choice_free(&job->choices[k]);
-            }
-            free(job->choices);
-            free(job);
+            ngx_http_sparsegate_job_release(job, i + 1);
             return NULL;
         }
         ch->owner = job;
@@ -249,11 +247,7 @@ ngx_http_sparsegate_job_create(ngx_http_request_t *r,
          * answer: no room for them fails the job */
         job->reply.citations = malloc(o->citations.len + 1);
         if (job->reply.citations == NULL) {
-            for (k = 0; k < job->n; k++) {
-                ngx_http_sparsegate_choice_free(&job->choices[k]);
-            }
-            free(job->choices);
-            free(job);
+            ngx_http_sparsegate_job_release(job, job->n);
             return NULL;
         }
         ngx_memcpy(job->reply.citations, o->citations.data,
@@ -312,8 +306,6 @@ ngx_http_sparsegate_job_create(ngx_http_request_t *r,
 static void
 ngx_http_sparsegate_job_free(ngx_http_sparsegate_job_t *job)
 {
-    ngx_uint_t  i;
-
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "sparsegate job %s: freed", job->reply.id);
 
@@ -333,7 +325,19 @@ ngx_http_sparsegate_job_free(ngx_http_sparsegate_job_t *job)
     ngx_http_sparsegate_gauge_jobs(ngx_http_sparsegate_n_jobs);
     ngx_http_sparsegate_running_remove(&job->running);
 
-    for (i = 0; i < job->n; i++) {
+    ngx_http_sparsegate_job_release(job, job->n);
+}
+
+
+/* The job's own memory: its first n_choices choices (those initialized),
+ * the choice array, the citations, the job. */
+static void
+ngx_http_sparsegate_job_release(ngx_http_sparsegate_job_t *job,
+    ngx_uint_t n_choices)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n_choices; i++) {
         ngx_http_sparsegate_choice_free(&job->choices[i]);
     }
     free(job->choices);

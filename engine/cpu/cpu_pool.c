@@ -36,8 +36,8 @@ struct cpu_pool {
     pthread_t       *threads;
     int              n_workers;    /* started */
     int              stop;
-    uint64_t         gen;
-    atomic_ullong    gen_seen;     /* gen, read without the lock (spin) */
+    atomic_ullong    gen;          /* loops started; changed under mu,
+                                    * also read without it (the spin) */
     long             spin_ns;      /* how long a worker watches for work */
     int              open;         /* the current loop still takes workers */
     int              inside;       /* workers that joined it, not yet out */
@@ -122,8 +122,7 @@ watch_for_work(cpu_pool *p, uint64_t seen)
     end = now_ns() + p->spin_ns;
     do {
         for (int i = 0; i < 64; i++) {
-            if (atomic_load_explicit(&p->gen_seen, memory_order_acquire)
-                != seen)
+            if (atomic_load_explicit(&p->gen, memory_order_acquire) != seen)
                 return;
             cpu_relax();
         }
@@ -189,7 +188,7 @@ cpu_pool_new(int n_threads, double min_work, long spin_us)
         return NULL;
     p->min_work = min_work;
     p->spin_ns = spin_us * 1000;
-    atomic_init(&p->gen_seen, 0);
+    atomic_init(&p->gen, 0);
     p->pid = getpid();
     pthread_mutex_init(&p->call, NULL);
     pthread_mutex_init(&p->mu, NULL);
@@ -262,7 +261,6 @@ cpu_parallel(sg_backend *b, int64_t n, int64_t min_chunk, double work,
     p->chunk = chunk;
     atomic_store(&p->next, 0);
     p->gen++;
-    atomic_store_explicit(&p->gen_seen, p->gen, memory_order_release);
     p->open = 1;
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
