@@ -175,6 +175,9 @@ def put_targets(tgt, b, seq, s0, s1):
 
 
 def multi_batch(pool, rng, B):
+    """B sequences of pool (ids, [(answer start, end)...]), padded: the
+    loss on every next token, the answers' weighted up, and the copy
+    head's targets on the answer rows."""
     pick = [pool[rng.randrange(len(pool))] for _ in range(B)]
     T = max(len(p[0]) for p in pick)
     x = torch.full((B, T), 1, dtype=torch.long)
@@ -187,21 +190,6 @@ def multi_batch(pool, rng, B):
         for s0, s1 in spans:
             w[b, s0 - 1:s1 - 1] = ANSWER_WEIGHT
             put_targets(tgt, b, ids, s0, s1)
-    return x, w, tgt
-
-
-def qa_batch(pool, rng, B):
-    pick = [pool[rng.randrange(len(pool))] for _ in range(B)]
-    T = max(len(p[0]) for p in pick)
-    x = torch.full((B, T), 1, dtype=torch.long)
-    w = torch.zeros(B, T)
-    tgt = torch.full((B, T), -1, dtype=torch.long)
-    for b, (ids, n_prompt, _) in enumerate(pick):
-        n = len(ids)
-        x[b, :n] = torch.from_numpy(ids)
-        w[b, :n - 1] = 1.0                       # predict every next token
-        w[b, n_prompt - 1:n - 1] = ANSWER_WEIGHT  # the answer counts more
-        put_targets(tgt, b, ids, n_prompt, n)
     return x, w, tgt
 
 
@@ -230,37 +218,28 @@ def lm_loss(logits, x, w):
     return (ce * ww).sum() / ww.sum()
 
 
-def answer_exact(model, pool, mode, n=None):
-    """Share of samples whose every answer token is the argmax, teacher
-    forced (greedy decoding would then write exactly the answer)."""
+def answer_scores(model, pool, mode, n=None, first=10):
+    """Teacher forced, over pool[:n]: the share of samples whose every
+    answer token is the argmax (greedy decoding would then write exactly
+    the answer), and the accuracy at each of the answer's first tokens
+    (where copying fails shows there long before whole answers are
+    right)."""
     model.eval()
-    ok = 0
+    ok_all = 0
+    hit, cnt = [0] * first, [0] * first
     items = pool[:n] if n else pool
     with torch.no_grad():
         for ids, n_prompt, _ in items:
             x = torch.from_numpy(ids)[None]
-            lg = model(x, mode=mode)
-            pred = lg[0, n_prompt - 1:len(ids) - 1].argmax(-1)
-            ok += bool((pred == x[0, n_prompt:]).all())
-    model.train()
-    return ok / len(items)
-
-
-def answer_positions(model, pool, mode, n=40, first=10):
-    """Teacher-forced accuracy at each of the answer's first tokens (where
-    copying fails shows here long before whole answers come out right)."""
-    model.eval()
-    hit, cnt = [0] * first, [0] * first
-    with torch.no_grad():
-        for ids, n_prompt, _ in pool[:n]:
-            x = torch.from_numpy(ids)[None]
             pred = model(x, mode=mode)[0, n_prompt - 1:len(ids) - 1].argmax(-1)
             ok = (pred == x[0, n_prompt:]).tolist()
+            ok_all += all(ok)
             for i, o in enumerate(ok[:first]):
                 hit[i] += o
                 cnt[i] += 1
     model.train()
-    return [round(h / max(c, 1), 2) for h, c in zip(hit, cnt)]
+    return (ok_all / len(items),
+            [round(h / max(c, 1), 2) for h, c in zip(hit, cnt)])
 
 
 def update_bias(load, rate=1e-3):
@@ -417,8 +396,8 @@ def main():
     mshort = multi_pool(sg, tok, gen, 8000, 150, a.work, "short", per=8,
                         share=0.7)
     mmid = multi_pool(sg, tok, gen, 2500, 700, a.work, "mid")
-    mid = [(ids, spans[0][0], True) for ids, spans in mmid]
-    long_, _ = pool(600, 1400, "long")
+    long_ = [(ids, [(n_prompt, len(ids))])
+             for ids, n_prompt, _ in pool(600, 1400, "long")[0]]
     egen = data.Gen(a.seed + 7777, docs, heldout=True)
     ev, _ = pool(60, 300, "eval_short", egen)
     evl, _ = pool(60, 700, "eval_mid", egen)
@@ -438,13 +417,11 @@ def main():
 
     def ev_fn(tag, mode="dense", which=None):
         def f(step):
-            acc = answer_exact(model, which or ev, mode, 30)
+            acc, by_pos = answer_scores(model, which or ev, mode, 30)
             evals.append({"stage": tag, "step": step, "mode": mode,
                           "answer_exact": acc})
             log("eval %s step %d: held-out answers exact (teacher forced, "
-                "%s) %.3f, by position %s" % (tag, step, mode, acc,
-                                              answer_positions(
-                                                  model, which or ev, mode)))
+                "%s) %.3f, by position %s" % (tag, step, mode, acc, by_pos))
         return f
 
     main_params = [p for n, p in model.named_parameters()
@@ -466,18 +443,18 @@ def main():
     for p in main_params:
         p.requires_grad_(False)
     run_stage("indexer-warmup", model, idx_params, 0.07 * M, 2e-3,
-              lambda: qa_batch(mid, rng, 2), "dense", kl=True, lm=False,
+              lambda: multi_batch(mmid, rng, 2), "dense", kl=True, lm=False,
               curve=curve, supervise=False)
     for p in main_params:
         p.requires_grad_(True)
     # 5. sparse training
     run_stage("sparse", model, main_params + idx_params, 0.16 * M, 5e-4,
-              lambda: (qa_batch(long_, rng, 2) if rng.random() < 0.3
+              lambda: (multi_batch(long_, rng, 2) if rng.random() < 0.3
                        else multi_batch(mmid, rng, 4)),
               "sparse", kl=True, eval_fn=ev_fn("sparse", "sparse", evl),
               n_evals=1, curve=curve)
 
-    final = {m: answer_exact(model, evl, m) for m in ("dense", "sparse",
+    final = {m: answer_scores(model, evl, m)[0] for m in ("dense", "sparse",
                                                       "window")}
     log("final held-out answers exact at ~700 tokens (teacher forced): %s"
         % json.dumps(final))
