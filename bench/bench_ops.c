@@ -394,8 +394,8 @@ bench_prefill(sg_backend *b, double peak, const char *pname)
         pe[i] = frand();
     for (int i = 0; i < n; i++)
         pos[i] = i;
-    double t = TIME(b->ops->attn_prefill(b, q, kv, pe, n, &rows, NULL, 0, H,
-                                         nope, rope, v, 0.07f, out));
+    double t = TIME(b->ops->attn_prefill(b, q, kv, pe, 0, n, &rows, NULL, 0, H,
+                                         nope, rope, v, 0.07f, NULL, out));
     snprintf(shape, sizeof(shape), "%d rows causal, %d heads, %d+%d / %d",
              n, H, nope, rope, v);
     row("attn_prefill dense (flash, MHA)", shape, t,

@@ -537,15 +537,22 @@ cu_topk(sg_backend *b, const float *scores, int n, int stride,
 
 #define PF_KEYS 32
 
+static_assert(SG_PREFILL_KEY_ALIGN % PF_KEYS == 0,
+              "a key range starts on a tile");
+
 /*
  * One block (128 threads) per (row, head): tiles of 32 keys of the row's
  * set in shared memory, online softmax in warp 0, each thread up to four
- * output columns.
+ * output columns.  Keys [k0, k0 + n_keys) (kv row j = key k0 + j); with ml
+ * the row's max and denominator come from ml and its unnormalised output
+ * from out when k0 > 0, and go back there when its position lies past the
+ * range (see backend.h).
  */
 __global__ void __launch_bounds__(128)
-k_attn_prefill(const float *q, const float *kv, const float *pe, int n_keys,
-               const int32_t *pos, const int32_t *sel, int k, int heads,
-               int nope, int rope, int v, float scale, float *out)
+k_attn_prefill(const float *q, const float *kv, const float *pe, int k0,
+               int n_keys, const int32_t *pos, const int32_t *sel, int k,
+               int heads, int nope, int rope, int v, float scale, float *ml,
+               float *out)
 {
     extern __shared__ float sm[];
     int    qk = nope + rope, kst = qk + 1;
@@ -557,10 +564,22 @@ k_attn_prefill(const float *q, const float *kv, const float *pe, int n_keys,
     __shared__ int keys[PF_KEYS];
     __shared__ float alpha_s;
     int   i = blockIdx.x / heads, h = blockIdx.x % heads, t = threadIdx.x;
-    int   p = pos[i], nlist = sel ? k : (p + 1 < n_keys ? p + 1 : n_keys);
+    int   p = pos[i] - k0, nlist = sel ? k : (p + 1 < n_keys ? p + 1 : n_keys);
     int   kvw = nope + v;
+    int   carry = ml != NULL && pos[i] >= k0 + n_keys;
     float m = -INFINITY, l = 0.0f, acc[4] = {};
+    float *o = out + ((int64_t)i * heads + h) * v;
 
+    if (p < 0 && k0 > 0)
+        return;                         /* the row ended in an earlier range */
+    if (k0 > 0) {
+        m = ml[((int64_t)i * heads + h) * 2];
+        l = ml[((int64_t)i * heads + h) * 2 + 1];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            if (t + 128 * j < v)
+                acc[j] = o[t + 128 * j];
+    }
     for (int d = t; d < qk; d += blockDim.x)
         qs[d] = q[((int64_t)i * heads + h) * qk + d];
     for (int j0 = 0; j0 < nlist; j0 += PF_KEYS) {
@@ -629,23 +648,28 @@ k_attn_prefill(const float *q, const float *kv, const float *pe, int n_keys,
         }
     }
     __shared__ float l_s;
-    if (t == 0)
+    if (t == 0) {
         l_s = l;
+        if (carry) {                    /* warp 0 holds m and l */
+            ml[((int64_t)i * heads + h) * 2] = m;
+            ml[((int64_t)i * heads + h) * 2 + 1] = l;
+        }
+    }
     __syncthreads();
-    float inv = l_s > 0.0f ? 1.0f / l_s : 0.0f;
+    float inv = carry ? 1.0f : l_s > 0.0f ? 1.0f / l_s : 0.0f;
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         int c = t + 128 * j;
         if (c < v)
-            out[((int64_t)i * heads + h) * v + c] = acc[j] * inv;
+            o[c] = acc[j] * inv;
     }
 }
 
 void
 cu_attn_prefill(sg_backend *b, const float *q, const float *kv,
-                const float *pe, int n_keys, const sg_rows *rows,
+                const float *pe, int k0, int n_keys, const sg_rows *rows,
                 const int32_t *sel, int k, int heads, int nope, int rope,
-                int v, float scale, float *out)
+                int v, float scale, float *ml, float *out)
 {
     cu_enter(b);
     cuda_impl *c = cu(b);
@@ -668,9 +692,9 @@ cu_attn_prefill(sg_backend *b, const float *q, const float *kv,
         || (sel && cu_put(b, s + pb, sel, sizeof(int32_t) * (size_t)n * k)))
         return;
     k_attn_prefill<<<n * heads, 128, smem, c->stream>>>(
-        q, kv, pe, n_keys, (const int32_t *)s,
+        q, kv, pe, k0, n_keys, (const int32_t *)s,
         sel ? (const int32_t *)(s + pb) : NULL, k, heads, nope, rope, v, scale,
-        out);
+        ml, out);
     cu_launched(b, "attn_prefill");
 }
 

@@ -140,9 +140,9 @@ void cu_index_scores(sg_backend *b, const sg_kv_pool *pool, int layer,
 void cu_topk(sg_backend *b, const float *scores, int n, int stride,
              const int32_t *len, int k, int32_t *idx);
 void cu_attn_prefill(sg_backend *b, const float *q, const float *kv,
-                     const float *pe, int n_keys, const sg_rows *rows,
+                     const float *pe, int k0, int n_keys, const sg_rows *rows,
                      const int32_t *sel, int k, int heads, int nope, int rope,
-                     int v, float scale, float *out);
+                     int v, float scale, float *ml, float *out);
 void cu_attn_decode(sg_backend *b, const sg_kv_pool *pool, int layer,
                     const sg_rows *rows, const float *q_lat, const float *q_pe,
                     const int32_t *sel, int k, int heads, float scale,

@@ -303,9 +303,9 @@ attends_all(const int32_t *sel, int k, int pos, int n_keys, int32_t *keys)
 
 void
 cpu_attn_prefill(sg_backend *b, const float *q, const float *kv,
-                 const float *pe, int n_keys, const sg_rows *rows,
+                 const float *pe, int k0, int n_keys, const sg_rows *rows,
                  const int32_t *sel, int k, int heads, int nope, int rope,
-                 int v, float scale, float *out)
+                 int v, float scale, float *ml, float *out)
 {
     int      n = rows->n, cap = k > n_keys ? k : n_keys, nd = 0, ns = 0;
     int32_t *idx = malloc(sizeof(int32_t) * ((size_t)n + (cap > 0 ? cap : 1)));
@@ -331,8 +331,9 @@ cpu_attn_prefill(sg_backend *b, const float *q, const float *kv,
             idx[n - 1 - ns++] = i;
     }
     if (nd > 0)
-        cpu_flash_prefill(b, q, kv, pe, n_keys, rows, nd == n ? NULL : idx,
-                          nd, heads, nope, rope, v, scale, out);
+        cpu_flash_prefill(b, q, kv, pe, k0, n_keys, rows,
+                          nd == n ? NULL : idx, nd, heads, nope, rope, v,
+                          scale, ml, out);
     if (ns > 0) {
         prefill_ctx P = { q, kv, pe, rows, sel, idx + nd, ns, n_keys, k,
                           heads, nope, rope, v, scale, out };

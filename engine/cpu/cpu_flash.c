@@ -12,7 +12,12 @@
  *    its own position; its max, denominator and output are updated tile by
  *    tile in key order, the output as one FMA chain per element;
  *  - rows are grouped 4 at a time only to share loads: a row's numbers are
- *    those it would get alone (chunked and one-shot prefill agree bitwise).
+ *    those it would get alone (chunked and one-shot prefill agree bitwise);
+ *  - the keys may come in ranges [k0, k0 + n_keys), k0 a multiple of
+ *    FLASH_KT, over several calls: a row's max and denominator wait in ml
+ *    and its unnormalised output in out between them, so the tiles and
+ *    their order are those of one call over every key (the caller holds
+ *    one range of expanded keys at a time, not the context's).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -21,15 +26,20 @@
 #include "cpu_internal.h"
 #include "cpu_tile.h"
 
-#define FLASH_KT 64          /* keys per tile */
+#define FLASH_KT 64          /* keys per tile (divides SG_PREFILL_KEY_ALIGN) */
 #define FLASH_RB 64          /* rows per work item */
+
+_Static_assert(SG_PREFILL_KEY_ALIGN % FLASH_KT == 0,
+               "a key range starts on a tile");
 
 typedef struct {
     const float   *q, *kv, *pe;
     const sg_rows *rows;
     const int32_t *ridx;          /* the rows to compute, NULL = all */
+    int            k0;            /* kv and pe hold keys k0.. */
     int            n, n_keys, heads, nope, rope, v;
     float          scale;
+    float         *ml;            /* [row][head][2] between ranges, or NULL */
     float         *out;
 } flash_ctx;
 
@@ -117,11 +127,19 @@ flash_range(void *c, int64_t t0, int64_t t1)
         int rn = n - i0 < FLASH_RB ? n - i0 : FLASH_RB;
         int last = -1;
 
+        /* positions local to the range: key j of kv is key k0 + j */
         for (int r = 0; r < rn; r++) {
-            int p = F->rows->pos[row_of(F, i0 + r)];
+            int p = F->rows->pos[row_of(F, i0 + r)] - F->k0;
 
             p = p < F->n_keys - 1 ? p : F->n_keys - 1;
             last = p > last ? p : last;
+            if (F->k0 > 0) {           /* carried from the earlier ranges */
+                const float *mr = F->ml + ((size_t)row_of(F, i0 + r) * H
+                                           + h) * 2;
+                m[r] = p >= 0 ? mr[0] : -INFINITY;
+                l[r] = p >= 0 ? mr[1] : 0.0f;
+                continue;
+            }
             m[r] = -INFINITY;
             l[r] = 0.0f;
             memset(F->out + ((size_t)row_of(F, i0 + r) * H + h) * v, 0,
@@ -134,7 +152,7 @@ flash_range(void *c, int64_t t0, int64_t t1)
             pack_keys(F, h, k0, nk, kt);
             /* rows with keys in this tile, and how many */
             for (int r = 0; r < rn; r++) {
-                int p = F->rows->pos[row_of(F, i0 + r)], cr;
+                int p = F->rows->pos[row_of(F, i0 + r)] - F->k0, cr;
 
                 p = p < F->n_keys - 1 ? p : F->n_keys - 1;
                 cr = p - k0 + 1 < nk ? p - k0 + 1 : nk;
@@ -196,10 +214,18 @@ flash_range(void *c, int64_t t0, int64_t t1)
             }
         }
         for (int r = 0; r < rn; r++) {
+            int    pos = F->rows->pos[row_of(F, i0 + r)];
             float *o = F->out + ((size_t)row_of(F, i0 + r) * H + h) * v;
 
-            if (F->rows->pos[row_of(F, i0 + r)] < 0 || F->n_keys <= 0)
-                continue;                      /* no keys: zero output */
+            if (pos < F->k0 || F->n_keys <= 0)
+                continue;           /* no keys here (none at all: zero) */
+            if (F->ml && pos >= F->k0 + F->n_keys) {
+                float *mr = F->ml + ((size_t)row_of(F, i0 + r) * H + h) * 2;
+
+                mr[0] = m[r];       /* its keys go on in the next range */
+                mr[1] = l[r];
+                continue;
+            }
             for (int d = 0; d < v; d++)
                 o[d] /= l[r];
         }
@@ -209,18 +235,18 @@ flash_range(void *c, int64_t t0, int64_t t1)
 
 void
 cpu_flash_prefill(sg_backend *b, const float *q, const float *kv,
-                  const float *pe, int n_keys, const sg_rows *rows,
+                  const float *pe, int k0, int n_keys, const sg_rows *rows,
                   const int32_t *ridx, int n, int heads, int nope, int rope,
-                  int v, float scale, float *out)
+                  int v, float scale, float *ml, float *out)
 {
-    flash_ctx F = { q, kv, pe, rows, ridx, n, n_keys, heads, nope, rope, v,
-                    scale, out };
+    flash_ctx F = { q, kv, pe, rows, ridx, k0, n, n_keys, heads, nope, rope,
+                    v, scale, ml, out };
     int       nblk = (n + FLASH_RB - 1) / FLASH_RB;
     double    span = 0;
 
     for (int i = 0; i < n; i++) {
-        int p = rows->pos[ridx ? ridx[i] : i];
-        span += p + 1 < n_keys ? p + 1 : n_keys;
+        int p = rows->pos[ridx ? ridx[i] : i] - k0;
+        span += p < 0 ? 0 : p + 1 < n_keys ? p + 1 : n_keys;
     }
     cpu_parallel(b, (int64_t)heads * nblk, 1,
                  (double)heads * span * (nope + rope + v), flash_range, &F);

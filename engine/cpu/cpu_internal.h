@@ -207,16 +207,18 @@ void cpu_index_scores(sg_backend *b, const sg_kv_pool *pool, int layer,
 void cpu_topk(sg_backend *b, const float *scores, int n, int stride,
               const int32_t *len, int k, int32_t *idx);
 void cpu_attn_prefill(sg_backend *b, const float *q, const float *kv,
-                      const float *pe, int n_keys, const sg_rows *rows,
-                      const int32_t *sel, int k, int heads, int nope,
-                      int rope, int v, float scale, float *out);
+                      const float *pe, int k0, int n_keys,
+                      const sg_rows *rows, const int32_t *sel, int k,
+                      int heads, int nope, int rope, int v, float scale,
+                      float *ml, float *out);
 /* cpu_attn_prefill's rows that attend every key up to their position
  * (cpu_flash.c: tiled, online softmax): the n rows ridx[0..n) of rows
- * (ridx NULL: rows 0..n). */
+ * (ridx NULL: rows 0..n), over keys [k0, k0 + n_keys) as attn_prefill. */
 void cpu_flash_prefill(sg_backend *b, const float *q, const float *kv,
-                       const float *pe, int n_keys, const sg_rows *rows,
-                       const int32_t *ridx, int n, int heads, int nope,
-                       int rope, int v, float scale, float *out);
+                       const float *pe, int k0, int n_keys,
+                       const sg_rows *rows, const int32_t *ridx, int n,
+                       int heads, int nope, int rope, int v, float scale,
+                       float *ml, float *out);
 void cpu_attn_decode(sg_backend *b, const sg_kv_pool *pool, int layer,
                      const sg_rows *rows, const float *q_lat,
                      const float *q_pe, const int32_t *sel, int k,

@@ -32,6 +32,11 @@
 
 #define SG_FP8_BLOCK 128
 
+/* attn_prefill's key ranges start at multiples of this: every backend's
+ * key tile divides it (the CPU's 64, the CUDA kernel's 32), so ranged
+ * calls walk the same tiles as one call. */
+#define SG_PREFILL_KEY_ALIGN 64
+
 /* ops->sync: an op ran out of memory. */
 #define SG_BACKEND_ENOMEM  (-2)
 
@@ -166,13 +171,21 @@ struct sg_backend_ops {
     /* ---- MLA attention ---- */
     /* Prefill (MHA form), rows of ONE sequence.  q [n][heads][nope+rope]
      * (RoPE applied), kv [n_keys][heads][nope+v] = kv_b(latent), pe
-     * [n_keys][rope].  Row i attends keys s <= pos[i] that are in its top-k
-     * set (sel [n][k], -1 padded; sel NULL = dense), softmax in f32 with
-     * scale; out [n][heads][v]. */
+     * [n_keys][rope], row j of both being key k0 + j.  Row i attends keys
+     * s <= pos[i] that are in its top-k set (sel [n][k], -1 padded; sel
+     * NULL = dense), softmax in f32 with scale; out [n][heads][v].
+     * ml NULL: one call over every key (k0 0).  Dense (sel NULL): the keys
+     * may instead come in consecutive ranges from k0 = 0, each k0 a
+     * multiple of SG_PREFILL_KEY_ALIGN, with ml [n][heads][2] and out
+     * carrying each row's running softmax between the calls; a row's out is
+     * final after the range that holds its position, bitwise what one call
+     * gives (so the caller holds one range of expanded keys, never the
+     * context's). */
     void (*attn_prefill)(sg_backend *b, const float *q, const float *kv,
-                         const float *pe, int n_keys, const sg_rows *rows,
-                         const int32_t *sel, int k, int heads, int nope,
-                         int rope, int v, float scale, float *out);
+                         const float *pe, int k0, int n_keys,
+                         const sg_rows *rows, const int32_t *sel, int k,
+                         int heads, int nope, int rope, int v, float scale,
+                         float *ml, float *out);
     /* Decode (absorbed MQA form) over the cache.  q_lat [n][heads][kv_lora]
      * (q_nope already multiplied by kv_b's key part), q_pe [n][heads][rope];
      * row i attends keys s <= pos[i] in its set (sel as above); scores =

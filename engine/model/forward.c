@@ -22,7 +22,8 @@
 enum {
     S_X, S_H, S_QA, S_QR, S_Q, S_KV, S_LAT, S_PE, S_IQ, S_IK, S_IKN, S_IQ8,
     S_IQS, S_IK8, S_IKS, S_IW, S_SCORES, S_QLAT, S_QPE, S_OLAT, S_ATT, S_O,
-    S_GLAT, S_GPE, S_KVFULL, S_G, S_U, S_A, S_Y, S_Z, S_XE, S_GE, S_UE, S_YE,
+    S_GLAT, S_GPE, S_KVFULL, S_ML, S_G, S_U, S_A, S_Y, S_Z, S_XE, S_GE, S_UE,
+    S_YE,
     S_LAST, S_LOGITS, S_SEND, S_RECV, S_BACK, S_BACKR, S_COUNT
 };
 
@@ -359,9 +360,11 @@ indexer_select(fwd_t *f, int l)
  * and the output, as the reference's decode).  Past the position where the
  * context's keys and values would outgrow num.mha_max_bytes (the backend's
  * default: 256 MiB on the CPU, reached at 2K tokens with V3.2's shapes; 0 on
- * the GPU, see backend.h), prompt tokens take the absorbed form too: its
- * memory does not grow with the context, and with a long context it also
- * costs less than applying kv_b to the whole context once per chunk.
+ * the GPU, see backend.h), prompt tokens take the absorbed form too.  Rows
+ * that attend every earlier key expand the context a range at a time
+ * (attend_mha), so for them the bound limits how far the MHA form reaches,
+ * not the memory it holds; rows with their own top-k sets expand the
+ * context at once, and for them the bound is the memory's.
  * Choosing by the kind of token and its position, never by chunking or by
  * a prefix-cache hit, keeps every token's result bitwise independent of
  * how its prompt was scheduled.
@@ -434,8 +437,22 @@ attend_absorbed(fwd_t *f, int l, const float *q, int r0, int n, float *att)
     return 0;
 }
 
+/* Keys the MHA form expands at a time (num.mha_key_range's default): kv_b
+ * applied to this many cached latents, attended, then the next ones
+ * (attn_prefill carries each row's softmax between them), so its working
+ * memory is bounded by the range and not by the context (at 16K tokens of
+ * a 16-head model 16 MiB, not 128). */
+#define MHA_KEY_RANGE 2048
+
+_Static_assert(MHA_KEY_RANGE % SG_PREFILL_KEY_ALIGN == 0
+               && SG_PREFILL_KEY_ALIGN % SG_KV_BLOCK == 0,
+               "a key range starts on a tile and on a cache block");
+
 /* Rows [r0, r0 + n) of prompt item `it` in the MHA form: keys and values
- * of the whole context from the cached latents. */
+ * from the cached latents, range by range when every row attends all its
+ * earlier keys (dense, or a DSA row before index_topk); rows with their
+ * own top-k sets take the context's keys at once (mha_positions bounds
+ * them). */
 static int
 attend_mha(fwd_t *f, int l, const float *q, int it, int r0, int n,
     float *att)
@@ -448,19 +465,37 @@ attend_mha(fwd_t *f, int l, const float *q, int it, int r0, int n,
     int   rope = c->qk_rope_head_dim, qk = nope + rope, v = c->v_head_dim;
     int   lora = c->kv_lora_rank, K = c->index_topk;
     int   S = f->pos[r0 + n - 1] + 1;
+    int   every = f->sel == NULL || S <= K;
+    int   range = m->num.mha_key_range > 0 ? m->num.mha_key_range
+                                           : MHA_KEY_RANGE;
     float scale = (float)c->softmax_scale;
-    float *glat, *gpe, *kvfull;
+    float *glat, *gpe, *kvfull, *ml = NULL;
+    const int32_t *bt = f->block_table + (size_t)it * f->max_blocks;
     sg_rows rs = rows_sub(f, r0, n);
 
-    NEED(glat, S_GLAT, sizeof(float) * (size_t)S * lora);
-    NEED(gpe, S_GPE, sizeof(float) * (size_t)S * rope);
-    NEED(kvfull, S_KVFULL, sizeof(float) * (size_t)S * H * (nope + v));
-    b->ops->kv_gather(b, f->pool, l,
-                      f->block_table + (size_t)it * f->max_blocks, S, glat, gpe);
-    b->ops->linear(b, &L->kv_b, glat, S, kvfull, f->aq, f->ue8m0);
-    b->ops->attn_prefill(b, q + (size_t)r0 * H * qk, kvfull, gpe, S, &rs,
-                         f->sel ? f->sel + (size_t)r0 * K : NULL, K, H, nope,
-                         rope, v, scale, att + (size_t)r0 * H * v);
+    if (range % SG_PREFILL_KEY_ALIGN != 0) {
+        snprintf(f->err, f->errlen, "num.mha_key_range %d is not a multiple "
+                 "of %d", range, SG_PREFILL_KEY_ALIGN);
+        return -1;
+    }
+    if (!every || range > S)
+        range = S;
+    NEED(glat, S_GLAT, sizeof(float) * (size_t)range * lora);
+    NEED(gpe, S_GPE, sizeof(float) * (size_t)range * rope);
+    NEED(kvfull, S_KVFULL, sizeof(float) * (size_t)range * H * (nope + v));
+    if (range < S)
+        NEED(ml, S_ML, sizeof(float) * (size_t)n * H * 2);
+    for (int k0 = 0; k0 < S; k0 += range) {
+        int nk = S - k0 < range ? S - k0 : range;
+
+        b->ops->kv_gather(b, f->pool, l, bt + k0 / SG_KV_BLOCK, nk, glat,
+                          gpe);
+        b->ops->linear(b, &L->kv_b, glat, nk, kvfull, f->aq, f->ue8m0);
+        b->ops->attn_prefill(b, q + (size_t)r0 * H * qk, kvfull, gpe, k0, nk,
+                             &rs, every ? NULL : f->sel + (size_t)r0 * K, K,
+                             H, nope, rope, v, scale, ml,
+                             att + (size_t)r0 * H * v);
+    }
     return 0;
 }
 

@@ -34,9 +34,14 @@ typedef struct sg_numerics {
                               reuse its top-k sets; 0 or 1: every layer */
     size_t mha_max_bytes;  /* prompt tokens take the MHA form while the
                               context's keys and values (S x heads x
-                              (nope + v) floats) fit in this many bytes,
-                              the absorbed form after; 0 = the
+                              (nope + v) floats) would fit in this many
+                              bytes, the absorbed form after (dense rows
+                              expand them 2048 keys at a time); 0 = the
                               backend's default (CPU 256 MiB, CUDA none) */
+    int mha_key_range;     /* keys the MHA form expands at a time where
+                              every row attends all earlier keys (a
+                              multiple of SG_PREFILL_KEY_ALIGN); 0 = 2048.
+                              Any value gives the same bits */
 } sg_numerics;
 
 typedef struct sg_model {

@@ -349,7 +349,9 @@ random_sel(int32_t *sel, int n, int k, int range)
 
 /*
  * attn_prefill against a naive double-precision softmax, in one call and
- * split in two calls (as chunked prefill: bitwise equal), over shapes that
+ * split in two calls (as chunked prefill: bitwise equal), dense also with
+ * its keys in ranges of 64 and 128 (the softmax carried between the calls:
+ * bitwise equal to one call), over shapes that
  * cover several key tiles and row blocks of the dense kernel and dimension
  * tails.  nan: one key's value and one row's query carry a NaN: the rows
  * that attend that key and the NaN row give NaN, every other row is
@@ -419,8 +421,8 @@ test_attn_prefill_shape(int sparse, int K, prefill_shape sh, int nan)
                 ref[(i * H + h) * V + c] = nk ? (float)acc : 0.0f;
             }
         }
-    B->ops->attn_prefill(B, q, kv, pe, NK, &rows, sparse ? sel : NULL, K, H,
-                         NOPE, R, V, scale, out);
+    B->ops->attn_prefill(B, q, kv, pe, 0, NK, &rows, sparse ? sel : NULL, K, H,
+                         NOPE, R, V, scale, NULL, out);
     if (nan) {
         /* NaN exactly where the reference has one, the rest compared */
         for (int i = 0; i < N * H * V; i++) {
@@ -433,11 +435,11 @@ test_attn_prefill_shape(int sparse, int K, prefill_shape sh, int nan)
 
     sg_rows ra = { split, pos, seq, block_table, MAXB };
     sg_rows rb = { N - split, pos + split, seq, block_table, MAXB };
-    B->ops->attn_prefill(B, q, kv, pe, NK, &ra, sparse ? sel : NULL, K, H,
-                         NOPE, R, V, scale, out2);
-    B->ops->attn_prefill(B, q + split * H * QK, kv, pe, NK, &rb,
+    B->ops->attn_prefill(B, q, kv, pe, 0, NK, &ra, sparse ? sel : NULL, K, H,
+                         NOPE, R, V, scale, NULL, out2);
+    B->ops->attn_prefill(B, q + split * H * QK, kv, pe, 0, NK, &rb,
                          sparse ? sel + split * K : NULL, K, H, NOPE, R, V,
-                         scale, out2 + split * H * V);
+                         scale, NULL, out2 + split * H * V);
     if (nan)
         for (int i = 0; i < N * H * V; i++)
             if (isnan(out2[i]))
@@ -446,6 +448,25 @@ test_attn_prefill_shape(int sparse, int K, prefill_shape sh, int nan)
              what);
     CHECKB(memcmp(out, out2, sizeof(float) * N * H * V) == 0, name,
            "a row's output depends on the rows beside it");
+    for (int range = SG_PREFILL_KEY_ALIGN; !sparse && range <= 128;
+         range *= 2) {
+        float *ml = B->ops->alloc(B, sizeof(float) * N * H * 2);
+
+        for (int k0 = 0; k0 < NK; k0 += range)
+            B->ops->attn_prefill(B, q, kv + (size_t)k0 * H * KVW,
+                                 pe + (size_t)k0 * R, k0,
+                                 NK - k0 < range ? NK - k0 : range, &rows,
+                                 NULL, K, H, NOPE, R, V, scale, ml, out2);
+        if (nan)
+            for (int i = 0; i < N * H * V; i++)
+                if (isnan(out2[i]))
+                    out2[i] = 0.0f;
+        snprintf(name, sizeof(name), "attn_prefill %s keys in ranges of %d "
+                 "bitwise equal", what, range);
+        CHECKB(memcmp(out, out2, sizeof(float) * N * H * V) == 0, name,
+               "the carried softmax differs from one call's");
+        B->ops->free(B, ml);
+    }
     snprintf(name, sizeof(name), "attn_prefill %s vs naive softmax", what);
     CHECKB(e < 1e-5 && nan_bad == 0, name, "rel err %g, %d NaN mismatches",
            e, nan_bad);
@@ -605,8 +626,8 @@ test_isa_forms_equal(void)
         b = sg_backend_cpu_new(2);
         o[f] = malloc(sizeof(float) * N * H * V);
         d[f] = malloc(sizeof(float) * 3 * DH * LORA);
-        b->ops->attn_prefill(b, q, kv, pe, NK, &rows, NULL, 0, H, NOPE, R, V,
-                             0.1f, o[f]);
+        b->ops->attn_prefill(b, q, kv, pe, 0, NK, &rows, NULL, 0, H, NOPE, R, V,
+                             0.1f, NULL, o[f]);
         b->ops->attn_decode(b, c.pool, 1, &drows, ql, qp, NULL, 0, DH, 0.05f,
                             d[f]);
         b->ops->destroy(b);

@@ -806,14 +806,32 @@ test_attn_prefill(int dense)
     float *pg = dev_copy(gpu, pe, sizeof(float) * S * rope);
     float *oc = cpu->ops->alloc(cpu, sizeof(float) * n * H * v);
     float *og = dev_poison(gpu, (size_t)n * H * v);
-    cpu->ops->attn_prefill(cpu, qc, kc, pc, S, &rows, sel, K, H, nope, rope, v,
-                           0.15f, oc);
-    gpu->ops->attn_prefill(gpu, qg, kg, pg, S, &rows, sel, K, H, nope, rope, v,
-                           0.15f, og);
+    cpu->ops->attn_prefill(cpu, qc, kc, pc, 0, S, &rows, sel, K, H, nope, rope, v,
+                           0.15f, NULL, oc);
+    gpu->ops->attn_prefill(gpu, qg, kg, pg, 0, S, &rows, sel, K, H, nope, rope, v,
+                           0.15f, NULL, og);
     float *h1 = host_of(cpu, oc, sizeof(float) * n * H * v);
     float *h2 = host_of(gpu, og, sizeof(float) * n * H * v);
     if (sync_ok(name))
         compare(name, h2, h1, (size_t)n * H * v, 1e-5);
+    if (dense) {
+        /* keys in ranges of 64 (rows end in the first range and in the
+         * second): bitwise the one call's output */
+        float *ml = gpu->ops->alloc(gpu, sizeof(float) * n * H * 2);
+        float *o2 = dev_poison(gpu, (size_t)n * H * v);
+        for (int k0 = 0; k0 < S; k0 += SG_PREFILL_KEY_ALIGN)
+            gpu->ops->attn_prefill(gpu, qg, kg + (size_t)k0 * H * (nope + v),
+                                   pg + (size_t)k0 * rope, k0,
+                                   S - k0 < SG_PREFILL_KEY_ALIGN ? S - k0 : SG_PREFILL_KEY_ALIGN,
+                                   &rows, NULL, K, H, nope, rope, v, 0.15f, ml, o2);
+        float *h3 = host_of(gpu, o2, sizeof(float) * n * H * v);
+        if (sync_ok("attn_prefill/dense key ranges"))
+            CHECK(memcmp(h3, h2, sizeof(float) * n * H * v) == 0,
+                  "attn_prefill/dense key ranges", "differs from one call: rel err %.3g",
+                  check_rel_err(h3, h2, (size_t)n * H * v));
+        gpu->ops->free(gpu, ml); gpu->ops->free(gpu, o2);
+        free(h3);
+    }
     cpu->ops->free(cpu, qc); cpu->ops->free(cpu, kc); cpu->ops->free(cpu, pc);
     cpu->ops->free(cpu, oc);
     gpu->ops->free(gpu, qg); gpu->ops->free(gpu, kg); gpu->ops->free(gpu, pg);

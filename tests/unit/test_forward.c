@@ -454,6 +454,56 @@ done:
     free(prompt);
 }
 
+/*
+ * The MHA form expanding its keys a range at a time (num.mha_key_range):
+ * dense prefill with ranges of 64 keys gives the logits of one range over
+ * the whole prompt bitwise, one shot and in chunks of 37; a range that is
+ * not a multiple of SG_PREFILL_KEY_ALIGN is refused with its name.
+ */
+static void
+test_mha_ranges(void)
+{
+    sg_model *one = load("bf16", 0, 1, 0);
+    sg_model *rng = load("bf16", 0, 1, 0);
+    size_t    np;
+    int32_t  *prompt = fixture_file("bf16", NULL, "prompt.i32.bin", &np);
+    char      err[512] = "";
+
+    if (!one || !rng || !prompt) {
+        CHECK(0, "mha-ranges/fixtures", "missing fixture files");
+        goto done;
+    }
+    int    P = (int)np, V = one->cfg.vocab_size;
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+    float *d = malloc(sizeof(float) * V);
+
+    one->num.mha_max_bytes = rng->num.mha_max_bytes = (size_t)1 << 40;
+    rng->num.mha_key_range = 64;
+    int ok = prefill(one, prompt, P, P, NULL, a, err, sizeof(err)) == 0;
+    ok = ok && prefill(rng, prompt, P, P, NULL, b, err, sizeof(err)) == 0;
+    ok = ok && prefill(rng, prompt, P, 37, NULL, d, err, sizeof(err)) == 0;
+    CHECK(ok && P > 130, "mha-ranges/run", "%s (prompt %d tokens)",
+          ok ? "prompt too short for three ranges" : err, P);
+    if (ok) {
+        CHECK(memcmp(a, b, sizeof(float) * V) == 0, "mha-ranges/one-shot-equal",
+              "rel err %.3g", check_rel_err(a, b, V));
+        CHECK(memcmp(a, d, sizeof(float) * V) == 0, "mha-ranges/chunked-equal",
+              "rel err %.3g", check_rel_err(a, d, V));
+    }
+    rng->num.mha_key_range = 100;
+    err[0] = '\0';
+    ok = prefill(rng, prompt, P, P, NULL, b, err, sizeof(err)) != 0;
+    CHECK(ok && strstr(err, "mha_key_range") != NULL, "mha-ranges/bad-range",
+          "rc ok or message '%s'", err);
+    free(a);
+    free(b);
+    free(d);
+done:
+    sg_model_free(one);
+    sg_model_free(rng);
+    free(prompt);
+}
+
 static void
 test_load_errors(void)
 {
@@ -477,5 +527,6 @@ main(void)
     test_index_share();
     test_window();
     test_mha_limit();
+    test_mha_ranges();
     return check_finish();
 }
