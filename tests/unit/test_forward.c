@@ -463,44 +463,43 @@ done:
 static void
 test_mha_ranges(void)
 {
-    sg_model *one = load("bf16", 0, 1, 0);
-    sg_model *rng = load("bf16", 0, 1, 0);
+    sg_model *m = load("bf16", 0, 1, 0);
     size_t    np;
     int32_t  *prompt = fixture_file("bf16", NULL, "prompt.i32.bin", &np);
+    int       V = m ? m->cfg.vocab_size : 0, P = (int)np, ok;
+    float    *out[3] = { NULL, NULL, NULL };
     char      err[512] = "";
 
-    if (!one || !rng || !prompt) {
-        CHECK(0, "mha-ranges/fixtures", "missing fixture files");
+    CHECK(m && prompt && P > 130, "mha-ranges/fixtures",
+          "missing fixture files, or a prompt too short for three ranges");
+    if (!m || !prompt || P <= 130)
         goto done;
-    }
-    int    P = (int)np, V = one->cfg.vocab_size;
-    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
-    float *d = malloc(sizeof(float) * V);
-
-    one->num.mha_max_bytes = rng->num.mha_max_bytes = (size_t)1 << 40;
-    rng->num.mha_key_range = 64;
-    int ok = prefill(one, prompt, P, P, NULL, a, err, sizeof(err)) == 0;
-    ok = ok && prefill(rng, prompt, P, P, NULL, b, err, sizeof(err)) == 0;
-    ok = ok && prefill(rng, prompt, P, 37, NULL, d, err, sizeof(err)) == 0;
-    CHECK(ok && P > 130, "mha-ranges/run", "%s (prompt %d tokens)",
-          ok ? "prompt too short for three ranges" : err, P);
+    for (int i = 0; i < 3; i++)
+        out[i] = malloc(sizeof(float) * V);
+    /* one range over the prompt, then ranges of 64 one shot and chunked */
+    m->num.mha_max_bytes = (size_t)1 << 40;
+    ok = prefill(m, prompt, P, P, NULL, out[0], err, sizeof(err)) == 0;
+    m->num.mha_key_range = 64;
+    ok = ok && prefill(m, prompt, P, P, NULL, out[1], err, sizeof(err)) == 0;
+    ok = ok && prefill(m, prompt, P, 37, NULL, out[2], err, sizeof(err)) == 0;
+    CHECK(ok, "mha-ranges/run", "%s", err);
     if (ok) {
-        CHECK(memcmp(a, b, sizeof(float) * V) == 0, "mha-ranges/one-shot-equal",
-              "rel err %.3g", check_rel_err(a, b, V));
-        CHECK(memcmp(a, d, sizeof(float) * V) == 0, "mha-ranges/chunked-equal",
-              "rel err %.3g", check_rel_err(a, d, V));
+        CHECK(memcmp(out[0], out[1], sizeof(float) * V) == 0,
+              "mha-ranges/one-shot-equal", "rel err %.3g",
+              check_rel_err(out[1], out[0], V));
+        CHECK(memcmp(out[0], out[2], sizeof(float) * V) == 0,
+              "mha-ranges/chunked-equal", "rel err %.3g",
+              check_rel_err(out[2], out[0], V));
     }
-    rng->num.mha_key_range = 100;
+    m->num.mha_key_range = 100;
     err[0] = '\0';
-    ok = prefill(rng, prompt, P, P, NULL, b, err, sizeof(err)) != 0;
+    ok = prefill(m, prompt, P, P, NULL, out[1], err, sizeof(err)) != 0;
     CHECK(ok && strstr(err, "mha_key_range") != NULL, "mha-ranges/bad-range",
           "rc ok or message '%s'", err);
-    free(a);
-    free(b);
-    free(d);
 done:
-    sg_model_free(one);
-    sg_model_free(rng);
+    for (int i = 0; i < 3; i++)
+        free(out[i]);
+    sg_model_free(m);
     free(prompt);
 }
 
