@@ -311,6 +311,14 @@ class Model(nn.Module):
             # denormal has an infinite gradient (it turned a run to NaN)
             logp = torch.log_softmax(sc[:, head] + bias, dim=-1)
             self.attn_aux.append(self.attn_target_loss(logp, target))
+            if iscores is not None and self.training:
+                # the same key for this layer's indexer, over every causal
+                # key: the KL of the sparse stage only sees the selected
+                # set, so a copy source that falls out of the top-k at a
+                # long context would have nothing pulling it back in
+                logq = torch.log_softmax(iscores.masked_fill(
+                    ~causal[None], float("-inf")), dim=-1)
+                self.attn_aux.append(self.attn_target_loss(logq, target))
         out = torch.matmul(p, val.transpose(1, 2)).transpose(1, 2)
         out = out.reshape(B, T, H * v)
         if aux is not None:

@@ -23,7 +23,6 @@ import math
 import os
 import platform
 import random
-import struct
 import subprocess
 import sys
 import time
@@ -49,11 +48,15 @@ CONFIG = {
     "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1,
     "routed_scaling_factor": 1.0, "norm_topk_prob": True,
     "index_n_heads": 2, "index_head_dim": 128, "index_topk": 128,
-    # every rotary wavelength is shorter than the training contexts, so
-    # no unseen angle appears at long range; YaRN admits 64K positions
+    # every rotary wavelength (the longest 2*pi*500^(7/8) = 1,187
+    # positions) is shorter than the training contexts, so no rotary angle
+    # at 32K is one training never saw.  YaRN's factor stays 1: a factor of
+    # 32 stretched the two slowest dims to 1,876 and 7,497 positions, whose
+    # angles past ~1,200 tokens no training context reached.
+    # max_position_embeddings admits 64K positions.
     "rope_theta": 500.0, "max_position_embeddings": 65536,
     "rms_norm_eps": 1e-6, "bos_token_id": 0, "eos_token_id": 1,
-    "rope_scaling": {"type": "yarn", "factor": 32.0,
+    "rope_scaling": {"type": "yarn", "factor": 1.0,
                      "original_max_position_embeddings": 2048,
                      "beta_fast": 32, "beta_slow": 1, "mscale": 1.0,
                      "mscale_all_dim": 1.0},
@@ -383,7 +386,6 @@ def main():
             json.dump(bpe.tokenizer_json(vocab, merges), f, ensure_ascii=False)
     log("tokenizer: %d tokens" % len(vocab))
     cfg = dict(CONFIG, vocab_size=len(vocab))
-    n_special = len(bpe.SPECIALS)
 
     # 2. prompts through the gateway's context builder
     def pool(n, tokens, name, g=gen, share=0.5):
@@ -396,18 +398,23 @@ def main():
     mshort = multi_pool(sg, tok, gen, 8000, 150, a.work, "short", per=8,
                         share=0.7)
     mmid = multi_pool(sg, tok, gen, 2500, 700, a.work, "mid")
-    long_ = [(ids, [(n_prompt, len(ids))])
-             for ids, n_prompt, _ in pool(600, 1400, "long")[0]]
+    # long contexts (~2.5K tokens, six questions) for the sparse stage:
+    # the mode that serves long contexts learns at more than twice the
+    # length of the dense stages
+    long_ = multi_pool(sg, tok, gen, 400, 2500, a.work, "long", per=6)
     egen = data.Gen(a.seed + 7777, docs, heldout=True)
     ev, _ = pool(60, 300, "eval_short", egen)
     evl, _ = pool(60, 700, "eval_mid", egen)
+    evll, _ = pool(20, 2500, "eval_long", egen)
     log("prompts: short %d (~%d tokens, %.1f questions), mid %d (~%d, %.1f),"
-        " long %d (~%d), held-out %d + %d" % (
+        " long %d (~%d, %.1f), held-out %d + %d + %d" % (
             len(mshort), np.mean([len(p[0]) for p in mshort]),
             np.mean([len(p[1]) for p in mshort]), len(mmid),
             np.mean([len(p[0]) for p in mmid]),
             np.mean([len(p[1]) for p in mmid]), len(long_),
-            np.mean([len(p[0]) for p in long_]), len(ev), len(evl)))
+            np.mean([len(p[0]) for p in long_]),
+            np.mean([len(p[1]) for p in long_]), len(ev), len(evl),
+            len(evll)))
 
     model = export.load(a.resume) if a.resume else Model(cfg)
     if a.resume:
@@ -428,15 +435,42 @@ def main():
                    if ".indexer." not in n]
     idx_params = [p for n, p in model.named_parameters() if ".indexer." in n]
 
+    def finish():
+        """The final held-out scores, then the export (6)."""
+        final = {"%d tokens" % n: {m: answer_scores(model, ps, m)[0]
+                                   for m in ("dense", "sparse", "window")}
+                 for n, ps in ((700, evl), (2500, evll))}
+        log("final held-out answers exact (teacher forced): %s"
+            % json.dumps(final))
+
+        # 6. export
+        export.round_bf16_(model)
+        secs = time.time() - T0
+        info = {"seed": a.seed, "minutes": a.minutes, "seconds": round(secs),
+                "machine": "%s, %d cores, %s" % (platform.processor() or
+                                                 platform.machine(),
+                                                 os.cpu_count(),
+                                                 platform.platform()),
+                "torch": torch.__version__, "final": final, "evals": evals}
+        md = TRAINING_MD.format(cmd="bash training/train.sh --seed %d"
+                                " --minutes %g" % (a.seed, a.minutes),
+                                minutes=secs / 60,
+                                info=json.dumps(info, indent=1),
+                                log="\n".join(LOG))
+        export.export(model, a.out, tok, {"TRAINING.md": md,
+                                          "curves.json": json.dumps(curve)})
+        log("exported to %s" % a.out)
+
     M = a.minutes * 60     # wall-time budget of the training stages
     # 3. dense RAG training (attention supervised), several questions per
     # context, short then longer contexts
-    run_stage("dense-short", model, main_params, 0.55 * M, 2e-3,
+    run_stage("dense-short", model, main_params, 0.45 * M, 2e-3,
               lambda: multi_batch(mshort, rng, 8), "dense",
               eval_fn=ev_fn("dense-short"), n_evals=3, curve=curve)
     if a.stop_after == "dense-short":
+        finish()
         return
-    run_stage("dense-mid", model, main_params, 0.22 * M, 1e-3,
+    run_stage("dense-mid", model, main_params, 0.20 * M, 1e-3,
               lambda: multi_batch(mmid, rng, 4), "dense",
               eval_fn=ev_fn("dense-mid", which=evl), n_evals=1, curve=curve)
     # 4. indexer warm-up (rest frozen)
@@ -447,34 +481,14 @@ def main():
               curve=curve, supervise=False)
     for p in main_params:
         p.requires_grad_(True)
-    # 5. sparse training
-    run_stage("sparse", model, main_params + idx_params, 0.16 * M, 5e-4,
-              lambda: (multi_batch(long_, rng, 2) if rng.random() < 0.3
+    # 5. sparse training, half of it at ~2.5K tokens; the indexers are
+    # also pointed at the supervised heads' keys (model.attend)
+    run_stage("sparse", model, main_params + idx_params, 0.28 * M, 5e-4,
+              lambda: (multi_batch(long_, rng, 1) if rng.random() < 0.5
                        else multi_batch(mmid, rng, 4)),
               "sparse", kl=True, eval_fn=ev_fn("sparse", "sparse", evl),
               n_evals=1, curve=curve)
-
-    final = {m: answer_scores(model, evl, m)[0] for m in ("dense", "sparse",
-                                                      "window")}
-    log("final held-out answers exact at ~700 tokens (teacher forced): %s"
-        % json.dumps(final))
-
-    # 6. export
-    export.round_bf16_(model)
-    secs = time.time() - T0
-    info = {"seed": a.seed, "minutes": a.minutes, "seconds": round(secs),
-            "machine": "%s, %d cores, %s" % (platform.processor() or
-                                             platform.machine(),
-                                             os.cpu_count(),
-                                             platform.platform()),
-            "torch": torch.__version__, "final": final, "evals": evals}
-    md = TRAINING_MD.format(cmd="bash training/train.sh --seed %d"
-                            " --minutes %g" % (a.seed, a.minutes),
-                            minutes=secs / 60, info=json.dumps(info, indent=1),
-                            log="\n".join(LOG))
-    export.export(model, a.out, tok, {"TRAINING.md": md,
-                                      "curves.json": json.dumps(curve)})
-    log("exported to %s" % a.out)
+    finish()
 
 
 TRAINING_MD = """# sparsegate-rag-tiny

@@ -4,7 +4,8 @@
 # token, the targets land on the right rows, the loss is -log of the
 # supervised head's weight on its target, and a few optimizer steps of a
 # tiny model on it turn head 0 of the first layer into a previous-token
-# head.  Needs Debian's PyTorch (installed here when missing, as
+# head; the same target trains the layer's indexer alone and brings the
+# previous token into its top-k.  Needs Debian's PyTorch (installed here when missing, as
 # training/train.sh does).
 set -u
 root=${SG_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -135,6 +136,53 @@ m.attn_targets = None
 w1 = prev_weight()
 check("supervision trains a previous-token head (mean weight on t-1 %.2f -> %.2f)"
       % (w0, w1), w1 > 0.8 and w1 > 4 * w0)
+
+# the sparse stage points each supervised layer's indexer at the same key
+# (model.attend): its loss reaches the indexer alone, and trained on it the
+# indexer's top-k takes in the previous token of every row
+torch.manual_seed(1)
+m = Model(cfg)
+idx_params = [p for n, p in m.named_parameters() if ".indexer." in n]
+main_params = [p for n, p in m.named_parameters() if ".indexer." not in n]
+
+
+def prev_selected():
+    got = []
+    with torch.no_grad():
+        m(x, mode="sparse", topk_out=got)
+    rows = torch.arange(cfg["index_topk"], 32)   # rows with a choice
+    hit = (got[0][:, rows] == (rows - 1)[None, :, None]).any(-1)
+    return hit.float().mean().item()
+
+
+m.attn_targets = T.supervision(m, torch.full((4, 32), -1))
+m(x, mode="sparse", indexer_kl=True)
+m.attn_targets = None
+terms = list(m.attn_aux)
+m.attn_aux.clear()
+ok = len(terms) == 4     # per supervised layer: its head, its indexer
+if ok:
+    terms[1].backward()
+    ok = (all(p.grad is None or not p.grad.any() for p in main_params)
+          and any(p.grad is not None and p.grad.abs().sum() > 0
+                  for p in idx_params))
+check("the indexer's supervision term trains the indexer only", ok,
+      "%d terms" % len(terms))
+m.zero_grad()
+s0 = prev_selected()
+opt = torch.optim.AdamW(idx_params, lr=3e-3)
+for _ in range(60):
+    m.attn_targets = T.supervision(m, torch.full((4, 32), -1))
+    m(x, mode="sparse", indexer_kl=True)
+    m.attn_targets = None
+    loss = m.attn_aux[1]
+    m.attn_aux.clear()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+s1 = prev_selected()
+check("indexer supervision puts the previous token in the top-k "
+      "(%.2f -> %.2f of rows)" % (s0, s1), s1 > 0.95 and s1 > s0 + 0.2)
 print("training: %d failed" % fails)
 raise SystemExit(1 if fails else 0)
 PY
