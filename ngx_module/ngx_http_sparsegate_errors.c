@@ -8,6 +8,7 @@
 #include "ngx_http_sparsegate_counters.h"
 #include "ngx_http_sparsegate_json.h"
 #include "ngx_http_sparsegate_send.h"
+#include "tokenizer.h"
 
 
 static const struct {
@@ -51,6 +52,11 @@ ngx_http_sparsegate_fault(ngx_http_sparsegate_fault_t *f, ngx_uint_t status,
     p = ngx_vslprintf((u_char *) f->msg, (u_char *) f->msg + sizeof(f->msg)
                       - 1, fmt, args);
     va_end(args);
+
+    /* a message cut at the buffer's end may end inside a character the
+     * client sent (a long model name): the answer must stay UTF-8 */
+    p = (u_char *) f->msg + sg_utf8_valid_prefix(f->msg,
+                                                 p - (u_char *) f->msg);
     *p = '\0';
     return NGX_ERROR;
 }

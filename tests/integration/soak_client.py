@@ -307,7 +307,9 @@ def main(port, master, prefix, n, seconds, seed, leave, out_path,
                                             sorted(s2)))
     # the SQLite store's pool opens its connections as queries first need
     # them (each holds the file and its -wal): those may add up to
-    # 2 x the pool's size; every other fd must be as before
+    # 2 x the pool's size; no other kind of fd may be more than before (a
+    # socket still open when the first snapshot was read, a connection
+    # being served, can be gone at the end: fewer is not a leak)
     pooled, _, extra = os.environ.get("SOAK_POOLED", ":0").rpartition(":")
 
     def split(kinds):
@@ -319,7 +321,8 @@ def main(port, master, prefix, n, seconds, seed, leave, out_path,
     for p in s0:
         a, rest_a = split(s0[p]["fd_kinds"])
         b, rest_b = split(s2.get(p, {}).get("fd_kinds", {}))
-        fds_ok &= rest_a == rest_b and a <= b <= a + int(extra)
+        fds_ok &= (all(v <= rest_a.get(k, 0) for k, v in rest_b.items())
+                   and a <= b <= a + int(extra))
     res["fds_before"] = {p: v["fds"] for p, v in s0.items()}
     res["fds_after"] = {p: v["fds"] for p, v in s2.items()}
     check("soak_fds_return", fds_ok,

@@ -121,6 +121,13 @@ s=$(status POST /v1/chat/completions -d '{"messages":"hi"}')
 err_ok error_bad_field 400 "$s"
 s=$(status POST /v1/chat/completions -d '{"model":"gpt-4","messages":[{"role":"user","content":"x"}]}')
 err_ok error_unknown_model 404 "$s" model_not_found
+# a model name longer than the error message's buffer, cut inside a
+# two-byte character: the answer stays UTF-8 (the cut byte is dropped)
+python3 -c "import json; print(json.dumps({'model': 'x' + '\u00e9' * 400, 'messages': [{'role': 'user', 'content': 'x'}]}, ensure_ascii=False))" >"$gw_dir/longname.json"
+s=$(status POST /v1/chat/completions --data-binary @"$gw_dir/longname.json")
+err_ok error_unknown_model_long_name 404 "$s" model_not_found
+gw_check error_message_utf8 "$(python3 -c 'import sys; open(sys.argv[1], "rb").read().decode("utf-8")' "$out" 2>/dev/null; echo $?)" \
+    "$(head -c 300 "$out" | od -c | head -3)"
 python3 -c "import json; print(json.dumps({'prompt': ' '.join('w%d' % i for i in range(1200)), 'max_tokens': 1000}))" >"$gw_dir/long.json"
 s=$(status POST /v1/completions --data-binary @"$gw_dir/long.json")
 err_ok error_context_length 400 "$s" context_length_exceeded
