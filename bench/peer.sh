@@ -186,7 +186,7 @@ best() { node -p "Math.max($1, $2)"; }
     echo "Load average before / after: $load0 / $load1 (a shared machine: compare ratios;"
     echo "\"cores used\" is each run's CPU time over its wall time, out of $threads)."
     echo "llama.cpp's OpenMP wait policy: $omp (decode at a 1K prompt: active $p_active,"
-    echo "passive $p_passive tok/s; its default, active, spins and loses the CPU to other jobs)."
+    echo "passive $p_passive tok/s; the faster of the two at this moment times the runs: active spins, which wins on an idle core and loses it to other jobs)."
     echo
     echo "Agreement (dense, llama.cpp on an f32 conversion with f32 KV, SparseGate exact KV): $check."
     echo
@@ -225,9 +225,10 @@ best() { node -p "Math.max($1, $2)"; }
     echo "tensors: every weight a token passes through, the top-k of each MoE layer's experts;"
     echo "SparseGate's cache: FP8 latent + RoPE key of the index_topk selected keys and the"
     echo "indexer key of every earlier one; llama.cpp's f16 cache: latent + RoPE key + indexer"
-    echo "key of every earlier key, its DSA being a mask over a dense KQ). Decode is bound by"
-    echo "these reads in both engines, so at the same streaming rate their decode rates differ"
-    echo "by at most the last column; a measured ratio above it is llama.cpp streaming slower."
+    echo "key of every earlier key, its DSA being a mask over a dense KQ). Where a step is bound"
+    echo "by these reads, at the same streaming rate the two engines' decode rates differ by at"
+    echo "most the last column; a measured ratio above it is llama.cpp streaming slower, or its"
+    echo "step bound by something else (its 32K DSA decode spends over a CPU-second per token)."
     echo
     node bench/peer/decode_bytes.mjs "$model" $ctxs 32768 65536
     echo
@@ -249,10 +250,19 @@ llama.cpp (decode CPU time over decode wall time, i.e. 2 x wall rate / rate at f
 CPU): ggml's threads wait for each other at its graph barriers by
 spinning, so both stay runnable through a step. SparseGate's pool workers now
 watch for the next loop for up to 200 us after each one before they sleep
-(CPU_POOL_SPIN_US; sleeping at once is what the table's runs did), and loops under
+(CPU_POOL_SPIN_US; the table's runs have it), and loops under
 CPU_PAR_WORK (2M multiply-adds: most decode projections) run on the calling thread. Lowering that bound does not change it:
 the kernels section's serial / split rows show a worker woken for a 12-55 us decode
 GEMV arriving after it ends (same fastest call, slower median).
+Prefill memory: the MHA form expands the context's keys 2048 at a time
+(engine/model/forward.c attend_mha; attn_prefill carries each row's running max,
+denominator and output from one range to the next), so a dense prefill no longer
+holds the whole context's expanded keys and values (16 heads x 128 floats per key).
+`sparsegate run --dense --threads 1` on this checkpoint, peak RSS with the whole
+context expanded at once / in ranges: 4K 456 / 436 MB, 16K 602 / 467 MB, 32K 800 /
+501 MB; prefill and decode logits bitwise identical at 4K and 16K. What still grows
+with the context is the KV cache (about 2 KB per token here) and, in DSA mode, the
+indexer's score rows (bounded at 8M floats per chunk).
 TXT
     echo
     echo "Command: \`bash bench/peer.sh\`; scratch folder $work (llama.cpp source and build,"
