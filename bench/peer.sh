@@ -230,7 +230,7 @@ best() { node -p "Math.max($1, $2)"; }
     echo "most the last column; a measured ratio above it is llama.cpp streaming slower, or its"
     echo "step bound by something else (its 32K DSA decode spends over a CPU-second per token)."
     echo
-    node bench/peer/decode_bytes.mjs "$model" $ctxs 32768 65536
+    node bench/peer/decode_bytes.mjs "$model" $(printf "%s\n" $ctxs 32768 65536 | sort -nu)
     echo
     cat <<'TXT'
 What bounds the cells (rates of each kernel against this machine's ceilings: the
