@@ -7,9 +7,18 @@ sentence that states its fact.
 Held out from training: whole sentence shapes (the last two of every
 attribute) and whole kinds of entity (HELDOUT_KINDS, whose attributes
 are partly new as well).  Evaluation corpora come from another seed.
+
+In training, half of the facts' sentences are varied (Gen.vary, vary=): words
+of the shape swapped for words of the filler, a few filler words put in
+after the entity's name.  Six shapes per attribute are few enough to
+learn by heart, and a model that has learnt them writes a learnt shape
+around the entity instead of copying a new one (recall on held-out
+shapes was 1.1% against 26% on the learnt ones); a sentence it cannot
+predict must be copied.
 """
 import json
 import random
+import re
 
 ONSETS = ("b c d f g h k l m n p r s t v z br dr gr kr st tr th sh ch "
           "pl fl sk sn").split()
@@ -216,15 +225,48 @@ def n_shapes(attr, heldout):
 class Gen:
     """Entities, facts and filler from one seed."""
 
-    def __init__(self, seed, filler_docs, heldout=False):
+    def __init__(self, seed, filler_docs, heldout=False, vary=0.5):
         self.r = random.Random(seed)
         self.heldout = heldout
+        self.vary_share = 0.0 if heldout else vary
         self.filler = filler_docs
         self.ids_used = set()
         if heldout:
             self.kinds = list(KINDS)          # all kinds, all shapes
         else:
             self.kinds = [k for k in KINDS if k not in HELDOUT_KINDS]
+        # the filler's common words (in five documents or more): English,
+        # not the odd identifier
+        seen = {}
+        for d in filler_docs:
+            for w in set(re.findall(r"(?<![\w.-])[a-z]{3,10}(?![\w-])",
+                                    d["text"])):
+                seen[w] = seen.get(w, 0) + 1
+        self.words = sorted(w for w, c in seen.items() if c >= 5)
+
+    def vary(self, shape):
+        """A training shape made unpredictable, for a share of the facts
+        (vary_share; never in held-out corpora): each of its words after
+        "The {E}" but the value's becomes a filler word with probability
+        0.25, and two to four filler words go in after the entity with
+        probability 0.3.  A share of 0 draws nothing: the corpus is the
+        one a generator without variation made from the same seed."""
+        r = self.r
+        if self.vary_share <= 0 or not self.words \
+                or r.random() >= self.vary_share:
+            return shape
+        head, rest = shape.split("{E}", 1)
+        out = []
+        for w in rest.split(" "):
+            if w and "{" not in w and w.isalpha() and r.random() < 0.25:
+                w = r.choice(self.words)
+            out.append(w)
+        rest = " ".join(out)
+        if r.random() < 0.3:
+            ins = " ".join(r.choice(self.words)
+                           for _ in range(r.randint(2, 4)))
+            rest = ", %s,%s" % (ins, rest)
+        return head + "{E}" + rest
 
     def word(self, syl):
         r = self.r
@@ -271,6 +313,7 @@ class Gen:
         else:
             pool = list(enumerate(shapes[:-2]))
         si, shape = r.choice(pool)
+        shape = self.vary(shape)
         ent = "%s %s" % (name, kind)
         v = self.value(vkind)
         return {"entity": ent, "kind": kind, "attr": attr, "shape": si,

@@ -109,6 +109,26 @@ def qa_samples(gen, n, tokens, fact_share=0.5):
     return out
 
 
+def retrain_commands(model_dir):
+    """The command lines of a model's TRAINING.md (the indented lines
+    after "Retrain it with:"), with --resume paths as they were."""
+    path = os.path.join(model_dir, "TRAINING.md")
+    out, on = [], False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("    bash training/train.sh"):
+                line = line.strip()
+                if "--vary" not in line:
+                    line += " --vary 0"    # made before the variation
+                out.append(line)
+                on = True
+            elif on:
+                break
+    if not out:
+        raise SystemExit("train: %s names no command that made it" % path)
+    return out
+
+
 USER_ID = 3     # <｜User｜> (training/bpe.py SPECIALS)
 
 
@@ -340,6 +360,9 @@ def main():
     ap.add_argument("--resume", default=None,
                     help="continue from this exported model (its tokenizer "
                     "and weights)")
+    ap.add_argument("--vary", type=float, default=0.5,
+                    help="share of the training facts whose sentence is "
+                    "varied with filler words (data.Gen.vary)")
     ap.add_argument("--stop-after", default=None,
                     help="end after this stage (trials)")
     ap.add_argument("--threads", type=int, default=1,
@@ -362,13 +385,13 @@ def main():
                         filler], check=True, env=dict(os.environ,
                                                       SECTIONS="5 7 8"))
     docs = data.load_filler(filler)
-    gen = data.Gen(a.seed, docs)
+    gen = data.Gen(a.seed, docs, vary=a.vary)
     log("filler: %d documents" % len(docs))
 
     # 1. tokenizer
     tok = os.path.join(a.work, "tokenizer.json")
     text = []
-    tgen = data.Gen(a.seed + 1000, docs)
+    tgen = data.Gen(a.seed + 1000, docs, vary=a.vary)
     for s in qa_samples(tgen, 150, 1200):
         for p in s["passages"]:
             text.append("[passage %s | doc %s | %s]\n%s" % (
@@ -452,8 +475,14 @@ def main():
                                                  os.cpu_count(),
                                                  platform.platform()),
                 "torch": torch.__version__, "final": final, "evals": evals}
-        md = TRAINING_MD.format(cmd="bash training/train.sh --seed %d"
-                                " --minutes %g" % (a.seed, a.minutes),
+        cmd = "bash training/train.sh --seed %d --minutes %g --vary %g" % (
+            a.seed, a.minutes, a.vary)
+        if a.resume:
+            # the model it went on from, and how that one was made
+            cmd = "%s\n%s --resume %s" % (
+                "\n".join(retrain_commands(a.resume)), cmd,
+                os.path.relpath(a.resume, ROOT))
+        md = TRAINING_MD.format(cmd="\n    ".join(cmd.split("\n")),
                                 minutes=secs / 60,
                                 info=json.dumps(info, indent=1),
                                 log="\n".join(LOG))
@@ -498,8 +527,9 @@ RAG task (training/train.py).  Retrain it with:
 
     {cmd}
 
-It took {minutes:.1f} minutes on the machine below.  Per-step losses are
-in curves.json.
+The last command took {minutes:.1f} minutes on the machine below (a
+--resume line continues the model the lines before it made, whose own
+times are in their TRAINING.md).  Per-step losses are in curves.json.
 
 ```
 {info}

@@ -5,8 +5,10 @@
 # supervised head's weight on its target, and a few optimizer steps of a
 # tiny model on it turn head 0 of the first layer into a previous-token
 # head; the same target trains the layer's indexer alone and brings the
-# previous token into its top-k.  Needs Debian's PyTorch (installed here when missing, as
-# training/train.sh does).
+# previous token into its top-k.  The training data varies half of its
+# sentences (none with vary=0, which draws nothing) and never a held-out
+# corpus's.  Needs Debian's PyTorch
+# (installed here when missing, as training/train.sh does).
 set -u
 root=${SG_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 if ! /usr/bin/python3 -c 'import torch, numpy' 2>/dev/null; then
@@ -183,6 +185,39 @@ for _ in range(60):
 s1 = prev_selected()
 check("indexer supervision puts the previous token in the top-k "
       "(%.2f -> %.2f of rows)" % (s0, s1), s1 > 0.95 and s1 > s0 + 0.2)
+
+# the data: half of a training corpus's sentences varied (filler words in
+# the shape), every sentence still opens on its entity and holds its
+# value; a held-out corpus never varied
+import data
+
+common = ("river water stone light north house field table green open "
+          "small paper").split()
+docs = [{"id": "d%d" % i, "text": " ".join(rng.choice(common)
+                                           for _ in range(300))}
+        for i in range(8)]
+stats = {}
+for heldout in (False, True):
+    g = data.Gen(5, docs, heldout=heldout)
+    used, varied, whole = set(), 0, 0
+    for _ in range(400):
+        f = g.fact(used)
+        shapes = {sh.format(E=f["entity"], v=f["value"])
+                  for sh in data.ATTRS[f["attr"]][2]}
+        varied += f["sentence"] not in shapes
+        whole += (f["sentence"].startswith("The %s" % f["entity"])
+                  and f["value"] in f["sentence"])
+    stats[heldout] = (varied, whole)
+check("training sentences varied about half the time, held-out never "
+      "(%d / 400, %d / 400)" % (stats[False][0], stats[True][0]),
+      140 <= stats[False][0] <= 260 and stats[True][0] == 0)
+g0 = data.Gen(5, docs, vary=0.0)
+gi = data.Gen(5, docs, vary=0.5)
+gi.vary = lambda shape: shape       # a generator without the variation
+same = all(g0.fact(set()) == gi.fact(set()) for _ in range(200))
+check("vary=0 gives the corpus of a generator without variation", same)
+check("every sentence opens on its entity and holds its value",
+      stats[False][1] == 400 and stats[True][1] == 400, str(stats))
 print("training: %d failed" % fails)
 raise SystemExit(1 if fails else 0)
 PY
