@@ -251,9 +251,12 @@ CPU): ggml's threads wait for each other at its graph barriers by
 spinning, so both stay runnable through a step. SparseGate's pool workers now
 watch for the next loop for up to 200 us after each one before they sleep
 (CPU_POOL_SPIN_US; the table's runs have it), and loops under
-CPU_PAR_WORK (2M multiply-adds: most decode projections) run on the calling thread. Lowering that bound does not change it:
-the kernels section's serial / split rows show a worker woken for a 12-55 us decode
-GEMV arriving after it ends (same fastest call, slower median).
+CPU_PAR_WORK (2M multiply-adds: most decode projections) run on the calling thread.
+Splitting them too (SG_CPU_PAR_WORK=0) depends on the load: on a busy machine a woken
+worker arrived after a 12-55 us decode GEMV ended (same fastest call, slower median);
+on an idle one (the kernels section of 2026-12-07 23:17) split is faster at 512x512 and
+1536x512 and equal at 512x2048, and a 4K DSA decode gained 1-6% (67.6 / 67.3 / 65.0
+against 63.9 / 64.1 / 64.3 tok/s, alternating), so calling-thread-only stays the default.
 Prefill memory: the MHA form expands the context's keys 2048 at a time
 (engine/model/forward.c attend_mha; attn_prefill carries each row's running max,
 denominator and output from one range to the next), so a dense prefill no longer
