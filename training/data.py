@@ -222,6 +222,17 @@ def n_shapes(attr, heldout):
     return shapes[-2:] if heldout else shapes[:-2]
 
 
+def common_words(docs):
+    """The filler's common words (in five documents or more): English, not
+    the odd identifier."""
+    seen = {}
+    for d in docs:
+        for w in set(re.findall(r"(?<![\w.-])[a-z]{3,10}(?![\w-])",
+                                d["text"])):
+            seen[w] = seen.get(w, 0) + 1
+    return sorted(w for w, c in seen.items() if c >= 5)
+
+
 class Gen:
     """Entities, facts and filler from one seed."""
 
@@ -235,14 +246,9 @@ class Gen:
             self.kinds = list(KINDS)          # all kinds, all shapes
         else:
             self.kinds = [k for k in KINDS if k not in HELDOUT_KINDS]
-        # the filler's common words (in five documents or more): English,
-        # not the odd identifier
-        seen = {}
-        for d in filler_docs:
-            for w in set(re.findall(r"(?<![\w.-])[a-z]{3,10}(?![\w-])",
-                                    d["text"])):
-                seen[w] = seen.get(w, 0) + 1
-        self.words = sorted(w for w, c in seen.items() if c >= 5)
+        # only a generator that varies needs them (a quarter of a second
+        # over the filler)
+        self.words = common_words(filler_docs) if self.vary_share > 0 else []
 
     def vary(self, shape):
         """A training shape made unpredictable, for a share of the facts
