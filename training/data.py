@@ -236,10 +236,12 @@ def common_words(docs):
 class Gen:
     """Entities, facts and filler from one seed."""
 
-    def __init__(self, seed, filler_docs, heldout=False, vary=0.5):
+    def __init__(self, seed, filler_docs, heldout=False, vary=0.5,
+                 hard=0.0):
         self.r = random.Random(seed)
         self.heldout = heldout
         self.vary_share = 0.0 if heldout else vary
+        self.hard_share = 0.0 if heldout else hard
         self.filler = filler_docs
         self.ids_used = set()
         if heldout:
@@ -274,11 +276,25 @@ class Gen:
             rest = ", %s,%s" % (ins, rest)
         return head + "{E}" + rest
 
-    def word(self, syl):
+    def word(self, syl, first=None):
+        """A made-up word of syl syllables; first: its first syllable."""
         r = self.r
         w = "".join(r.choice(ONSETS) + r.choice(VOWELS) + r.choice(CODAS)
                     for _ in range(syl))
+        if first:
+            w = first + w[len(self.word_first(w)):]
         return w.capitalize()
+
+    @staticmethod
+    def word_first(w):
+        """The first syllable of a word made by word (onset, vowel, coda:
+        the longest match)."""
+        m = re.match(r"(%s)(%s)(%s)" % (
+            "|".join(sorted(ONSETS, key=len, reverse=True)),
+            "|".join(sorted(VOWELS, key=len, reverse=True)),
+            "|".join(sorted([c for c in CODAS if c], key=len, reverse=True))
+            + "|"), w.lower())
+        return m.group(0) if m else w[:2].lower()
 
     def person(self):
         return "%s %s" % (self.word(self.r.choice((1, 2))),
@@ -298,16 +314,23 @@ class Gen:
             return str(r.randint(3, 240))
         return self.person()
 
-    def fact(self, used):
+    def fact(self, used, hard=None):
         """One entity with one fact: dict(entity, sentence, question,
-        value, kind, attr, shape)."""
+        value, kind, attr, shape).  hard (a context's decoy plan, see
+        context): the entity is of its kind, and half the time its name
+        opens with the first syllable of an earlier name of the context."""
         r = self.r
+        first = None
+        if hard and hard["names"] and r.random() < 0.5:
+            first = self.word_first(r.choice(hard["names"]))
         while True:
-            name = self.word(r.choice((2, 2, 3)))
+            name = self.word(r.choice((2, 2, 3)), first)
             if name not in used:
                 used.add(name)
                 break
-        kind = r.choice(self.kinds)
+        if hard:
+            hard["names"].append(name)
+        kind = hard["kind"] if hard else r.choice(self.kinds)
         attr = r.choice(KINDS[kind])
         qs, vkind, shapes = ATTRS[attr]
         heldout_shape = self.heldout and (kind in HELDOUT_KINDS
@@ -347,10 +370,18 @@ class Gen:
         r = self.r
         budget = n_tokens * chars_per_token
         used, facts, passages = set(), [], []
+        # a share of training contexts (hard_share) are all about entities
+        # of one kind whose names share first syllables: the answer's
+        # entity must be told from its decoys by its whole name, as among
+        # the hundred entities of a kind in a 32K context.  No draw when
+        # the share is 0, so such corpora are as before.
+        hard = None
+        if self.hard_share > 0 and r.random() < self.hard_share:
+            hard = {"kind": r.choice(self.kinds), "names": []}
         size = 0
         while size < budget:
             if not passages or r.random() < fact_share:
-                fs = [self.fact(used) for _ in range(r.randint(2, 5))]
+                fs = [self.fact(used, hard) for _ in range(r.randint(2, 5))]
                 text = " ".join(f["sentence"] for f in fs)
                 p = {"title": "%s %d" % (r.choice(TITLES), r.randint(1, 99)),
                      "text": text}

@@ -264,8 +264,11 @@ class Model(nn.Module):
         self.topk = cfg["index_topk"]
 
     # -- attention ---------------------------------------------------------
-    def attend(self, blk, x, cos, sin, mode, kv_fp8, index_fp8, aux,
-               detach_indexer, topk_out=None):
+    @staticmethod
+    def project(blk, x, cos, sin, kv_fp8):
+        """One layer's MLA projections of x [B, T, d]: (h the normed input,
+        qr the q latent, q [B,T,H,qk] and k [B,T,H,qk] with RoPE on their
+        last rope dims, values [B,T,H,v])."""
         a = blk.self_attn
         B, T, _ = x.shape
         H, nope, rope, v = a.H, a.nope, a.rope, a.v
@@ -280,9 +283,17 @@ class Model(nn.Module):
         k_pe = rope_interleaved(kv[..., a.lora:], cos, sin)       # [B,T,r]
         kvf = F.linear(lat, a.kv_b_proj).view(B, T, H, nope + v)
         k_nope, val = kvf[..., :nope], kvf[..., nope:]
-        qf = torch.cat((q_nope, q_pe), -1).transpose(1, 2)       # [B,H,T,qk]
-        kf = torch.cat((k_nope, k_pe[:, :, None, :].expand(B, T, H, rope)),
-                       -1).permute(0, 2, 3, 1)                  # [B,H,qk,S]
+        k = torch.cat((k_nope, k_pe[:, :, None, :].expand(B, T, H, rope)), -1)
+        return h, qr, torch.cat((q_nope, q_pe), -1), k, val
+
+    def attend(self, blk, x, cos, sin, mode, kv_fp8, index_fp8, aux,
+               detach_indexer, topk_out=None):
+        a = blk.self_attn
+        B, T, _ = x.shape
+        H, v = a.H, a.v
+        h, qr, q, k, val = self.project(blk, x, cos, sin, kv_fp8)
+        qf = q.transpose(1, 2)                                   # [B,H,T,qk]
+        kf = k.permute(0, 2, 3, 1)                               # [B,H,qk,S]
         sc = torch.matmul(qf * a.scale, kf)
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         allow = causal[None]

@@ -52,7 +52,6 @@ def write(model_dir, out_dir, prompt, teacher, mode="sparse", prefix="",
     pre.astype("<f4").tofile(os.path.join(out_dir, prefix + "prefill_logits.f32.bin"))
     dec.astype("<f4").tofile(os.path.join(out_dir, prefix + "decode_logits.f32.bin"))
     if sets:
-        K = model.cfg["index_topk"]
         P = len(prompt)
         allrows = np.stack([s.numpy() for s in sets])        # [L, T, K]
         allrows[:, :, :] = np.sort(allrows, axis=-1)

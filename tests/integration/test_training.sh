@@ -7,7 +7,9 @@
 # head; the same target trains the layer's indexer alone and brings the
 # previous token into its top-k.  The training data varies half of its
 # sentences (none with vary=0, which draws nothing) and never a held-out
-# corpus's.  Needs Debian's PyTorch
+# corpus's; hard contexts hold one kind of entity with look-alike names.
+# The long-context split gives one whole forward's logits.
+# Needs Debian's PyTorch
 # (installed here when missing, as training/train.sh does).
 set -u
 root=${SG_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -20,6 +22,7 @@ if ! /usr/bin/python3 -c 'import torch, numpy' 2>/dev/null; then
         || { echo "FAIL training/torch: python3-torch could not be installed"; exit 1; }
 fi
 cd "$root/training" && exec /usr/bin/python3 - <<'PY'
+import os
 import random
 
 import numpy as np
@@ -186,6 +189,57 @@ s1 = prev_selected()
 check("indexer supervision puts the previous token in the top-k "
       "(%.2f -> %.2f of rows)" % (s0, s1), s1 > 0.95 and s1 > s0 + 0.2)
 
+# the long-context split (training/longctx.py): the passages without
+# gradients, chunked, then the tail with gradients gives the logits of one
+# whole sparse forward; with every key selected that is dense attention
+import longctx
+
+seed = int(os.environ.get("SG_TEST_SEED") or
+           random.SystemRandom().randrange(1 << 30))
+print("longctx checks: SG_TEST_SEED=%d" % seed)
+torch.manual_seed(seed)
+for topk, what in ((1 << 20, "every key selected (dense)"),
+                   (8, "top-8 of 61-96 keys")):
+    m = Model(dict(cfg, index_topk=topk)).eval()
+    n = int(torch.randint(61, 97, ()))
+    ids = torch.randint(0, 64, (n,))
+    P = int(torch.randint(20, n - 5, ()))
+    with torch.no_grad():
+        ref = m(ids[None], mode="sparse")[0, P:]
+        xs = longctx.prefix_states(m, ids, P, chunk=7)
+        got = longctx.tail_forward(m, ids, P, xs, {})[0]
+    err = ((got - ref).abs().max() / ref.abs().max()).item()
+    check("longctx prefix %d + tail %d == one sparse forward, %s (rel %.1e)"
+          % (P, n - P, what, err), err < 1e-5, "rel %g" % err)
+with torch.no_grad():
+    a = longctx.prefix_states(m, ids, P, chunk=5)
+    b = longctx.prefix_states(m, ids, P, chunk=P)
+err = max((u - v).abs().max().item() for u, v in zip(a, b))
+check("longctx: the prefix's chunk size does not change it (%.1e)" % err,
+      err < 1e-5)
+isc = torch.tensor([[3.0, float("nan"), 1.0, 2.0, 5.0]] * 2)
+idx, valid, _ = longctx.select(isc, 1, 3, True)
+check("longctx.select: a row never takes a key after itself",
+      all(i <= r + 1 or not v for row, vrow, r in zip(idx.tolist(),
+          valid.tolist(), (0, 1)) for i, v in zip(row, vrow)),
+      "%s %s" % (idx.tolist(), valid.tolist()))
+
+# one long_losses step: the tail's losses reach every weight (the prefix
+# keys are projected again under gradients), the indexer's through its
+# KL and supervision terms
+m = Model(dict(cfg, index_topk=8)).train()
+seq = np.array([int(v) for v in torch.randint(2, 64, (90,))])
+seq[80:86] = seq[30:36]                        # an answer copied from 30
+loss, parts, ntok = T.long_losses(m, seq, [(80, 87)])
+loss.backward()
+nograd = [name for name, p in m.named_parameters()
+          if name != "layers.1.gate" and (p.grad is None or not
+                                          torch.isfinite(p.grad).all()
+                                          or not p.grad.any())]
+check("long_losses: finite gradients reach every weight "
+      "(parts %s)" % sorted(parts), not nograd and torch.isfinite(loss),
+      "no gradient: %s" % nograd)
+
 # the data: half of a training corpus's sentences varied (filler words in
 # the shape), every sentence still opens on its entity and holds its
 # value; a held-out corpus never varied
@@ -218,6 +272,38 @@ same = all(g0.fact(set()) == gi.fact(set()) for _ in range(200))
 check("vary=0 gives the corpus of a generator without variation", same)
 check("every sentence opens on its entity and holds its value",
       stats[False][1] == 400 and stats[True][1] == 400, str(stats))
+# one whole-sequence step as the stages take it: every loss term there
+x_, w_, t_ = T.multi_batch([(seq, [(80, 87)])], random.Random(0), 1)
+loss, parts, ntok = T.batch_losses(m, (x_, w_, t_), "sparse", kl=True)
+check("batch_losses: lm, answer, attn and kl terms, finite (%s)"
+      % sorted(parts), sorted(parts) == ["answer", "attn", "kl", "lm"]
+      and torch.isfinite(loss).item() and ntok == 90)
+
+# hard contexts (hard=1): one kind of entity per context, about half of
+# the names opening on an earlier name's first syllable; hard=0 draws
+# nothing (the corpus of a generator without hard contexts)
+g = data.Gen(7, docs, vary=0.0, hard=1.0)
+kinds_ok, shared, names = True, 0, 0
+for _ in range(40):
+    _, facts = g.context(800)
+    kinds_ok &= len({f["kind"] for f in facts}) == 1
+    seen = []
+    for f in facts:
+        name = f["entity"].split(" ")[0]
+        shared += any(data.Gen.word_first(name) == data.Gen.word_first(o)
+                      for o in seen)
+        names += bool(seen)
+        seen.append(name)
+check("hard contexts: one kind each, %d of %d later names share a first "
+      "syllable" % (shared, names),
+      kinds_ok and 0.35 * names <= shared <= 0.9 * names)
+g0 = data.Gen(7, docs, vary=0.5)
+gh = data.Gen(7, docs, vary=0.5, hard=0.0)
+check("hard=0 gives the corpus of a generator without hard contexts",
+      all(g0.context(600) == gh.context(600) for _ in range(30)))
+check("word_first splits a made-up word's first syllable",
+      [data.Gen.word_first(w) for w in ("Deithfisk", "Brohaces", "Staelco")]
+      == ["deith", "bro", "stael"])
 print("training: %d failed" % fails)
 raise SystemExit(1 if fails else 0)
 PY
