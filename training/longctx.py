@@ -93,7 +93,8 @@ def target_nll(logp, idx, valid, target):
     rows = hit.any(-1)
     if not rows.any():
         return None
-    return -(logp * hit).sum(-1)[rows].mean()
+    # where, not a product: an unselected slot's log p is -inf
+    return -torch.where(hit, logp, torch.zeros_like(logp)).sum(-1)[rows].mean()
 
 
 def tail_forward(model, ids, P, xs, targets, load=None, hits=None):

@@ -224,6 +224,16 @@ check("longctx.select: a row never takes a key after itself",
           valid.tolist(), (0, 1)) for i, v in zip(row, vrow)),
       "%s %s" % (idx.tolist(), valid.tolist()))
 
+lp = torch.log_softmax(torch.tensor([[1.0, 2.0, float("-inf")],
+                                     [0.0, 0.0, 0.0]]), -1)
+got = longctx.target_nll(lp, torch.tensor([[0, 1, 2], [0, 1, 2]]),
+                         torch.tensor([[True, True, False], [True] * 3]),
+                         torch.tensor([1, 2]))
+want = -(lp[0, 1] + lp[1, 2]).item() / 2
+check("longctx.target_nll: mean -log p of the target beside an unselected "
+      "slot (%.4f)" % got.item(), abs(got.item() - want) < 1e-6,
+      "%g vs %g" % (got.item(), want))
+
 # one long_losses step: the tail's losses reach every weight (the prefix
 # keys are projected again under gradients), the indexer's through its
 # KL and supervision terms
