@@ -119,13 +119,10 @@ def tail_forward(model, ids, P, xs, targets, load=None, hits=None):
         out, logp = gathered_attention(q[0, P:], k[0], val[0], idx, valid,
                                        a.scale)
         # the indexer: KL to the head-summed attention on its selected set
-        logq = torch.log_softmax(torch.gather(isc, -1, idx).masked_fill(
-            ~valid, float("-inf")), -1)
-        tgt = logp.detach().exp().sum(1) * valid
-        tgt = tgt / tgt.sum(-1, keepdim=True).clamp(min=1e-9)
-        kls.append((tgt * (torch.log(tgt.clamp(min=1e-9))
-                           - torch.where(valid, logq, torch.zeros_like(logq)))
-                    ).sum(-1).mean())
+        # (Model.indexer_kl over the gathered slots: [1, H, n, K])
+        kls.append(Model.indexer_kl(logp.detach().exp().transpose(0, 1)[None],
+                                    torch.gather(isc, -1, idx)[None], None,
+                                    valid[None]))
         if li in targets:
             head, target = targets[li]
             loss = target_nll(logp[:, head], idx, valid, target)
@@ -138,8 +135,8 @@ def tail_forward(model, ids, P, xs, targets, load=None, hits=None):
                 sel = ((idx == target[:, None]) & valid).any(-1)
                 hits.append((li, int(rows.sum()), int(sel[rows].sum())))
             if rows.any():
-                lq = torch.log_softmax(isc[rows], -1)
-                sup.append(-torch.gather(lq, -1, target[rows][:, None]).mean())
+                sup.append(Model.attn_target_loss(
+                    torch.log_softmax(isc, -1)[None], target[None]))
         x = x + F.linear(out.reshape(1, n, -1), a.o_proj)
         x = x + model.ffn(blk, x, load)
     return F.linear(rmsnorm(x, model.norm), model.lm_head)[0], kls, sup

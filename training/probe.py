@@ -27,45 +27,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import data  # noqa: E402
 import export  # noqa: E402
-import longctx  # noqa: E402
 import train  # noqa: E402
-
-
-def probe(model, items):
-    """items: (ids, n_prompt, placed) -> (exact, first-4, copy key, prev
-    key) shares."""
-    exact = first = n_first = 0
-    hit = {0: [0, 0], len(model.layers) - 1: [0, 0]}
-    with torch.no_grad():
-        for ids, n_prompt, _ in items:
-            T = len(ids)
-            P = max(1, n_prompt - train.TAIL)
-            t = torch.from_numpy(ids)
-            tgt = torch.full((1, T), -1, dtype=torch.long)
-            train.put_targets(tgt, 0, ids, n_prompt, T)
-            targets = {li: (head, tg[0, P:]) for li, (head, tg)
-                       in train.supervision(model, tgt).items()}
-            # the previous-token target on the answer rows only
-            head0, prev = targets[0]
-            prev = prev.clone()
-            prev[:n_prompt - P] = -1
-            targets[0] = (head0, prev)
-            hits = []
-            logits = longctx.tail_forward(
-                model, t, P, longctx.prefix_states(model, t, P), targets,
-                hits=hits)[0]
-            ok = (logits[n_prompt - 1 - P:T - 1 - P].argmax(-1)
-                  == t[n_prompt:]).tolist()
-            exact += all(ok)
-            first += sum(ok[:4])
-            n_first += len(ok[:4])
-            for li, rows, sel in hits:
-                hit[li][0] += sel
-                hit[li][1] += rows
-    n = max(len(items), 1)
-    last = len(model.layers) - 1
-    return (exact / n, first / max(n_first, 1),
-            hit[last][0] / max(hit[last][1], 1), hit[0][0] / max(hit[0][1], 1))
 
 
 def main():
@@ -95,7 +57,7 @@ def main():
         built = train.build_prompts(sg, tok, train.qa_samples(
             gen, a.questions, L), a.work, "probe%d" % L)
         items = [b for b in built if b[2]]
-        r = probe(model, items)
+        r = train.long_scores(model, items)
         print("| %dK (%d questions) | %.0f%% | %.0f%% | %.0f%% | %.0f%% |"
               % ((L + 512) // 1024, len(items), *(100 * v for v in r)),
               flush=True)

@@ -322,6 +322,12 @@ def weighted_lm(logits, x, w, parts):
 TAIL = 64       # the tokens before the first answer that train with it
 
 
+def tail_targets(model, tgt, P):
+    """supervision's targets [1, T] cut to the tail's rows [P, T)."""
+    return {li: (head, t[0, P:])
+            for li, (head, t) in supervision(model, tgt).items()}
+
+
 def long_losses(model, seq, spans, load=None):
     """One long sequence (multi_pool's (ids, answer spans)) split at its
     first question (training/longctx.py): the passages without gradients,
@@ -331,8 +337,7 @@ def long_losses(model, seq, spans, load=None):
     ids = torch.from_numpy(seq)
     xs = longctx.prefix_states(model, ids, P)
     x, w, tgt = multi_batch([(seq, spans)], random.Random(0), 1)
-    targets = {li: (head, t[0, P:]) for li, (head, t)
-               in supervision(model, tgt).items()}
+    targets = tail_targets(model, tgt, P)
     logits, kls, sup = longctx.tail_forward(model, ids, P, xs, targets,
                                            load)
     parts = {}
@@ -391,22 +396,47 @@ LONG_LENGTHS = (4096, 8192, 12288)
 LONG_SHORT_SHARE = 0.3
 
 
-def long_answer_scores(model, items):
-    """answer_scores' exact share at long contexts, sparse: each prompt's
-    passages through longctx.prefix_states, its question and answer
-    through longctx.tail_forward."""
+def long_scores(model, items):
+    """Teacher forced at long contexts, sparse (each prompt's passages
+    through longctx.prefix_states, its question and answer through
+    longctx.tail_forward), over items (ids, n_prompt, placed): the shares
+    (exact answers, right among the answers' first four tokens, answer
+    rows whose copy source is in the copy layer's top-k, answer rows whose
+    previous token is in layer 0's)."""
+    was_training = model.training
     model.eval()
-    ok = 0
+    exact = first = n_first = 0
+    last = len(model.layers) - 1
+    hit = {0: [0, 0], last: [0, 0]}
     with torch.no_grad():
         for ids, n_prompt, _ in items:
+            T = len(ids)
             P = max(1, n_prompt - TAIL)
             t = torch.from_numpy(ids)
+            tgt = torch.full((1, T), -1, dtype=torch.long)
+            put_targets(tgt, 0, ids, n_prompt, T)
+            targets = tail_targets(model, tgt, P)
+            # the previous-token target on the answer rows only
+            head0, prev = targets[0]
+            prev = prev.clone()
+            prev[:n_prompt - P] = -1
+            targets[0] = (head0, prev)
+            hits = []
             logits = longctx.tail_forward(
-                model, t, P, longctx.prefix_states(model, t, P), {})[0]
-            pred = logits[n_prompt - 1 - P:len(ids) - 1 - P].argmax(-1)
-            ok += bool((pred == t[n_prompt:]).all())
-    model.train()
-    return ok / max(len(items), 1)
+                model, t, P, longctx.prefix_states(model, t, P), targets,
+                hits=hits)[0]
+            ok = (logits[n_prompt - 1 - P:T - 1 - P].argmax(-1)
+                  == t[n_prompt:]).tolist()
+            exact += all(ok)
+            first += sum(ok[:4])
+            n_first += len(ok[:4])
+            for li, rows, sel in hits:
+                hit[li][0] += sel
+                hit[li][1] += rows
+    model.train(was_training)
+    return (exact / max(len(items), 1), first / max(n_first, 1),
+            hit[last][0] / max(hit[last][1], 1),
+            hit[0][0] / max(hit[0][1], 1))
 
 
 def long_stage(a, model, params, seconds, mid_pool, rng, curve, evals,
@@ -426,7 +456,7 @@ def long_stage(a, model, params, seconds, mid_pool, rng, curve, evals,
 
     def ev(step):
         for L, items in held.items():
-            acc = long_answer_scores(model, items)
+            acc = long_scores(model, items)[0]
             evals.append({"stage": "sparse-long", "step": step,
                           "mode": "sparse", "tokens": L, "answer_exact": acc})
             log("eval sparse-long step %d: held-out answers exact (teacher "
